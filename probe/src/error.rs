@@ -1,0 +1,42 @@
+//! Errors of the probe. Findings about the environment are data in
+//! [`crate::Facts`]; these are failures to collect facts at all.
+
+use std::path::PathBuf;
+
+/// A failure to collect facts.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// No Python interpreter could be found.
+    #[error("no Python interpreter found: {0}")]
+    PythonNotFound(String),
+    /// The interpreter could not be started or its answer was unusable.
+    #[error("querying the Python interpreter {path} failed: {reason}")]
+    PythonQuery { path: PathBuf, reason: String },
+    /// A folder given to scan does not exist or cannot be read.
+    #[error("cannot read {path}: {reason}")]
+    Unreadable { path: PathBuf, reason: String },
+    /// A facts document is malformed.
+    #[error("malformed facts document: {0}")]
+    FactsJson(String),
+    /// A facts document comes from a newer caiclust.
+    #[error("facts schema version {found} is newer than the supported version {supported}; upgrade caiclust")]
+    FactsSchema { found: u32, supported: u32 },
+}
+
+/// Why one binary could not be read. The scan records these as skipped
+/// files and carries on.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum BinaryError {
+    #[error("cannot open: {0}")]
+    Io(String),
+    #[error("not a binary (no ELF, Mach-O or PE signature)")]
+    NotBinary,
+    #[error("empty file")]
+    Empty,
+    #[error("larger than the {limit}-byte limit ({size} bytes)")]
+    TooLarge { size: u64, limit: u64 },
+    #[error("malformed {format}: {reason}")]
+    Malformed { format: &'static str, reason: String },
+    #[error("not a regular file")]
+    NotRegular,
+}

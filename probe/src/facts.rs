@@ -1,0 +1,568 @@
+//! The serialisable facts model: everything the probe learns, with evidence.
+//!
+//! A [`Facts`] document is what `caiclust probe --json` prints, what a user
+//! attaches to a bug report and what the rules crate evaluates. It carries a
+//! [`SCHEMA_VERSION`]; readers refuse documents from a newer major schema.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the facts schema. Bump on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Everything known about one machine and one Python environment (or one
+/// folder of unpacked wheels).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Facts {
+    /// [`SCHEMA_VERSION`] of the producer.
+    pub schema_version: u32,
+    /// The program and version that collected these facts.
+    pub producer: String,
+    /// Seconds since the Unix epoch when collection started.
+    pub collected_at_unix: u64,
+    /// What was probed: a Python environment or a folder of binaries.
+    pub subject: Subject,
+    /// The operating system the scanned binaries are built for. Equals the
+    /// host OS for a Python environment; for `--tree` it is inferred from the
+    /// binaries' formats (or given explicitly).
+    pub target_os: OsFamily,
+    /// The machine the probe ran on.
+    pub host: HostFacts,
+    /// The Python environment, when one was probed.
+    pub python: Option<PythonEnv>,
+    /// The Python packages that matter and what they pull in.
+    pub packages: Vec<PackageFacts>,
+    /// Every threading-relevant runtime library found (BLAS, LAPACK, OpenMP,
+    /// TBB, OpenCV, ...), one entry per distinct file.
+    pub libraries: Vec<Library>,
+    /// Runtimes present in more than one copy (each copy has its own pool).
+    pub duplicates: Vec<DuplicateRuntime>,
+    /// The environment variables that matter, as the probed process would
+    /// see them.
+    pub env: BTreeMap<String, String>,
+    /// How the scan went: what was read, what was skipped and why.
+    pub scan: ScanSummary,
+}
+
+/// What a [`Facts`] document describes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Subject {
+    /// A Python interpreter and its site-packages.
+    Python {
+        /// The interpreter that was queried.
+        executable: PathBuf,
+    },
+    /// A folder of unpacked wheels or libraries, possibly for another OS.
+    Tree {
+        /// The folder that was scanned.
+        root: PathBuf,
+    },
+}
+
+/// Operating-system family.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum OsFamily {
+    Linux,
+    Macos,
+    Windows,
+    Other,
+}
+
+impl OsFamily {
+    /// The family of the OS this program was compiled for.
+    pub fn current() -> Self {
+        if cfg!(target_os = "linux") {
+            Self::Linux
+        } else if cfg!(target_os = "macos") {
+            Self::Macos
+        } else if cfg!(target_os = "windows") {
+            Self::Windows
+        } else {
+            Self::Other
+        }
+    }
+
+    /// Lower-case name as used on the command line (`linux`, `macos`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Linux => "linux",
+            Self::Macos => "macos",
+            Self::Windows => "windows",
+            Self::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for OsFamily {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for OsFamily {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "linux" => Ok(Self::Linux),
+            "macos" | "darwin" | "osx" => Ok(Self::Macos),
+            "windows" | "win" | "win32" => Ok(Self::Windows),
+            other => Err(format!(
+                "unknown OS '{other}' (expected linux, macos or windows)"
+            )),
+        }
+    }
+}
+
+/// Where a piece of evidence came from.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum EvidenceSource {
+    /// Read from the binary: dependencies, exports, version needs, strings.
+    Static,
+    /// The file's name or the folder layout (weakest static evidence).
+    FileName,
+    /// Answered by the library itself in a throw-away process.
+    Runtime,
+    /// An environment variable.
+    Environment,
+    /// The operating system (procfs, sysfs, system calls).
+    System,
+}
+
+/// How sure a conclusion is.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Confidence {
+    Low,
+    Medium,
+    High,
+}
+
+/// One observation supporting a conclusion, e.g. `NEEDED libgomp.so.1`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(deny_unknown_fields)]
+pub struct Evidence {
+    pub source: EvidenceSource,
+    /// Human-readable observation: `NEEDED libgomp.so.1`,
+    /// `export scipy_openblas_get_config64_`, `string "OpenBLAS 0.3.30 ..."`.
+    pub detail: String,
+}
+
+impl Evidence {
+    pub fn new(source: EvidenceSource, detail: impl Into<String>) -> Self {
+        Self {
+            source,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// A value together with how sure we are and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Conclusion<T> {
+    pub value: T,
+    pub confidence: Confidence,
+    pub evidence: Vec<Evidence>,
+}
+
+impl<T> Conclusion<T> {
+    pub fn new(value: T, confidence: Confidence, evidence: Vec<Evidence>) -> Self {
+        Self {
+            value,
+            confidence,
+            evidence,
+        }
+    }
+}
+
+/// Facts about the machine the probe ran on.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HostFacts {
+    pub os: Option<OsFamily>,
+    /// Distribution or product name, e.g. `Debian GNU/Linux`.
+    pub os_name: Option<String>,
+    pub os_version: Option<String>,
+    pub kernel_version: Option<String>,
+    /// CPU architecture as Rust names it (`x86_64`, `aarch64`).
+    pub arch: String,
+    pub hostname: Option<String>,
+    /// Logical CPUs (hardware threads) of the machine.
+    pub logical_cpus: usize,
+    /// Physical cores, when the OS tells.
+    pub physical_cpus: Option<usize>,
+    /// CPU ids this process may run on (affinity mask), when the OS has one.
+    pub affinity: Option<Vec<usize>>,
+    /// The CPU bandwidth limit of this process's cgroup, when one applies.
+    pub cgroup: Option<CgroupCpuLimit>,
+    /// The Slurm allocation this process runs in, if any.
+    pub slurm: Option<SlurmAllocation>,
+    pub memory_total_bytes: Option<u64>,
+    pub memory_available_bytes: Option<u64>,
+    /// CPUs this process can really use: min(logical, affinity, ceil(cgroup
+    /// quota / period), Slurm CPUs), with the evidence for each bound.
+    pub usable_cpus: Option<Conclusion<usize>>,
+    /// Problems met while reading host facts (unreadable files, ...).
+    pub notes: Vec<String>,
+}
+
+/// A cgroup CPU bandwidth limit (v1 `cpu.cfs_quota_us`/`cpu.cfs_period_us`
+/// or v2 `cpu.max`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CgroupCpuLimit {
+    /// 1 or 2.
+    pub version: u8,
+    /// The cgroup path from `/proc/self/cgroup` that set the tightest limit.
+    pub cgroup_path: String,
+    /// The file the limit was read from.
+    pub file: PathBuf,
+    /// Quota in microseconds per period; `None` means `max` (unlimited).
+    pub quota_us: Option<u64>,
+    pub period_us: u64,
+    /// quota / period, when limited.
+    pub cpus: Option<f64>,
+}
+
+/// The Slurm allocation variables of this process.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmAllocation {
+    pub job_id: Option<String>,
+    pub cpus_per_task: Option<usize>,
+    pub cpus_on_node: Option<usize>,
+    pub ntasks: Option<usize>,
+    pub nnodes: Option<usize>,
+    pub job_cpus_per_node: Option<String>,
+    pub nodelist: Option<String>,
+}
+
+/// How the Python interpreter was chosen.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PythonSource {
+    /// `--python PATH`.
+    Explicit,
+    /// The active `VIRTUAL_ENV`.
+    VirtualEnv,
+    /// The active `CONDA_PREFIX`.
+    CondaPrefix,
+    /// `python3` (or `python`) on `PATH`.
+    SearchPath,
+}
+
+/// What the interpreter said about itself (one isolated query, no user
+/// package imported).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PythonEnv {
+    /// The interpreter path as given or found.
+    pub executable: PathBuf,
+    /// `sys.executable` as the interpreter reports it.
+    pub sys_executable: PathBuf,
+    pub found_via: PythonSource,
+    /// `3.11.7`.
+    pub version: String,
+    /// `[major, minor, micro]`.
+    pub version_info: [u32; 3],
+    /// `cpython`, `pypy`, ...
+    pub implementation: String,
+    pub prefix: PathBuf,
+    pub base_prefix: PathBuf,
+    pub exec_prefix: PathBuf,
+    /// `sys.prefix != sys.base_prefix`.
+    pub is_virtualenv: bool,
+    /// A `conda-meta` folder exists in the prefix.
+    pub is_conda: bool,
+    /// The folders packages are imported from, in import order.
+    pub site_packages: Vec<PathBuf>,
+    /// `sys.platform` (`linux`, `darwin`, `win32`).
+    pub platform: String,
+    /// `platform.machine()`.
+    pub machine: String,
+    /// `sysconfig.get_platform()`.
+    pub sysconfig_platform: String,
+    /// Extension-module suffix (`.cpython-311-x86_64-linux-gnu.so`).
+    pub ext_suffix: Option<String>,
+    /// Free-threaded build (`Py_GIL_DISABLED`).
+    pub gil_disabled: bool,
+    /// The start method `multiprocessing` uses when none is set.
+    pub default_start_method: Option<String>,
+    /// Start methods this interpreter supports.
+    pub start_methods: Vec<String>,
+    /// `os.cpu_count()`.
+    pub os_cpu_count: Option<usize>,
+    /// `os.process_cpu_count()` (3.13+) or the affinity size.
+    pub process_cpu_count: Option<usize>,
+}
+
+/// A Python package that matters for threading, and what it pulls in.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PackageFacts {
+    /// Import name (`numpy`, `sklearn`, `cv2`) or vendored folder name
+    /// (`numpy.libs`).
+    pub name: String,
+    /// Distribution name and version from `*.dist-info` / `*.egg-info`.
+    pub distribution: Option<String>,
+    pub version: Option<String>,
+    /// The folder of the package.
+    pub path: PathBuf,
+    /// Extension modules (and vendored libraries) read.
+    pub binaries: usize,
+    /// Paths of the [`Library`] entries this package reaches, directly or
+    /// through other libraries.
+    pub libraries: Vec<PathBuf>,
+    /// numba's threading layers available from its pool modules.
+    pub threading_layers: Vec<Conclusion<String>>,
+}
+
+/// What a library is for. A library can have several (OpenBLAS is BLAS
+/// and LAPACK; MKL is BLAS, LAPACK and more).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Api {
+    Blas,
+    Lapack,
+    Openmp,
+    Tbb,
+    Opencv,
+    /// A GPU runtime (CUDA) that is unsafe across fork.
+    Gpu,
+}
+
+/// Who made the library.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Vendor {
+    Openblas,
+    Mkl,
+    Blis,
+    Flexiblas,
+    Accelerate,
+    Atlas,
+    /// Netlib reference BLAS/LAPACK.
+    Reference,
+    /// GNU libgomp.
+    GnuOpenmp,
+    /// LLVM libomp.
+    LlvmOpenmp,
+    /// Intel libiomp5.
+    IntelOpenmp,
+    /// Microsoft vcomp.
+    MsvcOpenmp,
+    Tbb,
+    Opencv,
+    Cuda,
+    Unknown,
+}
+
+impl Vendor {
+    /// threadpoolctl's `internal_api` name for this vendor, if it has one.
+    pub fn threadpoolctl_internal_api(self) -> Option<&'static str> {
+        match self {
+            Self::Openblas => Some("openblas"),
+            Self::Mkl => Some("mkl"),
+            Self::Blis => Some("blis"),
+            Self::Flexiblas => Some("flexiblas"),
+            Self::GnuOpenmp | Self::LlvmOpenmp | Self::IntelOpenmp | Self::MsvcOpenmp => {
+                Some("openmp")
+            }
+            _ => None,
+        }
+    }
+
+    /// Is this an OpenMP runtime?
+    pub fn is_openmp(self) -> bool {
+        matches!(
+            self,
+            Self::GnuOpenmp | Self::LlvmOpenmp | Self::IntelOpenmp | Self::MsvcOpenmp
+        )
+    }
+}
+
+/// How a library runs its work in parallel. Names follow threadpoolctl
+/// where it has one.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum ThreadingLayer {
+    /// Its own pthreads pool.
+    Pthreads,
+    /// OpenMP (which runtime: see [`Library::openmp_runtime`]).
+    Openmp,
+    /// Intel TBB.
+    Tbb,
+    /// Single-threaded build (threadpoolctl: `disabled`).
+    Disabled,
+    /// MKL on Intel OpenMP.
+    Intel,
+    /// MKL on GNU OpenMP.
+    Gnu,
+    /// MKL sequential.
+    Sequential,
+    /// Apple Grand Central Dispatch.
+    Gcd,
+    /// Windows Concurrency runtime.
+    Concurrency,
+    /// Chosen at run time (MKL's `mkl_rt`, FlexiBLAS).
+    RuntimeSelected,
+}
+
+impl ThreadingLayer {
+    /// threadpoolctl's `threading_layer` string.
+    pub fn threadpoolctl_name(self) -> &'static str {
+        match self {
+            Self::Pthreads => "pthreads",
+            Self::Openmp => "openmp",
+            Self::Tbb => "tbb",
+            Self::Disabled => "disabled",
+            Self::Intel => "intel",
+            Self::Gnu => "gnu",
+            Self::Sequential => "sequential",
+            Self::Gcd => "gcd",
+            Self::Concurrency => "concurrency",
+            Self::RuntimeSelected => "runtime",
+        }
+    }
+}
+
+/// BLAS/LAPACK integer width.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum IntWidth {
+    /// 32-bit integers.
+    Lp64,
+    /// 64-bit integers.
+    Ilp64,
+}
+
+/// Binary container format.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum BinaryFormat {
+    Elf,
+    MachO,
+    Pe,
+}
+
+impl BinaryFormat {
+    /// The OS family that uses this format.
+    pub fn os(self) -> OsFamily {
+        match self {
+            Self::Elf => OsFamily::Linux,
+            Self::MachO => OsFamily::Macos,
+            Self::Pe => OsFamily::Windows,
+        }
+    }
+}
+
+/// One threading-relevant runtime library.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Library {
+    /// The file, with symlinks resolved.
+    pub path: PathBuf,
+    /// The names it was asked for (`libblas.so.3`, `@rpath/libomp.dylib`),
+    /// or its own name when found by folder scan.
+    pub requested_as: Vec<String>,
+    /// `None` for a system library that is referenced but not present in
+    /// the tree (e.g. Accelerate on a Linux host reading macOS wheels).
+    pub format: Option<BinaryFormat>,
+    /// Architectures (several for a Mach-O fat binary).
+    pub architectures: Vec<String>,
+    pub apis: Vec<Api>,
+    pub vendor: Conclusion<Vendor>,
+    pub version: Option<Conclusion<String>>,
+    pub threading_layer: Option<Conclusion<ThreadingLayer>>,
+    /// For OpenMP-threaded libraries: which OpenMP runtime they use.
+    pub openmp_runtime: Option<Conclusion<Vendor>>,
+    pub int_width: Option<Conclusion<IntWidth>>,
+    /// Symbol prefix and suffix of the exported API (`scipy_`, `64_`).
+    pub symbol_prefix: Option<String>,
+    pub symbol_suffix: Option<String>,
+    /// OpenCV's parallel framework (`pthreads`, `OpenMP`, `TBB`, `GCD`, ...).
+    pub parallel_framework: Option<Conclusion<String>>,
+    /// Python packages whose modules reach this library.
+    pub pulled_in_by: Vec<String>,
+    /// Paths of the binaries that load it directly.
+    pub needed_by: Vec<PathBuf>,
+    /// Resolved paths of the libraries it loads directly.
+    pub dependencies: Vec<PathBuf>,
+    /// How the loader reaches it, first step first: the request, the search
+    /// rule that found it, each symlink followed.
+    pub reached_via: Vec<String>,
+}
+
+/// A runtime present in several copies in one process.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DuplicateRuntime {
+    pub vendor: Vendor,
+    pub paths: Vec<PathBuf>,
+}
+
+/// How the scan went.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ScanSummary {
+    /// The folders scanned.
+    pub roots: Vec<PathBuf>,
+    /// Binaries parsed.
+    pub binaries_read: usize,
+    /// Files or folders not read, each with the reason.
+    pub skipped: Vec<Skipped>,
+    /// Dependencies the loader emulation could not find.
+    pub unresolved: Vec<Unresolved>,
+    /// Wall time of the scan in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+/// A file or folder the scan could not read.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(deny_unknown_fields)]
+pub struct Skipped {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// A dependency that could not be found where the loader would look.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(deny_unknown_fields)]
+pub struct Unresolved {
+    /// The name asked for.
+    pub name: String,
+    /// The binary that asked.
+    pub needed_by: PathBuf,
+}
+
+impl Facts {
+    /// Parse a facts document, checking its schema version.
+    pub fn from_json(text: &str) -> Result<Self, crate::ProbeError> {
+        #[derive(Deserialize)]
+        struct Header {
+            schema_version: u32,
+        }
+        let header: Header =
+            serde_json::from_str(text).map_err(|e| crate::ProbeError::FactsJson(e.to_string()))?;
+        if header.schema_version > SCHEMA_VERSION {
+            return Err(crate::ProbeError::FactsSchema {
+                found: header.schema_version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        serde_json::from_str(text).map_err(|e| crate::ProbeError::FactsJson(e.to_string()))
+    }
+
+    /// Libraries of one vendor.
+    pub fn libraries_of(&self, vendor: Vendor) -> impl Iterator<Item = &Library> {
+        self.libraries
+            .iter()
+            .filter(move |l| l.vendor.value == vendor)
+    }
+}

@@ -1,0 +1,41 @@
+//! # caiclust-probe
+//!
+//! Facts about a machine and a Python environment, read without importing
+//! anything: the host's usable CPUs (affinity, cgroup quota, Slurm), the
+//! Python interpreter, and every BLAS, LAPACK, OpenMP, TBB and OpenCV runtime
+//! that the environment's extension modules will load, each with its
+//! vendor, version, threading layer and the evidence for every conclusion.
+//!
+//! The entry points are [`probe_python`] (a Python environment) and
+//! [`probe_tree`] (a folder of unpacked wheels, from any OS). Both return a
+//! [`Facts`] document that serialises with serde.
+//!
+//! ```no_run
+//! use caiclust_probe::{probe_python, ProbeOptions};
+//! let facts = probe_python(&ProbeOptions::default()).expect("probe");
+//! for lib in &facts.libraries {
+//!     println!("{} {:?}", lib.path.display(), lib.vendor.value);
+//! }
+//! ```
+//!
+//! Static reading only: binaries are parsed with `goblin`, never loaded.
+
+mod binary;
+mod env;
+mod error;
+mod facts;
+mod fingerprint;
+mod host;
+mod probe;
+mod python;
+mod resolve;
+mod scan;
+
+pub use binary::{read_binary, BinaryInfo, MAX_BINARY_SIZE};
+pub use env::{relevant_env, RELEVANT_ENV_PREFIXES, RELEVANT_ENV_VARS};
+pub use error::{BinaryError, ProbeError};
+pub use facts::*;
+pub use fingerprint::{fingerprint, Fingerprint};
+pub use host::collect_host;
+pub use probe::{probe_python, probe_tree, ProbeOptions};
+pub use python::{discover_python, query_python};

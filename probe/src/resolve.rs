@@ -1,0 +1,2 @@
+//! Loader emulation: where ld.so, dyld or the Windows loader would find a
+//! dependency.

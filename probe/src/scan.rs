@@ -1,0 +1,1 @@
+//! Walking site-packages or a tree: which binaries to read.
