@@ -1,15 +1,29 @@
 //! Reading one binary (ELF, Mach-O including fat, PE) into the facts the
 //! loader emulation and the fingerprints need. Nothing is loaded or run.
+//!
+//! Files are memory-mapped, so a large or sparse file costs only the pages
+//! actually read. Parsing is defensive: any malformed input becomes a
+//! [`BinaryError`], never a panic.
 
+use std::collections::BTreeSet;
+use std::fs::File;
 use std::path::Path;
 
+use goblin::elf::Elf;
+use goblin::mach::{Mach, MachO, SingleArch};
+use goblin::pe::PE;
+use memchr::memmem;
 use serde::{Deserialize, Serialize};
 
 use crate::error::BinaryError;
 use crate::facts::BinaryFormat;
 
-/// Files larger than this are not parsed (no runtime library is this big).
+/// Files larger than this are not parsed (the largest real runtime
+/// libraries, CUDA's, are about 1 GiB).
 pub const MAX_BINARY_SIZE: u64 = 4 << 30;
+
+/// Longest marker string kept, in bytes.
+const MAX_MARKER_LEN: usize = 600;
 
 /// What the loader and the fingerprints need from one binary.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -24,21 +38,554 @@ pub struct BinaryInfo {
     pub rpath: Vec<String>,
     /// ELF `DT_RUNPATH` entries.
     pub runpath: Vec<String>,
-    /// Defined, exported dynamic symbols.
+    /// Defined, exported dynamic symbols (Mach-O names without the leading
+    /// underscore).
     pub exports: Vec<String>,
-    /// Imported (undefined) dynamic symbols.
+    /// Imported (undefined) dynamic symbols (Mach-O names without the
+    /// leading underscore).
     pub imports: Vec<String>,
     /// ELF version needs: (file, version names).
     pub version_needs: Vec<(String, Vec<String>)>,
     /// ELF version definitions.
     pub version_defs: Vec<String>,
     /// Printable strings that matter for fingerprints (OpenBLAS config,
-    /// OpenCV build information), found by needle search.
+    /// OpenCV build information, MKL version), found by needle search in
+    /// the read-only data.
     pub marker_strings: Vec<String>,
 }
 
-/// Read and parse a binary file.
+impl BinaryInfo {
+    /// Does the binary export this symbol?
+    pub fn exports_symbol(&self, name: &str) -> bool {
+        self.exports.iter().any(|e| e == name)
+    }
+
+    /// Does the binary import this symbol?
+    pub fn imports_symbol(&self, name: &str) -> bool {
+        self.imports.iter().any(|e| e == name)
+    }
+}
+
+/// Needles searched for in read-only data, and when to search for them.
+struct Needle {
+    text: &'static [u8],
+    /// Search only when an export contains this, or the file name starts
+    /// with `file_prefix`.
+    export_contains: &'static str,
+    file_prefix: &'static str,
+    /// Keep the text up to the end of the line (multi-line build info) or
+    /// to the end of the C string.
+    to_line_end: bool,
+    /// Keep only matches followed by an ASCII digit (a version number).
+    then_digit: bool,
+}
+
+const NEEDLES: &[Needle] = &[
+    Needle {
+        text: b"OpenBLAS ",
+        export_contains: "openblas_get_config",
+        file_prefix: "\0",
+        to_line_end: false,
+        then_digit: true,
+    },
+    Needle {
+        text: b"Parallel framework:",
+        export_contains: "PyInit_cv2",
+        file_prefix: "libopencv_core",
+        to_line_end: true,
+        then_digit: false,
+    },
+    Needle {
+        text: b"General configuration for OpenCV",
+        export_contains: "PyInit_cv2",
+        file_prefix: "libopencv_core",
+        to_line_end: true,
+        then_digit: false,
+    },
+    Needle {
+        text: b"Math Kernel Library Version",
+        export_contains: "MKL_Get_Version",
+        file_prefix: "\0",
+        to_line_end: false,
+        then_digit: false,
+    },
+    Needle {
+        text: b"Intel(R) OMP",
+        export_contains: "kmp_set_defaults",
+        file_prefix: "\0",
+        to_line_end: false,
+        then_digit: false,
+    },
+    Needle {
+        text: b"LLVM OMP",
+        export_contains: "kmp_set_defaults",
+        file_prefix: "\0",
+        to_line_end: false,
+        then_digit: false,
+    },
+];
+
+/// Read and parse a binary file. `path` must be a regular file (symlinks
+/// are followed).
 pub fn read_binary(path: &Path) -> Result<BinaryInfo, BinaryError> {
-    let _ = path;
-    Err(BinaryError::NotBinary)
+    let file = File::open(path).map_err(|e| BinaryError::Io(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| BinaryError::Io(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(BinaryError::NotRegular);
+    }
+    let size = meta.len();
+    if size == 0 {
+        return Err(BinaryError::Empty);
+    }
+    if size > MAX_BINARY_SIZE {
+        return Err(BinaryError::TooLarge {
+            size,
+            limit: MAX_BINARY_SIZE,
+        });
+    }
+    // Cheap signature check before mapping anything.
+    let mut magic = [0u8; 4];
+    {
+        use std::io::Read;
+        let mut f = &file;
+        let n = f
+            .read(&mut magic)
+            .map_err(|e| BinaryError::Io(e.to_string()))?;
+        if n < 4 || sniff_format(&magic).is_none() {
+            return Err(BinaryError::NotBinary);
+        }
+    }
+    // SAFETY: the map is read-only and private to this call. If another
+    // process truncates the file while we read it, accessing the lost pages
+    // raises SIGBUS; libraries in a Python environment are not rewritten
+    // while it is being probed, and the probe is a short-lived reader. No
+    // reference into the map outlives this function (all strings are copied).
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| BinaryError::Io(e.to_string()))?;
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    parse_binary_named(&map, &file_name)
+}
+
+/// Which container format these leading bytes announce.
+pub fn sniff_format(bytes: &[u8]) -> Option<BinaryFormat> {
+    match bytes.get(..4)? {
+        [0x7f, b'E', b'L', b'F'] => Some(BinaryFormat::Elf),
+        [0xfe, 0xed, 0xfa, 0xce | 0xcf] | [0xce | 0xcf, 0xfa, 0xed, 0xfe] => {
+            Some(BinaryFormat::MachO)
+        }
+        // Fat Mach-O (also the Java class-file magic; goblin tells them apart).
+        [0xca, 0xfe, 0xba, 0xbe | 0xbf] => Some(BinaryFormat::MachO),
+        [b'M', b'Z', _, _] => Some(BinaryFormat::Pe),
+        _ => None,
+    }
+}
+
+/// Parse a binary from memory. Never panics on malformed input.
+pub fn parse_binary(bytes: &[u8]) -> Result<BinaryInfo, BinaryError> {
+    parse_binary_named(bytes, "")
+}
+
+fn parse_binary_named(bytes: &[u8], file_name: &str) -> Result<BinaryInfo, BinaryError> {
+    let format = sniff_format(bytes).ok_or(BinaryError::NotBinary)?;
+    let (mut info, rodata) = match format {
+        BinaryFormat::Elf => parse_elf(bytes)?,
+        BinaryFormat::MachO => parse_mach(bytes)?,
+        BinaryFormat::Pe => parse_pe(bytes)?,
+    };
+    info.format = Some(format);
+    info.marker_strings = find_markers(bytes, &rodata, file_name, &info.exports);
+    Ok(info)
+}
+
+fn malformed(format: &'static str, e: impl std::fmt::Display) -> BinaryError {
+    BinaryError::Malformed {
+        format,
+        reason: e.to_string(),
+    }
+}
+
+/// Byte ranges of read-only data worth searching for marker strings.
+type Ranges = Vec<(usize, usize)>;
+
+fn parse_elf(bytes: &[u8]) -> Result<(BinaryInfo, Ranges), BinaryError> {
+    let opts = goblin::options::ParseOptions::permissive();
+    let elf = Elf::parse_with_opts(bytes, &opts).map_err(|e| malformed("ELF", e))?;
+    let mut info = BinaryInfo {
+        architectures: vec![elf_machine_name(elf.header.e_machine)],
+        soname: elf.soname.map(str::to_owned),
+        needed: elf.libraries.iter().map(|s| s.to_string()).collect(),
+        rpath: split_paths(&elf.rpaths),
+        runpath: split_paths(&elf.runpaths),
+        ..BinaryInfo::default()
+    };
+    for sym in elf.dynsyms.iter() {
+        if sym.st_name == 0 {
+            continue;
+        }
+        let Some(name) = elf.dynstrtab.get_at(sym.st_name) else {
+            continue;
+        };
+        if name.is_empty() {
+            continue;
+        }
+        let bind = sym.st_bind();
+        let visible = bind == goblin::elf::sym::STB_GLOBAL || bind == goblin::elf::sym::STB_WEAK;
+        if sym.st_shndx == goblin::elf::section_header::SHN_UNDEF as usize {
+            info.imports.push(name.to_owned());
+        } else if visible && sym.st_visibility() != goblin::elf::sym::STV_HIDDEN {
+            info.exports.push(name.to_owned());
+        }
+    }
+    if let Some(verneed) = &elf.verneed {
+        for need in verneed.iter() {
+            let file = elf.dynstrtab.get_at(need.vn_file).unwrap_or("").to_owned();
+            let versions = need
+                .iter()
+                .filter_map(|aux| elf.dynstrtab.get_at(aux.vna_name).map(str::to_owned))
+                .collect();
+            info.version_needs.push((file, versions));
+        }
+    }
+    if let Some(verdef) = &elf.verdef {
+        for def in verdef.iter() {
+            for aux in def.iter() {
+                if let Some(name) = elf.dynstrtab.get_at(aux.vda_name) {
+                    info.version_defs.push(name.to_owned());
+                }
+            }
+        }
+    }
+    let mut rodata = Vec::new();
+    for sh in &elf.section_headers {
+        let name = elf.shdr_strtab.get_at(sh.sh_name).unwrap_or("");
+        if name.starts_with(".rodata") || name == ".comment" {
+            push_range(&mut rodata, sh.sh_offset, sh.sh_size, bytes.len());
+        }
+    }
+    Ok((info, rodata))
+}
+
+fn push_range(ranges: &mut Ranges, offset: u64, size: u64, len: usize) {
+    let (Ok(start), Ok(size)) = (usize::try_from(offset), usize::try_from(size)) else {
+        return;
+    };
+    if let Some(end) = start.checked_add(size) {
+        if start < end && end <= len {
+            ranges.push((start, end));
+        }
+    }
+}
+
+/// `DT_RPATH`/`DT_RUNPATH` values are colon-separated lists.
+fn split_paths(values: &[&str]) -> Vec<String> {
+    values
+        .iter()
+        .flat_map(|v| v.split(':'))
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn elf_machine_name(machine: u16) -> String {
+    use goblin::elf::header::*;
+    match machine {
+        EM_X86_64 => "x86_64".into(),
+        EM_386 => "x86".into(),
+        EM_AARCH64 => "aarch64".into(),
+        EM_ARM => "arm".into(),
+        EM_PPC64 => "powerpc64".into(),
+        EM_PPC => "powerpc".into(),
+        EM_S390 => "s390x".into(),
+        EM_RISCV => "riscv64".into(),
+        other => format!("elf-machine-{other}"),
+    }
+}
+
+fn parse_mach(bytes: &[u8]) -> Result<(BinaryInfo, Ranges), BinaryError> {
+    let mach = Mach::parse_lossy(bytes).map_err(|e| malformed("Mach-O", e))?;
+    match mach {
+        Mach::Binary(macho) => Ok(macho_info(&macho, bytes, 0)),
+        Mach::Fat(multi) => {
+            let mut merged: Option<(BinaryInfo, Ranges)> = None;
+            let arches: Vec<_> = multi
+                .iter_arches()
+                .filter_map(Result::ok)
+                .collect::<Vec<_>>();
+            if arches.is_empty() {
+                return Err(malformed("Mach-O", "fat binary with no architectures"));
+            }
+            for (index, arch) in arches.iter().enumerate() {
+                let single = match multi.get(index) {
+                    Ok(SingleArch::MachO(m)) => m,
+                    Ok(SingleArch::Archive(_)) => continue,
+                    Err(_) => continue,
+                };
+                let offset = arch.offset as usize;
+                let (info, ranges) = macho_info(&single, bytes, offset);
+                match &mut merged {
+                    None => merged = Some((info, ranges)),
+                    Some((m, r)) => {
+                        merge_unique(&mut m.architectures, info.architectures);
+                        merge_unique(&mut m.needed, info.needed);
+                        merge_unique(&mut m.rpath, info.rpath);
+                        merge_unique(&mut m.imports, info.imports);
+                        if m.exports.is_empty() {
+                            m.exports = info.exports;
+                        }
+                        r.extend(ranges);
+                    }
+                }
+            }
+            merged.ok_or_else(|| malformed("Mach-O", "no readable slice in fat binary"))
+        }
+    }
+}
+
+fn merge_unique(into: &mut Vec<String>, from: Vec<String>) {
+    for item in from {
+        if !into.contains(&item) {
+            into.push(item);
+        }
+    }
+}
+
+fn macho_info(macho: &MachO<'_>, bytes: &[u8], slice_offset: usize) -> (BinaryInfo, Ranges) {
+    let arch = goblin::mach::constants::cputype::get_arch_name_from_types(
+        macho.header.cputype(),
+        macho.header.cpusubtype(),
+    )
+    .map(|a| match a {
+        "arm64" => "aarch64".to_owned(),
+        "x86_64" => "x86_64".to_owned(),
+        other => other.to_owned(),
+    })
+    .unwrap_or_else(|| format!("cputype-{}", macho.header.cputype()));
+    let mut info = BinaryInfo {
+        architectures: vec![arch],
+        soname: macho.name.map(str::to_owned),
+        // goblin puts "self" first in `libs` for the binary itself.
+        needed: macho
+            .libs
+            .iter()
+            .filter(|l| **l != "self")
+            .map(|s| s.to_string())
+            .collect(),
+        rpath: macho.rpaths.iter().map(|s| s.to_string()).collect(),
+        ..BinaryInfo::default()
+    };
+    let mut exports = BTreeSet::new();
+    let mut imports = BTreeSet::new();
+    if let Some(symbols) = &macho.symbols {
+        for (name, nlist) in symbols.iter().flatten() {
+            let name = name.strip_prefix('_').unwrap_or(name);
+            if name.is_empty() {
+                continue;
+            }
+            if nlist.is_undefined() {
+                if nlist.is_global() {
+                    imports.insert(name.to_owned());
+                }
+            } else if nlist.is_global() && nlist.get_type() == goblin::mach::symbols::N_SECT {
+                exports.insert(name.to_owned());
+            }
+        }
+    }
+    if let Ok(trie) = macho.exports() {
+        for e in trie {
+            let name = e.name.strip_prefix('_').unwrap_or(&e.name);
+            exports.insert(name.to_owned());
+        }
+    }
+    if let Ok(list) = macho.imports() {
+        for i in list {
+            let name = i.name.strip_prefix('_').unwrap_or(i.name);
+            imports.insert(name.to_owned());
+        }
+    }
+    info.exports = exports.into_iter().collect();
+    info.imports = imports.into_iter().collect();
+    let mut ranges = Vec::new();
+    for segment in macho.segments.iter() {
+        if let Ok(sections) = segment.sections() {
+            for (section, _) in sections {
+                let name = section.name().unwrap_or("");
+                if matches!(name, "__cstring" | "__const") {
+                    push_range(
+                        &mut ranges,
+                        slice_offset as u64 + u64::from(section.offset),
+                        section.size,
+                        bytes.len(),
+                    );
+                }
+            }
+        }
+    }
+    (info, ranges)
+}
+
+fn parse_pe(bytes: &[u8]) -> Result<(BinaryInfo, Ranges), BinaryError> {
+    let mut opts = goblin::pe::options::ParseOptions::default()
+        .with_parse_mode(goblin::options::ParseMode::Permissive);
+    opts.parse_attribute_certificates = false;
+    opts.parse_resources = false;
+    opts.parse_tls_data = false;
+    let pe = PE::parse_with_opts(bytes, &opts).map_err(|e| malformed("PE", e))?;
+    let arch = match pe.header.coff_header.machine {
+        goblin::pe::header::COFF_MACHINE_X86_64 => "x86_64".to_owned(),
+        goblin::pe::header::COFF_MACHINE_X86 => "x86".to_owned(),
+        goblin::pe::header::COFF_MACHINE_ARM64 => "aarch64".to_owned(),
+        other => format!("pe-machine-{other:#x}"),
+    };
+    let mut info = BinaryInfo {
+        architectures: vec![arch],
+        soname: pe
+            .export_data
+            .as_ref()
+            .and_then(|e| e.name)
+            .or(pe.name)
+            .map(str::to_owned),
+        ..BinaryInfo::default()
+    };
+    for lib in &pe.libraries {
+        if !info.needed.iter().any(|n| n.eq_ignore_ascii_case(lib)) {
+            info.needed.push(lib.to_string());
+        }
+    }
+    info.exports = pe
+        .exports
+        .iter()
+        .filter_map(|e| e.name.map(str::to_owned))
+        .collect();
+    info.imports = pe.imports.iter().map(|i| i.name.to_string()).collect();
+    let mut ranges = Vec::new();
+    for section in &pe.sections {
+        let name = section.name().unwrap_or("");
+        if name == ".rdata" || name == ".data" {
+            push_range(
+                &mut ranges,
+                u64::from(section.pointer_to_raw_data),
+                u64::from(section.size_of_raw_data),
+                bytes.len(),
+            );
+        }
+    }
+    Ok((info, ranges))
+}
+
+/// Search the read-only data for the needles that apply to this binary.
+fn find_markers(bytes: &[u8], rodata: &Ranges, file_name: &str, exports: &[String]) -> Vec<String> {
+    let wanted: Vec<&Needle> = NEEDLES
+        .iter()
+        .filter(|n| {
+            file_name.starts_with(n.file_prefix)
+                || exports.iter().any(|e| e.contains(n.export_contains))
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    let whole = [(0usize, bytes.len())];
+    let ranges: &[(usize, usize)] = if rodata.is_empty() { &whole } else { rodata };
+    let mut found = Vec::new();
+    for needle in wanted {
+        let finder = memmem::Finder::new(needle.text);
+        'ranges: for &(start, end) in ranges {
+            let Some(hay) = bytes.get(start..end) else {
+                continue;
+            };
+            for pos in finder.find_iter(hay) {
+                if needle.then_digit
+                    && !hay
+                        .get(pos + needle.text.len())
+                        .is_some_and(u8::is_ascii_digit)
+                {
+                    continue;
+                }
+                if let Some(text) = extract_string(hay, pos, needle.to_line_end) {
+                    if !found.contains(&text) {
+                        found.push(text);
+                    }
+                    if found.len() >= 16 {
+                        break 'ranges;
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The printable text starting at `pos`, up to a NUL (or newline).
+fn extract_string(hay: &[u8], pos: usize, to_line_end: bool) -> Option<String> {
+    let rest = hay.get(pos..)?;
+    let mut end = 0;
+    while end < rest.len() && end < MAX_MARKER_LEN {
+        let b = rest[end];
+        if b == 0 || (to_line_end && b == b'\n') {
+            break;
+        }
+        if !(b == b'\t' || (0x20..0x7f).contains(&b)) {
+            break;
+        }
+        end += 1;
+    }
+    let text = String::from_utf8_lossy(&rest[..end]).trim_end().to_owned();
+    (!text.is_empty()).then_some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffs_formats() {
+        assert_eq!(sniff_format(b"\x7fELF\x02"), Some(BinaryFormat::Elf));
+        assert_eq!(sniff_format(b"MZ\x90\x00"), Some(BinaryFormat::Pe));
+        assert_eq!(sniff_format(&[0xcf, 0xfa, 0xed, 0xfe]), Some(BinaryFormat::MachO));
+        assert_eq!(sniff_format(&[0xca, 0xfe, 0xba, 0xbe]), Some(BinaryFormat::MachO));
+        assert_eq!(sniff_format(b"#!/bin/sh"), None);
+        assert_eq!(sniff_format(b"\x7fEL"), None);
+    }
+
+    #[test]
+    fn reads_this_test_binary() {
+        let exe = std::env::current_exe().expect("current exe");
+        let info = read_binary(&exe).expect("parse own executable");
+        assert_eq!(info.format, Some(BinaryFormat::current_host()));
+        assert!(!info.architectures.is_empty());
+    }
+
+    #[test]
+    fn truncated_and_garbage_inputs_are_errors_not_panics() {
+        let exe = std::env::current_exe().expect("current exe");
+        let bytes = std::fs::read(exe).expect("read");
+        for len in [0, 3, 4, 16, 52, 64, 200, 1000, 4096] {
+            let _ = parse_binary(&bytes[..len.min(bytes.len())]);
+        }
+        let mut flipped = bytes[..bytes.len().min(65536)].to_vec();
+        for i in (0..flipped.len()).step_by(97) {
+            flipped[i] ^= 0xa5;
+        }
+        let _ = parse_binary(&flipped);
+        assert_eq!(parse_binary(b"hello world"), Err(BinaryError::NotBinary));
+        assert!(parse_binary(b"MZ").is_err());
+    }
+
+    #[test]
+    fn extracts_marker_text_up_to_nul() {
+        let hay = b"xxOpenBLAS 0.3.30 DYNAMIC_ARCH NO_AFFINITY \0yy";
+        let pos = memmem::find(hay, b"OpenBLAS ").expect("needle");
+        assert_eq!(
+            extract_string(hay, pos, false).as_deref(),
+            Some("OpenBLAS 0.3.30 DYNAMIC_ARCH NO_AFFINITY")
+        );
+        let hay = b"  Parallel framework:            pthreads\n  Trace: YES\n";
+        let pos = memmem::find(hay, b"Parallel framework:").expect("needle");
+        assert_eq!(
+            extract_string(hay, pos, true).as_deref(),
+            Some("Parallel framework:            pthreads")
+        );
+    }
 }

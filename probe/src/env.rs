@@ -89,7 +89,7 @@ where
 }
 
 /// The current process's environment, lossily decoded, in full.
-pub fn current_env() -> BTreeMap<String, String> {
+pub(crate) fn current_env() -> BTreeMap<String, String> {
     std::env::vars_os()
         .map(|(k, v)| {
             (

@@ -452,6 +452,17 @@ pub enum BinaryFormat {
 }
 
 impl BinaryFormat {
+    /// The format of this platform's own binaries.
+    pub fn current_host() -> Self {
+        if cfg!(target_os = "windows") {
+            Self::Pe
+        } else if cfg!(any(target_os = "macos", target_os = "ios")) {
+            Self::MachO
+        } else {
+            Self::Elf
+        }
+    }
+
     /// The OS family that uses this format.
     pub fn os(self) -> OsFamily {
         match self {
@@ -471,6 +482,9 @@ pub struct Library {
     /// The names it was asked for (`libblas.so.3`, `@rpath/libomp.dylib`),
     /// or its own name when found by folder scan.
     pub requested_as: Vec<String>,
+    /// The name the library gives itself: ELF `DT_SONAME`, Mach-O install
+    /// name, PE export-directory name (which survives hash-renaming).
+    pub soname: Option<String>,
     /// `None` for a system library that is referenced but not present in
     /// the tree (e.g. Accelerate on a Linux host reading macOS wheels).
     pub format: Option<BinaryFormat>,
@@ -488,6 +502,10 @@ pub struct Library {
     pub symbol_suffix: Option<String>,
     /// OpenCV's parallel framework (`pthreads`, `OpenMP`, `TBB`, `GCD`, ...).
     pub parallel_framework: Option<Conclusion<String>>,
+    /// For a thin interface library (Debian's `libblas.so.3` from
+    /// OpenBLAS, a `libcblas` shim): the library that implements it. Such a
+    /// library is not a separate copy of the runtime.
+    pub forwards_to: Option<PathBuf>,
     /// Python packages whose modules reach this library.
     pub pulled_in_by: Vec<String>,
     /// Paths of the binaries that load it directly.

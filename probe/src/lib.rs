@@ -31,7 +31,7 @@ mod python;
 mod resolve;
 mod scan;
 
-pub use binary::{read_binary, BinaryInfo, MAX_BINARY_SIZE};
+pub use binary::{parse_binary, read_binary, sniff_format, BinaryInfo, MAX_BINARY_SIZE};
 pub use env::{relevant_env, RELEVANT_ENV_PREFIXES, RELEVANT_ENV_VARS};
 pub use error::{BinaryError, ProbeError};
 pub use facts::*;

@@ -1,1 +1,846 @@
-//! Walking site-packages or a tree: which binaries to read.
+//! Walking site-packages or a tree: which binaries to read, following
+//! their dependencies the way the loader would, and turning what was found
+//! into [`Library`] and [`PackageFacts`] entries.
+//!
+//! Nothing a user's tree holds can stop the scan: unreadable folders,
+//! symlink loops, truncated or non-binary files named like libraries and
+//! huge sparse files are recorded in [`ScanSummary::skipped`] with a reason.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::binary::{read_binary, BinaryInfo};
+use crate::error::BinaryError;
+use crate::facts::{
+    Api, BinaryFormat, Conclusion, Confidence, DuplicateRuntime, Evidence, EvidenceSource, IntWidth,
+    Library, OsFamily, PackageFacts, ScanSummary, Skipped, Unresolved, Vendor,
+};
+use crate::fingerprint::{base_name, fingerprint, Fingerprint};
+use crate::resolve::{Loader, LoaderFrame};
+
+/// Import packages whose extension modules are always read.
+pub const PACKAGES_THAT_MATTER: &[(&str, &[&str])] = &[
+    ("numpy", &["numpy"]),
+    ("scipy", &["scipy"]),
+    ("sklearn", &["scikit-learn", "scikit_learn"]),
+    ("cv2", &["opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless"]),
+    ("numba", &["numba"]),
+    ("numexpr", &["numexpr"]),
+    ("torch", &["torch"]),
+    ("tensorflow", &["tensorflow", "tensorflow-cpu"]),
+    ("caiman", &["caiman"]),
+    ("llvmlite", &["llvmlite"]),
+    ("mkl", &["mkl-service"]),
+    ("threadpoolctl", &["threadpoolctl"]),
+];
+
+/// Deepest folder nesting followed.
+const MAX_DEPTH: usize = 48;
+/// Longest `reached_via` chain kept.
+const MAX_CHAIN: usize = 24;
+
+/// How the scan finds its starting binaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ScanMode {
+    /// site-packages folders: the packages that matter and vendored folders.
+    SitePackages,
+    /// Every binary under the roots.
+    Tree,
+}
+
+/// What to scan.
+pub(crate) struct ScanRequest {
+    pub roots: Vec<PathBuf>,
+    pub mode: ScanMode,
+    pub loader: Loader,
+    /// Extra folders whose runtime libraries (by name) are read too, e.g.
+    /// the environment's `lib` folder (conda, PyPI `mkl`/`intel-openmp`).
+    pub runtime_dirs: Vec<PathBuf>,
+}
+
+/// What the scan found.
+pub(crate) struct ScanResult {
+    pub libraries: Vec<Library>,
+    pub packages: Vec<PackageFacts>,
+    pub duplicates: Vec<DuplicateRuntime>,
+    pub summary: ScanSummary,
+}
+
+/// A starting binary and the package it belongs to.
+struct Entry {
+    path: PathBuf,
+    package: Option<String>,
+}
+
+/// One binary in the dependency graph.
+struct Node {
+    /// Symlink-free path.
+    real: PathBuf,
+    info: Arc<BinaryInfo>,
+    requested_as: BTreeSet<String>,
+    needed_by: BTreeSet<PathBuf>,
+    deps: BTreeSet<PathBuf>,
+    packages: BTreeSet<String>,
+    reached_via: Vec<String>,
+    /// Imports of binaries that need it (for Accelerate's interface).
+    importer_markers: BTreeSet<String>,
+    present: bool,
+}
+
+struct Scanner {
+    loader: Loader,
+    parsed: HashMap<PathBuf, Result<Arc<BinaryInfo>, BinaryError>>,
+    skipped: BTreeSet<Skipped>,
+    unresolved: BTreeSet<Unresolved>,
+    nodes: BTreeMap<PathBuf, Node>,
+    binaries_read: usize,
+}
+
+/// Run a scan.
+pub(crate) fn scan(request: ScanRequest) -> ScanResult {
+    let started = Instant::now();
+    let mut scanner = Scanner {
+        loader: request.loader,
+        parsed: HashMap::new(),
+        skipped: BTreeSet::new(),
+        unresolved: BTreeSet::new(),
+        nodes: BTreeMap::new(),
+        binaries_read: 0,
+    };
+    let mut entries = Vec::new();
+    let mut package_dirs: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut dists: BTreeMap<String, String> = BTreeMap::new();
+    let mut walker = Walker::default();
+    for root in &request.roots {
+        match request.mode {
+            ScanMode::SitePackages => {
+                collect_site_packages(root, &mut walker, &mut entries, &mut package_dirs, &mut dists)
+            }
+            ScanMode::Tree => walker.walk(root, None, &mut entries),
+        }
+    }
+    for dir in &request.runtime_dirs {
+        collect_runtime_dir(dir, &mut walker, &mut entries);
+    }
+    scanner.skipped.extend(walker.skipped);
+    if request.mode == ScanMode::Tree || scanner.loader.target == Some(OsFamily::Windows) {
+        // Windows: delvewheel's `<dist>.libs` and `<pkg>/.libs` are added to
+        // the DLL search path by the packages' `__init__.py`.
+        for dir in &walker.vendored_dirs {
+            if !scanner.loader.dll_dirs.contains(dir) {
+                scanner.loader.dll_dirs.push(dir.clone());
+            }
+        }
+    }
+
+    scanner.parse_all(&entries);
+    for entry in &entries {
+        scanner.visit_entry(entry);
+    }
+    scanner.propagate_packages();
+
+    let libraries = scanner.libraries();
+    let duplicates = find_duplicates(&libraries);
+    let packages = scanner.packages(&package_dirs, &dists, &libraries);
+    let summary = ScanSummary {
+        roots: request.roots,
+        binaries_read: scanner.binaries_read,
+        skipped: scanner.skipped.into_iter().collect(),
+        unresolved: scanner.unresolved.into_iter().collect(),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    };
+    ScanResult {
+        libraries,
+        packages,
+        duplicates,
+        summary,
+    }
+}
+
+/// Does this file name look like a shared library or extension module?
+pub(crate) fn looks_like_binary(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower.ends_with(".so")
+        || lower.contains(".so.")
+        || lower.ends_with(".dylib")
+        || lower.ends_with(".pyd")
+        || lower.ends_with(".dll")
+}
+
+/// Recursive folder walk that survives loops and unreadable folders.
+#[derive(Default)]
+struct Walker {
+    visited: HashSet<PathBuf>,
+    skipped: Vec<Skipped>,
+    vendored_dirs: Vec<PathBuf>,
+}
+
+impl Walker {
+    fn walk(&mut self, dir: &Path, package: Option<&str>, out: &mut Vec<Entry>) {
+        self.walk_at(dir, package, out, 0);
+    }
+
+    fn walk_at(&mut self, dir: &Path, package: Option<&str>, out: &mut Vec<Entry>, depth: usize) {
+        if depth > MAX_DEPTH {
+            self.skip(dir, format!("nested deeper than {MAX_DEPTH} folders"));
+            return;
+        }
+        let canonical = match std::fs::canonicalize(dir) {
+            Ok(c) => c,
+            Err(e) => {
+                self.skip(dir, io_reason(&e));
+                return;
+            }
+        };
+        if !self.visited.insert(canonical) {
+            return; // already walked through another link: a loop or an alias
+        }
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if name.ends_with(".libs") || name == ".dylibs" {
+            self.vendored_dirs.push(dir.to_path_buf());
+        }
+        let read = match std::fs::read_dir(dir) {
+            Ok(r) => r,
+            Err(e) => {
+                self.skip(dir, io_reason(&e));
+                return;
+            }
+        };
+        let mut children: Vec<_> = read.filter_map(Result::ok).map(|e| e.path()).collect();
+        children.sort();
+        for path in children {
+            let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let meta = match std::fs::metadata(&path) {
+                Ok(m) => m,
+                Err(e) => {
+                    if looks_like_binary(&file_name) || std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+                        self.skip(&path, io_reason(&e));
+                    } else if e.raw_os_error() == Some(40) {
+                        self.skip(&path, io_reason(&e));
+                    }
+                    continue;
+                }
+            };
+            if meta.is_dir() {
+                if file_name == "__pycache__" || file_name.ends_with(".dist-info") {
+                    continue;
+                }
+                self.walk_at(&path, package, out, depth + 1);
+            } else if meta.is_file() && looks_like_binary(&file_name) {
+                out.push(Entry {
+                    path,
+                    package: package.map(str::to_owned),
+                });
+            }
+        }
+    }
+
+    fn skip(&mut self, path: &Path, reason: String) {
+        self.skipped.push(Skipped {
+            path: path.to_path_buf(),
+            reason,
+        });
+    }
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(40) => "symlink loop (too many levels of symbolic links)".to_owned(),
+        _ => match e.kind() {
+            std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+            std::io::ErrorKind::NotFound => "not found (dangling symlink?)".to_owned(),
+            _ => e.to_string(),
+        },
+    }
+}
+
+/// The import package a site-packages entry belongs to, for the packages
+/// that matter: `numpy`, and `numpy.libs` → `numpy`.
+fn package_for(name: &str) -> Option<&'static str> {
+    PACKAGES_THAT_MATTER.iter().find_map(|(pkg, dists)| {
+        let stem = name.strip_suffix(".libs").unwrap_or(name);
+        let normal = stem.to_ascii_lowercase().replace('-', "_");
+        (name == *pkg || dists.iter().any(|d| d.replace('-', "_") == normal)).then_some(*pkg)
+    })
+}
+
+fn collect_site_packages(
+    root: &Path,
+    walker: &mut Walker,
+    entries: &mut Vec<Entry>,
+    package_dirs: &mut BTreeMap<String, PathBuf>,
+    dists: &mut BTreeMap<String, String>,
+) {
+    let read = match std::fs::read_dir(root) {
+        Ok(r) => r,
+        Err(e) => {
+            walker.skip(root, io_reason(&e));
+            return;
+        }
+    };
+    let mut children: Vec<PathBuf> = read.filter_map(Result::ok).map(|e| e.path()).collect();
+    children.sort();
+    for path in children {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if let Some(stem) = name.strip_suffix(".dist-info").or_else(|| name.strip_suffix(".egg-info")) {
+            if let Some((dist, version)) = stem.rsplit_once('-') {
+                dists.insert(dist.to_ascii_lowercase().replace(['-', '.'], "_"), version.to_owned());
+            }
+            continue;
+        }
+        if !path.is_dir() {
+            continue;
+        }
+        let known = package_for(&name);
+        let vendors = name.ends_with(".libs") || path.join(".dylibs").is_dir() || path.join(".libs").is_dir();
+        if known.is_none() && !vendors {
+            continue;
+        }
+        let package = known.map(str::to_owned).unwrap_or_else(|| name.clone());
+        if !name.ends_with(".libs") {
+            package_dirs.entry(package.clone()).or_insert_with(|| path.clone());
+        }
+        walker.walk(&path, Some(&package), entries);
+    }
+}
+
+fn collect_runtime_dir(dir: &Path, walker: &mut Walker, entries: &mut Vec<Entry>) {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut children: Vec<PathBuf> = read.filter_map(Result::ok).map(|e| e.path()).collect();
+    children.sort();
+    for path in children {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if !looks_like_binary(&name) || fingerprint(&name, &BinaryInfo::default()).is_none() {
+            continue;
+        }
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => entries.push(Entry { path, package: None }),
+            Ok(_) => {}
+            Err(e) => walker.skip(&path, io_reason(&e)),
+        }
+    }
+}
+
+impl Scanner {
+    /// Parse all starting binaries, on all cores.
+    fn parse_all(&mut self, entries: &[Entry]) {
+        let paths: Vec<PathBuf> = entries
+            .iter()
+            .filter_map(|e| std::fs::canonicalize(&e.path).ok())
+            .filter(|p| !self.parsed.contains_key(p))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+        let chunk = paths.len().div_ceil(threads).max(1);
+        let results: Vec<(PathBuf, Result<Arc<BinaryInfo>, BinaryError>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = paths
+                .chunks(chunk)
+                .map(|part| {
+                    s.spawn(move || {
+                        part.iter()
+                            .map(|p| (p.clone(), read_binary(p).map(Arc::new)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        });
+        for (path, result) in results {
+            self.record_parse(&path, &result);
+            self.parsed.insert(path, result);
+        }
+    }
+
+    fn record_parse(&mut self, path: &Path, result: &Result<Arc<BinaryInfo>, BinaryError>) {
+        match result {
+            Ok(_) => self.binaries_read += 1,
+            Err(e) => {
+                self.skipped.insert(Skipped {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+
+    fn parse(&mut self, real: &Path) -> Result<Arc<BinaryInfo>, BinaryError> {
+        if let Some(r) = self.parsed.get(real) {
+            return r.clone();
+        }
+        let result = read_binary(real).map(Arc::new);
+        self.record_parse(real, &result);
+        self.parsed.insert(real.to_path_buf(), result.clone());
+        result
+    }
+
+    fn visit_entry(&mut self, entry: &Entry) {
+        let Ok(real) = std::fs::canonicalize(&entry.path) else {
+            return;
+        };
+        let Ok(info) = self.parse(&real) else { return };
+        let is_new = !self.nodes.contains_key(&real);
+        let node = self.nodes.entry(real.clone()).or_insert_with(|| Node {
+            real: real.clone(),
+            info: info.clone(),
+            requested_as: BTreeSet::new(),
+            needed_by: BTreeSet::new(),
+            deps: BTreeSet::new(),
+            packages: BTreeSet::new(),
+            reached_via: vec![format!("found in {} {FOLDER_SCAN}", parent_display(&entry.path))],
+            importer_markers: BTreeSet::new(),
+            present: true,
+        });
+        if let Some(name) = entry.path.file_name() {
+            node.requested_as.insert(name.to_string_lossy().into_owned());
+        }
+        if let Some(p) = &entry.package {
+            node.packages.insert(p.clone());
+        }
+        if is_new {
+            self.expand(entry.path.clone(), real, Vec::new());
+        }
+    }
+
+    /// Breadth-first walk of the dependency graph from one binary.
+    fn expand(&mut self, found_at: PathBuf, real: PathBuf, chain: Vec<LoaderFrame>) {
+        let mut queue = VecDeque::from([(found_at, real, chain)]);
+        while let Some((found_at, real, chain)) = queue.pop_front() {
+            let Some(node) = self.nodes.get(&real) else { continue };
+            let info = node.info.clone();
+            let parent_via = node.reached_via.clone();
+            let frame = LoaderFrame {
+                origin: found_at.parent().map(Path::to_path_buf).unwrap_or_default(),
+                rpath: info.rpath.clone(),
+                has_runpath: !info.runpath.is_empty(),
+            };
+            let wanted_arches = info.architectures.clone();
+            let wanted_format = info.format;
+            for request in &info.needed {
+                let parsed = &mut self.parsed;
+                let binaries_read = &mut self.binaries_read;
+                let mut accept = |candidate: &Path| -> bool {
+                    let Ok(c) = std::fs::canonicalize(candidate) else { return false };
+                    match parsed.get(&c) {
+                        Some(Ok(ci)) => compatible(ci, wanted_format, &wanted_arches),
+                        Some(Err(_)) => false,
+                        None => {
+                            let r = read_binary(&c).map(Arc::new);
+                            let ok = matches!(&r, Ok(ci) if compatible(ci, wanted_format, &wanted_arches));
+                            if r.is_ok() {
+                                *binaries_read += 1;
+                            }
+                            parsed.insert(c, r);
+                            ok
+                        }
+                    }
+                };
+                let resolution = self.loader.resolve(request, &frame, &chain, &info.runpath, &mut accept);
+                let Some(resolution) = resolution else {
+                    self.unresolved_dependency(request, &real, &info);
+                    continue;
+                };
+                let Ok(dep_real) = std::fs::canonicalize(&resolution.path) else { continue };
+                let Ok(dep_info) = self.parse(&dep_real) else { continue };
+                if let Some(node) = self.nodes.get_mut(&real) {
+                    node.deps.insert(dep_real.clone());
+                }
+                let is_new = !self.nodes.contains_key(&dep_real);
+                let mut via: Vec<String> = if is_folder_scan(&parent_via) {
+                    Vec::new()
+                } else {
+                    parent_via.clone()
+                };
+                via.push(format!("{} needs {request}", real.display()));
+                via.push(format!("{} → {}", resolution.rule, resolution.path.display()));
+                via.extend(symlink_steps(&resolution.path));
+                via.truncate(MAX_CHAIN);
+                let dep = self.nodes.entry(dep_real.clone()).or_insert_with(|| Node {
+                    real: dep_real.clone(),
+                    info: dep_info.clone(),
+                    requested_as: BTreeSet::new(),
+                    needed_by: BTreeSet::new(),
+                    deps: BTreeSet::new(),
+                    packages: BTreeSet::new(),
+                    reached_via: Vec::new(),
+                    importer_markers: BTreeSet::new(),
+                    present: true,
+                });
+                // A path through the loader explains more than a folder scan.
+                if dep.reached_via.is_empty() || is_folder_scan(&dep.reached_via) {
+                    dep.reached_via = via;
+                }
+                dep.requested_as.insert(request.clone());
+                dep.needed_by.insert(real.clone());
+                if is_new {
+                    let mut next_chain = vec![frame.clone()];
+                    next_chain.extend(chain.iter().cloned());
+                    next_chain.truncate(MAX_CHAIN);
+                    queue.push_back((resolution.path.clone(), dep_real, next_chain));
+                }
+            }
+        }
+    }
+
+    /// A dependency not found: a system library of a foreign OS that
+    /// matters (Accelerate, vcomp140) becomes a library entry; others are
+    /// reported as unresolved unless they are the OS's own.
+    fn unresolved_dependency(&mut self, request: &str, requester: &Path, info: &BinaryInfo) {
+        if fingerprint(request, &BinaryInfo::default()).is_some() {
+            let key = PathBuf::from(request);
+            let node = self.nodes.entry(key.clone()).or_insert_with(|| Node {
+                real: key.clone(),
+                info: Arc::new(BinaryInfo::default()),
+                requested_as: BTreeSet::new(),
+                needed_by: BTreeSet::new(),
+                deps: BTreeSet::new(),
+                packages: BTreeSet::new(),
+                reached_via: vec![
+                    format!("{} needs {request}", requester.display()),
+                    "not present here: a library of the target system".to_owned(),
+                ],
+                importer_markers: BTreeSet::new(),
+                present: false,
+            });
+            node.requested_as.insert(request.to_owned());
+            node.needed_by.insert(requester.to_path_buf());
+            for imp in &info.imports {
+                if imp.contains("$NEWLAPACK") {
+                    node.importer_markers.insert(imp.clone());
+                }
+            }
+            if let Some(n) = self.nodes.get_mut(requester) {
+                n.deps.insert(key);
+            }
+            return;
+        }
+        if !is_system_library(request, self.loader.target) {
+            self.unresolved.insert(Unresolved {
+                name: request.to_owned(),
+                needed_by: requester.to_path_buf(),
+            });
+        }
+    }
+
+    /// Every package reaches what its binaries reach.
+    fn propagate_packages(&mut self) {
+        let starts: Vec<(PathBuf, BTreeSet<String>)> = self
+            .nodes
+            .values()
+            .filter(|n| !n.packages.is_empty())
+            .map(|n| (n.real.clone(), n.packages.clone()))
+            .collect();
+        for (start, packages) in starts {
+            let mut seen = HashSet::new();
+            let mut stack = vec![start];
+            while let Some(p) = stack.pop() {
+                if !seen.insert(p.clone()) {
+                    continue;
+                }
+                if let Some(n) = self.nodes.get_mut(&p) {
+                    n.packages.extend(packages.iter().cloned());
+                    stack.extend(n.deps.iter().cloned());
+                }
+            }
+        }
+    }
+
+    fn libraries(&self) -> Vec<Library> {
+        let mut out = Vec::new();
+        for node in self.nodes.values() {
+            let name = if node.present {
+                node.real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            } else {
+                node.real.to_string_lossy().into_owned()
+            };
+            let Some(fp) = fingerprint(&name, &node.info).or_else(|| {
+                // Hash-renamed or oddly named copies: try the names it was
+                // asked for.
+                node.requested_as.iter().find_map(|r| fingerprint(r, &node.info))
+            }) else {
+                continue;
+            };
+            out.push(self.library_from(node, fp));
+        }
+        out
+    }
+
+    fn library_from(&self, node: &Node, fp: Fingerprint) -> Library {
+        let Fingerprint {
+            apis,
+            mut vendor,
+            version,
+            threading_layer,
+            openmp_runtime,
+            mut int_width,
+            symbol_prefix,
+            symbol_suffix,
+            parallel_framework,
+            forwards_to,
+        } = fp;
+        let info = &node.info;
+        if let Some(soname) = &info.soname {
+            if info.format == Some(BinaryFormat::Pe) && vendor.value != Vendor::Unknown {
+                vendor.evidence.push(Evidence::new(
+                    EvidenceSource::Static,
+                    format!("export-directory name {soname}"),
+                ));
+            }
+        }
+        if vendor.value == Vendor::Accelerate && !node.importer_markers.is_empty() {
+            let sample: Vec<&str> = node.importer_markers.iter().take(2).map(String::as_str).collect();
+            let ilp64 = node.importer_markers.iter().any(|m| m.contains("ILP64"));
+            vendor.evidence.push(Evidence::new(
+                EvidenceSource::Static,
+                format!("importers use the new LAPACK interface of macOS 13.3+: {}", sample.join(", ")),
+            ));
+            int_width = Some(Conclusion::new(
+                if ilp64 { IntWidth::Ilp64 } else { IntWidth::Lp64 },
+                Confidence::High,
+                vec![Evidence::new(EvidenceSource::Static, format!("imports {}", sample.join(", ")))],
+            ));
+        }
+        let forwards_to = forwards_to.and_then(|name| {
+            node.deps
+                .iter()
+                .find(|d| {
+                    self.nodes
+                        .get(*d)
+                        .is_some_and(|n| n.requested_as.contains(&name))
+                })
+                .cloned()
+        });
+        Library {
+            path: node.real.clone(),
+            requested_as: node.requested_as.iter().cloned().collect(),
+            soname: info.soname.clone(),
+            format: node.present.then_some(info.format).flatten(),
+            architectures: info.architectures.clone(),
+            apis,
+            vendor,
+            version,
+            threading_layer,
+            openmp_runtime,
+            int_width,
+            symbol_prefix,
+            symbol_suffix,
+            parallel_framework,
+            forwards_to,
+            pulled_in_by: node.packages.iter().cloned().collect(),
+            needed_by: node.needed_by.iter().cloned().collect(),
+            dependencies: node.deps.iter().cloned().collect(),
+            reached_via: node.reached_via.clone(),
+        }
+    }
+
+    fn packages(
+        &self,
+        package_dirs: &BTreeMap<String, PathBuf>,
+        dists: &BTreeMap<String, String>,
+        libraries: &[Library],
+    ) -> Vec<PackageFacts> {
+        let mut out = Vec::new();
+        for (name, path) in package_dirs {
+            let dist_names: Vec<String> = PACKAGES_THAT_MATTER
+                .iter()
+                .find(|(p, _)| p == name)
+                .map(|(_, d)| d.iter().map(|s| s.to_string()).collect())
+                .unwrap_or_else(|| vec![name.clone()]);
+            let (distribution, version) = dist_names
+                .iter()
+                .find_map(|d| {
+                    let key = d.to_ascii_lowercase().replace(['-', '.'], "_");
+                    dists.get(&key).map(|v| (Some(d.clone()), Some(v.clone())))
+                })
+                .unwrap_or((None, None));
+            let binaries = self.nodes.values().filter(|n| n.present && n.packages.contains(name) && n.real.starts_with(path)).count();
+            let libs: Vec<PathBuf> = libraries
+                .iter()
+                .filter(|l| l.pulled_in_by.contains(name))
+                .map(|l| l.path.clone())
+                .collect();
+            let threading_layers = if name == "numba" { self.numba_layers(path) } else { Vec::new() };
+            out.push(PackageFacts {
+                name: name.clone(),
+                distribution,
+                version,
+                path: path.clone(),
+                binaries,
+                libraries: libs,
+                threading_layers,
+            });
+        }
+        out
+    }
+
+    /// numba's threading layers: a pool module is usable when the runtime
+    /// it needs resolves.
+    fn numba_layers(&self, numba_dir: &Path) -> Vec<Conclusion<String>> {
+        let ufunc = numba_dir.join("np").join("ufunc");
+        let mut layers = Vec::new();
+        for (prefix, layer) in [("omppool", "omp"), ("tbbpool", "tbb"), ("workqueue", "workqueue")] {
+            let module = self
+                .nodes
+                .values()
+                .find(|n| n.present && n.real.starts_with(&ufunc) && n.real.file_name().is_some_and(|f| f.to_string_lossy().starts_with(prefix)));
+            let Some(module) = module else { continue };
+            let mut evidence = vec![Evidence::new(EvidenceSource::Static, format!("module {}", module.real.display()))];
+            let missing: Vec<&String> = self
+                .unresolved
+                .iter()
+                .filter(|u| u.needed_by == module.real)
+                .map(|u| &u.name)
+                .collect();
+            if !missing.is_empty() {
+                continue;
+            }
+            let mut value = layer.to_owned();
+            for dep in &module.deps {
+                if let Some(n) = self.nodes.get(dep) {
+                    let name = n.real.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+                    if let Some(fp) = fingerprint(&name, &n.info) {
+                        if fp.vendor.value.is_openmp() || fp.vendor.value == Vendor::Tbb {
+                            evidence.push(Evidence::new(EvidenceSource::Static, format!("NEEDED {name} ({:?})", fp.vendor.value)));
+                            if fp.vendor.value.is_openmp() {
+                                value = format!("omp ({})", vendor_label(fp.vendor.value));
+                            }
+                        }
+                    }
+                }
+            }
+            layers.push(Conclusion::new(value, Confidence::High, evidence));
+        }
+        layers
+    }
+}
+
+const FOLDER_SCAN: &str = "(folder scan)";
+
+fn is_folder_scan(via: &[String]) -> bool {
+    via.first().is_some_and(|s| s.ends_with(FOLDER_SCAN))
+}
+
+fn vendor_label(v: Vendor) -> &'static str {
+    match v {
+        Vendor::GnuOpenmp => "GNU libgomp",
+        Vendor::LlvmOpenmp => "LLVM libomp",
+        Vendor::IntelOpenmp => "Intel libiomp5",
+        Vendor::MsvcOpenmp => "MSVC vcomp",
+        _ => "other",
+    }
+}
+
+/// Same format and at least one architecture in common.
+fn compatible(candidate: &BinaryInfo, format: Option<BinaryFormat>, arches: &[String]) -> bool {
+    candidate.format == format
+        && (arches.is_empty() || candidate.architectures.iter().any(|a| arches.contains(a)))
+}
+
+fn parent_display(path: &Path) -> String {
+    path.parent().map(|p| p.display().to_string()).unwrap_or_default()
+}
+
+/// `symlink → target` steps from a path to its final file.
+fn symlink_steps(path: &Path) -> Vec<String> {
+    let mut steps = Vec::new();
+    let mut current = path.to_path_buf();
+    for _ in 0..40 {
+        // Resolve symlinks in parent folders first, as the kernel does.
+        let Ok(target) = std::fs::read_link(&current) else { break };
+        let next = if target.is_absolute() {
+            target
+        } else {
+            current.parent().map(|p| p.join(&target)).unwrap_or(target)
+        };
+        steps.push(format!("symlink {} → {}", current.display(), next.display()));
+        current = next;
+    }
+    steps
+}
+
+/// Libraries that belong to the target OS itself and are never shipped in
+/// a Python environment; not worth reporting as unresolved.
+fn is_system_library(request: &str, target: Option<OsFamily>) -> bool {
+    let lower = request.to_ascii_lowercase();
+    let base = base_name(&lower);
+    match target {
+        Some(OsFamily::Macos) => request.starts_with("/usr/lib/") || request.starts_with("/System/"),
+        Some(OsFamily::Windows) => {
+            base.starts_with("api-ms-win-")
+                || base.starts_with("ext-ms-")
+                || base.starts_with("vcruntime")
+                || base.starts_with("msvcp")
+                || base.starts_with("python3")
+                || base.starts_with("concrt")
+                || [
+                    "kernel32.dll", "user32.dll", "advapi32.dll", "ntdll.dll", "ws2_32.dll", "shell32.dll",
+                    "ole32.dll", "oleaut32.dll", "gdi32.dll", "comdlg32.dll", "bcrypt.dll", "crypt32.dll",
+                    "ucrtbase.dll", "msvcrt.dll", "dbghelp.dll", "psapi.dll", "shlwapi.dll", "version.dll",
+                    "winmm.dll", "mfplat.dll", "mf.dll", "mfreadwrite.dll", "secur32.dll", "setupapi.dll",
+                    "comctl32.dll", "dxgi.dll", "d3d11.dll", "mfuuid.dll", "opengl32.dll", "iphlpapi.dll",
+                    "userenv.dll", "rpcrt4.dll", "netapi32.dll", "wsock32.dll", "imm32.dll", "cfgmgr32.dll",
+                    "propsys.dll", "powrprof.dll", "normaliz.dll", "wldap32.dll", "dwmapi.dll", "uxtheme.dll",
+                ]
+                .contains(&base)
+        }
+        _ => {
+            // The manylinux policy's system libraries: never vendored.
+            const GLIBC_AND_FRIENDS: &[&str] = &[
+                "libc.so", "libm.so", "libdl.so", "librt.so", "libpthread.so", "libutil.so", "libnsl.so",
+                "libresolv.so", "libcrypt.so", "libgcc_s.so", "libstdc++.so", "ld-linux", "ld64.so",
+                "linux-vdso", "libz.so", "libx11.so", "libxext.so", "libxrender.so", "libice.so", "libsm.so",
+                "libgl.so", "libglib-2.0.so", "libgobject-2.0.so", "libgthread-2.0.so", "libexpat.so",
+            ];
+            GLIBC_AND_FRIENDS.iter().any(|p| base.starts_with(p))
+        }
+    }
+}
+
+/// Runtimes present in more than one copy.
+fn find_duplicates(libraries: &[Library]) -> Vec<DuplicateRuntime> {
+    let mut by_vendor: BTreeMap<Vendor, Vec<PathBuf>> = BTreeMap::new();
+    for lib in libraries {
+        let runtime = lib.apis.iter().any(|a| matches!(a, Api::Blas | Api::Openmp | Api::Tbb));
+        if !runtime || lib.forwards_to.is_some() || lib.format.is_none() || lib.vendor.value == Vendor::Unknown {
+            continue;
+        }
+        // MKL's layer libraries belong to one MKL.
+        if lib.vendor.value == Vendor::Mkl && !lib.path.to_string_lossy().contains("mkl_rt") {
+            continue;
+        }
+        by_vendor.entry(lib.vendor.value).or_default().push(lib.path.clone());
+    }
+    by_vendor
+        .into_iter()
+        .filter(|(_, paths)| paths.len() > 1)
+        .map(|(vendor, paths)| DuplicateRuntime { vendor, paths })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_names() {
+        for yes in ["a.so", "libgomp.so.1", "x.cpython-311-x86_64-linux-gnu.so", "libomp.dylib", "m.pyd", "VCOMP140.DLL"] {
+            assert!(looks_like_binary(yes), "{yes}");
+        }
+        for no in ["a.py", "README", "so.txt", "x.pyc"] {
+            assert!(!looks_like_binary(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn package_names() {
+        assert_eq!(package_for("numpy.libs"), Some("numpy"));
+        assert_eq!(package_for("scikit_learn.libs"), Some("sklearn"));
+        assert_eq!(package_for("opencv_python_headless.libs"), Some("cv2"));
+        assert_eq!(package_for("sklearn"), Some("sklearn"));
+        assert_eq!(package_for("requests"), None);
+    }
+}

@@ -1,2 +1,493 @@
 //! Helpers for caiclust's integration tests: locating the fixture
-//! environments that `scripts/setup-test-envs.sh` builds.
+//! environments that `scripts/setup-test-envs.sh` builds, and asking a real
+//! interpreter what it loads (through threadpoolctl) so that the static probe
+//! can be compared with the truth.
+//!
+//! The fixtures live in `$CAICLUST_FIXTURES`, or `<workspace>/.fixtures` when
+//! that variable is unset, and are described by `manifest.json` there:
+//!
+//! * `venv-pypi/`: a CPython venv with PyPI numpy, scipy, scikit-learn,
+//!   opencv-python-headless and threadpoolctl;
+//! * the Debian interpreter `/usr/bin/python3` with `python3-numpy`, whose
+//!   `libblas.so.3` alternative points at the OpenMP build of OpenBLAS (the
+//!   pthreads build is in [`Fixtures::openblas_pthread_dir`], reachable with
+//!   `LD_LIBRARY_PATH`);
+//! * `wheels/<name>/`: unpacked foreign wheels (macOS, Windows), one per
+//!   folder; the names are in [`wheel`].
+//!
+//! Missing fixtures are a test **failure**, never a skip: [`fixtures`] panics
+//! with a message that says to run `scripts/setup-test-envs.sh` first.
+//!
+//! ```no_run
+//! let fx = caiclust_tests::fixtures();
+//! let pools = caiclust_tests::run_threadpoolctl(&fx.venv_pypi, &["numpy"]);
+//! assert!(pools.iter().any(|p| p.internal_api == "openblas"));
+//! let numpy_win = fx.wheel(caiclust_tests::wheel::NUMPY_WIN_AMD64);
+//! assert!(numpy_win.join("numpy.libs").is_dir());
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+
+/// What to do when fixtures are missing; part of every panic message.
+pub const SETUP_HINT: &str =
+    "run scripts/setup-test-envs.sh first (scripts/test.sh does it, then runs the tests)";
+
+/// The manifest format version this crate understands.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// Names of the unpacked foreign wheels under [`Fixtures::wheels_dir`], as
+/// written by `scripts/setup-test-envs.sh`.
+pub mod wheel {
+    /// numpy for macOS 14 arm64: links Accelerate, imports
+    /// `cblas_*$NEWLAPACK$ILP64`.
+    pub const NUMPY_MACOS_ARM64_ACCELERATE: &str = "numpy-macos-arm64-accelerate";
+    /// numpy for macOS 11 arm64: `numpy/.dylibs/libscipy_openblas64_.dylib`.
+    pub const NUMPY_MACOS_ARM64_OPENBLAS: &str = "numpy-macos-arm64-openblas";
+    /// numpy for Intel macOS: `numpy/.dylibs/libscipy_openblas64_.dylib`.
+    pub const NUMPY_MACOS_X86_64_OPENBLAS: &str = "numpy-macos-x86_64-openblas";
+    /// numpy for Windows: `numpy.libs/libscipy_openblas64_-<hash>.dll`.
+    pub const NUMPY_WIN_AMD64: &str = "numpy-win-amd64";
+    /// scipy for macOS 14 arm64: links Accelerate (LP64, `*$NEWLAPACK`).
+    pub const SCIPY_MACOS_ARM64_ACCELERATE: &str = "scipy-macos-arm64-accelerate";
+    /// scipy for macOS 12 arm64: `scipy/.dylibs/libscipy_openblas.dylib`.
+    pub const SCIPY_MACOS_ARM64_OPENBLAS: &str = "scipy-macos-arm64-openblas";
+    /// scipy for Windows: `scipy.libs/libscipy_openblas-<hash>.dll`.
+    pub const SCIPY_WIN_AMD64: &str = "scipy-win-amd64";
+    /// scikit-learn for Windows: `sklearn/.libs/vcomp140.dll`.
+    pub const SKLEARN_WIN_AMD64: &str = "sklearn-win-amd64";
+    /// scikit-learn for macOS arm64: `sklearn/.dylibs/libomp.dylib`.
+    pub const SKLEARN_MACOS_ARM64: &str = "sklearn-macos-arm64";
+    /// opencv-python-headless for Windows: `cv2/cv2.pyd`.
+    pub const OPENCV_WIN_AMD64: &str = "opencv-win-amd64";
+    /// opencv-python-headless for macOS arm64: `cv2/cv2.abi3.so`, `cv2/.dylibs`.
+    pub const OPENCV_MACOS_ARM64: &str = "opencv-macos-arm64";
+    /// MarkupSafe universal2: a fat (x86_64 + arm64) Mach-O extension module.
+    pub const MARKUPSAFE_MACOS_UNIVERSAL2: &str = "markupsafe-macos-universal2";
+
+    /// Every name above.
+    pub const ALL: &[&str] = &[
+        NUMPY_MACOS_ARM64_ACCELERATE,
+        NUMPY_MACOS_ARM64_OPENBLAS,
+        NUMPY_MACOS_X86_64_OPENBLAS,
+        NUMPY_WIN_AMD64,
+        SCIPY_MACOS_ARM64_ACCELERATE,
+        SCIPY_MACOS_ARM64_OPENBLAS,
+        SCIPY_WIN_AMD64,
+        SKLEARN_WIN_AMD64,
+        SKLEARN_MACOS_ARM64,
+        OPENCV_WIN_AMD64,
+        OPENCV_MACOS_ARM64,
+        MARKUPSAFE_MACOS_UNIVERSAL2,
+    ];
+}
+
+/// Paths of the fixture environments, read from `manifest.json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fixtures {
+    /// The fixtures folder (`$CAICLUST_FIXTURES` or `<workspace>/.fixtures`).
+    pub root: PathBuf,
+    /// The interpreter of the PyPI venv (`<root>/venv-pypi/bin/python`).
+    pub venv_pypi: PathBuf,
+    /// Distribution name (lower case) → version installed in the PyPI venv.
+    pub venv_pypi_packages: BTreeMap<String, String>,
+    /// Debian's interpreter with `python3-numpy` (`/usr/bin/python3`).
+    pub debian_python: PathBuf,
+    /// The machine's multiarch triplet, e.g. `x86_64-linux-gnu`.
+    pub multiarch: String,
+    /// `/usr/lib/<triplet>/openblas-pthread`: put it in `LD_LIBRARY_PATH` to
+    /// give Debian's numpy the pthreads OpenBLAS instead of the OpenMP one.
+    pub openblas_pthread_dir: PathBuf,
+    /// `/usr/lib/<triplet>/openblas-openmp`, where the system alternatives
+    /// point.
+    pub openblas_openmp_dir: PathBuf,
+    /// The folder holding one sub-folder per unpacked foreign wheel.
+    pub wheels_dir: PathBuf,
+    /// The unpacked foreign wheels, by name (see [`wheel`]).
+    pub wheels: BTreeMap<String, WheelFixture>,
+}
+
+/// One unpacked foreign wheel.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct WheelFixture {
+    /// The folder the wheel was unpacked into (its top level holds the
+    /// package folders, like a site-packages).
+    pub path: PathBuf,
+    /// The PyPI distribution name, e.g. `numpy`.
+    pub package: String,
+    /// The `--platform` given to `pip download`, e.g. `win_amd64`.
+    pub platform: String,
+    /// The wheel's file name, e.g. `numpy-2.4.6-cp311-cp311-win_amd64.whl`.
+    pub wheel: String,
+    /// The distribution version from the wheel's file name.
+    pub version: Option<String>,
+}
+
+/// The on-disk manifest, as `scripts/setup-test-envs.sh` writes it.
+#[derive(Debug, Deserialize)]
+struct Manifest {
+    version: u32,
+    venv_pypi: PathBuf,
+    #[serde(default)]
+    venv_pypi_packages: BTreeMap<String, String>,
+    debian_python: PathBuf,
+    multiarch: String,
+    openblas_pthread_dir: PathBuf,
+    openblas_openmp_dir: PathBuf,
+    wheels_dir: PathBuf,
+    wheels: BTreeMap<String, WheelFixture>,
+}
+
+impl Fixtures {
+    /// The folder of the unpacked wheel `name` (one of [`wheel`]'s names).
+    ///
+    /// # Panics
+    /// When the manifest has no such wheel.
+    pub fn wheel(&self, name: &str) -> &Path {
+        &self.wheel_info(name).path
+    }
+
+    /// Everything known about the unpacked wheel `name`.
+    ///
+    /// # Panics
+    /// When the manifest has no such wheel.
+    pub fn wheel_info(&self, name: &str) -> &WheelFixture {
+        self.wheels.get(name).unwrap_or_else(|| {
+            panic!(
+                "fixture wheel {name:?} is not in {}/manifest.json (have: {}); {SETUP_HINT}",
+                self.root.display(),
+                self.wheels.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+
+    /// The prefix of the PyPI venv (`<root>/venv-pypi`).
+    pub fn venv_pypi_prefix(&self) -> PathBuf {
+        // <prefix>/bin/python
+        self.venv_pypi
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.root.join("venv-pypi"))
+    }
+
+    /// The `site-packages` folder of the PyPI venv.
+    ///
+    /// # Panics
+    /// When there is none.
+    pub fn venv_pypi_site_packages(&self) -> PathBuf {
+        let lib = self.venv_pypi_prefix().join("lib");
+        let found = std::fs::read_dir(&lib).ok().and_then(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path().join("site-packages"))
+                .find(|p| p.is_dir())
+        });
+        found.unwrap_or_else(|| {
+            panic!(
+                "no {}/python*/site-packages in the PyPI venv; {SETUP_HINT}",
+                lib.display()
+            )
+        })
+    }
+
+    /// The installed version of `package` in the PyPI venv.
+    ///
+    /// # Panics
+    /// When the package is not installed there.
+    pub fn venv_pypi_version(&self, package: &str) -> &str {
+        self.venv_pypi_packages
+            .get(&package.to_ascii_lowercase())
+            .unwrap_or_else(|| panic!("{package} is not installed in the PyPI venv; {SETUP_HINT}"))
+    }
+}
+
+/// The workspace's root folder (the parent of this crate's folder).
+pub fn workspace_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent().unwrap_or(here).to_path_buf()
+}
+
+/// The fixtures folder: `$CAICLUST_FIXTURES` when set and not empty,
+/// `<workspace>/.fixtures` otherwise. It may not exist.
+pub fn fixtures_root() -> PathBuf {
+    match std::env::var_os("CAICLUST_FIXTURES") {
+        Some(dir) if !dir.is_empty() => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                workspace_root().join(dir)
+            }
+        }
+        _ => workspace_root().join(".fixtures"),
+    }
+}
+
+/// The fixture environments, read (once per process) from
+/// `<fixtures_root()>/manifest.json` and checked to exist on disk.
+///
+/// # Panics
+/// With a message that says to run `scripts/setup-test-envs.sh` when the
+/// manifest is missing or unreadable, or when a path it names is missing.
+/// Tests that need fixtures fail without them; they never skip.
+pub fn fixtures() -> Fixtures {
+    static CACHE: OnceLock<Fixtures> = OnceLock::new();
+    CACHE
+        .get_or_init(|| load_fixtures(&fixtures_root()).unwrap_or_else(|e| panic!("{e}")))
+        .clone()
+}
+
+/// Reads and checks the manifest in `root`; the error text is a complete,
+/// actionable message.
+fn load_fixtures(root: &Path) -> Result<Fixtures, String> {
+    let manifest_path = root.join("manifest.json");
+    let text = std::fs::read_to_string(&manifest_path).map_err(|e| {
+        format!(
+            "caiclust test fixtures are missing: cannot read {} ({e}); {SETUP_HINT}",
+            manifest_path.display()
+        )
+    })?;
+    let m: Manifest = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "caiclust test fixtures: {} is not a valid manifest ({e}); {SETUP_HINT}",
+            manifest_path.display()
+        )
+    })?;
+    if m.version != MANIFEST_VERSION {
+        return Err(format!(
+            "caiclust test fixtures: {} has version {}, this crate reads version \
+             {MANIFEST_VERSION}; {SETUP_HINT}",
+            manifest_path.display(),
+            m.version
+        ));
+    }
+    let fx = Fixtures {
+        root: root.to_path_buf(),
+        venv_pypi: m.venv_pypi,
+        venv_pypi_packages: m.venv_pypi_packages,
+        debian_python: m.debian_python,
+        multiarch: m.multiarch,
+        openblas_pthread_dir: m.openblas_pthread_dir,
+        openblas_openmp_dir: m.openblas_openmp_dir,
+        wheels_dir: m.wheels_dir,
+        wheels: m.wheels,
+    };
+
+    let mut missing = Vec::new();
+    for (what, path, dir) in [
+        ("PyPI venv interpreter", &fx.venv_pypi, false),
+        ("Debian interpreter", &fx.debian_python, false),
+        ("pthreads OpenBLAS folder", &fx.openblas_pthread_dir, true),
+        ("OpenMP OpenBLAS folder", &fx.openblas_openmp_dir, true),
+        ("wheels folder", &fx.wheels_dir, true),
+    ] {
+        let ok = if dir { path.is_dir() } else { path.is_file() };
+        if !ok {
+            missing.push(format!("{what} {}", path.display()));
+        }
+    }
+    for (name, w) in &fx.wheels {
+        if !w.path.is_dir() {
+            missing.push(format!("wheel {name} at {}", w.path.display()));
+        }
+    }
+    if !missing.is_empty() {
+        return Err(format!(
+            "caiclust test fixtures in {} are incomplete, missing: {}; {SETUP_HINT}",
+            root.display(),
+            missing.join("; ")
+        ));
+    }
+    Ok(fx)
+}
+
+/// One thread pool reported by `python -m threadpoolctl -i ...`: a BLAS or
+/// OpenMP runtime loaded in that process.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct ThreadpoolInfo {
+    /// `blas` or `openmp`.
+    pub user_api: String,
+    /// `openblas`, `mkl`, `blis`, `flexiblas` or `openmp`.
+    pub internal_api: String,
+    /// The file-name prefix threadpoolctl matched, e.g. `libscipy_openblas`.
+    pub prefix: String,
+    /// The loaded library's path.
+    pub filepath: PathBuf,
+    /// The runtime's version, when it can tell (`null` for OpenMP runtimes).
+    pub version: Option<String>,
+    /// `pthreads`, `openmp`, ... (BLAS libraries only).
+    #[serde(default)]
+    pub threading_layer: Option<String>,
+    /// The current thread limit of the pool.
+    pub num_threads: u32,
+    /// The CPU kernel set in use, e.g. `Haswell` (OpenBLAS and BLIS only).
+    #[serde(default)]
+    pub architecture: Option<String>,
+    /// Any other key threadpoolctl printed (e.g. `thread_limit_scope`).
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// Runs `python -m threadpoolctl -i <modules...>` and parses its JSON.
+///
+/// # Panics
+/// When the interpreter cannot be started, exits non-zero, prints something
+/// that is not threadpoolctl's JSON list, or cannot import one of `modules`
+/// (threadpoolctl itself only warns about that): a test that names a module
+/// expects it to be there.
+pub fn run_threadpoolctl(python: &Path, modules: &[&str]) -> Vec<ThreadpoolInfo> {
+    run_threadpoolctl_with_env(python, modules, &[])
+}
+
+/// [`run_threadpoolctl`] with extra environment variables for the child
+/// (e.g. `OMP_NUM_THREADS`, `LD_LIBRARY_PATH`); the rest of the environment
+/// is inherited.
+///
+/// # Panics
+/// As [`run_threadpoolctl`].
+pub fn run_threadpoolctl_with_env(
+    python: &Path,
+    modules: &[&str],
+    env: &[(&str, &str)],
+) -> Vec<ThreadpoolInfo> {
+    let mut cmd = Command::new(python);
+    cmd.args(["-m", "threadpoolctl"]);
+    if !modules.is_empty() {
+        cmd.arg("-i").args(modules);
+    }
+    cmd.envs(env.iter().copied());
+    let shown = format!(
+        "{} -m threadpoolctl -i {}",
+        python.display(),
+        modules.join(" ")
+    );
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}; {SETUP_HINT}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{shown} failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    let not_imported: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("WARNING: could not import "))
+        .collect();
+    assert!(
+        not_imported.is_empty(),
+        "{shown}: could not import {}:\n{stderr}",
+        not_imported.join(", ")
+    );
+    parse_threadpoolctl(&stdout).unwrap_or_else(|e| {
+        panic!("{shown}: unexpected output ({e}):\n{stdout}\nstderr:\n{stderr}")
+    })
+}
+
+/// Parses the JSON list that `python -m threadpoolctl -i ...` prints.
+pub fn parse_threadpoolctl(json: &str) -> Result<Vec<ThreadpoolInfo>, serde_json::Error> {
+    serde_json::from_str(json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PYPI_SAMPLE: &str = r#"[
+      {"user_api": "blas", "internal_api": "openblas", "num_threads": 2,
+       "prefix": "libscipy_openblas",
+       "filepath": "/x/numpy.libs/libscipy_openblas64_-32a4b2a6.so",
+       "version": "0.3.31.188.0", "threading_layer": "pthreads",
+       "architecture": "Haswell", "thread_limit_scope": "process"},
+      {"user_api": "openmp", "internal_api": "openmp", "num_threads": 2,
+       "prefix": "libgomp",
+       "filepath": "/x/scikit_learn.libs/libgomp-e985bcbb.so.1.0.0",
+       "version": null, "thread_limit_scope": "current_thread"}
+    ]"#;
+
+    #[test]
+    fn parses_threadpoolctl_json() {
+        let pools = parse_threadpoolctl(PYPI_SAMPLE).unwrap();
+        assert_eq!(pools.len(), 2);
+        assert_eq!(pools[0].internal_api, "openblas");
+        assert_eq!(pools[0].version.as_deref(), Some("0.3.31.188.0"));
+        assert_eq!(pools[0].threading_layer.as_deref(), Some("pthreads"));
+        assert_eq!(pools[0].architecture.as_deref(), Some("Haswell"));
+        assert_eq!(pools[0].num_threads, 2);
+        assert_eq!(pools[0].extra["thread_limit_scope"], "process");
+        assert_eq!(pools[1].prefix, "libgomp");
+        assert_eq!(pools[1].version, None);
+        assert_eq!(pools[1].threading_layer, None);
+        assert_eq!(pools[1].architecture, None);
+    }
+
+    #[test]
+    fn missing_manifest_says_how_to_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = load_fixtures(dir.path()).unwrap_err();
+        assert!(
+            err.contains("run scripts/setup-test-envs.sh first"),
+            "{err}"
+        );
+        assert!(err.contains("manifest.json"), "{err}");
+    }
+
+    #[test]
+    fn incomplete_fixtures_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = serde_json::json!({
+            "version": 1,
+            "fixtures": dir.path(),
+            "venv_pypi": dir.path().join("venv-pypi/bin/python"),
+            "venv_pypi_packages": {},
+            "debian_python": dir.path().join("nope/python3"),
+            "multiarch": "x86_64-linux-gnu",
+            "openblas_pthread_dir": dir.path(),
+            "openblas_openmp_dir": dir.path(),
+            "wheels_dir": dir.path(),
+            "wheels": {"numpy-win-amd64": {
+                "path": dir.path().join("wheels/numpy-win-amd64"),
+                "package": "numpy", "platform": "win_amd64",
+                "wheel": "numpy-2.4.6-cp311-cp311-win_amd64.whl",
+                "version": "2.4.6"}}
+        });
+        std::fs::write(dir.path().join("manifest.json"), manifest.to_string()).unwrap();
+        let err = load_fixtures(dir.path()).unwrap_err();
+        assert!(err.contains("PyPI venv interpreter"), "{err}");
+        assert!(err.contains("Debian interpreter"), "{err}");
+        assert!(err.contains("wheel numpy-win-amd64"), "{err}");
+        assert!(
+            err.contains("run scripts/setup-test-envs.sh first"),
+            "{err}"
+        );
+    }
+
+    /// The real fixtures: fails (never skips) when setup was not run.
+    #[test]
+    fn real_fixtures_are_complete() {
+        let fx = fixtures();
+        for name in wheel::ALL {
+            assert!(fx.wheel(name).is_dir(), "{name}");
+        }
+        assert!(fx.venv_pypi_site_packages().join("numpy").is_dir());
+        assert!(!fx.venv_pypi_version("numpy").is_empty());
+    }
+
+    #[test]
+    fn threadpoolctl_sees_pypi_openblas() {
+        let fx = fixtures();
+        let pools = run_threadpoolctl(&fx.venv_pypi, &["numpy"]);
+        assert!(
+            pools
+                .iter()
+                .any(|p| p.internal_api == "openblas" && p.prefix == "libscipy_openblas"),
+            "{pools:#?}"
+        );
+    }
+}

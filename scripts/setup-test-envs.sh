@@ -1,0 +1,342 @@
+#!/usr/bin/env bash
+# Builds every real environment that caiclust's integration tests need.
+#
+#   bash scripts/setup-test-envs.sh
+#
+# Everything goes under ${CAICLUST_FIXTURES:-<repo>/.fixtures} (git-ignored):
+#
+#   venv-pypi/              CPython venv with PyPI numpy, scipy, scikit-learn,
+#                           opencv-python-headless, threadpoolctl
+#   wheels/<name>/          one unpacked foreign wheel per folder (macOS,
+#                           Windows), to be probed statically, each on its own
+#   downloads/<name>/       the downloaded .whl files (cache)
+#   stamps/                 what was built, so reruns skip it
+#   env.sh                  exports CAICLUST_* paths (source it)
+#   manifest.json           the same paths, read by tests/src/lib.rs
+#
+# On Debian/Ubuntu it also installs the Debian packages the tests use (as root,
+# or through passwordless sudo) and points the libblas.so.3/liblapack.so.3
+# alternatives at the OpenMP build of OpenBLAS.
+#
+# Idempotent: a rerun checks stamps and does (almost) nothing. Any failure
+# exits non-zero: the tests must fail rather than skip when a fixture is
+# missing.
+#
+# Knobs (environment):
+#   CAICLUST_FIXTURES      where to build (default <repo>/.fixtures)
+#   CAICLUST_PYTHON        interpreter for venv-pypi (default: python3 on PATH)
+#   CAICLUST_SKIP_APT=1    never touch Debian packages or alternatives (then
+#                          they must already be right, or the script fails)
+
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+FIX=${CAICLUST_FIXTURES:-$REPO/.fixtures}
+mkdir -p "$FIX"
+FIX=$(cd "$FIX" && pwd)
+STAMPS=$FIX/stamps
+WHEELS=$FIX/wheels
+DOWNLOADS=$FIX/downloads
+VENV=$FIX/venv-pypi
+mkdir -p "$STAMPS" "$WHEELS" "$DOWNLOADS"
+
+# Python version the foreign wheels are fetched for.
+WHEEL_PY=3.11
+# Wheels bigger than this are skipped (bytes).
+MAX_WHEEL_BYTES=$((120 * 1024 * 1024))
+
+# Packages of the PyPI venv (unpinned on purpose; the versions installed are
+# recorded in manifest.json).
+VENV_PACKAGES=(numpy scipy scikit-learn opencv-python-headless threadpoolctl)
+
+# Debian packages: BLAS flavours for the system numpy, a C compiler for
+# OpenMP test programs, venv support, threadpoolctl for the system python,
+# hyperfine for benchmarks.
+DEB_PACKAGES=(python3-numpy python3-threadpoolctl libopenblas0-openmp
+    libopenblas0-pthread python3-venv gcc hyperfine)
+
+# Foreign wheels: folder name | PyPI package | pip --platform | a path (glob)
+# that must exist in the unpacked wheel.
+WHEEL_SPECS=(
+    # numpy >= 2 for macOS 14 arm64 links Accelerate (cblas_*$NEWLAPACK$ILP64).
+    "numpy-macos-arm64-accelerate|numpy|macosx_14_0_arm64|numpy/_core/_multiarray_umath.cpython-*-darwin.so"
+    # numpy for macOS 11 arm64 bundles OpenBLAS (ILP64) in numpy/.dylibs.
+    "numpy-macos-arm64-openblas|numpy|macosx_11_0_arm64|numpy/.dylibs/libscipy_openblas64_.dylib"
+    # numpy for Intel macOS (10.x tag) bundles OpenBLAS (ILP64) in numpy/.dylibs.
+    "numpy-macos-x86_64-openblas|numpy|macosx_10_13_x86_64|numpy/.dylibs/libscipy_openblas64_.dylib"
+    # numpy for Windows: numpy.libs/libscipy_openblas64_-<hash>.dll (delvewheel).
+    "numpy-win-amd64|numpy|win_amd64|numpy.libs/libscipy_openblas64_-*.dll"
+    # scipy for macOS 14 arm64 links Accelerate (LP64, *$NEWLAPACK).
+    "scipy-macos-arm64-accelerate|scipy|macosx_14_0_arm64|scipy/linalg/_fblas.cpython-*-darwin.so"
+    # scipy for macOS 12 arm64 bundles OpenBLAS (LP64) in scipy/.dylibs.
+    "scipy-macos-arm64-openblas|scipy|macosx_12_0_arm64|scipy/.dylibs/libscipy_openblas.dylib"
+    # scipy for Windows: scipy.libs/libscipy_openblas-<hash>.dll.
+    "scipy-win-amd64|scipy|win_amd64|scipy.libs/libscipy_openblas-*.dll"
+    # scikit-learn for Windows: MSVC OpenMP in sklearn/.libs/vcomp140.dll.
+    "sklearn-win-amd64|scikit-learn|win_amd64|sklearn/.libs/vcomp140.dll"
+    # scikit-learn for macOS arm64: LLVM OpenMP in sklearn/.dylibs/libomp.dylib.
+    "sklearn-macos-arm64|scikit-learn|macosx_14_0_arm64|sklearn/.dylibs/libomp.dylib"
+    # OpenCV for Windows: one big cv2/cv2.pyd (parallel framework Concurrency).
+    "opencv-win-amd64|opencv-python-headless|win_amd64|cv2/cv2.pyd"
+    # OpenCV for macOS arm64: cv2/cv2.abi3.so + cv2/.dylibs (GCD, Accelerate).
+    "opencv-macos-arm64|opencv-python-headless|macosx_14_0_arm64|cv2/cv2.abi3.so"
+    # A universal2 (fat x86_64 + arm64) Mach-O extension module.
+    "markupsafe-macos-universal2|markupsafe|macosx_10_9_universal2|markupsafe/_speedups.cpython-*-darwin.so"
+)
+
+log() { printf '[setup-test-envs] %s\n' "$*"; }
+die() { printf '[setup-test-envs] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# One run at a time per fixtures folder.
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"$FIX/.lock"
+    flock 9
+fi
+
+START=$(date +%s)
+log "fixtures folder: $FIX"
+
+# ---------------------------------------------------------------------------
+# 1. Debian packages and the BLAS alternative
+# ---------------------------------------------------------------------------
+SUDO=()
+can_admin() {
+    if [ "$(id -u)" = 0 ]; then
+        SUDO=()
+        return 0
+    fi
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        SUDO=(sudo -n)
+        return 0
+    fi
+    return 1
+}
+
+deb_installed() {
+    [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" = installed ]
+}
+
+alt_value() {
+    update-alternatives --query "$1" 2>/dev/null | sed -n 's/^Value: //p'
+}
+
+MULTIARCH=""
+DEBIAN_PYTHON=""
+OPENBLAS_PTHREAD_DIR=""
+OPENBLAS_OPENMP_DIR=""
+
+if [ -r /etc/debian_version ] && command -v dpkg-query >/dev/null 2>&1; then
+    missing=()
+    for p in "${DEB_PACKAGES[@]}"; do
+        deb_installed "$p" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        [ "${CAICLUST_SKIP_APT:-0}" = 1 ] &&
+            die "Debian packages missing: ${missing[*]} (and CAICLUST_SKIP_APT=1)"
+        can_admin || die "Debian packages missing: ${missing[*]}; run as root (or with passwordless sudo) once"
+        log "apt: installing ${missing[*]}"
+        "${SUDO[@]}" apt-get update -qq
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends "${missing[@]}"
+    else
+        log "apt: all ${#DEB_PACKAGES[@]} Debian packages already installed"
+    fi
+
+    if command -v dpkg-architecture >/dev/null 2>&1; then
+        MULTIARCH=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || true)
+    fi
+    if [ -z "$MULTIARCH" ] && command -v gcc >/dev/null 2>&1; then
+        MULTIARCH=$(gcc -print-multiarch)
+    fi
+    [ -n "$MULTIARCH" ] || die "cannot tell the multiarch triplet (dpkg-architecture, gcc -print-multiarch)"
+
+    OPENBLAS_OPENMP_DIR=/usr/lib/$MULTIARCH/openblas-openmp
+    OPENBLAS_PTHREAD_DIR=/usr/lib/$MULTIARCH/openblas-pthread
+    # libblas.so.3 and liblapack.so.3 of each flavour are thin wrappers that
+    # NEED libopenblas.so.0, found through RUNPATH $ORIGIN, i.e. beside the
+    # /usr/lib/<triplet>/libblas.so.3 symlink: that is a third alternative,
+    # which must point at the same flavour or the process mixes the OpenMP
+    # wrapper with the pthreads core.
+    for lib in libblas.so.3 liblapack.so.3 libopenblas.so.0; do
+        name=$lib-$MULTIARCH
+        want=$OPENBLAS_OPENMP_DIR/$lib
+        [ -e "$want" ] || die "$want not found (is libopenblas0-openmp installed?)"
+        [ -e "$OPENBLAS_PTHREAD_DIR/$lib" ] || die "$OPENBLAS_PTHREAD_DIR/$lib not found"
+        have=$(alt_value "$name")
+        if [ "$have" = "$want" ]; then
+            log "alternatives: $name -> $want (already)"
+        else
+            [ "${CAICLUST_SKIP_APT:-0}" = 1 ] &&
+                die "alternative $name is '$have', want $want (and CAICLUST_SKIP_APT=1)"
+            can_admin || die "alternative $name is '$have', want $want; run as root once"
+            log "alternatives: $name: '$have' -> $want"
+            "${SUDO[@]}" update-alternatives --set "$name" "$want"
+        fi
+    done
+
+    DEBIAN_PYTHON=/usr/bin/python3
+    "$DEBIAN_PYTHON" -c 'import numpy, threadpoolctl' ||
+        die "$DEBIAN_PYTHON cannot import numpy and threadpoolctl"
+else
+    die "not a Debian/Ubuntu system: the Linux fixtures need Debian's python3-numpy and OpenBLAS"
+fi
+
+# ---------------------------------------------------------------------------
+# 2. The PyPI venv
+# ---------------------------------------------------------------------------
+PY=${CAICLUST_PYTHON:-python3}
+command -v "$PY" >/dev/null 2>&1 || die "no $PY on PATH"
+# The real interpreter (not a pyenv shim) and its version.
+PY=$("$PY" -c 'import sys; print(sys.executable)')
+PY_VERSION=$("$PY" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')
+venv_stamp_want="python=$PY python_version=$PY_VERSION packages=${VENV_PACKAGES[*]}"
+venv_stamp=$STAMPS/venv-pypi
+if [ -x "$VENV/bin/python" ] && [ -f "$venv_stamp" ] &&
+    [ "$(head -n 1 "$venv_stamp")" = "$venv_stamp_want" ]; then
+    log "venv-pypi: up to date ($PY_VERSION, ${VENV_PACKAGES[*]})"
+else
+    log "venv-pypi: creating with $PY ($PY_VERSION)"
+    rm -f "$venv_stamp"
+    rm -rf "$VENV"
+    "$PY" -m venv "$VENV"
+    log "venv-pypi: pip install ${VENV_PACKAGES[*]}"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "${VENV_PACKAGES[@]}"
+    "$VENV/bin/python" -c 'import numpy, scipy, sklearn, cv2, threadpoolctl' ||
+        die "venv-pypi: the installed packages do not import"
+    {
+        echo "$venv_stamp_want"
+        "$VENV/bin/python" -m pip freeze --disable-pip-version-check
+    } >"$venv_stamp.tmp"
+    mv "$venv_stamp.tmp" "$venv_stamp"
+    log "venv-pypi: done"
+fi
+
+# ---------------------------------------------------------------------------
+# 3. Foreign wheels
+# ---------------------------------------------------------------------------
+fetch_wheel() {
+    local name=$1 pkg=$2 platform=$3 expect=$4
+    local dest=$WHEELS/$name dl=$DOWNLOADS/$name stamp=$STAMPS/wheel-$name
+    local want="package=$pkg platform=$platform python=$WHEEL_PY expect=$expect"
+
+    if [ -d "$dest" ] && [ -f "$stamp" ] && [ "$(head -n 1 "$stamp")" = "$want" ]; then
+        log "wheel $name: up to date ($(sed -n 2p "$stamp"))"
+        return 0
+    fi
+    rm -f "$stamp"
+    mkdir -p "$dl"
+    log "wheel $name: pip download $pkg --platform $platform --python-version $WHEEL_PY"
+    rm -f "$dl"/*.whl
+    "$VENV/bin/python" -m pip download --quiet --disable-pip-version-check \
+        --no-deps --only-binary=:all: --platform "$platform" \
+        --python-version "$WHEEL_PY" -d "$dl" "$pkg"
+    local whl
+    whl=$(find "$dl" -maxdepth 1 -name '*.whl' | head -n 1)
+    [ -n "$whl" ] || die "wheel $name: pip download produced no .whl"
+    local size
+    size=$(stat -c %s "$whl")
+    if [ "$size" -gt "$MAX_WHEEL_BYTES" ]; then
+        log "wheel $name: $(basename "$whl") is $((size / 1048576)) MB > $((MAX_WHEEL_BYTES / 1048576)) MB: skipped"
+        rm -rf "$dest" "$dl"
+        return 0
+    fi
+    log "wheel $name: unpacking $(basename "$whl") ($((size / 1048576)) MB)"
+    rm -rf "$dest" "$dest.tmp"
+    "$VENV/bin/python" -m zipfile -e "$whl" "$dest.tmp"
+    # shellcheck disable=SC2086 # $expect is a glob
+    if ! compgen -G "$dest.tmp/$expect" >/dev/null; then
+        die "wheel $name: $(basename "$whl") has no $expect (did the wheel's layout change?)"
+    fi
+    mv "$dest.tmp" "$dest"
+    printf '%s\n%s\n' "$want" "$(basename "$whl")" >"$stamp"
+}
+
+for spec in "${WHEEL_SPECS[@]}"; do
+    IFS='|' read -r w_name w_pkg w_platform w_expect <<<"$spec"
+    fetch_wheel "$w_name" "$w_pkg" "$w_platform" "$w_expect"
+done
+
+# The universal2 wheel must really hold a fat Mach-O.
+fat=$(compgen -G "$WHEELS/markupsafe-macos-universal2/markupsafe/_speedups.cpython-*-darwin.so" | head -n 1)
+magic=$(od -An -tx1 -N4 "$fat" | tr -d ' \n')
+[ "$magic" = cafebabe ] || die "$fat is not a fat Mach-O (magic $magic)"
+
+# ---------------------------------------------------------------------------
+# 4. env.sh and manifest.json
+# ---------------------------------------------------------------------------
+write_if_changed() { # file; content on stdin
+    cat >"$1.tmp"
+    if [ -f "$1" ] && cmp -s "$1" "$1.tmp"; then
+        rm -f "$1.tmp"
+    else
+        mv "$1.tmp" "$1"
+        log "wrote $1"
+    fi
+}
+
+write_if_changed "$FIX/env.sh" <<EOF
+# Generated by scripts/setup-test-envs.sh: source it.
+export CAICLUST_FIXTURES='$FIX'
+export CAICLUST_VENV_PYPI='$VENV/bin/python'
+export CAICLUST_DEBIAN_PYTHON='$DEBIAN_PYTHON'
+export CAICLUST_WHEELS='$WHEELS'
+export CAICLUST_OPENBLAS_PTHREAD_DIR='$OPENBLAS_PTHREAD_DIR'
+export CAICLUST_OPENBLAS_OPENMP_DIR='$OPENBLAS_OPENMP_DIR'
+export CAICLUST_MULTIARCH='$MULTIARCH'
+EOF
+
+WHEEL_SPECS_TEXT=$(printf '%s\n' "${WHEEL_SPECS[@]}")
+export FIX VENV WHEELS STAMPS DEBIAN_PYTHON OPENBLAS_PTHREAD_DIR \
+    OPENBLAS_OPENMP_DIR MULTIARCH WHEEL_SPECS_TEXT
+"$VENV/bin/python" - <<'PY' | write_if_changed "$FIX/manifest.json"
+import json, os, re
+
+env = os.environ
+stamps = env["STAMPS"]
+
+def stamp_lines(name):
+    try:
+        with open(os.path.join(stamps, name)) as f:
+            return f.read().splitlines()
+    except FileNotFoundError:
+        return None
+
+packages = {}
+for line in (stamp_lines("venv-pypi") or [])[1:]:
+    if "==" in line:
+        k, v = line.split("==", 1)
+        packages[k.lower()] = v
+
+wheels = {}
+for spec in env["WHEEL_SPECS_TEXT"].splitlines():
+    name, pkg, platform, expect = spec.split("|")
+    lines = stamp_lines("wheel-" + name)
+    if not lines:
+        continue  # skipped (too big)
+    filename = lines[1]
+    m = re.match(r"^([^-]+)-([^-]+)-", filename)
+    wheels[name] = {
+        "path": os.path.join(env["WHEELS"], name),
+        "package": pkg,
+        "platform": platform,
+        "wheel": filename,
+        "version": m.group(2) if m else None,
+    }
+
+manifest = {
+    "version": 1,
+    "fixtures": env["FIX"],
+    "venv_pypi": os.path.join(env["VENV"], "bin", "python"),
+    "venv_pypi_packages": packages,
+    "debian_python": env["DEBIAN_PYTHON"],
+    "multiarch": env["MULTIARCH"],
+    "openblas_pthread_dir": env["OPENBLAS_PTHREAD_DIR"],
+    "openblas_openmp_dir": env["OPENBLAS_OPENMP_DIR"],
+    "wheels_dir": env["WHEELS"],
+    "wheels": wheels,
+}
+print(json.dumps(manifest, indent=2, sort_keys=True))
+PY
+
+log "ready in $(($(date +%s) - START)) s; source $FIX/env.sh for the CAICLUST_* variables"

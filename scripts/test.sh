@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The project's one test command: builds the fixture environments (idempotent,
+# about a second when already built), then runs every test of the workspace.
+#
+#   bash scripts/test.sh [extra cargo test arguments, e.g. -- --nocapture]
+#
+# Fails when the setup fails: the integration tests never skip for want of
+# fixtures.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+
+echo "=== scripts/setup-test-envs.sh"
+bash "$REPO/scripts/setup-test-envs.sh"
+
+FIX=${CAICLUST_FIXTURES:-$REPO/.fixtures}
+# shellcheck source=/dev/null
+source "$FIX/env.sh"
+
+echo "=== cargo test --workspace"
+cargo test --workspace "$@"
