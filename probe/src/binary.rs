@@ -128,6 +128,12 @@ const NEEDLES: &[Needle] = &[
 /// Read and parse a binary file. `path` must be a regular file (symlinks
 /// are followed).
 pub fn read_binary(path: &Path) -> Result<BinaryInfo, BinaryError> {
+    // Check before opening: opening a FIFO or a device named like a library
+    // could block forever.
+    let meta = std::fs::metadata(path).map_err(|e| BinaryError::Io(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(BinaryError::NotRegular);
+    }
     let file = File::open(path).map_err(|e| BinaryError::Io(e.to_string()))?;
     let meta = file.metadata().map_err(|e| BinaryError::Io(e.to_string()))?;
     if !meta.is_file() {
@@ -365,11 +371,12 @@ fn macho_info(macho: &MachO<'_>, bytes: &[u8], slice_offset: usize) -> (BinaryIn
     let mut info = BinaryInfo {
         architectures: vec![arch],
         soname: macho.name.map(str::to_owned),
-        // goblin puts "self" first in `libs` for the binary itself.
+        // goblin puts the binary itself first in `libs` ("self", or its
+        // LC_ID_DYLIB install name).
         needed: macho
             .libs
             .iter()
-            .filter(|l| **l != "self")
+            .skip(1)
             .map(|s| s.to_string())
             .collect(),
         rpath: macho.rpaths.iter().map(|s| s.to_string()).collect(),

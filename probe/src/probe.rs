@@ -99,6 +99,7 @@ pub fn probe_tree(root: &Path, options: &ProbeOptions) -> Result<Facts, ProbeErr
             reason: "not a folder".into(),
         });
     }
+    let root = &std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
     let full_env = options.env.clone().unwrap_or_else(current_env);
     let target = match options.target_os {
         Some(t) => t,

@@ -124,7 +124,11 @@ pub(crate) fn scan(request: ScanRequest) -> ScanResult {
     for dir in &request.runtime_dirs {
         collect_runtime_dir(dir, &mut walker, &mut entries);
     }
-    scanner.skipped.extend(walker.skipped);
+    scanner.skipped.extend(std::mem::take(&mut walker.skipped));
+    for (name, path) in std::mem::take(&mut walker.package_dirs) {
+        package_dirs.entry(name).or_insert(path);
+    }
+    dists.extend(std::mem::take(&mut walker.dists));
     if request.mode == ScanMode::Tree || scanner.loader.target == Some(OsFamily::Windows) {
         // Windows: delvewheel's `<dist>.libs` and `<pkg>/.libs` are added to
         // the DLL search path by the packages' `__init__.py`.
@@ -173,6 +177,10 @@ pub(crate) fn looks_like_binary(name: &str) -> bool {
 #[derive(Default)]
 struct Walker {
     visited: HashSet<PathBuf>,
+    /// Package folders met in a tree walk.
+    package_dirs: BTreeMap<String, PathBuf>,
+    /// Distribution name → version from `*.dist-info` folders.
+    dists: BTreeMap<String, String>,
     skipped: Vec<Skipped>,
     vendored_dirs: Vec<PathBuf>,
 }
@@ -215,19 +223,34 @@ impl Walker {
             let meta = match std::fs::metadata(&path) {
                 Ok(m) => m,
                 Err(e) => {
-                    if looks_like_binary(&file_name) || std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-                        self.skip(&path, io_reason(&e));
-                    } else if e.raw_os_error() == Some(40) {
+                    // A broken link is worth reporting when it looks like a
+                    // library or is a loop; stray broken links are not.
+                    if looks_like_binary(&file_name) || e.raw_os_error() == Some(40) {
                         self.skip(&path, io_reason(&e));
                     }
                     continue;
                 }
             };
             if meta.is_dir() {
-                if file_name == "__pycache__" || file_name.ends_with(".dist-info") {
+                if let Some((dist, version)) = dist_info_name(&file_name) {
+                    self.dists.insert(dist, version);
                     continue;
                 }
-                self.walk_at(&path, package, out, depth + 1);
+                if file_name == "__pycache__" {
+                    continue;
+                }
+                // In a tree, a folder named like a package that matters
+                // starts that package.
+                let inner = match (package, package_for(&file_name)) {
+                    (None, Some(p)) => {
+                        if !file_name.ends_with(".libs") {
+                            self.package_dirs.entry(p.to_owned()).or_insert_with(|| path.clone());
+                        }
+                        Some(p)
+                    }
+                    (outer, _) => outer,
+                };
+                self.walk_at(&path, inner, out, depth + 1);
             } else if meta.is_file() && looks_like_binary(&file_name) {
                 out.push(Entry {
                     path,
@@ -266,6 +289,15 @@ fn package_for(name: &str) -> Option<&'static str> {
     })
 }
 
+/// `scikit_learn-1.9.1.dist-info` → (`scikit_learn`, `1.9.1`), the name
+/// normalised (lower case, `-` and `.` as `_`).
+fn dist_info_name(name: &str) -> Option<(String, String)> {
+    let stem = name.strip_suffix(".dist-info").or_else(|| name.strip_suffix(".egg-info"))?;
+    let (dist, version) = stem.split_once('-')?;
+    let version = version.split('-').next().unwrap_or(version);
+    Some((dist.to_ascii_lowercase().replace(['-', '.'], "_"), version.to_owned()))
+}
+
 fn collect_site_packages(
     root: &Path,
     walker: &mut Walker,
@@ -284,10 +316,8 @@ fn collect_site_packages(
     children.sort();
     for path in children {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if let Some(stem) = name.strip_suffix(".dist-info").or_else(|| name.strip_suffix(".egg-info")) {
-            if let Some((dist, version)) = stem.rsplit_once('-') {
-                dists.insert(dist.to_ascii_lowercase().replace(['-', '.'], "_"), version.to_owned());
-            }
+        if let Some((dist, version)) = dist_info_name(&name) {
+            dists.insert(dist, version);
             continue;
         }
         if !path.is_dir() {
@@ -614,6 +644,18 @@ impl Scanner {
                 })
                 .cloned()
         });
+        if let Some(target) = forwards_to.as_ref().and_then(|t| self.nodes.get(t)) {
+            let name = target.real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if let Some(impl_fp) = fingerprint(&name, &target.info) {
+                if impl_fp.vendor.value != Vendor::Unknown {
+                    vendor.value = impl_fp.vendor.value;
+                    vendor.evidence.push(Evidence::new(
+                        EvidenceSource::Static,
+                        format!("an interface library: the implementation is {}", target.real.display()),
+                    ));
+                }
+            }
+        }
         Library {
             path: node.real.clone(),
             requested_as: node.requested_as.iter().cloned().collect(),

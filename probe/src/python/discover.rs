@@ -149,14 +149,13 @@ fn search_path(name: &str, path_var: &str) -> Option<PathBuf> {
         .find(|p| is_executable(p))
 }
 
-/// A bare command name given by the user; on Windows `.exe` is added when
-/// the name has no extension.
+/// A bare command name given by the user; on Windows `.exe` is added
+/// unless the name ends with it (`python3.12` becomes `python3.12.exe`).
 fn search_path_bare(name: &Path, path_var: &str) -> Option<PathBuf> {
-    let mut name = name.to_path_buf();
-    if cfg!(windows) && name.extension().is_none() {
-        name.set_extension("exe");
-    }
     let name = name.to_str()?;
+    if cfg!(windows) && !name.to_ascii_lowercase().ends_with(".exe") {
+        return search_path(&format!("{name}.exe"), path_var);
+    }
     search_path(name, path_var)
 }
 

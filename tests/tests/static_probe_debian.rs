@@ -1,0 +1,120 @@
+//! Acceptance: Debian's `python3-numpy` with `libopenblas0-openmp`
+//! (interpreter `/usr/bin/python3`). The probe reports OpenBLAS with the
+//! OpenMP threading layer, reached through `libblas.so.3`; with
+//! `LD_LIBRARY_PATH` pointing at the pthread flavour it reports that build.
+//! Oracles: `ldd` (the real loader's answer) and `dpkg -S` (which package
+//! owns the file).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use caiclust_probe::{probe_python, Facts, Library, ProbeOptions, ThreadingLayer, Vendor};
+use caiclust_tests::fixtures;
+
+fn probe_debian(ld_library_path: Option<&Path>) -> Facts {
+    let fx = fixtures();
+    let mut env: BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k != "LD_LIBRARY_PATH" && k != "VIRTUAL_ENV" && k != "CONDA_PREFIX")
+        .collect();
+    if let Some(dir) = ld_library_path {
+        env.insert("LD_LIBRARY_PATH".into(), dir.display().to_string());
+    }
+    probe_python(&ProbeOptions {
+        python: Some(fx.debian_python.clone()),
+        target_os: None,
+        env: Some(env),
+    })
+    .expect("probe Debian python")
+}
+
+/// numpy's core extension module in Debian's package.
+fn numpy_core_module(facts: &Facts) -> PathBuf {
+    let numpy = facts.packages.iter().find(|p| p.name == "numpy").expect("numpy found");
+    let core = numpy.path.join("core");
+    std::fs::read_dir(&core)
+        .expect("numpy/core")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("_multiarray_umath")))
+        .expect("_multiarray_umath module")
+}
+
+/// What the real loader maps for `module`: name → resolved path.
+fn ldd(module: &Path, ld_library_path: Option<&Path>) -> BTreeMap<String, PathBuf> {
+    let mut cmd = Command::new("ldd");
+    cmd.arg(module).env_remove("LD_LIBRARY_PATH");
+    if let Some(dir) = ld_library_path {
+        cmd.env("LD_LIBRARY_PATH", dir);
+    }
+    let out = cmd.output().expect("run ldd");
+    assert!(out.status.success(), "ldd failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.trim().split_once(" => ")?;
+            let path = rest.split_whitespace().next()?;
+            Some((name.to_owned(), PathBuf::from(path)))
+        })
+        .collect()
+}
+
+fn dpkg_owner(path: &Path) -> String {
+    let out = Command::new("dpkg").arg("-S").arg(path).output().expect("run dpkg -S");
+    String::from_utf8_lossy(&out.stdout)
+        .split(':')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_owned()
+}
+
+fn numpy_openblas(facts: &Facts) -> &Library {
+    let found: Vec<&Library> = facts
+        .libraries
+        .iter()
+        .filter(|l| l.vendor.value == Vendor::Openblas && l.forwards_to.is_none())
+        .filter(|l| l.pulled_in_by.iter().any(|p| p == "numpy"))
+        .collect();
+    assert_eq!(found.len(), 1, "exactly one OpenBLAS implementation for numpy: {found:#?}");
+    found[0]
+}
+
+fn check(ld_library_path: Option<&Path>, layer: ThreadingLayer, package: &str) {
+    let facts = probe_debian(ld_library_path);
+    let lib = numpy_openblas(&facts);
+    let module = numpy_core_module(&facts);
+    let loaded = ldd(&module, ld_library_path);
+    let truth = std::fs::canonicalize(loaded.get("libopenblas.so.0").expect("ldd lists libopenblas.so.0"))
+        .expect("canonical");
+    assert_eq!(lib.path, truth, "same file as the real loader");
+    assert_eq!(dpkg_owner(&lib.path), package, "owner of {}", lib.path.display());
+    assert_eq!(lib.threading_layer.as_ref().map(|t| t.value), Some(layer));
+    assert!(
+        lib.reached_via.iter().any(|s| s.contains("needs libblas.so.3")),
+        "reached through libblas.so.3: {:#?}",
+        lib.reached_via
+    );
+    // The interface library itself is reported, forwarding to OpenBLAS.
+    let blas = std::fs::canonicalize(loaded.get("libblas.so.3").expect("ldd lists libblas.so.3")).expect("canonical");
+    let shim = facts.libraries.iter().find(|l| l.path == blas).expect("libblas.so.3 reported");
+    assert_eq!(shim.forwards_to.as_deref(), Some(truth.as_path()));
+    if layer == ThreadingLayer::Openmp {
+        assert_eq!(
+            lib.openmp_runtime.as_ref().map(|r| r.value),
+            Some(Vendor::GnuOpenmp),
+            "the OpenMP build runs on libgomp"
+        );
+    }
+}
+
+#[test]
+fn debian_numpy_reaches_openmp_openblas_through_libblas() {
+    check(None, ThreadingLayer::Openmp, "libopenblas0-openmp");
+}
+
+#[test]
+fn debian_numpy_follows_ld_library_path_to_pthread_openblas() {
+    let fx = fixtures();
+    check(Some(&fx.openblas_pthread_dir), ThreadingLayer::Pthreads, "libopenblas0-pthread");
+}
