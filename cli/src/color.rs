@@ -20,7 +20,8 @@ pub fn apply(choice: ColorChoice) {
         ColorChoice::Never => false,
         ColorChoice::Auto => {
             let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-            let forced = std::env::var_os("CLICOLOR_FORCE").is_some_and(|v| !v.is_empty() && v != "0");
+            let forced =
+                std::env::var_os("CLICOLOR_FORCE").is_some_and(|v| !v.is_empty() && v != "0");
             forced || (!no_color && std::io::stdout().is_terminal())
         }
     };

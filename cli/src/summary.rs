@@ -72,13 +72,25 @@ pub fn render(facts: &Facts, verbose: bool) -> String {
                     out,
                     "  prefix {}{}; default start method: {}",
                     py.prefix.display(),
-                    if py.is_virtualenv { " (virtualenv)" } else if py.is_conda { " (conda)" } else { "" },
+                    if py.is_virtualenv {
+                        " (virtualenv)"
+                    } else if py.is_conda {
+                        " (conda)"
+                    } else {
+                        ""
+                    },
                     py.default_start_method.as_deref().unwrap_or("unknown")
                 );
             }
         }
         Subject::Tree { root } => {
-            let _ = writeln!(out, "{} {} (binaries for {})", "Tree".bold(), root.display(), facts.target_os);
+            let _ = writeln!(
+                out,
+                "{} {} (binaries for {})",
+                "Tree".bold(),
+                root.display(),
+                facts.target_os
+            );
         }
     }
     let usable = h
@@ -94,11 +106,18 @@ pub fn render(facts: &Facts, verbose: bool) -> String {
         h.os_version.as_deref().unwrap_or(""),
         h.arch,
         h.logical_cpus,
-        h.physical_cpus.map(|p| format!(" ({p} physical)")).unwrap_or_default(),
+        h.physical_cpus
+            .map(|p| format!(" ({p} physical)"))
+            .unwrap_or_default(),
         usable
     );
     let _ = writeln!(out);
-    let _ = writeln!(out, "{} ({})", "Runtime libraries".bold(), facts.libraries.len());
+    let _ = writeln!(
+        out,
+        "{} ({})",
+        "Runtime libraries".bold(),
+        facts.libraries.len()
+    );
     for lib in &facts.libraries {
         let mut head = vendor_name(lib.vendor.value).to_string();
         if let Some(v) = &lib.version {
@@ -146,7 +165,13 @@ pub fn render(facts: &Facts, verbose: bool) -> String {
     }
     if !facts.duplicates.is_empty() {
         let _ = writeln!(out);
-        let _ = writeln!(out, "{}", "Runtimes present in several copies (each has its own thread pool)".yellow().bold());
+        let _ = writeln!(
+            out,
+            "{}",
+            "Runtimes present in several copies (each has its own thread pool)"
+                .yellow()
+                .bold()
+        );
         for d in &facts.duplicates {
             let _ = writeln!(out, "  {} ×{}", vendor_name(d.vendor), d.paths.len());
             for p in &d.paths {
@@ -181,7 +206,12 @@ pub fn render(facts: &Facts, verbose: bool) -> String {
     if thread_vars.is_empty() {
         let _ = writeln!(out, "{} none set", "Thread variables:".bold());
     } else {
-        let _ = writeln!(out, "{} {}", "Thread variables:".bold(), thread_vars.join(" "));
+        let _ = writeln!(
+            out,
+            "{} {}",
+            "Thread variables:".bold(),
+            thread_vars.join(" ")
+        );
     }
     let s = &facts.scan;
     let _ = writeln!(
@@ -192,19 +222,34 @@ pub fn render(facts: &Facts, verbose: bool) -> String {
         s.elapsed_ms,
         s.skipped.len(),
         s.unresolved.len(),
-        if verbose { "" } else { " (--verbose or --json for details)" }
+        if verbose {
+            ""
+        } else {
+            " (--verbose or --json for details)"
+        }
     );
     if verbose {
         for sk in &s.skipped {
             let _ = writeln!(out, "  skipped {}: {}", sk.path.display(), sk.reason);
         }
-        let mut by_name: std::collections::BTreeMap<&str, Vec<&std::path::Path>> = Default::default();
+        let mut by_name: std::collections::BTreeMap<&str, Vec<&std::path::Path>> =
+            Default::default();
         for u in &s.unresolved {
-            by_name.entry(u.name.as_str()).or_default().push(&u.needed_by);
+            by_name
+                .entry(u.name.as_str())
+                .or_default()
+                .push(&u.needed_by);
         }
         for (name, needers) in by_name {
-            let first = needers.first().map(|p| p.display().to_string()).unwrap_or_default();
-            let more = if needers.len() > 1 { format!(" and {} more", needers.len() - 1) } else { String::new() };
+            let first = needers
+                .first()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            let more = if needers.len() > 1 {
+                format!(" and {} more", needers.len() - 1)
+            } else {
+                String::new()
+            };
             let _ = writeln!(out, "  unresolved {name} (needed by {first}{more})");
         }
     }

@@ -16,7 +16,10 @@ fn main() {
                 info.imports.truncate(12);
             }
             println!("exports: {exports}, imports: {imports}");
-            println!("{}", serde_json::to_string_pretty(&info).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&info).unwrap_or_default()
+            );
             let name = std::path::Path::new(&path)
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())

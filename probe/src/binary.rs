@@ -135,7 +135,9 @@ pub fn read_binary(path: &Path) -> Result<BinaryInfo, BinaryError> {
         return Err(BinaryError::NotRegular);
     }
     let file = File::open(path).map_err(|e| BinaryError::Io(e.to_string()))?;
-    let meta = file.metadata().map_err(|e| BinaryError::Io(e.to_string()))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| BinaryError::Io(e.to_string()))?;
     if !meta.is_file() {
         return Err(BinaryError::NotRegular);
     }
@@ -373,12 +375,7 @@ fn macho_info(macho: &MachO<'_>, bytes: &[u8], slice_offset: usize) -> (BinaryIn
         soname: macho.name.map(str::to_owned),
         // goblin puts the binary itself first in `libs` ("self", or its
         // LC_ID_DYLIB install name).
-        needed: macho
-            .libs
-            .iter()
-            .skip(1)
-            .map(|s| s.to_string())
-            .collect(),
+        needed: macho.libs.iter().skip(1).map(|s| s.to_string()).collect(),
         rpath: macho.rpaths.iter().map(|s| s.to_string()).collect(),
         ..BinaryInfo::default()
     };
@@ -550,8 +547,14 @@ mod tests {
     fn sniffs_formats() {
         assert_eq!(sniff_format(b"\x7fELF\x02"), Some(BinaryFormat::Elf));
         assert_eq!(sniff_format(b"MZ\x90\x00"), Some(BinaryFormat::Pe));
-        assert_eq!(sniff_format(&[0xcf, 0xfa, 0xed, 0xfe]), Some(BinaryFormat::MachO));
-        assert_eq!(sniff_format(&[0xca, 0xfe, 0xba, 0xbe]), Some(BinaryFormat::MachO));
+        assert_eq!(
+            sniff_format(&[0xcf, 0xfa, 0xed, 0xfe]),
+            Some(BinaryFormat::MachO)
+        );
+        assert_eq!(
+            sniff_format(&[0xca, 0xfe, 0xba, 0xbe]),
+            Some(BinaryFormat::MachO)
+        );
         assert_eq!(sniff_format(b"#!/bin/sh"), None);
         assert_eq!(sniff_format(b"\x7fEL"), None);
     }

@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 
 /// Variables recorded by exact name, each with what reads it.
 pub const RELEVANT_ENV_VARS: &[(&str, &str)] = &[
-    ("OMP_NUM_THREADS", "every OpenMP runtime; OpenMP builds of OpenBLAS and BLIS"),
+    (
+        "OMP_NUM_THREADS",
+        "every OpenMP runtime; OpenMP builds of OpenBLAS and BLIS",
+    ),
     ("OMP_WAIT_POLICY", "OpenMP: spin or sleep while idle"),
     ("OMP_PROC_BIND", "OpenMP thread binding"),
     ("OMP_PLACES", "OpenMP thread placement"),
@@ -15,33 +18,54 @@ pub const RELEVANT_ENV_VARS: &[(&str, &str)] = &[
     ("OMP_MAX_ACTIVE_LEVELS", "OpenMP nested parallelism"),
     ("OMP_THREAD_LIMIT", "OpenMP upper bound on threads"),
     ("GOMP_SPINCOUNT", "GNU OpenMP busy-wait length"),
-    ("OPENBLAS_NUM_THREADS", "OpenBLAS pthreads builds (ignored by its OpenMP builds)"),
+    (
+        "OPENBLAS_NUM_THREADS",
+        "OpenBLAS pthreads builds (ignored by its OpenMP builds)",
+    ),
     ("OPENBLAS_MAIN_FREE", "OpenBLAS: disable thread affinity"),
     ("OPENBLAS_CORETYPE", "OpenBLAS: force a kernel"),
     ("OPENBLAS_L2_SIZE", "OpenBLAS: L2 cache size"),
     ("OPENBLAS_VERBOSE", "OpenBLAS: print the kernel chosen"),
     ("GOTO_NUM_THREADS", "OpenBLAS (legacy GotoBLAS name)"),
     ("MKL_NUM_THREADS", "Intel MKL thread count"),
-    ("MKL_THREADING_LAYER", "MKL's mkl_rt: INTEL, GNU, TBB or SEQUENTIAL"),
+    (
+        "MKL_THREADING_LAYER",
+        "MKL's mkl_rt: INTEL, GNU, TBB or SEQUENTIAL",
+    ),
     ("MKL_INTERFACE_LAYER", "MKL's mkl_rt: LP64, ILP64 or GNU"),
     ("MKL_DYNAMIC", "MKL dynamic thread adjustment"),
-    ("MKL_SERVICE_FORCE_INTEL", "mkl-service: force the Intel layer"),
+    (
+        "MKL_SERVICE_FORCE_INTEL",
+        "mkl-service: force the Intel layer",
+    ),
     ("BLIS_NUM_THREADS", "BLIS thread count"),
-    ("VECLIB_MAXIMUM_THREADS", "Apple Accelerate/vecLib thread count"),
+    (
+        "VECLIB_MAXIMUM_THREADS",
+        "Apple Accelerate/vecLib thread count",
+    ),
     ("NUMEXPR_NUM_THREADS", "numexpr thread count"),
     ("NUMEXPR_MAX_THREADS", "numexpr thread pool size"),
     ("NUMBA_NUM_THREADS", "numba parallel thread count"),
-    ("NUMBA_THREADING_LAYER", "numba layer: omp, tbb, workqueue, forksafe, threadsafe, safe"),
+    (
+        "NUMBA_THREADING_LAYER",
+        "numba layer: omp, tbb, workqueue, forksafe, threadsafe, safe",
+    ),
     ("NUMBA_DISABLE_JIT", "numba: JIT off"),
     ("OPENCV_FOR_THREADS_NUM", "OpenCV parallel_for thread count"),
     ("OPENCV_PARALLEL_BACKEND", "OpenCV parallel backend plugin"),
-    ("OPENCV_PARALLEL_PRIORITY_LIST", "OpenCV parallel backend order"),
+    (
+        "OPENCV_PARALLEL_PRIORITY_LIST",
+        "OpenCV parallel backend order",
+    ),
     ("TBB_NUM_THREADS", "TBB (some builds)"),
     ("FLEXIBLAS", "FlexiBLAS backend"),
     ("FLEXIBLAS_NUM_THREADS", "FlexiBLAS thread count"),
     ("LOKY_MAX_CPU_COUNT", "joblib/loky CPU count"),
     ("JOBLIB_START_METHOD", "joblib start method"),
-    ("OBJC_DISABLE_INITIALIZE_FORK_SAFETY", "macOS Objective-C fork safety"),
+    (
+        "OBJC_DISABLE_INITIALIZE_FORK_SAFETY",
+        "macOS Objective-C fork safety",
+    ),
     ("CUDA_VISIBLE_DEVICES", "CUDA device selection"),
     ("LD_LIBRARY_PATH", "Linux loader search path"),
     ("LD_PRELOAD", "Linux loader preloads"),
@@ -60,7 +84,10 @@ pub const RELEVANT_ENV_VARS: &[(&str, &str)] = &[
 
 /// Variables recorded by prefix (every `KMP_*`, `SLURM_*`, ...).
 pub const RELEVANT_ENV_PREFIXES: &[(&str, &str)] = &[
-    ("KMP_", "Intel/LLVM OpenMP (KMP_DUPLICATE_LIB_OK, KMP_BLOCKTIME, KMP_INIT_AT_FORK, ...)"),
+    (
+        "KMP_",
+        "Intel/LLVM OpenMP (KMP_DUPLICATE_LIB_OK, KMP_BLOCKTIME, KMP_INIT_AT_FORK, ...)",
+    ),
     ("OPENCV_", "OpenCV runtime settings"),
     ("NUMBA_", "numba settings"),
     ("SLURM_", "Slurm allocation"),
@@ -72,7 +99,9 @@ pub const RELEVANT_ENV_PREFIXES: &[(&str, &str)] = &[
 /// Is this variable one that [`relevant_env`] keeps?
 pub fn is_relevant(name: &str) -> bool {
     RELEVANT_ENV_VARS.iter().any(|(n, _)| *n == name)
-        || RELEVANT_ENV_PREFIXES.iter().any(|(p, _)| name.starts_with(p))
+        || RELEVANT_ENV_PREFIXES
+            .iter()
+            .any(|(p, _)| name.starts_with(p))
 }
 
 /// Keep the variables that matter, sorted by name.
@@ -115,7 +144,11 @@ mod tests {
         ]);
         assert_eq!(
             env.keys().collect::<Vec<_>>(),
-            ["KMP_DUPLICATE_LIB_OK", "OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"]
+            [
+                "KMP_DUPLICATE_LIB_OK",
+                "OMP_NUM_THREADS",
+                "SLURM_CPUS_PER_TASK"
+            ]
         );
     }
 

@@ -36,7 +36,10 @@ pub enum BinaryError {
     #[error("larger than the {limit}-byte limit ({size} bytes)")]
     TooLarge { size: u64, limit: u64 },
     #[error("malformed {format}: {reason}")]
-    Malformed { format: &'static str, reason: String },
+    Malformed {
+        format: &'static str,
+        reason: String,
+    },
     #[error("not a regular file")]
     NotRegular,
 }

@@ -286,9 +286,10 @@ pub fn fingerprint(name: &str, info: &BinaryInfo) -> Option<Fingerprint> {
                 .find(|s| info.exports_symbol(s))
             {
                 fp.vendor.confidence = Confidence::High;
-                fp.vendor
-                    .evidence
-                    .push(Evidence::new(EvidenceSource::Static, format!("export {export}")));
+                fp.vendor.evidence.push(Evidence::new(
+                    EvidenceSource::Static,
+                    format!("export {export}"),
+                ));
             }
         }
         refine(&mut fp, base, info);
@@ -296,12 +297,20 @@ pub fn fingerprint(name: &str, info: &BinaryInfo) -> Option<Fingerprint> {
     }
     if info.exports_symbol("omp_get_max_threads") {
         let (vendor, detail) = if info.exports_symbol("__kmpc_fork_call") {
-            if info.marker_strings.iter().any(|s| s.contains("Intel(R) OMP")) {
-                (Vendor::IntelOpenmp, "export __kmpc_fork_call; string \"Intel(R) OMP\"")
+            if info
+                .marker_strings
+                .iter()
+                .any(|s| s.contains("Intel(R) OMP"))
+            {
+                (
+                    Vendor::IntelOpenmp,
+                    "export __kmpc_fork_call; string \"Intel(R) OMP\"",
+                )
             } else {
                 (Vendor::LlvmOpenmp, "export __kmpc_fork_call")
             }
-        } else if info.exports_symbol("GOMP_parallel") || info.exports_symbol("GOMP_parallel_start") {
+        } else if info.exports_symbol("GOMP_parallel") || info.exports_symbol("GOMP_parallel_start")
+        {
             (Vendor::GnuOpenmp, "export GOMP_parallel")
         } else if info.format == Some(BinaryFormat::Pe) {
             (Vendor::MsvcOpenmp, "PE export omp_get_max_threads")
@@ -321,7 +330,10 @@ pub fn fingerprint(name: &str, info: &BinaryInfo) -> Option<Fingerprint> {
     }
 
     // 3. A BLAS of unknown make, or a shim over a known one.
-    if let Some(sym) = STANDARD_BLAS_SYMBOLS.iter().find(|s| info.exports_symbol(s)) {
+    if let Some(sym) = STANDARD_BLAS_SYMBOLS
+        .iter()
+        .find(|s| info.exports_symbol(s))
+    {
         let mut fp = base_fingerprint(
             Vendor::Unknown,
             &[Api::Blas],
@@ -357,7 +369,12 @@ pub(crate) fn base_name(name: &str) -> &str {
     name.rsplit(['/', '\\']).next().unwrap_or(name)
 }
 
-fn base_fingerprint(vendor: Vendor, apis: &[Api], confidence: Confidence, ev: Evidence) -> Fingerprint {
+fn base_fingerprint(
+    vendor: Vendor,
+    apis: &[Api],
+    confidence: Confidence,
+    ev: Evidence,
+) -> Fingerprint {
     Fingerprint {
         apis: apis.to_vec(),
         vendor: Conclusion::new(vendor, confidence, vec![ev]),
@@ -377,14 +394,19 @@ fn match_name(lower: &str) -> Option<&'static NameSignature> {
 }
 
 fn name_evidence(lower: &str, vendor: Vendor) -> Option<Evidence> {
-    match_name(lower)
-        .filter(|s| s.vendor == vendor)
-        .map(|s| Evidence::new(EvidenceSource::FileName, format!("file name starts with {}", s.prefix)))
+    match_name(lower).filter(|s| s.vendor == vendor).map(|s| {
+        Evidence::new(
+            EvidenceSource::FileName,
+            format!("file name starts with {}", s.prefix),
+        )
+    })
 }
 
 /// Find a vendor API symbol among the exports, allowing the known prefixes
 /// and suffixes. Returns the signature, the export, prefix and suffix.
-fn match_export(info: &BinaryInfo) -> Option<(&'static ExportSignature, &str, &'static str, &'static str)> {
+fn match_export(
+    info: &BinaryInfo,
+) -> Option<(&'static ExportSignature, &str, &'static str, &'static str)> {
     for sig in EXPORT_SIGNATURES {
         for export in &info.exports {
             if !export.contains(sig.symbol) {
@@ -417,14 +439,20 @@ fn openmp_dependency(info: &BinaryInfo) -> Option<(Vendor, Evidence)> {
                 Some(BinaryFormat::Pe) => "imports",
                 _ => "NEEDED",
             };
-            return Some((sig.vendor, Evidence::new(EvidenceSource::Static, format!("{kind} {dep}"))));
+            return Some((
+                sig.vendor,
+                Evidence::new(EvidenceSource::Static, format!("{kind} {dep}")),
+            ));
         }
     }
     for (file, versions) in &info.version_needs {
         if let Some(v) = versions.iter().find(|v| v.starts_with("GOMP_")) {
             return Some((
                 Vendor::GnuOpenmp,
-                Evidence::new(EvidenceSource::Static, format!("version need {v} from {file}")),
+                Evidence::new(
+                    EvidenceSource::Static,
+                    format!("version need {v} from {file}"),
+                ),
             ));
         }
     }
@@ -453,7 +481,11 @@ fn refine(fp: &mut Fingerprint, base: &str, info: &BinaryInfo) {
         }
         Vendor::Unknown => {
             if let Some((rt, ev)) = openmp_dependency(info) {
-                fp.threading_layer = Some(Conclusion::new(ThreadingLayer::Openmp, Confidence::High, vec![ev.clone()]));
+                fp.threading_layer = Some(Conclusion::new(
+                    ThreadingLayer::Openmp,
+                    Confidence::High,
+                    vec![ev.clone()],
+                ));
                 fp.openmp_runtime = Some(Conclusion::new(rt, Confidence::High, vec![ev]));
             }
         }
@@ -475,13 +507,20 @@ fn refine_openblas(fp: &mut Fingerprint, info: &BinaryInfo) {
             fp.version = Some(Conclusion::new(
                 version.to_owned(),
                 Confidence::High,
-                vec![Evidence::new(EvidenceSource::Static, format!("string \"{config}\""))],
+                vec![Evidence::new(
+                    EvidenceSource::Static,
+                    format!("string \"{config}\""),
+                )],
             ));
         }
         if fp.int_width.is_none() {
             let ilp64 = config.split_whitespace().any(|t| t == "USE64BITINT");
             fp.int_width = Some(Conclusion::new(
-                if ilp64 { IntWidth::Ilp64 } else { IntWidth::Lp64 },
+                if ilp64 {
+                    IntWidth::Ilp64
+                } else {
+                    IntWidth::Lp64
+                },
                 Confidence::Medium,
                 vec![Evidence::new(
                     EvidenceSource::Static,
@@ -496,32 +535,55 @@ fn refine_openblas(fp: &mut Fingerprint, info: &BinaryInfo) {
     }
     let config_openmp = config.is_some_and(|c| c.split_whitespace().any(|t| t == "USE_OPENMP"));
     if let Some((rt, ev)) = openmp_dependency(info) {
-        fp.threading_layer = Some(Conclusion::new(ThreadingLayer::Openmp, Confidence::High, vec![ev.clone()]));
+        fp.threading_layer = Some(Conclusion::new(
+            ThreadingLayer::Openmp,
+            Confidence::High,
+            vec![ev.clone()],
+        ));
         fp.openmp_runtime = Some(Conclusion::new(rt, Confidence::High, vec![ev]));
         if config_openmp {
             if let Some(t) = &mut fp.threading_layer {
-                t.evidence
-                    .push(Evidence::new(EvidenceSource::Static, "config has USE_OPENMP"));
+                t.evidence.push(Evidence::new(
+                    EvidenceSource::Static,
+                    "config has USE_OPENMP",
+                ));
             }
         }
     } else if config_openmp {
         fp.threading_layer = Some(Conclusion::new(
             ThreadingLayer::Openmp,
             Confidence::High,
-            vec![Evidence::new(EvidenceSource::Static, "config has USE_OPENMP")],
+            vec![Evidence::new(
+                EvidenceSource::Static,
+                "config has USE_OPENMP",
+            )],
         ));
-    } else if let Some(imp) = THREAD_CREATE_IMPORTS.iter().find(|s| info.imports_symbol(s)) {
+    } else if let Some(imp) = THREAD_CREATE_IMPORTS
+        .iter()
+        .find(|s| info.imports_symbol(s))
+    {
         let mut evidence = vec![
             Evidence::new(EvidenceSource::Static, format!("import {imp}")),
-            Evidence::new(EvidenceSource::Static, "no OpenMP runtime among its dependencies"),
+            Evidence::new(
+                EvidenceSource::Static,
+                "no OpenMP runtime among its dependencies",
+            ),
         ];
-        if info.marker_strings.iter().any(|s| s.contains("blas_thread_init")) {
+        if info
+            .marker_strings
+            .iter()
+            .any(|s| s.contains("blas_thread_init"))
+        {
             evidence.push(Evidence::new(
                 EvidenceSource::Static,
                 "string \"OpenBLAS blas_thread_init: ...\" (its pthreads server)",
             ));
         }
-        fp.threading_layer = Some(Conclusion::new(ThreadingLayer::Pthreads, Confidence::High, evidence));
+        fp.threading_layer = Some(Conclusion::new(
+            ThreadingLayer::Pthreads,
+            Confidence::High,
+            evidence,
+        ));
     } else {
         fp.threading_layer = Some(Conclusion::new(
             ThreadingLayer::Disabled,
@@ -541,14 +603,21 @@ fn refine_opencv(fp: &mut Fingerprint, info: &BinaryInfo) {
                 fp.version = Some(Conclusion::new(
                     v.to_owned(),
                     Confidence::High,
-                    vec![Evidence::new(EvidenceSource::Static, format!("build information \"{s}\""))],
+                    vec![Evidence::new(
+                        EvidenceSource::Static,
+                        format!("build information \"{s}\""),
+                    )],
                 ));
             }
         }
         if let Some(rest) = s.strip_prefix("Parallel framework:") {
             let framework = rest.trim().to_owned();
             let ev = Evidence::new(EvidenceSource::Static, format!("build information \"{s}\""));
-            let first = framework.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
+            let first = framework
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_ascii_lowercase();
             let layer = match first.as_str() {
                 "pthreads" => Some(ThreadingLayer::Pthreads),
                 "openmp" => Some(ThreadingLayer::Openmp),
@@ -559,10 +628,12 @@ fn refine_opencv(fp: &mut Fingerprint, info: &BinaryInfo) {
                 _ => None,
             };
             if let Some(layer) = layer {
-                fp.threading_layer = Some(Conclusion::new(layer, Confidence::High, vec![ev.clone()]));
+                fp.threading_layer =
+                    Some(Conclusion::new(layer, Confidence::High, vec![ev.clone()]));
             }
             if !framework.is_empty() {
-                fp.parallel_framework = Some(Conclusion::new(framework, Confidence::High, vec![ev]));
+                fp.parallel_framework =
+                    Some(Conclusion::new(framework, Confidence::High, vec![ev]));
             }
         }
     }
@@ -583,7 +654,10 @@ fn refine_mkl(fp: &mut Fingerprint, base: &str, info: &BinaryInfo) {
         fp.threading_layer = Some(Conclusion::new(
             *layer,
             Confidence::High,
-            vec![Evidence::new(EvidenceSource::FileName, format!("MKL layer library name contains {frag}"))],
+            vec![Evidence::new(
+                EvidenceSource::FileName,
+                format!("MKL layer library name contains {frag}"),
+            )],
         ));
     } else if lower.contains("mkl_rt") {
         fp.threading_layer = Some(Conclusion::new(
@@ -601,7 +675,10 @@ fn refine_mkl(fp: &mut Fingerprint, base: &str, info: &BinaryInfo) {
                 fp.version = Some(Conclusion::new(
                     v.to_owned(),
                     Confidence::Medium,
-                    vec![Evidence::new(EvidenceSource::Static, format!("string \"{s}\""))],
+                    vec![Evidence::new(
+                        EvidenceSource::Static,
+                        format!("string \"{s}\""),
+                    )],
                 ));
                 break;
             }
@@ -611,13 +688,23 @@ fn refine_mkl(fp: &mut Fingerprint, base: &str, info: &BinaryInfo) {
 
 fn refine_blis(fp: &mut Fingerprint, base: &str, info: &BinaryInfo) {
     if let Some((rt, ev)) = openmp_dependency(info) {
-        fp.threading_layer = Some(Conclusion::new(ThreadingLayer::Openmp, Confidence::High, vec![ev.clone()]));
+        fp.threading_layer = Some(Conclusion::new(
+            ThreadingLayer::Openmp,
+            Confidence::High,
+            vec![ev.clone()],
+        ));
         fp.openmp_runtime = Some(Conclusion::new(rt, Confidence::High, vec![ev]));
-    } else if let Some(imp) = THREAD_CREATE_IMPORTS.iter().find(|s| info.imports_symbol(s)) {
+    } else if let Some(imp) = THREAD_CREATE_IMPORTS
+        .iter()
+        .find(|s| info.imports_symbol(s))
+    {
         fp.threading_layer = Some(Conclusion::new(
             ThreadingLayer::Pthreads,
             Confidence::Medium,
-            vec![Evidence::new(EvidenceSource::Static, format!("import {imp}; no OpenMP runtime among its dependencies"))],
+            vec![Evidence::new(
+                EvidenceSource::Static,
+                format!("import {imp}; no OpenMP runtime among its dependencies"),
+            )],
         ));
     } else {
         fp.threading_layer = Some(Conclusion::new(
@@ -681,7 +768,10 @@ mod tests {
         assert_eq!(fp.symbol_suffix.as_deref(), Some("64_"));
         assert_eq!(fp.int_width.map(|c| c.value), Some(IntWidth::Ilp64));
         assert_eq!(fp.version.map(|c| c.value).as_deref(), Some("0.3.31.188.0"));
-        assert_eq!(fp.threading_layer.map(|c| c.value), Some(ThreadingLayer::Pthreads));
+        assert_eq!(
+            fp.threading_layer.map(|c| c.value),
+            Some(ThreadingLayer::Pthreads)
+        );
     }
 
     #[test]
@@ -696,7 +786,10 @@ mod tests {
             ),
         )
         .expect("fingerprint");
-        assert_eq!(fp.threading_layer.map(|c| c.value), Some(ThreadingLayer::Openmp));
+        assert_eq!(
+            fp.threading_layer.map(|c| c.value),
+            Some(ThreadingLayer::Openmp)
+        );
         assert_eq!(fp.openmp_runtime.map(|c| c.value), Some(Vendor::GnuOpenmp));
 
         // An old pthreads build mentions "USE_OPENMP=1" in an error message.
@@ -713,20 +806,30 @@ mod tests {
             ),
         )
         .expect("fingerprint");
-        assert_eq!(fp.threading_layer.map(|c| c.value), Some(ThreadingLayer::Pthreads));
+        assert_eq!(
+            fp.threading_layer.map(|c| c.value),
+            Some(ThreadingLayer::Pthreads)
+        );
         assert_eq!(fp.version.map(|c| c.value).as_deref(), Some("0.3.15"));
     }
 
     #[test]
     fn openmp_runtimes_by_name_and_exports() {
-        let fp = fingerprint("libgomp-e985bcbb.so.1.0.0", &info(&["omp_get_max_threads", "GOMP_parallel"], &[], &[], &[]))
-            .expect("fp");
+        let fp = fingerprint(
+            "libgomp-e985bcbb.so.1.0.0",
+            &info(&["omp_get_max_threads", "GOMP_parallel"], &[], &[], &[]),
+        )
+        .expect("fp");
         assert_eq!(fp.vendor.value, Vendor::GnuOpenmp);
         assert_eq!(fp.vendor.confidence, Confidence::High);
         let fp = fingerprint("vcomp140.dll", &BinaryInfo::default()).expect("fp");
         assert_eq!(fp.vendor.value, Vendor::MsvcOpenmp);
         assert_eq!(fp.vendor.confidence, Confidence::Medium);
-        let fp = fingerprint("libfoo.so", &info(&["omp_get_max_threads", "__kmpc_fork_call"], &[], &[], &[])).expect("fp");
+        let fp = fingerprint(
+            "libfoo.so",
+            &info(&["omp_get_max_threads", "__kmpc_fork_call"], &[], &[], &[]),
+        )
+        .expect("fp");
         assert_eq!(fp.vendor.value, Vendor::LlvmOpenmp);
     }
 
@@ -742,8 +845,16 @@ mod tests {
 
     #[test]
     fn blas_shim_forwards_to_openblas() {
-        let fp = fingerprint("libblas.so.3", &info(&["dgemm_", "cblas_dgemm"], &["libopenblas.so.0", "libgomp.so.1"], &[], &[]))
-            .expect("fp");
+        let fp = fingerprint(
+            "libblas.so.3",
+            &info(
+                &["dgemm_", "cblas_dgemm"],
+                &["libopenblas.so.0", "libgomp.so.1"],
+                &[],
+                &[],
+            ),
+        )
+        .expect("fp");
         assert_eq!(fp.vendor.value, Vendor::Unknown);
         assert_eq!(fp.forwards_to.as_deref(), Some("libopenblas.so.0"));
     }
@@ -756,12 +867,18 @@ mod tests {
                 &["PyInit_cv2"],
                 &[],
                 &[],
-                &["Parallel framework:            pthreads", "General configuration for OpenCV 5.0.0 ====="],
+                &[
+                    "Parallel framework:            pthreads",
+                    "General configuration for OpenCV 5.0.0 =====",
+                ],
             ),
         )
         .expect("fp");
         assert_eq!(fp.vendor.value, Vendor::Opencv);
-        assert_eq!(fp.parallel_framework.map(|c| c.value).as_deref(), Some("pthreads"));
+        assert_eq!(
+            fp.parallel_framework.map(|c| c.value).as_deref(),
+            Some("pthreads")
+        );
         assert_eq!(fp.version.map(|c| c.value).as_deref(), Some("5.0.0"));
     }
 

@@ -139,7 +139,9 @@ fn infer_tree_os(root: &Path) -> OsFamily {
         if depth > 32 || !seen.insert(std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone())) {
             continue;
         }
-        let Ok(read) = std::fs::read_dir(&dir) else { continue };
+        let Ok(read) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in read.flatten() {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().to_ascii_lowercase();

@@ -57,7 +57,10 @@ pub(crate) struct Loader {
 
 impl Loader {
     /// A loader for this host's own binaries, configured from `env`.
-    pub fn for_host(env: &std::collections::BTreeMap<String, String>, executable_dir: Option<PathBuf>) -> Self {
+    pub fn for_host(
+        env: &std::collections::BTreeMap<String, String>,
+        executable_dir: Option<PathBuf>,
+    ) -> Self {
         let split = |name: &str| -> Vec<PathBuf> {
             env.get(name)
                 .map(|v| {
@@ -142,7 +145,10 @@ impl Loader {
         }
         let mut try_dir = |dir: &Path, rule: String| -> Option<Resolution> {
             let candidate = dir.join(request);
-            (candidate.is_file() && accept(&candidate)).then_some(Resolution { path: candidate, rule })
+            (candidate.is_file() && accept(&candidate)).then_some(Resolution {
+                path: candidate,
+                rule,
+            })
         };
         if !requester.has_runpath {
             for frame in std::iter::once(requester).chain(chain.iter()) {
@@ -201,16 +207,25 @@ impl Loader {
             (path.is_file() && accept(&path)).then_some(Resolution { path, rule })
         };
         for dir in &self.dyld_library_path {
-            if let Some(r) = try_path(dir.join(leaf), format!("DYLD_LIBRARY_PATH {}", dir.display())) {
+            if let Some(r) = try_path(
+                dir.join(leaf),
+                format!("DYLD_LIBRARY_PATH {}", dir.display()),
+            ) {
                 return Some(r);
             }
         }
         if let Some(rest) = request.strip_prefix("@loader_path/") {
-            return try_path(requester.origin.join(rest), format!("@loader_path = {}", requester.origin.display()));
+            return try_path(
+                requester.origin.join(rest),
+                format!("@loader_path = {}", requester.origin.display()),
+            );
         }
         if let Some(rest) = request.strip_prefix("@executable_path/") {
             let dir = self.executable_dir.as_ref()?;
-            return try_path(dir.join(rest), format!("@executable_path = {}", dir.display()));
+            return try_path(
+                dir.join(rest),
+                format!("@executable_path = {}", dir.display()),
+            );
         }
         if let Some(rest) = request.strip_prefix("@rpath/") {
             for frame in std::iter::once(requester).chain(chain.iter()) {
@@ -225,7 +240,9 @@ impl Loader {
                     } else {
                         PathBuf::from(entry)
                     };
-                    if let Some(r) = try_path(dir.join(rest), format!("@rpath via LC_RPATH {entry}")) {
+                    if let Some(r) =
+                        try_path(dir.join(rest), format!("@rpath via LC_RPATH {entry}"))
+                    {
                         return Some(r);
                     }
                 }
@@ -238,7 +255,10 @@ impl Loader {
             }
         }
         for dir in &self.dyld_fallback_path {
-            if let Some(r) = try_path(dir.join(leaf), format!("DYLD_FALLBACK_LIBRARY_PATH {}", dir.display())) {
+            if let Some(r) = try_path(
+                dir.join(leaf),
+                format!("DYLD_FALLBACK_LIBRARY_PATH {}", dir.display()),
+            ) {
                 return Some(r);
             }
         }
@@ -251,7 +271,8 @@ impl Loader {
         requester: &LoaderFrame,
         accept: &mut dyn FnMut(&Path) -> bool,
     ) -> Option<Resolution> {
-        let mut dirs: Vec<(&Path, &str)> = vec![(requester.origin.as_path(), "the module's folder")];
+        let mut dirs: Vec<(&Path, &str)> =
+            vec![(requester.origin.as_path(), "the module's folder")];
         for d in &self.dll_dirs {
             dirs.push((d.as_path(), "DLL folder"));
         }
@@ -344,18 +365,23 @@ pub(crate) fn parse_ld_so_cache(bytes: &[u8]) -> HashMap<String, Vec<PathBuf>> {
         };
         start = (old_len + 7) & !7;
     }
-    let Some(header) = bytes.get(start..) else { return map };
+    let Some(header) = bytes.get(start..) else {
+        return map;
+    };
     if !header.starts_with(NEW_CACHE_MAGIC) {
         return map;
     }
-    let Some(nlibs) = u32_at(start + 20) else { return map };
+    let Some(nlibs) = u32_at(start + 20) else {
+        return map;
+    };
     let wanted = host_cache_flag();
     let entries_at = start + 48;
     for i in 0..nlibs as usize {
         let Some(off) = i.checked_mul(24).and_then(|v| v.checked_add(entries_at)) else {
             break;
         };
-        let (Some(flags), Some(key), Some(value)) = (u32_at(off), u32_at(off + 4), u32_at(off + 8)) else {
+        let (Some(flags), Some(key), Some(value)) = (u32_at(off), u32_at(off + 4), u32_at(off + 8))
+        else {
             break;
         };
         let (Some(name), Some(path)) = (cstr_at(key as usize), cstr_at(value as usize)) else {
@@ -402,7 +428,10 @@ mod tests {
             let text = String::from_utf8_lossy(&out.stdout);
             let listed = text.lines().filter(|l| l.contains("=>")).count();
             let ours: usize = map.values().map(Vec::len).sum();
-            assert!(ours > 0 && ours <= listed, "ours {ours} vs ldconfig {listed}");
+            assert!(
+                ours > 0 && ours <= listed,
+                "ours {ours} vs ldconfig {listed}"
+            );
         }
     }
 
@@ -419,13 +448,20 @@ mod tests {
             expand_origin("$ORIGIN/../numpy.libs", Path::new("/sp/numpy/core")),
             PathBuf::from("/sp/numpy/core/../numpy.libs")
         );
-        assert_eq!(expand_origin("${ORIGIN}", Path::new("/a")), PathBuf::from("/a"));
+        assert_eq!(
+            expand_origin("${ORIGIN}", Path::new("/a")),
+            PathBuf::from("/a")
+        );
     }
 
     #[test]
     fn elf_rpath_before_ld_library_path_before_runpath() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
+        let (a, b, c) = (
+            dir.path().join("a"),
+            dir.path().join("b"),
+            dir.path().join("c"),
+        );
         for d in [&a, &b, &c] {
             std::fs::create_dir_all(d).expect("mkdir");
             std::fs::write(d.join("libx.so"), b"x").expect("write");
@@ -450,11 +486,27 @@ mod tests {
             has_runpath: true,
         };
         let r = loader
-            .resolve("libx.so", &with_runpath, &[], &["$ORIGIN/c".into()], &mut |_| true)
+            .resolve(
+                "libx.so",
+                &with_runpath,
+                &[],
+                &["$ORIGIN/c".into()],
+                &mut |_| true,
+            )
             .expect("found");
-        assert_eq!(r.path, b.join("libx.so"), "LD_LIBRARY_PATH wins over RUNPATH");
+        assert_eq!(
+            r.path,
+            b.join("libx.so"),
+            "LD_LIBRARY_PATH wins over RUNPATH"
+        );
         let r = loader
-            .resolve("libx.so", &with_runpath, &[], &["$ORIGIN/c".into()], &mut |p| !p.starts_with(&b))
+            .resolve(
+                "libx.so",
+                &with_runpath,
+                &[],
+                &["$ORIGIN/c".into()],
+                &mut |p| !p.starts_with(&b),
+            )
             .expect("found");
         assert_eq!(r.path, c.join("libx.so"), "a rejected candidate is skipped");
     }
@@ -477,11 +529,19 @@ mod tests {
             .expect("found");
         assert!(r.path.ends_with(".dylibs/libomp.dylib"));
         let r = loader
-            .resolve("@loader_path/../.dylibs/libomp.dylib", &frame, &[], &[], &mut |_| true)
+            .resolve(
+                "@loader_path/../.dylibs/libomp.dylib",
+                &frame,
+                &[],
+                &[],
+                &mut |_| true,
+            )
             .expect("found");
         assert!(r.rule.starts_with("@loader_path"));
         assert!(loader
-            .resolve("/usr/lib/libSystem.B.dylib", &frame, &[], &[], &mut |_| true)
+            .resolve("/usr/lib/libSystem.B.dylib", &frame, &[], &[], &mut |_| {
+                true
+            })
             .is_none());
     }
 

@@ -14,8 +14,8 @@ use std::time::Instant;
 use crate::binary::{read_binary, BinaryInfo};
 use crate::error::BinaryError;
 use crate::facts::{
-    Api, BinaryFormat, Conclusion, Confidence, DuplicateRuntime, Evidence, EvidenceSource, IntWidth,
-    Library, OsFamily, PackageFacts, ScanSummary, Skipped, Unresolved, Vendor,
+    Api, BinaryFormat, Conclusion, Confidence, DuplicateRuntime, Evidence, EvidenceSource,
+    IntWidth, Library, OsFamily, PackageFacts, ScanSummary, Skipped, Unresolved, Vendor,
 };
 use crate::fingerprint::{base_name, fingerprint, Fingerprint};
 use crate::resolve::{Loader, LoaderFrame};
@@ -25,7 +25,15 @@ pub const PACKAGES_THAT_MATTER: &[(&str, &[&str])] = &[
     ("numpy", &["numpy"]),
     ("scipy", &["scipy"]),
     ("sklearn", &["scikit-learn", "scikit_learn"]),
-    ("cv2", &["opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless"]),
+    (
+        "cv2",
+        &[
+            "opencv-python",
+            "opencv-python-headless",
+            "opencv-contrib-python",
+            "opencv-contrib-python-headless",
+        ],
+    ),
     ("numba", &["numba"]),
     ("numexpr", &["numexpr"]),
     ("torch", &["torch"]),
@@ -115,9 +123,13 @@ pub(crate) fn scan(request: ScanRequest) -> ScanResult {
     let mut walker = Walker::default();
     for root in &request.roots {
         match request.mode {
-            ScanMode::SitePackages => {
-                collect_site_packages(root, &mut walker, &mut entries, &mut package_dirs, &mut dists)
-            }
+            ScanMode::SitePackages => collect_site_packages(
+                root,
+                &mut walker,
+                &mut entries,
+                &mut package_dirs,
+                &mut dists,
+            ),
             ScanMode::Tree => walker.walk(root, None, &mut entries),
         }
     }
@@ -205,7 +217,10 @@ impl Walker {
         if !self.visited.insert(canonical) {
             return; // already walked through another link: a loop or an alias
         }
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if name.ends_with(".libs") || name == ".dylibs" {
             self.vendored_dirs.push(dir.to_path_buf());
         }
@@ -219,7 +234,10 @@ impl Walker {
         let mut children: Vec<_> = read.filter_map(Result::ok).map(|e| e.path()).collect();
         children.sort();
         for path in children {
-            let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let file_name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let meta = match std::fs::metadata(&path) {
                 Ok(m) => m,
                 Err(e) => {
@@ -244,7 +262,9 @@ impl Walker {
                 let inner = match (package, package_for(&file_name)) {
                     (None, Some(p)) => {
                         if !file_name.ends_with(".libs") {
-                            self.package_dirs.entry(p.to_owned()).or_insert_with(|| path.clone());
+                            self.package_dirs
+                                .entry(p.to_owned())
+                                .or_insert_with(|| path.clone());
                         }
                         Some(p)
                     }
@@ -292,10 +312,15 @@ fn package_for(name: &str) -> Option<&'static str> {
 /// `scikit_learn-1.9.1.dist-info` → (`scikit_learn`, `1.9.1`), the name
 /// normalised (lower case, `-` and `.` as `_`).
 fn dist_info_name(name: &str) -> Option<(String, String)> {
-    let stem = name.strip_suffix(".dist-info").or_else(|| name.strip_suffix(".egg-info"))?;
+    let stem = name
+        .strip_suffix(".dist-info")
+        .or_else(|| name.strip_suffix(".egg-info"))?;
     let (dist, version) = stem.split_once('-')?;
     let version = version.split('-').next().unwrap_or(version);
-    Some((dist.to_ascii_lowercase().replace(['-', '.'], "_"), version.to_owned()))
+    Some((
+        dist.to_ascii_lowercase().replace(['-', '.'], "_"),
+        version.to_owned(),
+    ))
 }
 
 fn collect_site_packages(
@@ -315,7 +340,10 @@ fn collect_site_packages(
     let mut children: Vec<PathBuf> = read.filter_map(Result::ok).map(|e| e.path()).collect();
     children.sort();
     for path in children {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if let Some((dist, version)) = dist_info_name(&name) {
             dists.insert(dist, version);
             continue;
@@ -324,13 +352,16 @@ fn collect_site_packages(
             continue;
         }
         let known = package_for(&name);
-        let vendors = name.ends_with(".libs") || path.join(".dylibs").is_dir() || path.join(".libs").is_dir();
+        let vendors =
+            name.ends_with(".libs") || path.join(".dylibs").is_dir() || path.join(".libs").is_dir();
         if known.is_none() && !vendors {
             continue;
         }
         let package = known.map(str::to_owned).unwrap_or_else(|| name.clone());
         if !name.ends_with(".libs") {
-            package_dirs.entry(package.clone()).or_insert_with(|| path.clone());
+            package_dirs
+                .entry(package.clone())
+                .or_insert_with(|| path.clone());
         }
         walker.walk(&path, Some(&package), entries);
     }
@@ -343,12 +374,18 @@ fn collect_runtime_dir(dir: &Path, walker: &mut Walker, entries: &mut Vec<Entry>
     let mut children: Vec<PathBuf> = read.filter_map(Result::ok).map(|e| e.path()).collect();
     children.sort();
     for path in children {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if !looks_like_binary(&name) || fingerprint(&name, &BinaryInfo::default()).is_none() {
             continue;
         }
         match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() => entries.push(Entry { path, package: None }),
+            Ok(m) if m.is_file() => entries.push(Entry {
+                path,
+                package: None,
+            }),
             Ok(_) => {}
             Err(e) => walker.skip(&path, io_reason(&e)),
         }
@@ -365,21 +402,27 @@ impl Scanner {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 8);
         let chunk = paths.len().div_ceil(threads).max(1);
-        let results: Vec<(PathBuf, Result<Arc<BinaryInfo>, BinaryError>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = paths
-                .chunks(chunk)
-                .map(|part| {
-                    s.spawn(move || {
-                        part.iter()
-                            .map(|p| (p.clone(), read_binary(p).map(Arc::new)))
-                            .collect::<Vec<_>>()
+        let results: Vec<(PathBuf, Result<Arc<BinaryInfo>, BinaryError>)> =
+            std::thread::scope(|s| {
+                let handles: Vec<_> = paths
+                    .chunks(chunk)
+                    .map(|part| {
+                        s.spawn(move || {
+                            part.iter()
+                                .map(|p| (p.clone(), read_binary(p).map(Arc::new)))
+                                .collect::<Vec<_>>()
+                        })
                     })
-                })
-                .collect();
-            handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
-        });
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().unwrap_or_default())
+                    .collect()
+            });
         for (path, result) in results {
             self.record_parse(&path, &result);
             self.parsed.insert(path, result);
@@ -421,12 +464,16 @@ impl Scanner {
             needed_by: BTreeSet::new(),
             deps: BTreeSet::new(),
             packages: BTreeSet::new(),
-            reached_via: vec![format!("found in {} {FOLDER_SCAN}", parent_display(&entry.path))],
+            reached_via: vec![format!(
+                "found in {} {FOLDER_SCAN}",
+                parent_display(&entry.path)
+            )],
             importer_markers: BTreeSet::new(),
             present: true,
         });
         if let Some(name) = entry.path.file_name() {
-            node.requested_as.insert(name.to_string_lossy().into_owned());
+            node.requested_as
+                .insert(name.to_string_lossy().into_owned());
         }
         if let Some(p) = &entry.package {
             node.packages.insert(p.clone());
@@ -440,7 +487,9 @@ impl Scanner {
     fn expand(&mut self, found_at: PathBuf, real: PathBuf, chain: Vec<LoaderFrame>) {
         let mut queue = VecDeque::from([(found_at, real, chain)]);
         while let Some((found_at, real, chain)) = queue.pop_front() {
-            let Some(node) = self.nodes.get(&real) else { continue };
+            let Some(node) = self.nodes.get(&real) else {
+                continue;
+            };
             let info = node.info.clone();
             let parent_via = node.reached_via.clone();
             let frame = LoaderFrame {
@@ -454,7 +503,9 @@ impl Scanner {
                 let parsed = &mut self.parsed;
                 let binaries_read = &mut self.binaries_read;
                 let mut accept = |candidate: &Path| -> bool {
-                    let Ok(c) = std::fs::canonicalize(candidate) else { return false };
+                    let Ok(c) = std::fs::canonicalize(candidate) else {
+                        return false;
+                    };
                     match parsed.get(&c) {
                         Some(Ok(ci)) => compatible(ci, wanted_format, &wanted_arches),
                         Some(Err(_)) => false,
@@ -469,13 +520,19 @@ impl Scanner {
                         }
                     }
                 };
-                let resolution = self.loader.resolve(request, &frame, &chain, &info.runpath, &mut accept);
+                let resolution =
+                    self.loader
+                        .resolve(request, &frame, &chain, &info.runpath, &mut accept);
                 let Some(resolution) = resolution else {
                     self.unresolved_dependency(request, &real, &info);
                     continue;
                 };
-                let Ok(dep_real) = std::fs::canonicalize(&resolution.path) else { continue };
-                let Ok(dep_info) = self.parse(&dep_real) else { continue };
+                let Ok(dep_real) = std::fs::canonicalize(&resolution.path) else {
+                    continue;
+                };
+                let Ok(dep_info) = self.parse(&dep_real) else {
+                    continue;
+                };
                 if let Some(node) = self.nodes.get_mut(&real) {
                     node.deps.insert(dep_real.clone());
                 }
@@ -486,7 +543,11 @@ impl Scanner {
                     parent_via.clone()
                 };
                 via.push(format!("{} needs {request}", real.display()));
-                via.push(format!("{} → {}", resolution.rule, resolution.path.display()));
+                via.push(format!(
+                    "{} → {}",
+                    resolution.rule,
+                    resolution.path.display()
+                ));
                 via.extend(symlink_steps(&resolution.path));
                 via.truncate(MAX_CHAIN);
                 let dep = self.nodes.entry(dep_real.clone()).or_insert_with(|| Node {
@@ -583,14 +644,19 @@ impl Scanner {
         let mut out = Vec::new();
         for node in self.nodes.values() {
             let name = if node.present {
-                node.real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+                node.real
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
             } else {
                 node.real.to_string_lossy().into_owned()
             };
             let Some(fp) = fingerprint(&name, &node.info).or_else(|| {
                 // Hash-renamed or oddly named copies: try the names it was
                 // asked for.
-                node.requested_as.iter().find_map(|r| fingerprint(r, &node.info))
+                node.requested_as
+                    .iter()
+                    .find_map(|r| fingerprint(r, &node.info))
             }) else {
                 continue;
             };
@@ -622,16 +688,31 @@ impl Scanner {
             }
         }
         if vendor.value == Vendor::Accelerate && !node.importer_markers.is_empty() {
-            let sample: Vec<&str> = node.importer_markers.iter().take(2).map(String::as_str).collect();
+            let sample: Vec<&str> = node
+                .importer_markers
+                .iter()
+                .take(2)
+                .map(String::as_str)
+                .collect();
             let ilp64 = node.importer_markers.iter().any(|m| m.contains("ILP64"));
             vendor.evidence.push(Evidence::new(
                 EvidenceSource::Static,
-                format!("importers use the new LAPACK interface of macOS 13.3+: {}", sample.join(", ")),
+                format!(
+                    "importers use the new LAPACK interface of macOS 13.3+: {}",
+                    sample.join(", ")
+                ),
             ));
             int_width = Some(Conclusion::new(
-                if ilp64 { IntWidth::Ilp64 } else { IntWidth::Lp64 },
+                if ilp64 {
+                    IntWidth::Ilp64
+                } else {
+                    IntWidth::Lp64
+                },
                 Confidence::High,
-                vec![Evidence::new(EvidenceSource::Static, format!("imports {}", sample.join(", ")))],
+                vec![Evidence::new(
+                    EvidenceSource::Static,
+                    format!("imports {}", sample.join(", ")),
+                )],
             ));
         }
         let forwards_to = forwards_to.and_then(|name| {
@@ -645,13 +726,20 @@ impl Scanner {
                 .cloned()
         });
         if let Some(target) = forwards_to.as_ref().and_then(|t| self.nodes.get(t)) {
-            let name = target.real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = target
+                .real
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             if let Some(impl_fp) = fingerprint(&name, &target.info) {
                 if impl_fp.vendor.value != Vendor::Unknown {
                     vendor.value = impl_fp.vendor.value;
                     vendor.evidence.push(Evidence::new(
                         EvidenceSource::Static,
-                        format!("an interface library: the implementation is {}", target.real.display()),
+                        format!(
+                            "an interface library: the implementation is {}",
+                            target.real.display()
+                        ),
                     ));
                 }
             }
@@ -699,13 +787,21 @@ impl Scanner {
                     dists.get(&key).map(|v| (Some(d.clone()), Some(v.clone())))
                 })
                 .unwrap_or((None, None));
-            let binaries = self.nodes.values().filter(|n| n.present && n.packages.contains(name) && n.real.starts_with(path)).count();
+            let binaries = self
+                .nodes
+                .values()
+                .filter(|n| n.present && n.packages.contains(name) && n.real.starts_with(path))
+                .count();
             let libs: Vec<PathBuf> = libraries
                 .iter()
                 .filter(|l| l.pulled_in_by.contains(name))
                 .map(|l| l.path.clone())
                 .collect();
-            let threading_layers = if name == "numba" { self.numba_layers(path) } else { Vec::new() };
+            let threading_layers = if name == "numba" {
+                self.numba_layers(path)
+            } else {
+                Vec::new()
+            };
             out.push(PackageFacts {
                 name: name.clone(),
                 distribution,
@@ -724,13 +820,23 @@ impl Scanner {
     fn numba_layers(&self, numba_dir: &Path) -> Vec<Conclusion<String>> {
         let ufunc = numba_dir.join("np").join("ufunc");
         let mut layers = Vec::new();
-        for (prefix, layer) in [("omppool", "omp"), ("tbbpool", "tbb"), ("workqueue", "workqueue")] {
-            let module = self
-                .nodes
-                .values()
-                .find(|n| n.present && n.real.starts_with(&ufunc) && n.real.file_name().is_some_and(|f| f.to_string_lossy().starts_with(prefix)));
+        for (prefix, layer) in [
+            ("omppool", "omp"),
+            ("tbbpool", "tbb"),
+            ("workqueue", "workqueue"),
+        ] {
+            let module = self.nodes.values().find(|n| {
+                n.present
+                    && n.real.starts_with(&ufunc)
+                    && n.real
+                        .file_name()
+                        .is_some_and(|f| f.to_string_lossy().starts_with(prefix))
+            });
             let Some(module) = module else { continue };
-            let mut evidence = vec![Evidence::new(EvidenceSource::Static, format!("module {}", module.real.display()))];
+            let mut evidence = vec![Evidence::new(
+                EvidenceSource::Static,
+                format!("module {}", module.real.display()),
+            )];
             let missing: Vec<&String> = self
                 .unresolved
                 .iter()
@@ -743,10 +849,17 @@ impl Scanner {
             let mut value = layer.to_owned();
             for dep in &module.deps {
                 if let Some(n) = self.nodes.get(dep) {
-                    let name = n.real.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+                    let name = n
+                        .real
+                        .file_name()
+                        .map(|f| f.to_string_lossy().into_owned())
+                        .unwrap_or_default();
                     if let Some(fp) = fingerprint(&name, &n.info) {
                         if fp.vendor.value.is_openmp() || fp.vendor.value == Vendor::Tbb {
-                            evidence.push(Evidence::new(EvidenceSource::Static, format!("NEEDED {name} ({:?})", fp.vendor.value)));
+                            evidence.push(Evidence::new(
+                                EvidenceSource::Static,
+                                format!("NEEDED {name} ({:?})", fp.vendor.value),
+                            ));
                             if fp.vendor.value.is_openmp() {
                                 value = format!("omp ({})", vendor_label(fp.vendor.value));
                             }
@@ -783,7 +896,9 @@ fn compatible(candidate: &BinaryInfo, format: Option<BinaryFormat>, arches: &[St
 }
 
 fn parent_display(path: &Path) -> String {
-    path.parent().map(|p| p.display().to_string()).unwrap_or_default()
+    path.parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
 }
 
 /// `symlink → target` steps from a path to its final file.
@@ -792,13 +907,19 @@ fn symlink_steps(path: &Path) -> Vec<String> {
     let mut current = path.to_path_buf();
     for _ in 0..40 {
         // Resolve symlinks in parent folders first, as the kernel does.
-        let Ok(target) = std::fs::read_link(&current) else { break };
+        let Ok(target) = std::fs::read_link(&current) else {
+            break;
+        };
         let next = if target.is_absolute() {
             target
         } else {
             current.parent().map(|p| p.join(&target)).unwrap_or(target)
         };
-        steps.push(format!("symlink {} → {}", current.display(), next.display()));
+        steps.push(format!(
+            "symlink {} → {}",
+            current.display(),
+            next.display()
+        ));
         current = next;
     }
     steps
@@ -810,7 +931,9 @@ fn is_system_library(request: &str, target: Option<OsFamily>) -> bool {
     let lower = request.to_ascii_lowercase();
     let base = base_name(&lower);
     match target {
-        Some(OsFamily::Macos) => request.starts_with("/usr/lib/") || request.starts_with("/System/"),
+        Some(OsFamily::Macos) => {
+            request.starts_with("/usr/lib/") || request.starts_with("/System/")
+        }
         Some(OsFamily::Windows) => {
             base.starts_with("api-ms-win-")
                 || base.starts_with("ext-ms-")
@@ -819,23 +942,79 @@ fn is_system_library(request: &str, target: Option<OsFamily>) -> bool {
                 || base.starts_with("python3")
                 || base.starts_with("concrt")
                 || [
-                    "kernel32.dll", "user32.dll", "advapi32.dll", "ntdll.dll", "ws2_32.dll", "shell32.dll",
-                    "ole32.dll", "oleaut32.dll", "gdi32.dll", "comdlg32.dll", "bcrypt.dll", "crypt32.dll",
-                    "ucrtbase.dll", "msvcrt.dll", "dbghelp.dll", "psapi.dll", "shlwapi.dll", "version.dll",
-                    "winmm.dll", "mfplat.dll", "mf.dll", "mfreadwrite.dll", "secur32.dll", "setupapi.dll",
-                    "comctl32.dll", "dxgi.dll", "d3d11.dll", "mfuuid.dll", "opengl32.dll", "iphlpapi.dll",
-                    "userenv.dll", "rpcrt4.dll", "netapi32.dll", "wsock32.dll", "imm32.dll", "cfgmgr32.dll",
-                    "propsys.dll", "powrprof.dll", "normaliz.dll", "wldap32.dll", "dwmapi.dll", "uxtheme.dll",
+                    "kernel32.dll",
+                    "user32.dll",
+                    "advapi32.dll",
+                    "ntdll.dll",
+                    "ws2_32.dll",
+                    "shell32.dll",
+                    "ole32.dll",
+                    "oleaut32.dll",
+                    "gdi32.dll",
+                    "comdlg32.dll",
+                    "bcrypt.dll",
+                    "crypt32.dll",
+                    "ucrtbase.dll",
+                    "msvcrt.dll",
+                    "dbghelp.dll",
+                    "psapi.dll",
+                    "shlwapi.dll",
+                    "version.dll",
+                    "winmm.dll",
+                    "mfplat.dll",
+                    "mf.dll",
+                    "mfreadwrite.dll",
+                    "secur32.dll",
+                    "setupapi.dll",
+                    "comctl32.dll",
+                    "dxgi.dll",
+                    "d3d11.dll",
+                    "mfuuid.dll",
+                    "opengl32.dll",
+                    "iphlpapi.dll",
+                    "userenv.dll",
+                    "rpcrt4.dll",
+                    "netapi32.dll",
+                    "wsock32.dll",
+                    "imm32.dll",
+                    "cfgmgr32.dll",
+                    "propsys.dll",
+                    "powrprof.dll",
+                    "normaliz.dll",
+                    "wldap32.dll",
+                    "dwmapi.dll",
+                    "uxtheme.dll",
                 ]
                 .contains(&base)
         }
         _ => {
             // The manylinux policy's system libraries: never vendored.
             const GLIBC_AND_FRIENDS: &[&str] = &[
-                "libc.so", "libm.so", "libdl.so", "librt.so", "libpthread.so", "libutil.so", "libnsl.so",
-                "libresolv.so", "libcrypt.so", "libgcc_s.so", "libstdc++.so", "ld-linux", "ld64.so",
-                "linux-vdso", "libz.so", "libx11.so", "libxext.so", "libxrender.so", "libice.so", "libsm.so",
-                "libgl.so", "libglib-2.0.so", "libgobject-2.0.so", "libgthread-2.0.so", "libexpat.so",
+                "libc.so",
+                "libm.so",
+                "libdl.so",
+                "librt.so",
+                "libpthread.so",
+                "libutil.so",
+                "libnsl.so",
+                "libresolv.so",
+                "libcrypt.so",
+                "libgcc_s.so",
+                "libstdc++.so",
+                "ld-linux",
+                "ld64.so",
+                "linux-vdso",
+                "libz.so",
+                "libx11.so",
+                "libxext.so",
+                "libxrender.so",
+                "libice.so",
+                "libsm.so",
+                "libgl.so",
+                "libglib-2.0.so",
+                "libgobject-2.0.so",
+                "libgthread-2.0.so",
+                "libexpat.so",
             ];
             GLIBC_AND_FRIENDS.iter().any(|p| base.starts_with(p))
         }
@@ -846,15 +1025,25 @@ fn is_system_library(request: &str, target: Option<OsFamily>) -> bool {
 fn find_duplicates(libraries: &[Library]) -> Vec<DuplicateRuntime> {
     let mut by_vendor: BTreeMap<Vendor, Vec<PathBuf>> = BTreeMap::new();
     for lib in libraries {
-        let runtime = lib.apis.iter().any(|a| matches!(a, Api::Blas | Api::Openmp | Api::Tbb));
-        if !runtime || lib.forwards_to.is_some() || lib.format.is_none() || lib.vendor.value == Vendor::Unknown {
+        let runtime = lib
+            .apis
+            .iter()
+            .any(|a| matches!(a, Api::Blas | Api::Openmp | Api::Tbb));
+        if !runtime
+            || lib.forwards_to.is_some()
+            || lib.format.is_none()
+            || lib.vendor.value == Vendor::Unknown
+        {
             continue;
         }
         // MKL's layer libraries belong to one MKL.
         if lib.vendor.value == Vendor::Mkl && !lib.path.to_string_lossy().contains("mkl_rt") {
             continue;
         }
-        by_vendor.entry(lib.vendor.value).or_default().push(lib.path.clone());
+        by_vendor
+            .entry(lib.vendor.value)
+            .or_default()
+            .push(lib.path.clone());
     }
     by_vendor
         .into_iter()
@@ -869,7 +1058,14 @@ mod tests {
 
     #[test]
     fn binary_names() {
-        for yes in ["a.so", "libgomp.so.1", "x.cpython-311-x86_64-linux-gnu.so", "libomp.dylib", "m.pyd", "VCOMP140.DLL"] {
+        for yes in [
+            "a.so",
+            "libgomp.so.1",
+            "x.cpython-311-x86_64-linux-gnu.so",
+            "libomp.dylib",
+            "m.pyd",
+            "VCOMP140.DLL",
+        ] {
             assert!(looks_like_binary(yes), "{yes}");
         }
         for no in ["a.py", "README", "so.txt", "x.pyc"] {

@@ -3,11 +3,14 @@
 
 use std::path::Path;
 
-use caiclust_probe::{probe_tree, BinaryFormat, Facts, IntWidth, OsFamily, ProbeOptions, ThreadingLayer, Vendor};
+use caiclust_probe::{
+    probe_tree, BinaryFormat, Facts, IntWidth, OsFamily, ProbeOptions, ThreadingLayer, Vendor,
+};
 use caiclust_tests::{fixtures, wheel};
 
 fn probe(dir: &Path) -> Facts {
-    probe_tree(dir, &ProbeOptions::default()).unwrap_or_else(|e| panic!("probe {}: {e}", dir.display()))
+    probe_tree(dir, &ProbeOptions::default())
+        .unwrap_or_else(|e| panic!("probe {}: {e}", dir.display()))
 }
 
 #[test]
@@ -23,12 +26,23 @@ fn numpy_macos_arm64_uses_accelerate() {
     assert!(acc.path.to_string_lossy().contains("Accelerate.framework"));
     assert_eq!(acc.format, None, "a system framework, not in the wheel");
     assert!(acc.pulled_in_by.iter().any(|p| p == "numpy"));
-    assert_eq!(acc.int_width.as_ref().map(|w| w.value), Some(IntWidth::Ilp64), "numpy 2 uses $NEWLAPACK$ILP64");
+    assert_eq!(
+        acc.int_width.as_ref().map(|w| w.value),
+        Some(IntWidth::Ilp64),
+        "numpy 2 uses $NEWLAPACK$ILP64"
+    );
     assert!(
-        facts.libraries.iter().all(|l| l.vendor.value != Vendor::Openblas),
+        facts
+            .libraries
+            .iter()
+            .all(|l| l.vendor.value != Vendor::Openblas),
         "the Accelerate wheel bundles no OpenBLAS"
     );
-    assert!(facts.scan.unresolved.is_empty(), "{:#?}", facts.scan.unresolved);
+    assert!(
+        facts.scan.unresolved.is_empty(),
+        "{:#?}",
+        facts.scan.unresolved
+    );
 }
 
 #[test]
@@ -41,15 +55,33 @@ fn numpy_windows_uses_scipy_openblas_named_by_its_export_table() {
     let ob = ob[0];
     assert_eq!(ob.format, Some(BinaryFormat::Pe));
     // The file name is hash-renamed; the export directory keeps the real name.
-    let file_name = ob.path.file_name().expect("name").to_string_lossy().into_owned();
+    let file_name = ob
+        .path
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
     assert!(file_name.contains('-'), "hash-renamed: {file_name}");
     let soname = ob.soname.as_deref().expect("export-directory name");
     assert!(soname.starts_with("libscipy_openblas64_"), "{soname}");
-    assert!(!soname.contains('-'), "the export name carries no hash: {soname}");
-    assert!(ob.vendor.evidence.iter().any(|e| e.detail.contains("export scipy_openblas_get_config64_")));
+    assert!(
+        !soname.contains('-'),
+        "the export name carries no hash: {soname}"
+    );
+    assert!(ob
+        .vendor
+        .evidence
+        .iter()
+        .any(|e| e.detail.contains("export scipy_openblas_get_config64_")));
     assert_eq!(ob.symbol_prefix.as_deref(), Some("scipy_"));
-    assert_eq!(ob.int_width.as_ref().map(|w| w.value), Some(IntWidth::Ilp64));
-    assert_eq!(ob.threading_layer.as_ref().map(|t| t.value), Some(ThreadingLayer::Pthreads));
+    assert_eq!(
+        ob.int_width.as_ref().map(|w| w.value),
+        Some(IntWidth::Ilp64)
+    );
+    assert_eq!(
+        ob.threading_layer.as_ref().map(|t| t.value),
+        Some(ThreadingLayer::Pthreads)
+    );
     assert!(ob.pulled_in_by.iter().any(|p| p == "numpy"));
 }
 
@@ -62,10 +94,20 @@ fn sklearn_windows_uses_msvc_openmp() {
         .iter()
         .find(|l| l.vendor.value == Vendor::MsvcOpenmp)
         .expect("vcomp reported");
-    assert!(omp.path.to_string_lossy().to_ascii_lowercase().ends_with("vcomp140.dll"));
+    assert!(omp
+        .path
+        .to_string_lossy()
+        .to_ascii_lowercase()
+        .ends_with("vcomp140.dll"));
     assert_eq!(omp.format, Some(BinaryFormat::Pe));
-    assert!(omp.needed_by.len() >= 2, "several sklearn modules import VCOMP140.DLL");
-    assert!(omp.requested_as.iter().any(|r| r.eq_ignore_ascii_case("vcomp140.dll")));
+    assert!(
+        omp.needed_by.len() >= 2,
+        "several sklearn modules import VCOMP140.DLL"
+    );
+    assert!(omp
+        .requested_as
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case("vcomp140.dll")));
 }
 
 #[test]
@@ -76,29 +118,57 @@ fn sklearn_macos_uses_bundled_llvm_openmp() {
     assert_eq!(omp.len(), 1, "{omp:#?}");
     assert_eq!(omp[0].format, Some(BinaryFormat::MachO));
     assert!(omp[0].path.ends_with("sklearn/.dylibs/libomp.dylib"));
-    assert!(facts.scan.unresolved.is_empty(), "{:#?}", facts.scan.unresolved);
+    assert!(
+        facts.scan.unresolved.is_empty(),
+        "{:#?}",
+        facts.scan.unresolved
+    );
 }
 
 #[test]
 fn macos_openblas_wheels_read_version_and_layer() {
     let fx = fixtures();
-    for name in [wheel::NUMPY_MACOS_X86_64_OPENBLAS, wheel::NUMPY_MACOS_ARM64_OPENBLAS] {
+    for name in [
+        wheel::NUMPY_MACOS_X86_64_OPENBLAS,
+        wheel::NUMPY_MACOS_ARM64_OPENBLAS,
+    ] {
         let facts = probe(fx.wheel(name));
         let ob: Vec<_> = facts.libraries_of(Vendor::Openblas).collect();
         assert_eq!(ob.len(), 1, "{name}: {ob:#?}");
-        assert!(ob[0].version.is_some(), "{name}: version from the config string");
-        assert_eq!(ob[0].threading_layer.as_ref().map(|t| t.value), Some(ThreadingLayer::Pthreads), "{name}");
-        assert!(facts.scan.unresolved.is_empty(), "{name}: {:#?}", facts.scan.unresolved);
+        assert!(
+            ob[0].version.is_some(),
+            "{name}: version from the config string"
+        );
+        assert_eq!(
+            ob[0].threading_layer.as_ref().map(|t| t.value),
+            Some(ThreadingLayer::Pthreads),
+            "{name}"
+        );
+        assert!(
+            facts.scan.unresolved.is_empty(),
+            "{name}: {:#?}",
+            facts.scan.unresolved
+        );
     }
 }
 
 #[test]
 fn opencv_wheels_report_their_parallel_framework() {
     let fx = fixtures();
-    for (name, framework) in [(wheel::OPENCV_WIN_AMD64, "Concurrency"), (wheel::OPENCV_MACOS_ARM64, "GCD")] {
+    for (name, framework) in [
+        (wheel::OPENCV_WIN_AMD64, "Concurrency"),
+        (wheel::OPENCV_MACOS_ARM64, "GCD"),
+    ] {
         let facts = probe(fx.wheel(name));
-        let cv = facts.libraries_of(Vendor::Opencv).next().unwrap_or_else(|| panic!("{name}: OpenCV"));
-        assert_eq!(cv.parallel_framework.as_ref().map(|c| c.value.as_str()), Some(framework), "{name}");
+        let cv = facts
+            .libraries_of(Vendor::Opencv)
+            .next()
+            .unwrap_or_else(|| panic!("{name}: OpenCV"));
+        assert_eq!(
+            cv.parallel_framework.as_ref().map(|c| c.value.as_str()),
+            Some(framework),
+            "{name}"
+        );
     }
 }
 

@@ -30,13 +30,20 @@ fn probe_debian(ld_library_path: Option<&Path>) -> Facts {
 
 /// numpy's core extension module in Debian's package.
 fn numpy_core_module(facts: &Facts) -> PathBuf {
-    let numpy = facts.packages.iter().find(|p| p.name == "numpy").expect("numpy found");
+    let numpy = facts
+        .packages
+        .iter()
+        .find(|p| p.name == "numpy")
+        .expect("numpy found");
     let core = numpy.path.join("core");
     std::fs::read_dir(&core)
         .expect("numpy/core")
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("_multiarray_umath")))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("_multiarray_umath"))
+        })
         .expect("_multiarray_umath module")
 }
 
@@ -48,7 +55,11 @@ fn ldd(module: &Path, ld_library_path: Option<&Path>) -> BTreeMap<String, PathBu
         cmd.env("LD_LIBRARY_PATH", dir);
     }
     let out = cmd.output().expect("run ldd");
-    assert!(out.status.success(), "ldd failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ldd failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {
@@ -60,7 +71,11 @@ fn ldd(module: &Path, ld_library_path: Option<&Path>) -> BTreeMap<String, PathBu
 }
 
 fn dpkg_owner(path: &Path) -> String {
-    let out = Command::new("dpkg").arg("-S").arg(path).output().expect("run dpkg -S");
+    let out = Command::new("dpkg")
+        .arg("-S")
+        .arg(path)
+        .output()
+        .expect("run dpkg -S");
     String::from_utf8_lossy(&out.stdout)
         .split(':')
         .next()
@@ -76,7 +91,11 @@ fn numpy_openblas(facts: &Facts) -> &Library {
         .filter(|l| l.vendor.value == Vendor::Openblas && l.forwards_to.is_none())
         .filter(|l| l.pulled_in_by.iter().any(|p| p == "numpy"))
         .collect();
-    assert_eq!(found.len(), 1, "exactly one OpenBLAS implementation for numpy: {found:#?}");
+    assert_eq!(
+        found.len(),
+        1,
+        "exactly one OpenBLAS implementation for numpy: {found:#?}"
+    );
     found[0]
 }
 
@@ -85,19 +104,35 @@ fn check(ld_library_path: Option<&Path>, layer: ThreadingLayer, package: &str) {
     let lib = numpy_openblas(&facts);
     let module = numpy_core_module(&facts);
     let loaded = ldd(&module, ld_library_path);
-    let truth = std::fs::canonicalize(loaded.get("libopenblas.so.0").expect("ldd lists libopenblas.so.0"))
-        .expect("canonical");
+    let truth = std::fs::canonicalize(
+        loaded
+            .get("libopenblas.so.0")
+            .expect("ldd lists libopenblas.so.0"),
+    )
+    .expect("canonical");
     assert_eq!(lib.path, truth, "same file as the real loader");
-    assert_eq!(dpkg_owner(&lib.path), package, "owner of {}", lib.path.display());
+    assert_eq!(
+        dpkg_owner(&lib.path),
+        package,
+        "owner of {}",
+        lib.path.display()
+    );
     assert_eq!(lib.threading_layer.as_ref().map(|t| t.value), Some(layer));
     assert!(
-        lib.reached_via.iter().any(|s| s.contains("needs libblas.so.3")),
+        lib.reached_via
+            .iter()
+            .any(|s| s.contains("needs libblas.so.3")),
         "reached through libblas.so.3: {:#?}",
         lib.reached_via
     );
     // The interface library itself is reported, forwarding to OpenBLAS.
-    let blas = std::fs::canonicalize(loaded.get("libblas.so.3").expect("ldd lists libblas.so.3")).expect("canonical");
-    let shim = facts.libraries.iter().find(|l| l.path == blas).expect("libblas.so.3 reported");
+    let blas = std::fs::canonicalize(loaded.get("libblas.so.3").expect("ldd lists libblas.so.3"))
+        .expect("canonical");
+    let shim = facts
+        .libraries
+        .iter()
+        .find(|l| l.path == blas)
+        .expect("libblas.so.3 reported");
     assert_eq!(shim.forwards_to.as_deref(), Some(truth.as_path()));
     if layer == ThreadingLayer::Openmp {
         assert_eq!(
@@ -116,5 +151,9 @@ fn debian_numpy_reaches_openmp_openblas_through_libblas() {
 #[test]
 fn debian_numpy_follows_ld_library_path_to_pthread_openblas() {
     let fx = fixtures();
-    check(Some(&fx.openblas_pthread_dir), ThreadingLayer::Pthreads, "libopenblas0-pthread");
+    check(
+        Some(&fx.openblas_pthread_dir),
+        ThreadingLayer::Pthreads,
+        "libopenblas0-pthread",
+    );
 }

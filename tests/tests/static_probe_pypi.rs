@@ -34,7 +34,8 @@ fn pypi_venv_matches_threadpoolctl() {
     );
     let facts = probe_venv();
     for pool in &oracle {
-        let real: PathBuf = std::fs::canonicalize(&pool.filepath).expect("threadpoolctl path exists");
+        let real: PathBuf =
+            std::fs::canonicalize(&pool.filepath).expect("threadpoolctl path exists");
         let lib = facts
             .libraries
             .iter()
@@ -58,7 +59,11 @@ fn pypi_venv_matches_threadpoolctl() {
             "openmp" => Api::Openmp,
             other => panic!("unexpected user_api {other}"),
         };
-        assert!(lib.apis.contains(&api), "{} should have API {api:?}", real.display());
+        assert!(
+            lib.apis.contains(&api),
+            "{} should have API {api:?}",
+            real.display()
+        );
         if let Some(version) = &pool.version {
             assert_eq!(
                 lib.version.as_ref().map(|v| v.value.as_str()),
@@ -69,7 +74,9 @@ fn pypi_venv_matches_threadpoolctl() {
         }
         if let Some(layer) = &pool.threading_layer {
             assert_eq!(
-                lib.threading_layer.as_ref().map(|t| t.value.threadpoolctl_name()),
+                lib.threading_layer
+                    .as_ref()
+                    .map(|t| t.value.threadpoolctl_name()),
                 Some(layer.as_str()),
                 "threading layer of {}",
                 real.display()
@@ -77,7 +84,10 @@ fn pypi_venv_matches_threadpoolctl() {
         }
         // Every conclusion carries evidence.
         assert!(!lib.vendor.evidence.is_empty());
-        assert!(lib.threading_layer.as_ref().is_none_or(|t| !t.evidence.is_empty()));
+        assert!(lib
+            .threading_layer
+            .as_ref()
+            .is_none_or(|t| !t.evidence.is_empty()));
     }
 }
 
@@ -90,7 +100,10 @@ fn pypi_venv_reports_several_openblas_copies() {
         .filter(|p| p.internal_api == "openblas")
         .map(|p| std::fs::canonicalize(&p.filepath).expect("exists"))
         .collect();
-    assert!(oracle_openblas.len() >= 2, "the venv should hold several OpenBLAS copies");
+    assert!(
+        oracle_openblas.len() >= 2,
+        "the venv should hold several OpenBLAS copies"
+    );
     let facts = probe_venv();
     let dup = facts
         .duplicates
@@ -115,7 +128,11 @@ fn pypi_venv_reports_opencv_parallel_framework() {
         ])
         .output()
         .expect("run cv2");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let truth = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let facts = probe_venv();
     let cv = facts
@@ -123,9 +140,18 @@ fn pypi_venv_reports_opencv_parallel_framework() {
         .iter()
         .find(|l| l.vendor.value == Vendor::Opencv)
         .expect("OpenCV found");
-    assert_eq!(cv.parallel_framework.as_ref().map(|c| c.value.as_str()), Some(truth.as_str()));
+    assert_eq!(
+        cv.parallel_framework.as_ref().map(|c| c.value.as_str()),
+        Some(truth.as_str())
+    );
     assert!(cv.pulled_in_by.iter().any(|p| p == "cv2"));
-    let expected_layer = match truth.split_whitespace().next().unwrap_or("").to_ascii_lowercase().as_str() {
+    let expected_layer = match truth
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "pthreads" => Some(ThreadingLayer::Pthreads),
         "openmp" => Some(ThreadingLayer::Openmp),
         "tbb" => Some(ThreadingLayer::Tbb),
@@ -143,7 +169,10 @@ fn pypi_venv_python_and_packages_are_described() {
     let py = facts.python.as_ref().expect("python facts");
     // Oracle: the interpreter's own answer.
     let out = Command::new(&fx.venv_pypi)
-        .args(["-c", "import sys, multiprocessing as m; print(sys.prefix); print(m.get_start_method())"])
+        .args([
+            "-c",
+            "import sys, multiprocessing as m; print(sys.prefix); print(m.get_start_method())",
+        ])
         .output()
         .expect("run python");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -151,16 +180,29 @@ fn pypi_venv_python_and_packages_are_described() {
     assert_eq!(py.prefix, PathBuf::from(lines.next().expect("prefix")));
     assert_eq!(py.default_start_method.as_deref(), lines.next());
     assert!(py.is_virtualenv);
-    for (pkg, dist) in [("numpy", "numpy"), ("scipy", "scipy"), ("sklearn", "scikit-learn"), ("cv2", "opencv-python-headless")] {
+    for (pkg, dist) in [
+        ("numpy", "numpy"),
+        ("scipy", "scipy"),
+        ("sklearn", "scikit-learn"),
+        ("cv2", "opencv-python-headless"),
+    ] {
         let p = facts
             .packages
             .iter()
             .find(|p| p.name == pkg)
             .unwrap_or_else(|| panic!("package {pkg} described"));
-        assert_eq!(p.version.as_deref(), Some(fx.venv_pypi_version(dist)), "{pkg} version");
+        assert_eq!(
+            p.version.as_deref(),
+            Some(fx.venv_pypi_version(dist)),
+            "{pkg} version"
+        );
         assert!(p.binaries > 0, "{pkg} has extension modules");
     }
-    let sklearn = facts.packages.iter().find(|p| p.name == "sklearn").expect("sklearn");
+    let sklearn = facts
+        .packages
+        .iter()
+        .find(|p| p.name == "sklearn")
+        .expect("sklearn");
     assert!(
         sklearn
             .libraries

@@ -10,7 +10,11 @@ use caiclust_core::probe::{probe_python, probe_tree, OsFamily, ProbeOptions};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "caiclust", version, about = "Make parallel scientific Python safe and fast")]
+#[command(
+    name = "caiclust",
+    version,
+    about = "Make parallel scientific Python safe and fast"
+)]
 struct Cli {
     /// When to use colour (also honours NO_COLOR).
     #[arg(long, value_enum, global = true, default_value_t = ColorChoice::Auto)]
@@ -71,7 +75,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 env: None,
             };
             let facts = match &tree {
-                Some(dir) => probe_tree(dir, &options).with_context(|| format!("probing {}", dir.display()))?,
+                Some(dir) => probe_tree(dir, &options)
+                    .with_context(|| format!("probing {}", dir.display()))?,
                 None => probe_python(&options)?,
             };
             let text = if json {
