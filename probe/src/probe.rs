@@ -153,6 +153,11 @@ fn infer_tree_os(root: &Path) -> OsFamily {
                 *counts.entry(OsFamily::Macos).or_default() += 1;
             } else if name.ends_with(".so") || name.contains(".so.") {
                 // Could be Linux or macOS (`.cpython-311-darwin.so`): sniff.
+                // Never open anything but a regular file: a FIFO named
+                // like a library would block the open forever.
+                if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+                    continue;
+                }
                 let os = std::fs::File::open(&path)
                     .ok()
                     .and_then(|mut f| {

@@ -271,11 +271,18 @@ impl Walker {
                     (outer, _) => outer,
                 };
                 self.walk_at(&path, inner, out, depth + 1);
-            } else if meta.is_file() && looks_like_binary(&file_name) {
-                out.push(Entry {
-                    path,
-                    package: package.map(str::to_owned),
-                });
+            } else if looks_like_binary(&file_name) {
+                if meta.is_file() {
+                    out.push(Entry {
+                        path,
+                        package: package.map(str::to_owned),
+                    });
+                } else {
+                    self.skip(
+                        &path,
+                        "not a regular file (a FIFO, socket or device)".to_owned(),
+                    );
+                }
             }
         }
     }
