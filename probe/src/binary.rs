@@ -490,6 +490,7 @@ fn find_markers(bytes: &[u8], rodata: &Ranges, file_name: &str, exports: &[Strin
     if wanted.is_empty() {
         return Vec::new();
     }
+    let want_openblas_config = wanted.iter().any(|n| n.then_digit);
     let whole = [(0usize, bytes.len())];
     let ranges: &[(usize, usize)] = if rodata.is_empty() { &whole } else { rodata };
     let mut found = Vec::new();
@@ -518,7 +519,57 @@ fn find_markers(bytes: &[u8], rodata: &Ranges, file_name: &str, exports: &[Strin
             }
         }
     }
+    if want_openblas_config
+        && !found.iter().any(|s| {
+            s.starts_with("OpenBLAS ") && s.as_bytes().get(9).is_some_and(u8::is_ascii_digit)
+        })
+    {
+        if let Some(config) = config_from_immediates(bytes) {
+            found.push(format!("{IMMEDIATES_PREFIX}{config}"));
+        }
+    }
     found
+}
+
+/// Marker strings rebuilt from instruction immediates start with this.
+pub(crate) const IMMEDIATES_PREFIX: &str = "immediates: ";
+
+/// Some compilers (MSVC, clang on Windows) build the OpenBLAS config string
+/// on the stack from 8-byte `movabs` immediates instead of keeping it as
+/// one string. Find `movabs reg, "OpenBLAS"` and chain the printable
+/// immediates that follow within a short window.
+fn config_from_immediates(bytes: &[u8]) -> Option<String> {
+    let is_movabs = |at: usize| -> bool {
+        at >= 2
+            && matches!(bytes.get(at - 2), Some(0x48 | 0x49))
+            && bytes.get(at - 1).is_some_and(|b| (0xb8..=0xbf).contains(b))
+    };
+    let printable = |chunk: &[u8]| chunk.iter().all(|b| (0x20..0x7f).contains(b));
+    for pos in memmem::find_iter(bytes, b"OpenBLAS") {
+        if !is_movabs(pos) {
+            continue;
+        }
+        let mut text = String::from("OpenBLAS");
+        let mut cursor = pos + 8;
+        'chunks: while text.len() < MAX_MARKER_LEN {
+            // The next movabs with a printable immediate, within 32 bytes.
+            for imm in cursor + 2..cursor + 34 {
+                let Some(chunk) = bytes.get(imm..imm + 8) else {
+                    break 'chunks;
+                };
+                if is_movabs(imm) && printable(chunk) {
+                    text.push_str(&String::from_utf8_lossy(chunk));
+                    cursor = imm + 8;
+                    continue 'chunks;
+                }
+            }
+            break;
+        }
+        if text.len() > 9 && text.as_bytes().get(9).is_some_and(u8::is_ascii_digit) {
+            return Some(text.trim_end().to_owned());
+        }
+    }
+    None
 }
 
 /// The printable text starting at `pos`, up to a NUL (or newline).
@@ -581,6 +632,30 @@ mod tests {
         let _ = parse_binary(&flipped);
         assert_eq!(parse_binary(b"hello world"), Err(BinaryError::NotBinary));
         assert!(parse_binary(b"MZ").is_err());
+    }
+
+    #[test]
+    fn rebuilds_config_from_movabs_immediates() {
+        // As MSVC emits it in numpy's Windows OpenBLAS: movabs rax/rdx with
+        // stores in between.
+        let mut code = vec![0x90, 0x48, 0xb8];
+        code.extend_from_slice(b"OpenBLAS");
+        code.extend_from_slice(&[0x48, 0xba]);
+        code.extend_from_slice(b" 0.3.31.");
+        code.extend_from_slice(&[
+            0x48, 0x83, 0xec, 0x40, 0x48, 0x89, 0x05, 0x8f, 0xb0, 0x0d, 0x01, 0x48, 0xb8,
+        ]);
+        code.extend_from_slice(b"188.0  U");
+        code.extend_from_slice(&[0xc3; 40]);
+        assert_eq!(
+            config_from_immediates(&code).as_deref(),
+            Some("OpenBLAS 0.3.31.188.0  U")
+        );
+        assert_eq!(
+            config_from_immediates(b"xxOpenBLAS 0.3"),
+            None,
+            "not after a movabs"
+        );
     }
 
     #[test]

@@ -498,10 +498,22 @@ fn refine_openblas(fp: &mut Fingerprint, info: &BinaryInfo) {
     // and build options; old pthreads builds also mention USE_OPENMP=1 in an
     // error message, so only a whole token counts.
     let config = info.marker_strings.iter().find(|s| {
-        s.strip_prefix("OpenBLAS ")
+        s.strip_prefix(crate::binary::IMMEDIATES_PREFIX)
+            .unwrap_or(s)
+            .strip_prefix("OpenBLAS ")
             .and_then(|r| r.chars().next())
             .is_some_and(|c| c.is_ascii_digit())
     });
+    let (config, config_evidence) = match config {
+        Some(c) => match c.strip_prefix(crate::binary::IMMEDIATES_PREFIX) {
+            Some(rebuilt) => (
+                Some(rebuilt),
+                format!("config \"{rebuilt}...\" rebuilt from movabs immediates in the code"),
+            ),
+            None => (Some(c.as_str()), format!("string \"{c}\"")),
+        },
+        None => (None, String::new()),
+    };
     if let Some(config) = config {
         if let Some(version) = config.split_whitespace().nth(1) {
             fp.version = Some(Conclusion::new(
@@ -509,7 +521,7 @@ fn refine_openblas(fp: &mut Fingerprint, info: &BinaryInfo) {
                 Confidence::High,
                 vec![Evidence::new(
                     EvidenceSource::Static,
-                    format!("string \"{config}\""),
+                    config_evidence.clone(),
                 )],
             ));
         }

@@ -6,7 +6,7 @@ use std::path::Path;
 use caiclust_probe::{
     probe_tree, BinaryFormat, Facts, IntWidth, OsFamily, ProbeOptions, ThreadingLayer, Vendor,
 };
-use caiclust_tests::{fixtures, wheel};
+use caiclust_tests::{fixtures, run_threadpoolctl, wheel};
 
 fn probe(dir: &Path) -> Facts {
     probe_tree(dir, &ProbeOptions::default())
@@ -83,6 +83,29 @@ fn numpy_windows_uses_scipy_openblas_named_by_its_export_table() {
         Some(ThreadingLayer::Pthreads)
     );
     assert!(ob.pulled_in_by.iter().any(|p| p == "numpy"));
+    // The config string is split into code immediates on Windows; the
+    // version is still recovered. Oracle: threadpoolctl's runtime answer
+    // for the Linux build of the same numpy release, which pins the same
+    // scipy-openblas.
+    let win_numpy = fx.wheel_info(wheel::NUMPY_WIN_AMD64).version.clone();
+    if win_numpy.as_deref() == Some(fx.venv_pypi_version("numpy")) {
+        let oracle = run_threadpoolctl(&fx.venv_pypi, &["numpy"]);
+        let linux = oracle
+            .iter()
+            .find(|p| p.filepath.to_string_lossy().contains("numpy.libs"))
+            .and_then(|p| p.version.clone())
+            .expect("threadpoolctl reports numpy's OpenBLAS version");
+        assert_eq!(
+            ob.version.as_ref().map(|v| v.value.as_str()),
+            Some(linux.as_str())
+        );
+    } else {
+        assert!(ob.version.is_some(), "version recovered");
+    }
+    assert!(ob
+        .version
+        .as_ref()
+        .is_some_and(|v| v.evidence.iter().any(|e| e.detail.contains("immediates"))));
 }
 
 #[test]
