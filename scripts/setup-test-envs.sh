@@ -38,6 +38,7 @@ STAMPS=$FIX/stamps
 WHEELS=$FIX/wheels
 DOWNLOADS=$FIX/downloads
 VENV=$FIX/venv-pypi
+VENV_NUMBA=$FIX/venv-numba
 mkdir -p "$STAMPS" "$WHEELS" "$DOWNLOADS"
 
 # Python version the foreign wheels are fetched for.
@@ -48,6 +49,10 @@ MAX_WHEEL_BYTES=$((120 * 1024 * 1024))
 # Packages of the PyPI venv (unpinned on purpose; the versions installed are
 # recorded in manifest.json).
 VENV_PACKAGES=(numpy scipy scikit-learn opencv-python-headless threadpoolctl)
+# A second venv for numba's threading layers: numba, and PyPI tbb (whose
+# libtbb.so.12 lands in the venv's lib folder, where numba's tbbpool does
+# not look).
+VENV_NUMBA_PACKAGES=(numba tbb)
 
 # Debian packages: BLAS flavours for the system numpy, a C compiler for
 # OpenMP test programs, venv support, threadpoolctl for the system python,
@@ -212,6 +217,30 @@ else
     log "venv-pypi: done"
 fi
 
+# The numba venv, built the same way.
+numba_stamp_want="python=$PY python_version=$PY_VERSION packages=${VENV_NUMBA_PACKAGES[*]}"
+numba_stamp=$STAMPS/venv-numba
+if [ -x "$VENV_NUMBA/bin/python" ] && [ -f "$numba_stamp" ] &&
+    [ "$(head -n 1 "$numba_stamp")" = "$numba_stamp_want" ]; then
+    log "venv-numba: up to date ($PY_VERSION, ${VENV_NUMBA_PACKAGES[*]})"
+else
+    log "venv-numba: creating with $PY ($PY_VERSION)"
+    rm -f "$numba_stamp"
+    rm -rf "$VENV_NUMBA"
+    "$PY" -m venv "$VENV_NUMBA"
+    log "venv-numba: pip install ${VENV_NUMBA_PACKAGES[*]}"
+    "$VENV_NUMBA/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "${VENV_NUMBA_PACKAGES[@]}"
+    "$VENV_NUMBA/bin/python" -c 'import numba' ||
+        die "venv-numba: numba does not import"
+    {
+        echo "$numba_stamp_want"
+        "$VENV_NUMBA/bin/python" -m pip freeze --disable-pip-version-check
+    } >"$numba_stamp.tmp"
+    mv "$numba_stamp.tmp" "$numba_stamp"
+    log "venv-numba: done"
+fi
+
 # ---------------------------------------------------------------------------
 # 3. Foreign wheels
 # ---------------------------------------------------------------------------
@@ -287,7 +316,7 @@ export CAICLUST_MULTIARCH='$MULTIARCH'
 EOF
 
 WHEEL_SPECS_TEXT=$(printf '%s\n' "${WHEEL_SPECS[@]}")
-export FIX VENV WHEELS STAMPS DEBIAN_PYTHON OPENBLAS_PTHREAD_DIR \
+export FIX VENV VENV_NUMBA WHEELS STAMPS DEBIAN_PYTHON OPENBLAS_PTHREAD_DIR \
     OPENBLAS_OPENMP_DIR MULTIARCH WHEEL_SPECS_TEXT
 "$VENV/bin/python" - <<'PY' | write_if_changed "$FIX/manifest.json"
 import json, os, re
@@ -329,6 +358,7 @@ manifest = {
     "fixtures": env["FIX"],
     "venv_pypi": os.path.join(env["VENV"], "bin", "python"),
     "venv_pypi_packages": packages,
+    "venv_numba": os.path.join(env["VENV_NUMBA"], "bin", "python"),
     "debian_python": env["DEBIAN_PYTHON"],
     "multiarch": env["MULTIARCH"],
     "openblas_pthread_dir": env["OPENBLAS_PTHREAD_DIR"],

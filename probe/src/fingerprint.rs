@@ -126,13 +126,24 @@ const NAME_SIGNATURES: &[NameSignature] = &[
         vendor: Vendor::MsvcOpenmp,
         apis: &[Api::Openmp],
     },
+    // The TBB scheduler itself, not tbbmalloc or tbbbind.
     NameSignature {
-        prefix: "libtbb",
+        prefix: "libtbb.",
         vendor: Vendor::Tbb,
         apis: &[Api::Tbb],
     },
     NameSignature {
-        prefix: "tbb",
+        prefix: "libtbb12",
+        vendor: Vendor::Tbb,
+        apis: &[Api::Tbb],
+    },
+    NameSignature {
+        prefix: "tbb12.",
+        vendor: Vendor::Tbb,
+        apis: &[Api::Tbb],
+    },
+    NameSignature {
+        prefix: "tbb.",
         vendor: Vendor::Tbb,
         apis: &[Api::Tbb],
     },

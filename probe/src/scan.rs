@@ -104,6 +104,8 @@ struct Scanner {
     unresolved: BTreeSet<Unresolved>,
     nodes: BTreeMap<PathBuf, Node>,
     binaries_read: usize,
+    /// Scanning binaries of another system (a `--tree` of wheels).
+    foreign: bool,
 }
 
 /// Run a scan.
@@ -116,6 +118,7 @@ pub(crate) fn scan(request: ScanRequest) -> ScanResult {
         unresolved: BTreeSet::new(),
         nodes: BTreeMap::new(),
         binaries_read: 0,
+        foreign: request.mode == ScanMode::Tree,
     };
     let mut entries = Vec::new();
     let mut package_dirs: BTreeMap<String, PathBuf> = BTreeMap::new();
@@ -588,7 +591,13 @@ impl Scanner {
     /// matters (Accelerate, vcomp140) becomes a library entry; others are
     /// reported as unresolved unless they are the OS's own.
     fn unresolved_dependency(&mut self, request: &str, requester: &Path, info: &BinaryInfo) {
-        if fingerprint(request, &BinaryInfo::default()).is_some() {
+        // On a foreign tree the target's own libraries are absent by
+        // nature; on macOS the system frameworks live in the dyld shared
+        // cache, not on disk. Elsewhere a missing runtime is just missing.
+        let absent_by_nature = self.foreign
+            || (self.loader.target == Some(OsFamily::Macos)
+                && (request.starts_with("/System/") || request.starts_with("/usr/lib/")));
+        if absent_by_nature && fingerprint(request, &BinaryInfo::default()).is_some() {
             let key = PathBuf::from(request);
             let node = self.nodes.entry(key.clone()).or_insert_with(|| Node {
                 real: key.clone(),
@@ -647,9 +656,61 @@ impl Scanner {
         }
     }
 
+    /// Wheels cannot hold symlinks, so `libtbb.so`, `libtbb.so.12` and
+    /// `libtbb.so.12.20` arrive as three identical files in one folder. The
+    /// loader maps one of them: keep the one it reaches (or the one named
+    /// like its SONAME) and mention the others.
+    fn same_file_copies(&self) -> (HashSet<PathBuf>, HashMap<PathBuf, Vec<String>>) {
+        let mut groups: BTreeMap<(PathBuf, String, u64), Vec<&Node>> = BTreeMap::new();
+        for node in self.nodes.values().filter(|n| n.present) {
+            let (Some(dir), Some(soname)) = (node.real.parent(), node.info.soname.as_ref()) else {
+                continue;
+            };
+            let size = std::fs::metadata(&node.real).map(|m| m.len()).unwrap_or(0);
+            groups
+                .entry((dir.to_path_buf(), soname.clone(), size))
+                .or_default()
+                .push(node);
+        }
+        let mut dropped = HashSet::new();
+        let mut aliases: HashMap<PathBuf, Vec<String>> = HashMap::new();
+        for ((_, soname, _), nodes) in groups {
+            if nodes.len() < 2 {
+                continue;
+            }
+            let keep = nodes
+                .iter()
+                .find(|n| !n.needed_by.is_empty())
+                .or_else(|| {
+                    nodes.iter().find(|n| {
+                        n.real
+                            .file_name()
+                            .is_some_and(|f| f.to_string_lossy() == soname)
+                    })
+                })
+                .unwrap_or(&nodes[0]);
+            for n in &nodes {
+                if n.real != keep.real && n.needed_by.is_empty() {
+                    dropped.insert(n.real.clone());
+                    aliases.entry(keep.real.clone()).or_default().push(
+                        n.real
+                            .file_name()
+                            .map(|f| f.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
+                    );
+                }
+            }
+        }
+        (dropped, aliases)
+    }
+
     fn libraries(&self) -> Vec<Library> {
         let mut out = Vec::new();
+        let (dropped, aliases) = self.same_file_copies();
         for node in self.nodes.values() {
+            if dropped.contains(&node.real) {
+                continue;
+            }
             let name = if node.present {
                 node.real
                     .file_name()
@@ -667,7 +728,14 @@ impl Scanner {
             }) else {
                 continue;
             };
-            out.push(self.library_from(node, fp));
+            let mut lib = self.library_from(node, fp);
+            if let Some(names) = aliases.get(&node.real) {
+                lib.reached_via.push(format!(
+                    "identical copies in the same folder, not listed separately: {}",
+                    names.join(", ")
+                ));
+            }
+            out.push(lib);
         }
         out
     }

@@ -95,6 +95,9 @@ pub struct Fixtures {
     pub venv_pypi: PathBuf,
     /// Distribution name (lower case) → version installed in the PyPI venv.
     pub venv_pypi_packages: BTreeMap<String, String>,
+    /// The interpreter of a venv with PyPI numba and tbb
+    /// (`<root>/venv-numba/bin/python`).
+    pub venv_numba: PathBuf,
     /// Debian's interpreter with `python3-numpy` (`/usr/bin/python3`).
     pub debian_python: PathBuf,
     /// The machine's multiarch triplet, e.g. `x86_64-linux-gnu`.
@@ -134,6 +137,7 @@ struct Manifest {
     venv_pypi: PathBuf,
     #[serde(default)]
     venv_pypi_packages: BTreeMap<String, String>,
+    venv_numba: PathBuf,
     debian_python: PathBuf,
     multiarch: String,
     openblas_pthread_dir: PathBuf,
@@ -270,6 +274,7 @@ fn load_fixtures(root: &Path) -> Result<Fixtures, String> {
         root: root.to_path_buf(),
         venv_pypi: m.venv_pypi,
         venv_pypi_packages: m.venv_pypi_packages,
+        venv_numba: m.venv_numba,
         debian_python: m.debian_python,
         multiarch: m.multiarch,
         openblas_pthread_dir: m.openblas_pthread_dir,
@@ -281,6 +286,7 @@ fn load_fixtures(root: &Path) -> Result<Fixtures, String> {
     let mut missing = Vec::new();
     for (what, path, dir) in [
         ("PyPI venv interpreter", &fx.venv_pypi, false),
+        ("numba venv interpreter", &fx.venv_numba, false),
         ("Debian interpreter", &fx.debian_python, false),
         ("pthreads OpenBLAS folder", &fx.openblas_pthread_dir, true),
         ("OpenMP OpenBLAS folder", &fx.openblas_openmp_dir, true),
@@ -446,6 +452,7 @@ mod tests {
             "fixtures": dir.path(),
             "venv_pypi": dir.path().join("venv-pypi/bin/python"),
             "venv_pypi_packages": {},
+            "venv_numba": dir.path().join("venv-numba/bin/python"),
             "debian_python": dir.path().join("nope/python3"),
             "multiarch": "x86_64-linux-gnu",
             "openblas_pthread_dir": dir.path(),
@@ -461,6 +468,7 @@ mod tests {
         let err = load_fixtures(dir.path()).unwrap_err();
         assert!(err.contains("PyPI venv interpreter"), "{err}");
         assert!(err.contains("Debian interpreter"), "{err}");
+        assert!(err.contains("numba venv interpreter"), "{err}");
         assert!(err.contains("wheel numpy-win-amd64"), "{err}");
         assert!(
             err.contains("run scripts/setup-test-envs.sh first"),
