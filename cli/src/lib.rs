@@ -7,3 +7,18 @@
 
 pub mod color;
 pub mod summary;
+
+/// Keep panics that the probe contains (inside the binary parser, reported
+/// as a malformed file) from printing a backtrace over the user's output;
+/// every other panic is reported as usual.
+pub fn quiet_contained_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let contained = info
+            .location()
+            .is_some_and(|l| l.file().contains("goblin") || l.file().contains("scroll"));
+        if !contained {
+            default(info);
+        }
+    }));
+}

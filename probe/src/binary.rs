@@ -25,6 +25,22 @@ pub const MAX_BINARY_SIZE: u64 = 4 << 30;
 /// Longest marker string kept, in bytes.
 const MAX_MARKER_LEN: usize = 600;
 
+/// Longest symbol name kept. Real names, even mangled C++ ones, are far
+/// shorter; a corrupt string table can make every name megabytes long.
+const MAX_SYMBOL_LEN: usize = 4096;
+
+/// Most symbols kept per binary (the largest real libraries export a few
+/// hundred thousand).
+const MAX_SYMBOLS: usize = 1_000_000;
+
+/// Most slices in a fat Mach-O file.
+const MAX_FAT_SLICES: usize = 16;
+
+/// A plausible symbol name: not empty, not absurdly long.
+fn plausible_symbol(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_SYMBOL_LEN
+}
+
 /// What the loader and the fingerprints need from one binary.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct BinaryInfo {
@@ -197,10 +213,33 @@ pub fn parse_binary(bytes: &[u8]) -> Result<BinaryInfo, BinaryError> {
 
 fn parse_binary_named(bytes: &[u8], file_name: &str) -> Result<BinaryInfo, BinaryError> {
     let format = sniff_format(bytes).ok_or(BinaryError::NotBinary)?;
-    let (mut info, rodata) = match format {
-        BinaryFormat::Elf => parse_elf(bytes)?,
-        BinaryFormat::MachO => parse_mach(bytes)?,
-        BinaryFormat::Pe => parse_pe(bytes)?,
+    // goblin returns errors for most malformed input but can still panic on
+    // some (out-of-range offsets in Mach-O export tries and load commands,
+    // found by fuzzing). A hostile file must not take the probe down:
+    // contain the panic and report the file as malformed.
+    let parsed = std::panic::catch_unwind(|| match format {
+        BinaryFormat::Elf => parse_elf(bytes),
+        BinaryFormat::MachO => parse_mach(bytes),
+        BinaryFormat::Pe => parse_pe(bytes),
+    });
+    let (mut info, rodata) = match parsed {
+        Ok(result) => result?,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown".into());
+            let format_name = match format {
+                BinaryFormat::Elf => "ELF",
+                BinaryFormat::MachO => "Mach-O",
+                BinaryFormat::Pe => "PE",
+            };
+            return Err(malformed(
+                format_name,
+                format!("the parser failed on it ({what})"),
+            ));
+        }
     };
     info.format = Some(format);
     info.marker_strings = find_markers(bytes, &rodata, file_name, &info.exports);
@@ -217,7 +256,56 @@ fn malformed(format: &'static str, e: impl std::fmt::Display) -> BinaryError {
 /// Byte ranges of read-only data worth searching for marker strings.
 type Ranges = Vec<(usize, usize)>;
 
+/// Tables that would extend past the end of the file. goblin's permissive
+/// mode truncates such a table to the file's end and pre-parses every
+/// string in what remains, which on a corrupt size takes very long; a real
+/// library never has one, so it is refused up front.
+fn elf_tables_in_bounds(bytes: &[u8]) -> Result<(), BinaryError> {
+    use goblin::elf::dynamic::Dynamic;
+    use goblin::elf::program_header::ProgramHeader;
+    use goblin::elf::section_header::{SectionHeader, SHT_DYNSYM, SHT_STRTAB, SHT_SYMTAB};
+    let header = Elf::parse_header(bytes).map_err(|e| malformed("ELF", e))?;
+    let container = header.container().map_err(|e| malformed("ELF", e))?;
+    let endian = header.endianness().map_err(|e| malformed("ELF", e))?;
+    let ctx = goblin::container::Ctx::new(container, endian);
+    let len = bytes.len();
+    let past_end =
+        |offset: u64, size: u64| offset.checked_add(size).is_none_or(|end| end > len as u64);
+    let phdrs = ProgramHeader::parse(bytes, header.e_phoff as usize, header.e_phnum as usize, ctx)
+        .map_err(|e| malformed("ELF", e))?;
+    if let Ok(Some(dynamic)) = Dynamic::parse(bytes, &phdrs, ctx) {
+        if past_end(dynamic.info.strtab as u64, dynamic.info.strsz as u64) {
+            return Err(malformed(
+                "ELF",
+                format!(
+                    "dynamic string table ({} bytes at {:#x}) runs past the end of the file",
+                    dynamic.info.strsz, dynamic.info.strtab
+                ),
+            ));
+        }
+    }
+    if let Ok(sections) =
+        SectionHeader::parse(bytes, header.e_shoff as usize, header.e_shnum as usize, ctx)
+    {
+        for sh in sections {
+            if matches!(sh.sh_type, SHT_STRTAB | SHT_SYMTAB | SHT_DYNSYM)
+                && past_end(sh.sh_offset, sh.sh_size)
+            {
+                return Err(malformed(
+                    "ELF",
+                    format!(
+                        "section table of {} bytes at {:#x} runs past the end of the file",
+                        sh.sh_size, sh.sh_offset
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn parse_elf(bytes: &[u8]) -> Result<(BinaryInfo, Ranges), BinaryError> {
+    elf_tables_in_bounds(bytes)?;
     let opts = goblin::options::ParseOptions::permissive();
     let elf = Elf::parse_with_opts(bytes, &opts).map_err(|e| malformed("ELF", e))?;
     let mut info = BinaryInfo {
@@ -228,15 +316,21 @@ fn parse_elf(bytes: &[u8]) -> Result<(BinaryInfo, Ranges), BinaryError> {
         runpath: split_paths(&elf.runpaths),
         ..BinaryInfo::default()
     };
-    for sym in elf.dynsyms.iter() {
+    // Each symbol takes at least 16 bytes of the file: a count beyond that
+    // comes from a corrupt hash table.
+    let plausible_count = (bytes.len() / 16).min(MAX_SYMBOLS);
+    for sym in elf.dynsyms.iter().take(plausible_count) {
         if sym.st_name == 0 {
             continue;
         }
         let Some(name) = elf.dynstrtab.get_at(sym.st_name) else {
             continue;
         };
-        if name.is_empty() {
+        if !plausible_symbol(name) {
             continue;
+        }
+        if info.exports.len() + info.imports.len() >= MAX_SYMBOLS {
+            break;
         }
         let bind = sym.st_bind();
         let visible = bind == goblin::elf::sym::STB_GLOBAL || bind == goblin::elf::sym::STB_WEAK;
@@ -317,6 +411,14 @@ fn parse_mach(bytes: &[u8]) -> Result<(BinaryInfo, Ranges), BinaryError> {
         Mach::Binary(macho) => Ok(macho_info(&macho, bytes, 0)),
         Mach::Fat(multi) => {
             let mut merged: Option<(BinaryInfo, Ranges)> = None;
+            // A real fat file has a handful of slices; a corrupt count can
+            // claim billions.
+            if multi.narches > MAX_FAT_SLICES {
+                return Err(malformed(
+                    "Mach-O",
+                    format!("fat header claims {} architectures", multi.narches),
+                ));
+            }
             let arches: Vec<_> = multi
                 .iter_arches()
                 .filter_map(Result::ok)
@@ -382,10 +484,15 @@ fn macho_info(macho: &MachO<'_>, bytes: &[u8], slice_offset: usize) -> (BinaryIn
     let mut exports = BTreeSet::new();
     let mut imports = BTreeSet::new();
     if let Some(symbols) = &macho.symbols {
-        for (name, nlist) in symbols.iter().flatten() {
+        // An nlist entry is at least 12 bytes: a larger count is corrupt.
+        let plausible_count = (bytes.len() / 12).min(MAX_SYMBOLS);
+        for (name, nlist) in symbols.iter().take(plausible_count).flatten() {
             let name = name.strip_prefix('_').unwrap_or(name);
-            if name.is_empty() {
+            if !plausible_symbol(name) {
                 continue;
+            }
+            if exports.len() + imports.len() >= MAX_SYMBOLS {
+                break;
             }
             if nlist.is_undefined() {
                 if nlist.is_global() {
@@ -396,18 +503,33 @@ fn macho_info(macho: &MachO<'_>, bytes: &[u8], slice_offset: usize) -> (BinaryIn
             }
         }
     }
-    if let Ok(trie) = macho.exports() {
-        for e in trie {
-            let name = e.name.strip_prefix('_').unwrap_or(&e.name);
+    // goblin's own trie walker recurses without a cycle check (a corrupt
+    // trie overflows the stack, which no panic handler can catch): walk it
+    // here, iteratively and bounded.
+    for cmd in &macho.load_commands {
+        use goblin::mach::load_command::CommandVariant;
+        let (off, size) = match &cmd.command {
+            CommandVariant::DyldInfo(c) | CommandVariant::DyldInfoOnly(c) => {
+                (c.export_off, c.export_size)
+            }
+            CommandVariant::DyldExportsTrie(c) => (c.dataoff, c.datasize),
+            _ => continue,
+        };
+        let start = slice_offset.saturating_add(off as usize);
+        let Some(trie) = start
+            .checked_add(size as usize)
+            .and_then(|end| bytes.get(start..end))
+        else {
+            continue;
+        };
+        for name in export_trie_names(trie) {
+            let name = name.strip_prefix('_').unwrap_or(&name);
             exports.insert(name.to_owned());
         }
     }
-    if let Ok(list) = macho.imports() {
-        for i in list {
-            let name = i.name.strip_prefix('_').unwrap_or(i.name);
-            imports.insert(name.to_owned());
-        }
-    }
+    // Imports come from the symbol table's undefined entries above; the
+    // bind-opcode interpreter (`macho.imports()`) is not used: on corrupt
+    // opcodes it can run for a very long time.
     info.exports = exports.into_iter().collect();
     info.imports = imports.into_iter().collect();
     let mut ranges = Vec::new();
@@ -427,6 +549,79 @@ fn macho_info(macho: &MachO<'_>, bytes: &[u8], slice_offset: usize) -> (BinaryIn
         }
     }
     (info, ranges)
+}
+
+/// Unsigned LEB128 at `*pos`, advancing it; `None` when malformed.
+fn read_uleb(data: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    let mut shift = 0u32;
+    loop {
+        let byte = *data.get(*pos)?;
+        *pos += 1;
+        if shift >= 64 {
+            return None;
+        }
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+        shift += 7;
+    }
+}
+
+/// The symbol names in a Mach-O export trie. Iterative, visits each node at
+/// most once (a cycle ends the walk), and bounded in names and name length.
+fn export_trie_names(trie: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut visited = std::collections::HashSet::new();
+    let mut stack: Vec<(usize, Vec<u8>)> = vec![(0, Vec::new())];
+    while let Some((node, prefix)) = stack.pop() {
+        if !visited.insert(node) || names.len() >= MAX_SYMBOLS {
+            continue;
+        }
+        let mut pos = node;
+        let Some(terminal_size) = read_uleb(trie, &mut pos) else {
+            continue;
+        };
+        if terminal_size > 0 {
+            if let Ok(name) = std::str::from_utf8(&prefix) {
+                if plausible_symbol(name) {
+                    names.push(name.to_owned());
+                }
+            }
+        }
+        let Some(children_at) = usize::try_from(terminal_size)
+            .ok()
+            .and_then(|t| pos.checked_add(t))
+        else {
+            continue;
+        };
+        let Some(&count) = trie.get(children_at) else {
+            continue;
+        };
+        let mut pos = children_at + 1;
+        for _ in 0..count {
+            let Some(rest) = trie.get(pos..) else { break };
+            let Some(len) = memchr::memchr(0, rest) else {
+                break;
+            };
+            let label = &rest[..len];
+            pos += len + 1;
+            let Some(child) = read_uleb(trie, &mut pos) else {
+                break;
+            };
+            let Ok(child) = usize::try_from(child) else {
+                break;
+            };
+            if prefix.len() + label.len() > MAX_SYMBOL_LEN || child >= trie.len() {
+                continue;
+            }
+            let mut name = prefix.clone();
+            name.extend_from_slice(label);
+            stack.push((child, name));
+        }
+    }
+    names
 }
 
 fn parse_pe(bytes: &[u8]) -> Result<(BinaryInfo, Ranges), BinaryError> {
@@ -460,9 +655,16 @@ fn parse_pe(bytes: &[u8]) -> Result<(BinaryInfo, Ranges), BinaryError> {
     info.exports = pe
         .exports
         .iter()
-        .filter_map(|e| e.name.map(str::to_owned))
+        .filter_map(|e| e.name.filter(|n| plausible_symbol(n)).map(str::to_owned))
+        .take(MAX_SYMBOLS)
         .collect();
-    info.imports = pe.imports.iter().map(|i| i.name.to_string()).collect();
+    info.imports = pe
+        .imports
+        .iter()
+        .filter(|i| plausible_symbol(&i.name))
+        .take(MAX_SYMBOLS)
+        .map(|i| i.name.to_string())
+        .collect();
     let mut ranges = Vec::new();
     for section in &pe.sections {
         let name = section.name().unwrap_or("");
@@ -656,6 +858,17 @@ mod tests {
             None,
             "not after a movabs"
         );
+    }
+
+    #[test]
+    fn export_trie_walk_survives_cycles() {
+        // Root: no terminal info, one child "_f" at offset 6.
+        // Node 6: terminal (size 1, flags 0), one child "oo" back to root.
+        let trie = [0u8, 1, b'_', b'f', 0, 6, 1, 0, 1, b'o', b'o', 0, 0];
+        let names = export_trie_names(&trie);
+        assert_eq!(names, ["_f"], "the cycle back to the root is not followed");
+        assert!(export_trie_names(&[0x80, 0x80]).is_empty());
+        assert!(export_trie_names(&[]).is_empty());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use caiclust_core::probe::{probe_python, ProbeOptions};
 
 fn main() -> ExitCode {
+    caiclust_cli::quiet_contained_panics();
     if std::env::args().any(|a| a == "--help" || a == "-h") {
         println!("caiclust-check: probes the current Python environment (rules arrive with a later release)");
         return ExitCode::SUCCESS;

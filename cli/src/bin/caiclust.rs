@@ -49,6 +49,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    caiclust_cli::quiet_contained_panics();
     let cli = Cli::parse();
     color::apply(cli.color);
     match run(cli) {
