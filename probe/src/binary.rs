@@ -256,112 +256,156 @@ fn malformed(format: &'static str, e: impl std::fmt::Display) -> BinaryError {
 /// Byte ranges of read-only data worth searching for marker strings.
 type Ranges = Vec<(usize, usize)>;
 
-/// Tables that would extend past the end of the file. goblin's permissive
-/// mode truncates such a table to the file's end and pre-parses every
-/// string in what remains, which on a corrupt size takes very long; a real
-/// library never has one, so it is refused up front.
-fn elf_tables_in_bounds(bytes: &[u8]) -> Result<(), BinaryError> {
-    use goblin::elf::dynamic::Dynamic;
+/// The NUL-terminated string at `offset` of a string table.
+/// Strings longer than [`MAX_SYMBOL_LEN`] are refused without scanning
+/// further: a corrupt table can hold megabytes without a NUL.
+fn cstr_at(table: &[u8], offset: usize) -> Option<&str> {
+    let rest = table.get(offset..)?;
+    let rest = &rest[..rest.len().min(MAX_SYMBOL_LEN + 1)];
+    let end = memchr::memchr(0, rest)?;
+    std::str::from_utf8(&rest[..end]).ok()
+}
+
+/// Read what the loader and the fingerprints need from an ELF file: the
+/// dynamic section, the dynamic symbols, version needs and the read-only
+/// data ranges. The static symbol table, relocations and debug sections are
+/// never touched, so a large unstripped library costs no more than a
+/// stripped one. Tables that would extend past the end of the file are
+/// refused: a real library never has one.
+fn parse_elf(bytes: &[u8]) -> Result<(BinaryInfo, Ranges), BinaryError> {
+    use goblin::elf::dynamic::{Dynamic, DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME};
     use goblin::elf::program_header::ProgramHeader;
     use goblin::elf::section_header::{SectionHeader, SHT_DYNSYM, SHT_STRTAB, SHT_SYMTAB};
+    use goblin::elf::sym::{Symtab, STB_GLOBAL, STB_WEAK, STV_HIDDEN};
+
     let header = Elf::parse_header(bytes).map_err(|e| malformed("ELF", e))?;
     let container = header.container().map_err(|e| malformed("ELF", e))?;
     let endian = header.endianness().map_err(|e| malformed("ELF", e))?;
     let ctx = goblin::container::Ctx::new(container, endian);
-    let len = bytes.len();
-    let past_end =
-        |offset: u64, size: u64| offset.checked_add(size).is_none_or(|end| end > len as u64);
+    let len = bytes.len() as u64;
+    let past_end = |offset: u64, size: u64| offset.checked_add(size).is_none_or(|end| end > len);
+
     let phdrs = ProgramHeader::parse(bytes, header.e_phoff as usize, header.e_phnum as usize, ctx)
         .map_err(|e| malformed("ELF", e))?;
-    if let Ok(Some(dynamic)) = Dynamic::parse(bytes, &phdrs, ctx) {
-        if past_end(dynamic.info.strtab as u64, dynamic.info.strsz as u64) {
+    // Section headers are optional for the loader; a broken table only
+    // costs the read-only-data ranges and the version tables.
+    let shdrs = SectionHeader::parse(bytes, header.e_shoff as usize, header.e_shnum as usize, ctx)
+        .unwrap_or_default();
+    for sh in &shdrs {
+        if matches!(sh.sh_type, SHT_STRTAB | SHT_SYMTAB | SHT_DYNSYM)
+            && past_end(sh.sh_offset, sh.sh_size)
+        {
             return Err(malformed(
                 "ELF",
                 format!(
-                    "dynamic string table ({} bytes at {:#x}) runs past the end of the file",
-                    dynamic.info.strsz, dynamic.info.strtab
+                    "section table of {} bytes at {:#x} runs past the end of the file",
+                    sh.sh_size, sh.sh_offset
                 ),
             ));
         }
     }
-    if let Ok(sections) =
-        SectionHeader::parse(bytes, header.e_shoff as usize, header.e_shnum as usize, ctx)
-    {
-        for sh in sections {
-            if matches!(sh.sh_type, SHT_STRTAB | SHT_SYMTAB | SHT_DYNSYM)
-                && past_end(sh.sh_offset, sh.sh_size)
-            {
-                return Err(malformed(
-                    "ELF",
-                    format!(
-                        "section table of {} bytes at {:#x} runs past the end of the file",
-                        sh.sh_size, sh.sh_offset
-                    ),
-                ));
+
+    let mut info = BinaryInfo {
+        architectures: vec![elf_machine_name(header.e_machine)],
+        ..BinaryInfo::default()
+    };
+    let dynamic = Dynamic::parse(bytes, &phdrs, ctx).map_err(|e| malformed("ELF", e))?;
+    let mut dynstr: &[u8] = &[];
+    if let Some(dynamic) = &dynamic {
+        let (strtab, strsz) = (dynamic.info.strtab as u64, dynamic.info.strsz as u64);
+        if past_end(strtab, strsz) {
+            return Err(malformed(
+                "ELF",
+                format!("dynamic string table ({strsz} bytes at {strtab:#x}) runs past the end of the file"),
+            ));
+        }
+        dynstr = &bytes[strtab as usize..(strtab + strsz) as usize];
+        for d in &dynamic.dyns {
+            let Some(value) = usize::try_from(d.d_val)
+                .ok()
+                .and_then(|v| cstr_at(dynstr, v))
+            else {
+                continue;
+            };
+            match d.d_tag {
+                DT_NEEDED => info.needed.push(value.to_owned()),
+                DT_SONAME => info.soname = Some(value.to_owned()),
+                DT_RPATH => info.rpath.extend(split_paths(&[value])),
+                DT_RUNPATH => info.runpath.extend(split_paths(&[value])),
+                _ => {}
             }
         }
     }
-    Ok(())
-}
 
-fn parse_elf(bytes: &[u8]) -> Result<(BinaryInfo, Ranges), BinaryError> {
-    elf_tables_in_bounds(bytes)?;
-    let opts = goblin::options::ParseOptions::permissive();
-    let elf = Elf::parse_with_opts(bytes, &opts).map_err(|e| malformed("ELF", e))?;
-    let mut info = BinaryInfo {
-        architectures: vec![elf_machine_name(elf.header.e_machine)],
-        soname: elf.soname.map(str::to_owned),
-        needed: elf.libraries.iter().map(|s| s.to_string()).collect(),
-        rpath: split_paths(&elf.rpaths),
-        runpath: split_paths(&elf.runpaths),
-        ..BinaryInfo::default()
+    // The dynamic symbols, counted from their section. Without section
+    // headers (rare), fall back to goblin's full parse, which counts them
+    // from the hash tables.
+    let dynsym_section = shdrs
+        .iter()
+        .find(|sh| sh.sh_type == SHT_DYNSYM && sh.sh_entsize > 0);
+    let symtab = match dynsym_section {
+        Some(sh) => {
+            let count = (sh.sh_size / sh.sh_entsize) as usize;
+            Symtab::parse(bytes, sh.sh_offset as usize, count.min(MAX_SYMBOLS), ctx)
+                .map_err(|e| malformed("ELF", e))?
+        }
+        None if dynamic.is_some() => {
+            let opts = goblin::options::ParseOptions::permissive();
+            let elf = Elf::parse_with_opts(bytes, &opts).map_err(|e| malformed("ELF", e))?;
+            elf.dynsyms
+        }
+        None => Symtab::default(),
     };
-    // Each symbol takes at least 16 bytes of the file: a count beyond that
-    // comes from a corrupt hash table.
-    let plausible_count = (bytes.len() / 16).min(MAX_SYMBOLS);
-    for sym in elf.dynsyms.iter().take(plausible_count) {
+    for sym in symtab.iter().take(MAX_SYMBOLS) {
         if sym.st_name == 0 {
             continue;
         }
-        let Some(name) = elf.dynstrtab.get_at(sym.st_name) else {
+        let Some(name) = cstr_at(dynstr, sym.st_name) else {
             continue;
         };
         if !plausible_symbol(name) {
             continue;
         }
-        if info.exports.len() + info.imports.len() >= MAX_SYMBOLS {
-            break;
-        }
         let bind = sym.st_bind();
-        let visible = bind == goblin::elf::sym::STB_GLOBAL || bind == goblin::elf::sym::STB_WEAK;
+        let visible = bind == STB_GLOBAL || bind == STB_WEAK;
         if sym.st_shndx == goblin::elf::section_header::SHN_UNDEF as usize {
             info.imports.push(name.to_owned());
-        } else if visible && sym.st_visibility() != goblin::elf::sym::STV_HIDDEN {
+        } else if visible && sym.st_visibility() != STV_HIDDEN {
             info.exports.push(name.to_owned());
         }
     }
-    if let Some(verneed) = &elf.verneed {
-        for need in verneed.iter() {
-            let file = elf.dynstrtab.get_at(need.vn_file).unwrap_or("").to_owned();
+
+    if let Ok(Some(verneed)) = goblin::elf::symver::VerneedSection::parse(bytes, &shdrs, ctx) {
+        for need in verneed.iter().take(4096) {
+            let file = cstr_at(dynstr, need.vn_file).unwrap_or("").to_owned();
             let versions = need
                 .iter()
-                .filter_map(|aux| elf.dynstrtab.get_at(aux.vna_name).map(str::to_owned))
+                .take(4096)
+                .filter_map(|aux| cstr_at(dynstr, aux.vna_name).map(str::to_owned))
                 .collect();
             info.version_needs.push((file, versions));
         }
     }
-    if let Some(verdef) = &elf.verdef {
-        for def in verdef.iter() {
-            for aux in def.iter() {
-                if let Some(name) = elf.dynstrtab.get_at(aux.vda_name) {
+    if let Ok(Some(verdef)) = goblin::elf::symver::VerdefSection::parse(bytes, &shdrs, ctx) {
+        for def in verdef.iter().take(4096) {
+            for aux in def.iter().take(4096) {
+                if let Some(name) = cstr_at(dynstr, aux.vda_name) {
                     info.version_defs.push(name.to_owned());
                 }
             }
         }
     }
+
     let mut rodata = Vec::new();
-    for sh in &elf.section_headers {
-        let name = elf.shdr_strtab.get_at(sh.sh_name).unwrap_or("");
+    let shstrtab = shdrs
+        .get(header.e_shstrndx as usize)
+        .and_then(|sh| {
+            let start = usize::try_from(sh.sh_offset).ok()?;
+            bytes.get(start..start.checked_add(usize::try_from(sh.sh_size).ok()?)?)
+        })
+        .unwrap_or(&[]);
+    for sh in &shdrs {
+        let name = cstr_at(shstrtab, sh.sh_name).unwrap_or("");
         if name.starts_with(".rodata") || name == ".comment" {
             push_range(&mut rodata, sh.sh_offset, sh.sh_size, bytes.len());
         }
@@ -682,12 +726,28 @@ fn parse_pe(bytes: &[u8]) -> Result<(BinaryInfo, Ranges), BinaryError> {
 
 /// Search the read-only data for the needles that apply to this binary.
 fn find_markers(bytes: &[u8], rodata: &Ranges, file_name: &str, exports: &[String]) -> Vec<String> {
+    // Which export fragments occur: one pass over the exports with a
+    // SIMD finder per fragment (libraries export tens of thousands).
+    let finders: Vec<memmem::Finder<'_>> = NEEDLES
+        .iter()
+        .map(|n| memmem::Finder::new(n.export_contains.as_bytes()))
+        .collect();
+    let mut hit = vec![false; NEEDLES.len()];
+    for export in exports {
+        for (i, finder) in finders.iter().enumerate() {
+            if !hit[i]
+                && export.len() >= NEEDLES[i].export_contains.len()
+                && finder.find(export.as_bytes()).is_some()
+            {
+                hit[i] = true;
+            }
+        }
+    }
     let wanted: Vec<&Needle> = NEEDLES
         .iter()
-        .filter(|n| {
-            file_name.starts_with(n.file_prefix)
-                || exports.iter().any(|e| e.contains(n.export_contains))
-        })
+        .zip(&hit)
+        .filter(|(n, hit)| **hit || file_name.starts_with(n.file_prefix))
+        .map(|(n, _)| n)
         .collect();
     if wanted.is_empty() {
         return Vec::new();

@@ -420,7 +420,14 @@ fn match_export(
 ) -> Option<(&'static ExportSignature, &str, &'static str, &'static str)> {
     for sig in EXPORT_SIGNATURES {
         for export in &info.exports {
-            if !export.contains(sig.symbol) {
+            // Cheap test first: the symbol starts right after a known
+            // prefix (libraries export tens of thousands of names).
+            let starts_after_prefix = SYMBOL_PREFIXES.iter().any(|p| {
+                export
+                    .strip_prefix(p)
+                    .is_some_and(|rest| rest.starts_with(sig.symbol))
+            });
+            if !starts_after_prefix {
                 continue;
             }
             for prefix in SYMBOL_PREFIXES {

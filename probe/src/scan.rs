@@ -106,6 +106,19 @@ struct Scanner {
     binaries_read: usize,
     /// Scanning binaries of another system (a `--tree` of wheels).
     foreign: bool,
+    /// Symlink-free paths already worked out.
+    canon: HashMap<PathBuf, Option<PathBuf>>,
+}
+
+/// The symlink-free path of `path`, remembered: resolving costs a system
+/// call per path component.
+fn canonical(cache: &mut HashMap<PathBuf, Option<PathBuf>>, path: &Path) -> Option<PathBuf> {
+    if let Some(hit) = cache.get(path) {
+        return hit.clone();
+    }
+    let real = std::fs::canonicalize(path).ok();
+    cache.insert(path.to_path_buf(), real.clone());
+    real
 }
 
 /// Run a scan.
@@ -119,6 +132,7 @@ pub(crate) fn scan(request: ScanRequest) -> ScanResult {
         nodes: BTreeMap::new(),
         binaries_read: 0,
         foreign: request.mode == ScanMode::Tree,
+        canon: HashMap::new(),
     };
     let mut entries = Vec::new();
     let mut package_dirs: BTreeMap<String, PathBuf> = BTreeMap::new();
@@ -191,7 +205,8 @@ pub(crate) fn looks_like_binary(name: &str) -> bool {
 /// Recursive folder walk that survives loops and unreadable folders.
 #[derive(Default)]
 struct Walker {
-    visited: HashSet<PathBuf>,
+    /// Folders walked, by identity (device and inode on Unix).
+    visited: HashSet<DirIdentity>,
     /// Package folders met in a tree walk.
     package_dirs: BTreeMap<String, PathBuf>,
     /// Distribution name → version from `*.dist-info` folders.
@@ -210,14 +225,14 @@ impl Walker {
             self.skip(dir, format!("nested deeper than {MAX_DEPTH} folders"));
             return;
         }
-        let canonical = match std::fs::canonicalize(dir) {
-            Ok(c) => c,
+        let identity = match dir_identity(dir) {
+            Ok(id) => id,
             Err(e) => {
                 self.skip(dir, io_reason(&e));
                 return;
             }
         };
-        if !self.visited.insert(canonical) {
+        if !self.visited.insert(identity) {
             return; // already walked through another link: a loop or an alias
         }
         let name = dir
@@ -234,25 +249,37 @@ impl Walker {
                 return;
             }
         };
-        let mut children: Vec<_> = read.filter_map(Result::ok).map(|e| e.path()).collect();
-        children.sort();
-        for path in children {
-            let file_name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let meta = match std::fs::metadata(&path) {
-                Ok(m) => m,
-                Err(e) => {
-                    // A broken link is worth reporting when it looks like a
-                    // library or is a loop; stray broken links are not.
-                    if looks_like_binary(&file_name) || e.raw_os_error() == Some(40) {
-                        self.skip(&path, io_reason(&e));
+        let mut children: Vec<_> = read.filter_map(Result::ok).collect();
+        children.sort_by_key(|e| e.file_name());
+        for entry in children {
+            let path = entry.path();
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            // The folder listing already says what most entries are; only
+            // symlinks (and file systems that don't say) need a stat.
+            let listed = entry.file_type().ok();
+            let is_plain_file = listed.is_some_and(|t| t.is_file());
+            if is_plain_file && !looks_like_binary(&file_name) {
+                continue;
+            }
+            let meta = match listed {
+                Some(t) if t.is_file() || t.is_dir() => None,
+                _ => match std::fs::metadata(&path) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        // A broken link is worth reporting when it looks like
+                        // a library or is a loop; stray broken links are not.
+                        if looks_like_binary(&file_name) || e.raw_os_error() == Some(40) {
+                            self.skip(&path, io_reason(&e));
+                        }
+                        continue;
                     }
-                    continue;
-                }
+                },
             };
-            if meta.is_dir() {
+            let is_dir = meta
+                .as_ref()
+                .map_or_else(|| listed.is_some_and(|t| t.is_dir()), |m| m.is_dir());
+            let is_file = meta.as_ref().map_or(is_plain_file, |m| m.is_file());
+            if is_dir {
                 if let Some((dist, version)) = dist_info_name(&file_name) {
                     self.dists.insert(dist, version);
                     continue;
@@ -275,7 +302,7 @@ impl Walker {
                 };
                 self.walk_at(&path, inner, out, depth + 1);
             } else if looks_like_binary(&file_name) {
-                if meta.is_file() {
+                if is_file {
                     out.push(Entry {
                         path,
                         package: package.map(str::to_owned),
@@ -296,6 +323,24 @@ impl Walker {
             reason,
         });
     }
+}
+
+/// What makes a folder the same folder, whatever path reaches it.
+#[cfg(unix)]
+type DirIdentity = (u64, u64);
+#[cfg(not(unix))]
+type DirIdentity = PathBuf;
+
+#[cfg(unix)]
+fn dir_identity(dir: &Path) -> std::io::Result<DirIdentity> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(dir)?;
+    Ok((m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn dir_identity(dir: &Path) -> std::io::Result<DirIdentity> {
+    std::fs::canonicalize(dir)
 }
 
 fn io_reason(e: &std::io::Error) -> String {
@@ -407,7 +452,7 @@ impl Scanner {
     fn parse_all(&mut self, entries: &[Entry]) {
         let paths: Vec<PathBuf> = entries
             .iter()
-            .filter_map(|e| std::fs::canonicalize(&e.path).ok())
+            .filter_map(|e| canonical(&mut self.canon, &e.path))
             .filter(|p| !self.parsed.contains_key(p))
             .collect::<BTreeSet<_>>()
             .into_iter()
@@ -462,7 +507,7 @@ impl Scanner {
     }
 
     fn visit_entry(&mut self, entry: &Entry) {
-        let Ok(real) = std::fs::canonicalize(&entry.path) else {
+        let Some(real) = canonical(&mut self.canon, &entry.path) else {
             return;
         };
         let Ok(info) = self.parse(&real) else { return };
@@ -512,8 +557,9 @@ impl Scanner {
             for request in &info.needed {
                 let parsed = &mut self.parsed;
                 let binaries_read = &mut self.binaries_read;
+                let canon = &mut self.canon;
                 let mut accept = |candidate: &Path| -> bool {
-                    let Ok(c) = std::fs::canonicalize(candidate) else {
+                    let Some(c) = canonical(canon, candidate) else {
                         return false;
                     };
                     match parsed.get(&c) {
@@ -537,7 +583,7 @@ impl Scanner {
                     self.unresolved_dependency(request, &real, &info);
                     continue;
                 };
-                let Ok(dep_real) = std::fs::canonicalize(&resolution.path) else {
+                let Some(dep_real) = canonical(&mut self.canon, &resolution.path) else {
                     continue;
                 };
                 let Ok(dep_info) = self.parse(&dep_real) else {
