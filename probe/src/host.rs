@@ -38,6 +38,21 @@ use crate::facts::{
 
 #[cfg(any(target_os = "linux", test))]
 mod cgroup;
+#[cfg(test)]
+mod fake_tree {
+    /// Build a fake filesystem tree for tests: `(relative path, contents)`.
+    pub(crate) fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (path, contents) in files {
+            let full = dir.path().join(path);
+            if let Some(parent) = full.parent() {
+                std::fs::create_dir_all(parent).expect("mkdir");
+            }
+            std::fs::write(&full, contents).expect("write");
+        }
+        dir
+    }
+}
 #[cfg(any(target_os = "linux", test))]
 mod cpulist;
 mod slurm;
@@ -269,18 +284,7 @@ mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
-    /// Build a fake filesystem tree: `(relative path, contents)`.
-    fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().expect("tempdir");
-        for (path, contents) in files {
-            let full = dir.path().join(path);
-            if let Some(parent) = full.parent() {
-                std::fs::create_dir_all(parent).expect("mkdir");
-            }
-            std::fs::write(&full, contents).expect("write");
-        }
-        dir
-    }
+    use super::fake_tree::tree;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

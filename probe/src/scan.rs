@@ -378,6 +378,16 @@ fn dist_info_name(name: &str) -> Option<(String, String)> {
     ))
 }
 
+/// The entries of a folder, sorted so that scans are deterministic.
+fn sorted_children(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut children: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    children.sort();
+    Ok(children)
+}
+
 fn collect_site_packages(
     root: &Path,
     walker: &mut Walker,
@@ -385,15 +395,13 @@ fn collect_site_packages(
     package_dirs: &mut BTreeMap<String, PathBuf>,
     dists: &mut BTreeMap<String, String>,
 ) {
-    let read = match std::fs::read_dir(root) {
-        Ok(r) => r,
+    let children = match sorted_children(root) {
+        Ok(c) => c,
         Err(e) => {
             walker.skip(root, io_reason(&e));
             return;
         }
     };
-    let mut children: Vec<PathBuf> = read.filter_map(Result::ok).map(|e| e.path()).collect();
-    children.sort();
     for path in children {
         let name = path
             .file_name()
@@ -423,11 +431,10 @@ fn collect_site_packages(
 }
 
 fn collect_runtime_dir(dir: &Path, walker: &mut Walker, entries: &mut Vec<Entry>) {
-    let Ok(read) = std::fs::read_dir(dir) else {
+    // The folder may well not exist (a venv's lib holds no libraries).
+    let Ok(children) = sorted_children(dir) else {
         return;
     };
-    let mut children: Vec<PathBuf> = read.filter_map(Result::ok).map(|e| e.path()).collect();
-    children.sort();
     for path in children {
         let name = path
             .file_name()

@@ -545,18 +545,7 @@ fn read_noting(path: &Path, notes: &mut Vec<String>) -> Option<String> {
 mod tests {
     use super::*;
 
-    /// Build a fake filesystem tree: `(relative path, contents)`.
-    fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().expect("tempdir");
-        for (path, contents) in files {
-            let full = dir.path().join(path);
-            if let Some(parent) = full.parent() {
-                std::fs::create_dir_all(parent).expect("mkdir");
-            }
-            std::fs::write(&full, contents).expect("write");
-        }
-        dir
-    }
+    use crate::host::fake_tree::tree;
 
     const V2_MOUNT: &str =
         "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
