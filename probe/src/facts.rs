@@ -45,6 +45,76 @@ pub struct Facts {
     pub env: BTreeMap<String, String>,
     /// How the scan went: what was read, what was skipped and why.
     pub scan: ScanSummary,
+    /// The running process, when one was probed (`--pid`, `--import`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessFacts>,
+}
+
+/// A running process, read from outside: what it has loaded, how many
+/// threads it runs, the environment it started with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessFacts {
+    pub pid: u32,
+    /// `/proc/PID/exe`.
+    pub executable: Option<PathBuf>,
+    /// `/proc/PID/cmdline`.
+    pub command_line: Vec<String>,
+    /// Threads running when it was read (`/proc/PID/status`).
+    pub threads: Option<usize>,
+    /// CPUs it may run on.
+    pub affinity: Option<Vec<usize>>,
+    /// The variables that matter from the environment it started with
+    /// (`/proc/PID/environ`): changes made later with `os.environ` are not
+    /// visible here, and do not reach runtimes that already initialised.
+    pub initial_env: BTreeMap<String, String>,
+    /// Shared objects mapped into it.
+    pub mapped_libraries: Vec<PathBuf>,
+    /// Is it a Python interpreter, and which one.
+    pub python: Option<Conclusion<String>>,
+    /// Python-level facts, when caiclust started the interpreter itself
+    /// (`--import`).
+    pub python_runtime: Option<PythonRuntime>,
+}
+
+/// What a Python interpreter said about itself after importing modules.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PythonRuntime {
+    /// Modules imported, in order.
+    pub imported: Vec<String>,
+    /// Modules that failed to import, with the error.
+    pub import_errors: BTreeMap<String, String>,
+    pub default_start_method: Option<String>,
+    /// `threading.active_count()` after the imports.
+    pub active_threads: Option<usize>,
+    /// `cv2.getNumThreads()`, when cv2 was imported.
+    pub cv2_num_threads: Option<i64>,
+    /// `numba.threading_layer()`, when numba was loaded and a layer chosen.
+    pub numba_threading_layer: Option<String>,
+}
+
+/// What a library answered about itself, asked in a throw-away process
+/// (never in the caller's).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeAnswer {
+    /// The functions called, e.g. `scipy_openblas_get_config64_`.
+    pub calls: Vec<String>,
+    pub version: Option<String>,
+    pub threading_layer: Option<ThreadingLayer>,
+    /// The thread count a process with the probed environment and CPU
+    /// affinity would use.
+    pub num_threads: Option<usize>,
+    /// OpenBLAS config string, MKL version string, ...
+    pub config: Option<String>,
+    /// OpenBLAS kernel (`Haswell`), FlexiBLAS backend, ...
+    pub corename: Option<String>,
+    /// Why there is no answer: the library crashed, hung, exited, or lacks
+    /// the query functions.
+    pub error: Option<String>,
+    /// Where the runtime answer and the static reading disagree.
+    pub disagreements: Vec<String>,
 }
 
 /// What a [`Facts`] document describes.
@@ -515,6 +585,9 @@ pub struct Library {
     /// How the loader reaches it, first step first: the request, the search
     /// rule that found it, each symlink followed.
     pub reached_via: Vec<String>,
+    /// The library's own answers (runtime queries), when asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeAnswer>,
 }
 
 /// A runtime present in several copies in one process.

@@ -80,6 +80,7 @@ pub fn probe_python(options: &ProbeOptions) -> Result<Facts, ProbeError> {
         duplicates: result.duplicates,
         env: relevant_env(full_env),
         scan: result.summary,
+        process: None,
     })
 }
 
@@ -126,6 +127,7 @@ pub fn probe_tree(root: &Path, options: &ProbeOptions) -> Result<Facts, ProbeErr
         duplicates: result.duplicates,
         env: relevant_env(full_env),
         scan: result.summary,
+        process: None,
     })
 }
 

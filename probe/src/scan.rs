@@ -892,6 +892,7 @@ impl Scanner {
             needed_by: node.needed_by.iter().cloned().collect(),
             dependencies: node.deps.iter().cloned().collect(),
             reached_via: node.reached_via.clone(),
+            runtime: None,
         }
     }
 
