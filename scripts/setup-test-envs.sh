@@ -39,6 +39,7 @@ WHEELS=$FIX/wheels
 DOWNLOADS=$FIX/downloads
 VENV=$FIX/venv-pypi
 VENV_NUMBA=$FIX/venv-numba
+VENV_MKL=$FIX/venv-mkl
 mkdir -p "$STAMPS" "$WHEELS" "$DOWNLOADS"
 
 # Python version the foreign wheels are fetched for.
@@ -53,12 +54,16 @@ VENV_PACKAGES=(numpy scipy scikit-learn opencv-python-headless threadpoolctl)
 # libtbb.so.12 lands in the venv's lib folder, where numba's tbbpool does
 # not look).
 VENV_NUMBA_PACKAGES=(numba tbb)
+# A third for Intel MKL: the PyPI mkl wheel (libmkl_rt.so in <venv>/lib,
+# Intel OpenMP from intel-openmp) and threadpoolctl as the oracle.
+VENV_MKL_PACKAGES=(mkl threadpoolctl)
 
 # Debian packages: BLAS flavours for the system numpy, a C compiler for
 # OpenMP test programs, venv support, threadpoolctl for the system python,
 # hyperfine for benchmarks.
 DEB_PACKAGES=(python3-numpy python3-threadpoolctl libopenblas0-openmp
-    libopenblas0-pthread python3-venv gcc hyperfine)
+    libopenblas0-pthread libblis4-openmp libblis4-pthread python3-venv gcc
+    hyperfine)
 
 # Foreign wheels: folder name | PyPI package | pip --platform | a path (glob)
 # that must exist in the unpacked wheel.
@@ -241,6 +246,30 @@ else
     log "venv-numba: done"
 fi
 
+# The MKL venv, built the same way.
+mkl_stamp_want="python=$PY python_version=$PY_VERSION packages=${VENV_MKL_PACKAGES[*]}"
+mkl_stamp=$STAMPS/venv-mkl
+if [ -x "$VENV_MKL/bin/python" ] && [ -f "$mkl_stamp" ] &&
+    [ "$(head -n 1 "$mkl_stamp")" = "$mkl_stamp_want" ]; then
+    log "venv-mkl: up to date ($PY_VERSION, ${VENV_MKL_PACKAGES[*]})"
+else
+    log "venv-mkl: creating with $PY ($PY_VERSION)"
+    rm -f "$mkl_stamp"
+    rm -rf "$VENV_MKL"
+    "$PY" -m venv "$VENV_MKL"
+    log "venv-mkl: pip install ${VENV_MKL_PACKAGES[*]}"
+    "$VENV_MKL/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "${VENV_MKL_PACKAGES[@]}"
+    ls "$VENV_MKL"/lib/libmkl_rt.so* >/dev/null 2>&1 ||
+        die "venv-mkl: no libmkl_rt.so* in $VENV_MKL/lib"
+    {
+        echo "$mkl_stamp_want"
+        "$VENV_MKL/bin/python" -m pip freeze --disable-pip-version-check
+    } >"$mkl_stamp.tmp"
+    mv "$mkl_stamp.tmp" "$mkl_stamp"
+    log "venv-mkl: done"
+fi
+
 # ---------------------------------------------------------------------------
 # 3. Foreign wheels
 # ---------------------------------------------------------------------------
@@ -316,7 +345,7 @@ export CAICLUST_MULTIARCH='$MULTIARCH'
 EOF
 
 WHEEL_SPECS_TEXT=$(printf '%s\n' "${WHEEL_SPECS[@]}")
-export FIX VENV VENV_NUMBA WHEELS STAMPS DEBIAN_PYTHON OPENBLAS_PTHREAD_DIR \
+export FIX VENV VENV_NUMBA VENV_MKL WHEELS STAMPS DEBIAN_PYTHON OPENBLAS_PTHREAD_DIR \
     OPENBLAS_OPENMP_DIR MULTIARCH WHEEL_SPECS_TEXT
 "$VENV/bin/python" - <<'PY' | write_if_changed "$FIX/manifest.json"
 import json, os, re
@@ -359,6 +388,7 @@ manifest = {
     "venv_pypi": os.path.join(env["VENV"], "bin", "python"),
     "venv_pypi_packages": packages,
     "venv_numba": os.path.join(env["VENV_NUMBA"], "bin", "python"),
+    "venv_mkl": os.path.join(env["VENV_MKL"], "bin", "python"),
     "debian_python": env["DEBIAN_PYTHON"],
     "multiarch": env["MULTIARCH"],
     "openblas_pthread_dir": env["OPENBLAS_PTHREAD_DIR"],

@@ -101,18 +101,37 @@ const NAME_SIGNATURES: &[NameSignature] = &[
         vendor: Vendor::GnuOpenmp,
         apis: &[Api::Openmp],
     },
+    // Intel OpenMP itself (not libiomp5_db, the debugger support, nor
+    // libiompstubs5, a single-threaded stub).
     NameSignature {
-        prefix: "libiomp5",
+        prefix: "libiomp5.",
         vendor: Vendor::IntelOpenmp,
         apis: &[Api::Openmp],
     },
     NameSignature {
-        prefix: "libiompstubs5",
+        prefix: "libiomp5md.",
         vendor: Vendor::IntelOpenmp,
         apis: &[Api::Openmp],
     },
+    // LLVM's runtime (libomp.so, libomp-<hash>.so, libomp140.x86_64.dll),
+    // not libomptarget (offloading).
     NameSignature {
-        prefix: "libomp",
+        prefix: "libomp.",
+        vendor: Vendor::LlvmOpenmp,
+        apis: &[Api::Openmp],
+    },
+    NameSignature {
+        prefix: "libomp-",
+        vendor: Vendor::LlvmOpenmp,
+        apis: &[Api::Openmp],
+    },
+    NameSignature {
+        prefix: "libomp5",
+        vendor: Vendor::LlvmOpenmp,
+        apis: &[Api::Openmp],
+    },
+    NameSignature {
+        prefix: "libomp140",
         vendor: Vendor::LlvmOpenmp,
         apis: &[Api::Openmp],
     },
@@ -147,6 +166,8 @@ const NAME_SIGNATURES: &[NameSignature] = &[
         vendor: Vendor::Tbb,
         apis: &[Api::Tbb],
     },
+    // MKL's single dynamic library and its threading layers; its other
+    // parts (core, kernels, interfaces, ScaLAPACK) carry no thread pool.
     NameSignature {
         prefix: "libmkl_rt",
         vendor: Vendor::Mkl,
@@ -158,12 +179,42 @@ const NAME_SIGNATURES: &[NameSignature] = &[
         apis: &[Api::Blas, Api::Lapack],
     },
     NameSignature {
-        prefix: "libmkl_",
+        prefix: "libmkl_intel_thread",
         vendor: Vendor::Mkl,
         apis: &[Api::Blas, Api::Lapack],
     },
     NameSignature {
-        prefix: "mkl_",
+        prefix: "libmkl_gnu_thread",
+        vendor: Vendor::Mkl,
+        apis: &[Api::Blas, Api::Lapack],
+    },
+    NameSignature {
+        prefix: "libmkl_tbb_thread",
+        vendor: Vendor::Mkl,
+        apis: &[Api::Blas, Api::Lapack],
+    },
+    NameSignature {
+        prefix: "libmkl_sequential",
+        vendor: Vendor::Mkl,
+        apis: &[Api::Blas, Api::Lapack],
+    },
+    NameSignature {
+        prefix: "libmkl_pgi_thread",
+        vendor: Vendor::Mkl,
+        apis: &[Api::Blas, Api::Lapack],
+    },
+    NameSignature {
+        prefix: "mkl_intel_thread",
+        vendor: Vendor::Mkl,
+        apis: &[Api::Blas, Api::Lapack],
+    },
+    NameSignature {
+        prefix: "mkl_tbb_thread",
+        vendor: Vendor::Mkl,
+        apis: &[Api::Blas, Api::Lapack],
+    },
+    NameSignature {
+        prefix: "mkl_sequential",
         vendor: Vendor::Mkl,
         apis: &[Api::Blas, Api::Lapack],
     },

@@ -98,6 +98,10 @@ pub struct Fixtures {
     /// The interpreter of a venv with PyPI numba and tbb
     /// (`<root>/venv-numba/bin/python`).
     pub venv_numba: PathBuf,
+    /// The interpreter of a venv with PyPI mkl (and intel-openmp) and
+    /// threadpoolctl (`<root>/venv-mkl/bin/python`); `libmkl_rt.so.*` is in
+    /// its `lib` folder.
+    pub venv_mkl: PathBuf,
     /// Debian's interpreter with `python3-numpy` (`/usr/bin/python3`).
     pub debian_python: PathBuf,
     /// The machine's multiarch triplet, e.g. `x86_64-linux-gnu`.
@@ -138,6 +142,7 @@ struct Manifest {
     #[serde(default)]
     venv_pypi_packages: BTreeMap<String, String>,
     venv_numba: PathBuf,
+    venv_mkl: PathBuf,
     debian_python: PathBuf,
     multiarch: String,
     openblas_pthread_dir: PathBuf,
@@ -275,6 +280,7 @@ fn load_fixtures(root: &Path) -> Result<Fixtures, String> {
         venv_pypi: m.venv_pypi,
         venv_pypi_packages: m.venv_pypi_packages,
         venv_numba: m.venv_numba,
+        venv_mkl: m.venv_mkl,
         debian_python: m.debian_python,
         multiarch: m.multiarch,
         openblas_pthread_dir: m.openblas_pthread_dir,
@@ -287,6 +293,7 @@ fn load_fixtures(root: &Path) -> Result<Fixtures, String> {
     for (what, path, dir) in [
         ("PyPI venv interpreter", &fx.venv_pypi, false),
         ("numba venv interpreter", &fx.venv_numba, false),
+        ("MKL venv interpreter", &fx.venv_mkl, false),
         ("Debian interpreter", &fx.debian_python, false),
         ("pthreads OpenBLAS folder", &fx.openblas_pthread_dir, true),
         ("OpenMP OpenBLAS folder", &fx.openblas_openmp_dir, true),
@@ -453,6 +460,7 @@ mod tests {
             "venv_pypi": dir.path().join("venv-pypi/bin/python"),
             "venv_pypi_packages": {},
             "venv_numba": dir.path().join("venv-numba/bin/python"),
+            "venv_mkl": dir.path().join("venv-mkl/bin/python"),
             "debian_python": dir.path().join("nope/python3"),
             "multiarch": "x86_64-linux-gnu",
             "openblas_pthread_dir": dir.path(),

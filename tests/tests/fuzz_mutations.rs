@@ -5,20 +5,30 @@
 //! headers, load commands and tables the parser walks, header fields
 //! overwritten with 0, `0xffffffff` and huge values), must come back from
 //! `parse_binary` + `fingerprint` (and `read_binary` for a few written to
-//! disk) without panicking and within [`BOUND`].
+//! disk) without panicking, without crashing and within [`BOUND`] each.
 //!
 //! Every mutation is described by a recipe (`truncate to N bytes`, `write
-//! u32 LE 0xffffffff at 0x30 (ELF e_shoff)`, ...) that reproduces it from
-//! the fixture file alone. The random choices come from a xorshift
-//! generator seeded from the fixture's name, so each run tries exactly the
-//! same inputs.
+//! u32 LE 0xffffffff at 0x30 (ELF e_shoff)`, ...) that rebuilds it from the
+//! fixture file alone. The random choices come from a xorshift generator
+//! seeded from the fixture's name, so each run tries the same inputs (for
+//! this test executable itself, the inputs follow its build).
 //!
-//! This complements `fuzz/` (cargo-fuzz, run by hand): a short,
-//! fixed sweep that runs in every `cargo test`. Inputs the fuzzer found
-//! crashing are kept in `fuzz/regressions/` and replayed here too.
+//! Each test runs its inputs in a child process (this executable again,
+//! with `<test> --exact`), under a 4 GiB address-space limit: a stack
+//! overflow or an allocation of many gigabytes, which no `catch_unwind`
+//! can contain, is reported with the recipe that caused it, and an input
+//! still running after [`BOUND`] of CPU time is killed and reported; the
+//! sweep then goes on in a new child.
 //!
-//! `CAICLUST_MUTATION_VERBOSE=1` prints every recipe before running it
-//! (useful when a mutation aborts the whole process, e.g. out of memory).
+//! This complements `fuzz/` (cargo-fuzz, run by hand; see
+//! `fuzz/README.md`): a short, fixed sweep that runs in every `cargo test`.
+//! Inputs the fuzzer found crashing are kept in `fuzz/regressions/` and
+//! replayed here. The `finding_*` tests are the problems found so far, each
+//! as one exact input.
+//!
+//! `CAICLUST_MUTATION_VERBOSE=1` prints every recipe as it starts;
+//! `CAICLUST_MUTATION_BOUND_MS` changes the time bound (to see how slow a
+//! slow input really is).
 
 use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
@@ -32,8 +42,8 @@ use std::time::{Duration, Instant};
 use caiclust_probe::{fingerprint, parse_binary, read_binary};
 use caiclust_tests::{fixtures, wheel, workspace_root, SETUP_HINT};
 
-/// Longest any single mutated input may take (parse + fingerprints), in a
-/// debug build. The unmutated fixtures take well under a tenth of this.
+/// Most CPU time any single input may take (parse + fingerprints), in a
+/// debug build. The unmutated fixtures take a few tens of milliseconds.
 const BOUND: Duration = Duration::from_secs(2);
 
 /// File names given to `fingerprint`: they switch on different rules.
@@ -681,32 +691,55 @@ struct Case {
     via_file: bool,
 }
 
-/// How many mutations of each kind one fixture gets (costly fixtures get
-/// fewer: a debug build parses a 25 MB OpenBLAS in tens of milliseconds).
+/// How many mutations of each kind one fixture gets. Cost is about the
+/// number of inputs that still parse, times the fixture's parse time (in a
+/// debug build: well under 1 ms for MarkupSafe, ~3 ms for libgomp and
+/// vcomp140, ~15 ms for libomp, ~40 ms for a 25 MB OpenBLAS); the plans
+/// keep the whole file under ~20 s of one core.
 #[derive(Clone, Copy)]
 struct Plan {
-    /// Random truncation points beyond the systematic ones.
-    truncations: usize,
+    /// Cuts deep in the file (table edges, half, minus one, random).
+    deep_truncations: usize,
     field_writes: usize,
     flips_first_4k: usize,
     region_flips: usize,
     random_words: usize,
 }
 
-const CHEAP: Plan = Plan {
-    truncations: 48,
+/// Small files: everything.
+const SMALL: Plan = Plan {
+    deep_truncations: 64,
     field_writes: 600,
     flips_first_4k: 160,
     region_flips: 320,
     random_words: 96,
 };
 
-const COSTLY: Plan = Plan {
-    truncations: 8,
-    field_writes: 60,
-    flips_first_4k: 16,
-    region_flips: 32,
-    random_words: 12,
+/// A few hundred KB.
+const MEDIUM: Plan = Plan {
+    deep_truncations: 24,
+    field_writes: 240,
+    flips_first_4k: 64,
+    region_flips: 160,
+    random_words: 32,
+};
+
+/// libomp.dylib: large export trie, slow to parse in debug.
+const MACHO_DYLIB: Plan = Plan {
+    deep_truncations: 16,
+    field_writes: 160,
+    flips_first_4k: 32,
+    region_flips: 120,
+    random_words: 24,
+};
+
+/// Tens of MB.
+const LARGE: Plan = Plan {
+    deep_truncations: 8,
+    field_writes: 40,
+    flips_first_4k: 8,
+    region_flips: 24,
+    random_words: 6,
 };
 
 fn values(width: usize, file_len: usize) -> Vec<u64> {
@@ -759,34 +792,32 @@ fn cases(base: &[u8], label: &str, plan: Plan) -> Vec<Case> {
     let mut rng = Rng::seeded(label);
     let mut out = Vec::new();
 
-    // Truncations: every length through the first bytes, a sweep through
-    // the headers, the edges of every table, the classic half and minus
-    // one, and a few random ones.
+    // Truncations: every length through the first bytes and a sweep
+    // through the headers (cheap: little left to parse), then a sample of
+    // deep cuts (the edges of every table, the classic half and minus one,
+    // random points; these parse most of the file).
     let mut lens: Vec<usize> = (0..=n.min(160)).collect();
     let header_end = l.header_end.max(64).min(n);
     let step = (header_end / 96).max(1);
     lens.extend((0..=header_end).step_by(step));
+    let mut deep = vec![n / 2, n.saturating_sub(1)];
+    let mut more = Vec::new();
     for &(start, len, _) in &l.regions {
-        for p in [
+        more.extend([
             start,
             start + 1,
             start + len / 2,
             start + len - 1,
             start + len,
-        ] {
-            lens.push(p);
-        }
+        ]);
     }
-    lens.extend([
-        n / 4,
-        n / 2,
-        3 * n / 4,
-        n.saturating_sub(1),
-        n.saturating_sub(8),
-    ]);
-    for _ in 0..plan.truncations {
-        lens.push(rng.below(n + 1));
-    }
+    more.extend([n / 4, 3 * n / 4, n.saturating_sub(8)]);
+    more.extend((0..plan.deep_truncations).map(|_| rng.below(n + 1)));
+    more.retain(|&len| len > header_end && len < n);
+    more.sort_unstable();
+    more.dedup();
+    deep.extend(rng.sample(more, plan.deep_truncations.saturating_sub(2)));
+    lens.extend(deep);
     lens.retain(|&len| len < n);
     lens.sort_unstable();
     lens.dedup();
@@ -1123,6 +1154,9 @@ fn spawn_child(
         "--nocapture",
         "--test-threads=1",
         "--quiet",
+        // Run the test even if it is `#[ignore]`d (the parent then runs
+        // because `--ignored` was given).
+        "--include-ignored",
     ];
     let mut cmd = if cfg!(unix) && Path::new("/bin/sh").exists() {
         let mut c = Command::new("/bin/sh");
@@ -1201,19 +1235,24 @@ fn run_suite(name: &str) {
             break;
         }
         let (mut child, rx, errs) = spawn_child(name, next);
-        let mut current: Option<usize> = None;
+        let pid = child.id();
+        // The case running: index, wall clock and CPU time at its start.
+        let mut current: Option<(usize, Instant, Option<Duration>)> = None;
         let died = loop {
-            let report = match current {
+            let wait = match &current {
                 // Setting up (reading the fixture, building the cases).
-                None => rx.recv_timeout(Duration::from_secs(120)),
-                Some(_) => rx.recv_timeout(limit),
+                None => Duration::from_secs(120),
+                Some((_, wall, cpu)) => {
+                    let used = case_time(pid, *wall, *cpu).0;
+                    limit.saturating_sub(used).max(Duration::from_millis(20))
+                }
             };
-            match report {
+            match rx.recv_timeout(wait) {
                 Ok(Report::Start(i)) => {
                     if verbose {
                         eprintln!("[{name}] case {i}: {}", suite.cases[i].recipe);
                     }
-                    current = Some(i);
+                    current = Some((i, Instant::now(), cpu_time(pid)));
                 }
                 Ok(Report::Done(i, took, outcome)) => {
                     current = None;
@@ -1234,18 +1273,29 @@ fn run_suite(name: &str) {
                 }
                 Ok(Report::End) => break None,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    let _ = child.kill();
-                    break Some(match current {
-                        Some(i) => Failure {
+                    if let Some((i, wall, cpu)) = current {
+                        let (used, is_cpu) = case_time(pid, wall, cpu);
+                        // Starved by other processes rather than busy:
+                        // give it its full share of CPU (up to 5x on the wall clock).
+                        if used < limit && wall.elapsed() < limit * 5 {
+                            continue;
+                        }
+                        let _ = child.kill();
+                        break Some(Failure {
                             case: i,
                             key: "TIMEOUT".into(),
-                            detail: format!("still running after {limit:?}; killed"),
-                        },
-                        None => Failure {
-                            case: next,
-                            key: "child setup timed out".into(),
-                            detail: "no report within 120 s".into(),
-                        },
+                            detail: format!(
+                                "still running after {used:.2?} of {} ({:.2?} wall); killed",
+                                if is_cpu { "CPU" } else { "wall-clock time" },
+                                wall.elapsed()
+                            ),
+                        });
+                    }
+                    let _ = child.kill();
+                    break Some(Failure {
+                        case: next,
+                        key: "child setup timed out".into(),
+                        detail: "no report within 120 s".into(),
                     });
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break None,
@@ -1253,7 +1303,7 @@ fn run_suite(name: &str) {
         };
         let status = child.wait().expect("wait for the child");
         let stderr = errs.join().unwrap_or_default();
-        match (died, current) {
+        match (died, current.map(|(i, ..)| i)) {
             (Some(failure), _) => {
                 next = failure.case + 1;
                 failures.push(failure);
@@ -1337,6 +1387,28 @@ fn run_suite(name: &str) {
             String::new()
         }
     );
+}
+
+/// CPU time (user + system) used so far by process `pid`, where the OS
+/// tells (Linux `/proc/<pid>/stat`, in 1/100 s).
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after "(comm) ": state is the first; utime and stime are the
+    // 12th and 13th.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// Time the running case has used: CPU time where known (so that a busy
+/// machine does not fail the test), else wall-clock time. The flag says
+/// which.
+fn case_time(pid: u32, wall: Instant, cpu: Option<Duration>) -> (Duration, bool) {
+    match (cpu, cpu_time(pid)) {
+        (Some(start), Some(now)) => (now.saturating_sub(start), true),
+        _ => (wall.elapsed(), false),
+    }
 }
 
 /// `.../goblin-0.10.7/src/mach/imports.rs:103:20` from a full path.
@@ -1487,28 +1559,32 @@ fn finding_suite(
             edit: Edit::Patch(writes),
             via_file: false,
         }],
-        note: "KNOWN FINDING (fails until probe/ handles this input; see fuzz/README.md) ",
+        note: "FINDING (an input found by fuzzing; see fuzz/README.md): ",
     }
 }
 
 fn suite(name: &str) -> Suite {
     match name {
         "mutated_numpy_openblas_elf" => {
-            fixture_suite("numpy.libs OpenBLAS (ELF)", numpy_openblas(), COSTLY)
+            fixture_suite("numpy.libs OpenBLAS (ELF)", numpy_openblas(), LARGE)
         }
         "mutated_scipy_openblas_elf" => {
-            fixture_suite("scipy.libs OpenBLAS (ELF)", scipy_openblas(), COSTLY)
+            fixture_suite("scipy.libs OpenBLAS (ELF)", scipy_openblas(), LARGE)
         }
-        "mutated_libgomp_elf" => fixture_suite("scikit_learn.libs libgomp (ELF)", libgomp(), CHEAP),
-        "mutated_vcomp140_pe" => fixture_suite("vcomp140.dll (PE)", vcomp140(), CHEAP),
-        "mutated_libomp_macho" => fixture_suite("libomp.dylib (Mach-O arm64)", libomp(), CHEAP),
+        "mutated_libgomp_elf" => {
+            fixture_suite("scikit_learn.libs libgomp (ELF)", libgomp(), MEDIUM)
+        }
+        "mutated_vcomp140_pe" => fixture_suite("vcomp140.dll (PE)", vcomp140(), MEDIUM),
+        "mutated_libomp_macho" => {
+            fixture_suite("libomp.dylib (Mach-O arm64)", libomp(), MACHO_DYLIB)
+        }
         "mutated_markupsafe_fat_macho" => {
-            fixture_suite("MarkupSafe _speedups (fat Mach-O)", markupsafe_fat(), CHEAP)
+            fixture_suite("MarkupSafe _speedups (fat Mach-O)", markupsafe_fat(), SMALL)
         }
         "mutated_current_exe" => fixture_suite(
             "this test executable (ELF/Mach-O/PE)",
             std::env::current_exe().expect("current exe"),
-            COSTLY,
+            LARGE,
         ),
         "fuzz_regressions_do_not_panic" => regressions_suite(),
         "finding_macho_export_reexport_ordinal" => make_export_reexport(),
@@ -1525,9 +1601,10 @@ fn suite(name: &str) -> Suite {
 }
 
 // ---------------------------------------------------------------------------
-// The known findings, as exact edits of fixture files. Each locates its
-// target by reading the (unmutated) structures, so it survives a new build
-// of the same wheel; the recipe names the offsets it used.
+// The findings, as exact edits of fixture files. Each locates its target by
+// reading the (unmutated) structures, so it survives a new build of the
+// same wheel; the recipe names the offsets it used. The comments describe
+// what each input did before binary.rs was hardened (041ebfc).
 
 /// ULEB128 at `at`: (value, length).
 fn uleb(b: &[u8], at: usize) -> Option<(u64, usize)> {
@@ -1935,9 +2012,10 @@ fn fuzz_regressions_do_not_panic() {
 }
 
 // ---------------------------------------------------------------------------
-// KNOWN FINDINGS: each test below is one input that the probe mishandles
-// today (a panic inside goblin, an abort, or far more than BOUND). They are
-// meant to FAIL until probe/ is fixed; see fuzz/README.md for the analysis.
+// FINDINGS: each test below is one input that the probe mishandled before
+// the hardening of binary.rs (a panic inside goblin, an abort, or far more
+// than BOUND), kept as a regression test; see fuzz/README.md for the root
+// causes. The comment says what the input did then.
 
 /// Panics: index out of bounds in goblin `mach/exports.rs:99`.
 #[test]
@@ -1988,7 +2066,9 @@ fn finding_elf_dynstr_unmapped() {
     run_suite("finding_elf_dynstr_unmapped");
 }
 
-/// Over BOUND in debug: goblin splits the rest of the file as strings.
+/// Over BOUND in debug: goblin splits the rest of the file as strings
+/// (linear in the file size: about 1 s per 30 MB in release, 2-3 s in
+/// debug for this executable).
 #[test]
 fn finding_elf_dynstr_size_huge() {
     run_suite("finding_elf_dynstr_size_huge");
