@@ -38,7 +38,7 @@ fn evidence_line<T>(c: &Conclusion<T>) -> String {
 /// Shorten a path to the part below site-packages (or the tree root).
 fn short_path(facts: &Facts, lib: &Library) -> String {
     let roots = &facts.scan.roots;
-    for root in roots {
+    for root in roots.iter().filter(|r| r.is_dir()) {
         if let Ok(rest) = lib.path.strip_prefix(root) {
             return rest.display().to_string();
         }
@@ -81,6 +81,43 @@ pub fn render(facts: &Facts, verbose: bool) -> String {
                     },
                     py.default_start_method.as_deref().unwrap_or("unknown")
                 );
+            }
+        }
+        Subject::Process { pid, executable } => {
+            let _ = writeln!(
+                out,
+                "{} {} ({})",
+                "Process".bold(),
+                pid,
+                executable.display()
+            );
+            if let Some(p) = &facts.process {
+                if let Some(py) = &p.python {
+                    let _ = writeln!(out, "  {} ({})", py.value, evidence_line(py));
+                }
+                if let Some(t) = p.threads {
+                    let _ = writeln!(out, "  {t} threads running");
+                }
+                if let Some(rt) = &p.python_runtime {
+                    let _ = writeln!(
+                        out,
+                        "  imported: {}; default start method: {}; active Python threads: {}",
+                        rt.imported.join(", "),
+                        rt.default_start_method.as_deref().unwrap_or("unknown"),
+                        rt.active_threads
+                            .map(|n| n.to_string())
+                            .unwrap_or_else(|| "?".into())
+                    );
+                    for (m, e) in &rt.import_errors {
+                        let _ = writeln!(out, "  {} {m}: {e}", "import failed:".red());
+                    }
+                    if let Some(n) = rt.cv2_num_threads {
+                        let _ = writeln!(out, "  cv2.getNumThreads() = {n}");
+                    }
+                    if let Some(l) = &rt.numba_threading_layer {
+                        let _ = writeln!(out, "  numba.threading_layer() = {l}");
+                    }
+                }
             }
         }
         Subject::Tree { root } => {
@@ -142,6 +179,20 @@ pub fn render(facts: &Facts, verbose: bool) -> String {
         }
         if lib.format.is_none() {
             tags.push("system library, not present".into());
+        }
+        if let Some(rt) = &lib.runtime {
+            if let Some(n) = rt.num_threads {
+                tags.push(format!("{n} threads"));
+            }
+            if let Some(core) = &rt.corename {
+                tags.push(format!("kernel {core}"));
+            }
+            if let Some(err) = &rt.error {
+                tags.push(format!("runtime query failed: {err}"));
+            }
+            for d in &rt.disagreements {
+                tags.push(format!("DISAGREEMENT {d}"));
+            }
         }
         let _ = writeln!(out, "  {}  {}", head.green().bold(), tags.join(", "));
         let pulled = if lib.pulled_in_by.is_empty() {

@@ -97,6 +97,15 @@ struct Needle {
 }
 
 const NEEDLES: &[Needle] = &[
+    // BLIS built as a plain libblas.so.3 (Debian's libblis4-*) exports only
+    // the standard BLAS names; its own environment variable gives it away.
+    Needle {
+        text: b"BLIS_ARCH_TYPE",
+        export_contains: "dgemm_",
+        file_prefix: "libblis",
+        to_line_end: false,
+        then_digit: false,
+    },
     Needle {
         text: b"OpenBLAS ",
         export_contains: "openblas_get_config",

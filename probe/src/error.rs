@@ -21,6 +21,38 @@ pub enum ProbeError {
     /// A facts document comes from a newer caiclust.
     #[error("facts schema version {found} is newer than the supported version {supported}; upgrade caiclust")]
     FactsSchema { found: u32, supported: u32 },
+    /// No process has this pid (`path` is its missing `/proc/PID`).
+    #[error("no process with pid {pid} ({} does not exist)", path.display())]
+    NoSuchProcess { pid: u32, path: PathBuf },
+    /// The process was there when reading began and vanished (or became a
+    /// zombie, or its pid was reused) before it was read completely.
+    #[error("process {pid} exited while it was being read ({}: {reason})", path.display())]
+    ProcessExited {
+        pid: u32,
+        path: PathBuf,
+        reason: String,
+    },
+    /// The OS refused to show the process's files to this user.
+    #[error("cannot read {}: permission denied ({hint})", path.display())]
+    ProcessPermissionDenied {
+        pid: u32,
+        path: PathBuf,
+        /// Whose process it is and what to do about it.
+        hint: String,
+    },
+    /// Any other failure to read one of the process's files.
+    #[error("cannot read {} of process {pid}: {reason}", path.display())]
+    ProcessRead {
+        pid: u32,
+        path: PathBuf,
+        reason: String,
+    },
+    /// Reading other processes is not implemented on this OS.
+    #[error("reading process {pid} is not supported on {os} yet (only the current process can be read there)")]
+    ProcessUnsupported { pid: u32, os: &'static str },
+    /// The libraries loaded in the current process could not be listed.
+    #[error("cannot list the libraries loaded in this process: {0}")]
+    LoadedLibraries(String),
 }
 
 /// Why one binary could not be read. The scan records these as skipped

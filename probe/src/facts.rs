@@ -131,6 +131,12 @@ pub enum Subject {
         /// The folder that was scanned.
         root: PathBuf,
     },
+    /// A running process.
+    Process {
+        pid: u32,
+        /// Its executable (`/proc/PID/exe`).
+        executable: PathBuf,
+    },
 }
 
 /// Operating-system family.

@@ -396,6 +396,22 @@ pub fn fingerprint(name: &str, info: &BinaryInfo) -> Option<Fingerprint> {
         .iter()
         .find(|s| info.exports_symbol(s))
     {
+        if info.marker_strings.iter().any(|m| m == "BLIS_ARCH_TYPE") {
+            let mut fp = base_fingerprint(
+                Vendor::Blis,
+                &[Api::Blas],
+                Confidence::High,
+                Evidence::new(
+                    EvidenceSource::Static,
+                    format!("export {sym} and string \"BLIS_ARCH_TYPE\" (the variable BLIS reads to pick its kernels)"),
+                ),
+            );
+            if info.exports_symbol("dgetrf_") {
+                fp.apis.push(Api::Lapack);
+            }
+            refine(&mut fp, base, info);
+            return Some(fp);
+        }
         let mut fp = base_fingerprint(
             Vendor::Unknown,
             &[Api::Blas],

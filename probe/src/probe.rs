@@ -24,11 +24,11 @@ pub struct ProbeOptions {
     pub env: Option<BTreeMap<String, String>>,
 }
 
-fn producer() -> String {
+pub(crate) fn producer() -> String {
     format!("caiclust {}", env!("CARGO_PKG_VERSION"))
 }
 
-fn now_unix() -> u64 {
+pub(crate) fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -56,6 +56,8 @@ pub(crate) enum ScanMode {
     SitePackages,
     /// Every binary under the roots.
     Tree,
+    /// The roots are the files a running process has mapped.
+    Mapped,
 }
 
 /// What to scan.
@@ -106,6 +108,10 @@ struct Scanner {
     binaries_read: usize,
     /// Scanning binaries of another system (a `--tree` of wheels).
     foreign: bool,
+    /// Reading what a running process mapped.
+    mapped: bool,
+    /// In that case, the files it mapped: only those are reported.
+    mapped_files: HashSet<PathBuf>,
     /// Symlink-free paths already worked out.
     canon: HashMap<PathBuf, Option<PathBuf>>,
 }
@@ -132,6 +138,8 @@ pub(crate) fn scan(request: ScanRequest) -> ScanResult {
         nodes: BTreeMap::new(),
         binaries_read: 0,
         foreign: request.mode == ScanMode::Tree,
+        mapped: request.mode == ScanMode::Mapped,
+        mapped_files: HashSet::new(),
         canon: HashMap::new(),
     };
     let mut entries = Vec::new();
@@ -148,6 +156,10 @@ pub(crate) fn scan(request: ScanRequest) -> ScanResult {
                 &mut dists,
             ),
             ScanMode::Tree => walker.walk(root, None, &mut entries),
+            ScanMode::Mapped => entries.push(Entry {
+                path: root.clone(),
+                package: package_from_path(root).map(str::to_owned),
+            }),
         }
     }
     for dir in &request.runtime_dirs {
@@ -364,6 +376,19 @@ fn package_for(name: &str) -> Option<&'static str> {
     })
 }
 
+/// The package that matters a file belongs to, from its path's folders
+/// (`.../site-packages/numpy.libs/x.so` → `numpy`).
+fn package_from_path(path: &Path) -> Option<&'static str> {
+    let mut found = None;
+    for component in path.parent()?.components() {
+        let name = component.as_os_str().to_string_lossy();
+        if let Some(p) = package_for(&name) {
+            found = Some(p);
+        }
+    }
+    found
+}
+
 /// `scikit_learn-1.9.1.dist-info` → (`scikit_learn`, `1.9.1`), the name
 /// normalised (lower case, `-` and `.` as `_`).
 fn dist_info_name(name: &str) -> Option<(String, String)> {
@@ -518,6 +543,10 @@ impl Scanner {
             return;
         };
         let Ok(info) = self.parse(&real) else { return };
+        let mapped = self.mapped;
+        if mapped {
+            self.mapped_files.insert(real.clone());
+        }
         let is_new = !self.nodes.contains_key(&real);
         let node = self.nodes.entry(real.clone()).or_insert_with(|| Node {
             real: real.clone(),
@@ -526,10 +555,11 @@ impl Scanner {
             needed_by: BTreeSet::new(),
             deps: BTreeSet::new(),
             packages: BTreeSet::new(),
-            reached_via: vec![format!(
-                "found in {} {FOLDER_SCAN}",
-                parent_display(&entry.path)
-            )],
+            reached_via: vec![if mapped {
+                "mapped into the process (/proc/PID/maps)".to_owned()
+            } else {
+                format!("found in {} {FOLDER_SCAN}", parent_display(&entry.path))
+            }],
             importer_markers: BTreeSet::new(),
             present: true,
         });
@@ -762,6 +792,11 @@ impl Scanner {
         let (dropped, aliases) = self.same_file_copies();
         for node in self.nodes.values() {
             if dropped.contains(&node.real) {
+                continue;
+            }
+            // A running process: what it mapped, nothing the loader
+            // emulation merely could reach.
+            if self.mapped && !self.mapped_files.contains(&node.real) {
                 continue;
             }
             let name = if node.present {

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use caiclust_cli::color::{self, ColorChoice};
-use caiclust_core::probe::{probe_python, probe_tree, OsFamily, ProbeOptions};
+use caiclust_core::probe::{
+    probe_pid, probe_python, probe_python_imports, probe_tree, LiveOptions, OsFamily, ProbeOptions,
+};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -25,17 +27,31 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Report what a Python environment will load: BLAS, LAPACK, OpenMP,
-    /// TBB, OpenCV, with versions, threading layers and evidence. Reads the
-    /// binaries; imports nothing.
+    /// Report what a Python environment will load, or a process has loaded:
+    /// BLAS, LAPACK, OpenMP, TBB, OpenCV, with versions, threading layers
+    /// and evidence. By default reads the binaries and imports nothing.
     Probe {
         /// The interpreter (or venv/conda folder). Default: the active
         /// VIRTUAL_ENV or CONDA_PREFIX, else python3 on PATH.
-        #[arg(long, conflicts_with = "tree")]
+        #[arg(long, conflicts_with_all = ["tree", "pid"])]
         python: Option<PathBuf>,
         /// A folder of unpacked wheels or libraries, from any OS.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "pid")]
         tree: Option<PathBuf>,
+        /// A running process: what it has loaded, its threads and initial
+        /// environment, and each runtime's own answers.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Start the interpreter, import these modules (comma-separated,
+        /// e.g. numpy,scipy,cv2), and probe that live process.
+        #[arg(long, value_delimiter = ',', conflicts_with_all = ["tree", "pid"])]
+        import: Vec<String>,
+        /// Don't ask the libraries themselves (no child processes).
+        #[arg(long)]
+        no_runtime_queries: bool,
+        /// Seconds each runtime query may take.
+        #[arg(long, default_value_t = 10.0)]
+        query_timeout: f64,
         /// The OS the tree's binaries are for (default: inferred).
         #[arg(long, requires = "tree")]
         target_os: Option<OsFamily>,
@@ -49,6 +65,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    caiclust_probe::serve_runtime_query_if_requested();
     caiclust_cli::quiet_contained_panics();
     let cli = Cli::parse();
     color::apply(cli.color);
@@ -66,6 +83,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Probe {
             python,
             tree,
+            pid,
+            import,
+            no_runtime_queries,
+            query_timeout,
             target_os,
             json,
             verbose,
@@ -75,10 +96,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 target_os,
                 env: None,
             };
-            let facts = match &tree {
-                Some(dir) => probe_tree(dir, &options)
+            if !(query_timeout.is_finite() && query_timeout > 0.0) {
+                anyhow::bail!("--query-timeout must be a positive number of seconds");
+            }
+            let live = LiveOptions {
+                query_helper: if no_runtime_queries {
+                    None
+                } else {
+                    Some(std::env::current_exe().context("locating this program")?)
+                },
+                query_deadline: std::time::Duration::from_secs_f64(query_timeout),
+                ..LiveOptions::default()
+            };
+            let facts = match (&tree, pid) {
+                (_, Some(pid)) => probe_pid(pid, &live)?,
+                _ if !import.is_empty() => probe_python_imports(&options, &import, &live)?,
+                (Some(dir), None) => probe_tree(dir, &options)
                     .with_context(|| format!("probing {}", dir.display()))?,
-                None => probe_python(&options)?,
+                (None, None) => probe_python(&options)?,
             };
             let text = if json {
                 let mut s = serde_json::to_string_pretty(&facts)?;
