@@ -379,3 +379,53 @@ fn debian_blis_builds_are_named_though_threadpoolctl_skips_them() {
         }
     }
 }
+
+#[test]
+fn import_mode_needs_no_threadpoolctl() {
+    // The numba venv has numpy and numba but no threadpoolctl.
+    let fx = fixtures();
+    let has_tpc = Command::new(&fx.venv_numba)
+        .args(["-c", "import threadpoolctl"])
+        .output()
+        .expect("python")
+        .status
+        .success();
+    assert!(!has_tpc, "this test needs a venv without threadpoolctl");
+    let python = fx.venv_numba.to_string_lossy().into_owned();
+    let facts = probe_json(&["--python", &python, "--import", "numpy,numba"]);
+    let rt = facts
+        .process
+        .as_ref()
+        .and_then(|p| p.python_runtime.as_ref())
+        .expect("facts");
+    assert_eq!(rt.imported, ["numpy", "numba"]);
+    let ob = facts
+        .libraries
+        .iter()
+        .find(|l| l.vendor.value == Vendor::Openblas)
+        .expect("numpy's OpenBLAS is loaded");
+    let answer = ob.runtime.as_ref().expect("asked at run time");
+    assert_eq!(answer.error, None);
+    assert!(answer.num_threads.is_some_and(|n| n >= 1));
+}
+
+#[test]
+fn pid_errors_are_clear() {
+    let out = caiclust()
+        .args(["probe", "--pid", "4294967295"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no process with pid 4294967295"), "{err}");
+    // A process that is gone by the time it is read.
+    let mut child = Command::new("true").spawn().expect("spawn");
+    let pid = child.id();
+    child.wait().expect("reap");
+    let out = caiclust()
+        .args(["probe", "--pid", &pid.to_string()])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&pid.to_string()));
+}
