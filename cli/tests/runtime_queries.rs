@@ -96,8 +96,27 @@ fn assert_unaffected_and_nothing_left(dir: &Path) {
         !maps.contains(&dir_text),
         "a hostile library was loaded into the test process:\n{maps}"
     );
+    // SIGKILL is delivered asynchronously: give the kernel a moment.
+    let start = Instant::now();
+    loop {
+        let left = query_processes_for(&dir_text);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "query processes for {dir_text} are still running: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Pids of running processes whose initial environment holds a query that
+/// mentions `text`. A zombie's environment reads as empty, so zombies
+/// (dead, waiting for a reaper) do not count.
+fn query_processes_for(text: &str) -> Vec<String> {
     let marker = format!("{RUNTIME_QUERY_ENV}=");
-    let mut left = Vec::new();
+    let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
         let name = entry.file_name();
         let Some(pid) = name
@@ -106,22 +125,19 @@ fn assert_unaffected_and_nothing_left(dir: &Path) {
         else {
             continue;
         };
-        // Unreadable (gone meanwhile) or empty (a zombie): not running.
+        // Unreadable: gone meanwhile.
         let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
             continue;
         };
         let environ = String::from_utf8_lossy(&environ);
         if environ
             .split('\0')
-            .any(|var| var.starts_with(&marker) && var.contains(&dir_text))
+            .any(|var| var.starts_with(&marker) && var.contains(text))
         {
-            left.push(pid.to_owned());
+            found.push(pid.to_owned());
         }
     }
-    assert!(
-        left.is_empty(),
-        "query processes for {dir_text} are still running: {left:?}"
-    );
+    found
 }
 
 fn error_of(answer: &RuntimeAnswer) -> &str {

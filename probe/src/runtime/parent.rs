@@ -582,17 +582,25 @@ mod tests {
         (options, pid_file)
     }
 
-    /// Gone, or a zombie waiting for a reaper (containers may lack one).
+    /// Gone, or a zombie waiting for a reaper (containers may lack one),
+    /// within a second: SIGKILL is delivered asynchronously.
     #[cfg(target_os = "linux")]
     fn is_gone(pid_file: &std::path::Path) -> bool {
         let pid = std::fs::read_to_string(pid_file).unwrap();
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()));
-        match stat {
-            Err(_) => true,
-            Ok(stat) => stat
-                .rsplit(") ")
-                .next()
-                .is_some_and(|rest| rest.starts_with('Z')),
+        let stat_file = format!("/proc/{}/stat", pid.trim());
+        let start = Instant::now();
+        loop {
+            let gone = match std::fs::read_to_string(&stat_file) {
+                Err(_) => true,
+                Ok(stat) => stat
+                    .rsplit(") ")
+                    .next()
+                    .is_some_and(|rest| rest.starts_with('Z')),
+            };
+            if gone || start.elapsed() > Duration::from_secs(1) {
+                return gone;
+            }
+            thread::sleep(Duration::from_millis(10));
         }
     }
 
