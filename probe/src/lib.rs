@@ -18,7 +18,11 @@
 //! }
 //! ```
 //!
-//! Static reading only: binaries are parsed with `goblin`, never loaded.
+//! Static reading parses binaries with `goblin`, never loading them.
+//! Live probing ([`probe_pid`], [`probe_python_imports`]) reads a running
+//! process from outside and asks each runtime about itself with
+//! [`query_runtime`], always in a throw-away child process: programs that
+//! use it call [`serve_runtime_query_if_requested`] first in `main`.
 
 mod binary;
 mod env;
