@@ -268,6 +268,7 @@ if ! git diff --no-ext-diff --quiet HEAD -- 2>/dev/null; then rev="$rev (+ uncom
     echo "## Machine"
     echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), nproc $(nproc)"
     echo "- Memory: $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+    # shellcheck source=/dev/null
     echo "- OS: $(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME"), kernel $(uname -r)"
     echo "- Load (1/5/15 min): start $LOAD_START; after warm runs $LOAD_WARM_END; end $LOAD_END (includes this benchmark's own processes)"
     echo "- During the warm runs: $FOREIGN_WARM"
@@ -345,6 +346,10 @@ sys.exit(0 if ok else 1)
 EOF
 status=$?
 set -e
+
+if grep -q WARNING "$OUT/summary.txt"; then
+    echo "WARNING: other processes were busy while measuring (see above): rerun on a quiet machine before trusting these numbers." >>"$OUT/summary.txt"
+fi
 
 echo
 cat "$OUT/summary.txt"
