@@ -40,6 +40,7 @@ DOWNLOADS=$FIX/downloads
 VENV=$FIX/venv-pypi
 VENV_NUMBA=$FIX/venv-numba
 VENV_MKL=$FIX/venv-mkl
+VENV_NUMPY=$FIX/venv-numpy
 mkdir -p "$STAMPS" "$WHEELS" "$DOWNLOADS"
 
 # Python version the foreign wheels are fetched for.
@@ -57,6 +58,8 @@ VENV_NUMBA_PACKAGES=(numba tbb)
 # A third for Intel MKL: the PyPI mkl wheel (libmkl_rt.so in <venv>/lib,
 # Intel OpenMP from intel-openmp) and threadpoolctl as the oracle.
 VENV_MKL_PACKAGES=(mkl threadpoolctl)
+# And one with numpy alone (pthreads OpenBLAS, no OpenMP anywhere).
+VENV_NUMPY_PACKAGES=(numpy)
 
 # Debian packages: BLAS flavours for the system numpy, a C compiler for
 # OpenMP test programs, venv support, threadpoolctl for the system python,
@@ -270,6 +273,28 @@ else
     log "venv-mkl: done"
 fi
 
+# The numpy-only venv, built the same way.
+numpy_stamp_want="python=$PY python_version=$PY_VERSION packages=${VENV_NUMPY_PACKAGES[*]}"
+numpy_stamp=$STAMPS/venv-numpy
+if [ -x "$VENV_NUMPY/bin/python" ] && [ -f "$numpy_stamp" ] &&
+    [ "$(head -n 1 "$numpy_stamp")" = "$numpy_stamp_want" ]; then
+    log "venv-numpy: up to date ($PY_VERSION, ${VENV_NUMPY_PACKAGES[*]})"
+else
+    log "venv-numpy: creating with $PY ($PY_VERSION)"
+    rm -f "$numpy_stamp"
+    rm -rf "$VENV_NUMPY"
+    "$PY" -m venv "$VENV_NUMPY"
+    "$VENV_NUMPY/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "${VENV_NUMPY_PACKAGES[@]}"
+    "$VENV_NUMPY/bin/python" -c 'import numpy' || die "venv-numpy: numpy does not import"
+    {
+        echo "$numpy_stamp_want"
+        "$VENV_NUMPY/bin/python" -m pip freeze --disable-pip-version-check
+    } >"$numpy_stamp.tmp"
+    mv "$numpy_stamp.tmp" "$numpy_stamp"
+    log "venv-numpy: done"
+fi
+
 # ---------------------------------------------------------------------------
 # 3. Foreign wheels
 # ---------------------------------------------------------------------------
@@ -345,7 +370,7 @@ export CAICLUST_MULTIARCH='$MULTIARCH'
 EOF
 
 WHEEL_SPECS_TEXT=$(printf '%s\n' "${WHEEL_SPECS[@]}")
-export FIX VENV VENV_NUMBA VENV_MKL WHEELS STAMPS DEBIAN_PYTHON OPENBLAS_PTHREAD_DIR \
+export FIX VENV VENV_NUMBA VENV_MKL VENV_NUMPY WHEELS STAMPS DEBIAN_PYTHON OPENBLAS_PTHREAD_DIR \
     OPENBLAS_OPENMP_DIR MULTIARCH WHEEL_SPECS_TEXT
 "$VENV/bin/python" - <<'PY' | write_if_changed "$FIX/manifest.json"
 import json, os, re
@@ -389,6 +414,7 @@ manifest = {
     "venv_pypi_packages": packages,
     "venv_numba": os.path.join(env["VENV_NUMBA"], "bin", "python"),
     "venv_mkl": os.path.join(env["VENV_MKL"], "bin", "python"),
+    "venv_numpy": os.path.join(env["VENV_NUMPY"], "bin", "python"),
     "debian_python": env["DEBIAN_PYTHON"],
     "multiarch": env["MULTIARCH"],
     "openblas_pthread_dir": env["OPENBLAS_PTHREAD_DIR"],

@@ -102,6 +102,9 @@ pub struct Fixtures {
     /// threadpoolctl (`<root>/venv-mkl/bin/python`); `libmkl_rt.so.*` is in
     /// its `lib` folder.
     pub venv_mkl: PathBuf,
+    /// The interpreter of a venv with PyPI numpy alone
+    /// (`<root>/venv-numpy/bin/python`): pthreads OpenBLAS, no OpenMP.
+    pub venv_numpy: PathBuf,
     /// Debian's interpreter with `python3-numpy` (`/usr/bin/python3`).
     pub debian_python: PathBuf,
     /// The machine's multiarch triplet, e.g. `x86_64-linux-gnu`.
@@ -143,6 +146,7 @@ struct Manifest {
     venv_pypi_packages: BTreeMap<String, String>,
     venv_numba: PathBuf,
     venv_mkl: PathBuf,
+    venv_numpy: PathBuf,
     debian_python: PathBuf,
     multiarch: String,
     openblas_pthread_dir: PathBuf,
@@ -281,6 +285,7 @@ fn load_fixtures(root: &Path) -> Result<Fixtures, String> {
         venv_pypi_packages: m.venv_pypi_packages,
         venv_numba: m.venv_numba,
         venv_mkl: m.venv_mkl,
+        venv_numpy: m.venv_numpy,
         debian_python: m.debian_python,
         multiarch: m.multiarch,
         openblas_pthread_dir: m.openblas_pthread_dir,
@@ -294,6 +299,7 @@ fn load_fixtures(root: &Path) -> Result<Fixtures, String> {
         ("PyPI venv interpreter", &fx.venv_pypi, false),
         ("numba venv interpreter", &fx.venv_numba, false),
         ("MKL venv interpreter", &fx.venv_mkl, false),
+        ("numpy venv interpreter", &fx.venv_numpy, false),
         ("Debian interpreter", &fx.debian_python, false),
         ("pthreads OpenBLAS folder", &fx.openblas_pthread_dir, true),
         ("OpenMP OpenBLAS folder", &fx.openblas_openmp_dir, true),
@@ -461,6 +467,7 @@ mod tests {
             "venv_pypi_packages": {},
             "venv_numba": dir.path().join("venv-numba/bin/python"),
             "venv_mkl": dir.path().join("venv-mkl/bin/python"),
+            "venv_numpy": dir.path().join("venv-numpy/bin/python"),
             "debian_python": dir.path().join("nope/python3"),
             "multiarch": "x86_64-linux-gnu",
             "openblas_pthread_dir": dir.path(),
