@@ -6,6 +6,11 @@
 //! it); this crate only turns results into text.
 
 pub mod color;
+pub mod envfmt;
+pub mod input;
+pub mod output;
+pub mod ruledoc;
+pub mod stdout;
 pub mod summary;
 
 /// Keep panics that the probe contains (inside the binary parser, reported

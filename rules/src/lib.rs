@@ -1,8 +1,38 @@
 //! # caiclust-rules
 //!
-//! The linter: rules with stable ids evaluated over [`caiclust_probe::Facts`],
-//! and the recommendation (backend, start method, workers, thread limits,
-//! environment) with the reason for each choice. Rules arrive with the rules
-//! issue; this crate currently re-exports the facts it will evaluate.
+//! The linter over [`caiclust_probe::Facts`]: rules with stable ids
+//! ([`all_rules`]), each documented where it is defined, evaluated into
+//! [`Finding`]s that name their evidence; an advisory database of
+//! version-specific runtime bugs; configuration from `caiclust.toml` or
+//! `[tool.caiclust]` in `pyproject.toml`; and the [`Recommendation`]: the
+//! backend, start method, worker count, per-worker thread limit and
+//! environment to run parallel work safely, each with its reason.
+//!
+//! ```no_run
+//! use caiclust_rules::{evaluate, recommend, Config, Plan};
+//! let facts = caiclust_probe::probe_python(&Default::default()).expect("probe");
+//! let config = Config::default();
+//! let report = evaluate(&facts, &Plan::default(), &config);
+//! for f in &report.findings {
+//!     println!("{} {}: {}", f.level.as_str(), f.rule_id, f.message);
+//! }
+//! let advice = recommend(&facts, &config);
+//! println!("{:?}", advice.start_method);
+//! ```
 
-pub use caiclust_probe::Facts;
+mod advisory;
+mod config;
+mod context;
+mod finding;
+mod recommend;
+mod registry;
+mod report;
+mod rules;
+
+pub use advisory::{Advisory, AdvisoryDb, AdvisoryError};
+pub use config::{Config, ConfigError, ConfigSource};
+pub use context::{Context, Plan};
+pub use finding::{Category, Finding, Level, RuleInfo};
+pub use recommend::{recommend, Backend, Choice, EnvSetting, Recommendation};
+pub use registry::{all_rules, find_rule, Rule};
+pub use report::{evaluate, Report};

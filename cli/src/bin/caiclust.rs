@@ -1,11 +1,16 @@
-//! `caiclust`: probe a machine and a Python environment (more commands
-//! arrive with the rules and core issues).
+//! `caiclust`: probe a machine and a Python environment, explain the
+//! rules, and print the recommended environment (more commands arrive with
+//! the core issue).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use caiclust_cli::color::{self, ColorChoice};
+use caiclust_cli::envfmt::{self, Shell};
+use caiclust_cli::input::InputArgs;
+use caiclust_cli::ruledoc;
+use caiclust_cli::stdout::write_stdout;
 use caiclust_core::probe::{
     probe_pid, probe_python, probe_python_imports, probe_tree, LiveOptions, OsFamily, ProbeOptions,
 };
@@ -61,6 +66,26 @@ enum Command {
         /// Show the evidence behind every conclusion.
         #[arg(long, short)]
         verbose: bool,
+    },
+    /// Print a rule's explanation (Markdown), by id (CC001) or name.
+    Explain {
+        /// The rule's id or name.
+        rule: String,
+    },
+    /// List the rules: id, name, default level, summary.
+    Rules {
+        /// Print the table as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the recommended environment variables for a shell or file,
+    /// e.g. `eval "$(caiclust env)"` or `caiclust env --shell github >> "$GITHUB_ENV"`.
+    Env {
+        /// The form to print.
+        #[arg(long, value_enum, default_value_t = Shell::Bash)]
+        shell: Shell,
+        #[command(flatten)]
+        input: InputArgs,
     },
 }
 
@@ -125,15 +150,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             write_stdout(&text)?;
             Ok(ExitCode::SUCCESS)
         }
-    }
-}
-
-/// Write to stdout; a closed pipe (`| head`) is not an error.
-fn write_stdout(text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => other.context("writing to stdout"),
+        Command::Explain { rule } => match ruledoc::explain(&rule) {
+            Ok(text) => {
+                write_stdout(&text)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(unknown) => {
+                eprintln!(
+                    "caiclust: error: unknown rule '{rule}'; {unknown}\n(`caiclust rules` lists them all)"
+                );
+                Ok(ExitCode::from(2))
+            }
+        },
+        Command::Rules { json } => {
+            write_stdout(&if json {
+                ruledoc::json()
+            } else {
+                ruledoc::table()
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Env { shell, input } => {
+            let config = input.load_config()?;
+            let loaded = input.load_facts(std::env::current_exe().ok())?;
+            let advice = caiclust_rules::recommend(&loaded.facts, &config);
+            write_stdout(&envfmt::render(shell, &advice.env))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

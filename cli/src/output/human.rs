@@ -1,0 +1,111 @@
+//! `--format human`: each finding with its level, id, name, message,
+//! location, evidence and fix, then a summary line. Colour follows
+//! [`crate::color`] (the `colored` crate's global switch).
+
+use std::fmt::Write as _;
+
+use caiclust_rules::{Finding, Level};
+use colored::{ColoredString, Colorize};
+
+use super::{counts, CheckOutput};
+use crate::input::describe_subject;
+
+fn level_word(level: Level) -> ColoredString {
+    match level {
+        Level::Error => "error".red().bold(),
+        Level::Warning => "warning".yellow().bold(),
+        Level::Info => "info".cyan().bold(),
+        Level::Allow => "allow".normal(),
+    }
+}
+
+fn source_word(e: &caiclust_core::probe::Evidence) -> String {
+    serde_json::to_value(e.source)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn finding(out: &mut String, f: &Finding) {
+    let _ = writeln!(
+        out,
+        "{}{} {}: {}",
+        level_word(f.level),
+        format!("[{}]", f.rule_id).bold(),
+        f.rule_name.bold(),
+        f.message
+    );
+    let arrow = "  -->".blue().bold();
+    let bar = "   =".blue().bold();
+    if let Some(loc) = &f.location {
+        let _ = writeln!(out, "{arrow} {loc}");
+    }
+    for e in &f.evidence {
+        let _ = writeln!(out, "{bar} evidence ({}): {}", source_word(e), e.detail);
+    }
+    if let Some(fix) = &f.fix {
+        let mut lines = fix.lines();
+        let _ = writeln!(
+            out,
+            "{bar} {} {}",
+            "fix:".green().bold(),
+            lines.next().unwrap_or("")
+        );
+        for l in lines {
+            let _ = writeln!(out, "        {l}");
+        }
+    }
+    let _ = writeln!(out, "{bar} see `caiclust explain {}`", f.rule_id);
+    out.push('\n');
+}
+
+fn plural(n: usize, word: &str) -> String {
+    match (n, word) {
+        (1, w) => format!("1 {w}"),
+        (n, "info") => format!("{n} info"),
+        (n, w) => format!("{n} {w}s"),
+    }
+}
+
+/// Render for people.
+pub fn render(out: &CheckOutput<'_>) -> String {
+    let mut s = String::new();
+    for f in &out.report.findings {
+        finding(&mut s, f);
+    }
+    let subject = describe_subject(out.facts);
+    let from = out
+        .facts_path
+        .map(|p| format!(" (facts from {})", p.display()))
+        .unwrap_or_default();
+    if out.report.findings.is_empty() {
+        let _ = writeln!(
+            s,
+            "{}: no findings for {subject}{from}",
+            "ok".green().bold()
+        );
+        return s;
+    }
+    let parts: Vec<String> = counts(out.report)
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(l, n)| plural(*n, l.as_str()))
+        .collect();
+    let verdict = if out.report.denied() {
+        format!(
+            "fails (findings at `{}` or above)",
+            out.report.deny_level.as_str()
+        )
+        .red()
+        .bold()
+    } else {
+        format!(
+            "passes (nothing at `{}` or above)",
+            out.report.deny_level.as_str()
+        )
+        .green()
+        .bold()
+    };
+    let _ = writeln!(s, "{} for {subject}{from}: {verdict}", parts.join(", "));
+    s
+}

@@ -1,0 +1,168 @@
+//! `caiclust-check` output: one [`Format`], one renderer per module.
+//!
+//! * [`human`]: for people, coloured when [`crate::color`] allows;
+//! * [`json`]: the [`Report`] with the subject and facts path;
+//! * [`sarif`]: SARIF 2.1.0 for code scanning;
+//! * [`github`]: GitHub Actions workflow commands (annotations).
+
+pub mod github;
+pub mod human;
+pub mod json;
+pub mod sarif;
+
+use std::path::PathBuf;
+
+use caiclust_core::probe::Facts;
+use caiclust_rules::{Level, Report};
+
+/// How `caiclust-check` prints its report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// Readable text, coloured on a terminal.
+    #[default]
+    Human,
+    /// The report as one JSON document.
+    Json,
+    /// SARIF 2.1.0, for code-scanning services.
+    Sarif,
+    /// GitHub Actions workflow commands (`::error ...`).
+    Github,
+}
+
+/// Everything a renderer needs.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckOutput<'a> {
+    pub facts: &'a Facts,
+    /// The snapshot the facts were read from (`--facts`).
+    pub facts_path: Option<&'a PathBuf>,
+    pub report: &'a Report,
+}
+
+/// Render the report in `format`.
+pub fn render(format: Format, out: &CheckOutput<'_>) -> String {
+    match format {
+        Format::Human => human::render(out),
+        Format::Json => json::render(out),
+        Format::Sarif => sarif::render(out),
+        Format::Github => github::render(out),
+    }
+}
+
+/// Where a finding points, as parsed from [`caiclust_rules::Finding::location`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A file, with an optional line and column (`path:line:column`).
+    File {
+        path: String,
+        line: Option<u64>,
+        column: Option<u64>,
+    },
+    /// An environment variable (`OMP_NUM_THREADS`).
+    Variable(String),
+    /// Anything else: a library or module by name.
+    Module(String),
+}
+
+impl Location {
+    /// Classify a location string: paths (with `/` or `\`) are files, an
+    /// upper-case identifier is an environment variable, anything else is
+    /// a library or module name.
+    pub fn parse(s: &str) -> Location {
+        let (base, line, column) = split_line_column(s);
+        if base.contains('/') || base.contains('\\') {
+            return Location::File {
+                path: base.to_string(),
+                line,
+                column,
+            };
+        }
+        let is_var = !s.is_empty()
+            && !s.starts_with(|c: char| c.is_ascii_digit())
+            && s.chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if is_var {
+            Location::Variable(s.to_string())
+        } else {
+            Location::Module(s.to_string())
+        }
+    }
+}
+
+/// `path:12:3` → (`path`, 12, 3); `path:12` → (`path`, 12, None).
+fn split_line_column(s: &str) -> (&str, Option<u64>, Option<u64>) {
+    let num = |t: &str| -> Option<u64> {
+        (!t.is_empty() && t.chars().all(|c| c.is_ascii_digit()))
+            .then(|| t.parse().ok())
+            .flatten()
+    };
+    let mut parts = s.rsplitn(3, ':');
+    let last = parts.next();
+    let mid = parts.next();
+    let rest = parts.next();
+    match (rest, mid.and_then(num), last.and_then(num)) {
+        (Some(base), Some(line), Some(col)) if !base.is_empty() => (base, Some(line), Some(col)),
+        _ => match s.rsplit_once(':') {
+            Some((base, l)) if !base.is_empty() && num(l).is_some() => (base, num(l), None),
+            _ => (s, None, None),
+        },
+    }
+}
+
+/// Findings per level, most severe first, for summary lines.
+pub fn counts(report: &Report) -> [(Level, usize); 3] {
+    let n = |l: Level| report.findings.iter().filter(|f| f.level == l).count();
+    [
+        (Level::Error, n(Level::Error)),
+        (Level::Warning, n(Level::Warning)),
+        (Level::Info, n(Level::Info)),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_are_classified() {
+        assert_eq!(
+            Location::parse("OMP_NUM_THREADS"),
+            Location::Variable("OMP_NUM_THREADS".into())
+        );
+        assert_eq!(
+            Location::parse("libgomp.so.1"),
+            Location::Module("libgomp.so.1".into())
+        );
+        assert_eq!(
+            Location::parse("/a/libgomp.so.1"),
+            Location::File {
+                path: "/a/libgomp.so.1".into(),
+                line: None,
+                column: None
+            }
+        );
+        assert_eq!(
+            Location::parse("src/x.py:12:3"),
+            Location::File {
+                path: "src/x.py".into(),
+                line: Some(12),
+                column: Some(3)
+            }
+        );
+        assert_eq!(
+            Location::parse(r"C:\env\x.py:7"),
+            Location::File {
+                path: r"C:\env\x.py".into(),
+                line: Some(7),
+                column: None
+            }
+        );
+        assert_eq!(
+            Location::parse(r"C:\env\vcomp140.dll"),
+            Location::File {
+                path: r"C:\env\vcomp140.dll".into(),
+                line: None,
+                column: None
+            }
+        );
+    }
+}

@@ -1,0 +1,88 @@
+//! `--format github`: one workflow command per finding.
+
+mod check_support;
+use check_support::*;
+
+use caiclust_cli::output::{self, CheckOutput, Format};
+
+#[test]
+fn binary_prints_only_workflow_commands() {
+    let f = pypi_linux();
+    let o = run(
+        CHECK,
+        &[
+            "--facts",
+            f.to_str().unwrap(),
+            "--start-method",
+            "fork",
+            "--format",
+            "github",
+        ],
+    );
+    assert!(matches!(o.status.code(), Some(0 | 1)), "{}", stderr(&o));
+    for line in stdout(&o).lines() {
+        let ok = ["::error ", "::warning ", "::notice "]
+            .iter()
+            .any(|p| line.starts_with(p));
+        assert!(ok, "not a workflow command: {line}");
+        assert!(line.contains("title=CC"), "{line}");
+        assert!(line.contains("::"), "{line}");
+    }
+    if o.status.code() == Some(1) {
+        assert!(
+            stdout(&o).lines().any(|l| l.starts_with("::error ")),
+            "{}",
+            stdout(&o)
+        );
+    }
+}
+
+#[test]
+fn synthetic_findings_render_as_annotations() {
+    let facts = facts(&pypi_linux());
+    let report = synthetic_report();
+    let text = output::render(
+        Format::Github,
+        &CheckOutput {
+            facts: &facts,
+            facts_path: None,
+            report: &report,
+        },
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(
+        lines[0].starts_with(
+            "::error file=/opt/my env/lib/libgomp-e985bcbb.so.1.0.0,title=CC001 gnu-openmp-after-fork::libgomp is loaded, and workers fork: 100%25 hang risk"
+        ),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains("%0AFix: use spawn:%0Amultiprocessing"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].ends_with("See `caiclust explain CC001`"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].starts_with("::warning title=CC010 threads-times-workers::OMP_NUM_THREADS"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].starts_with("::notice title=CC020 duplicate-openblas::"),
+        "{}",
+        lines[2]
+    );
+    assert!(
+        lines[3].starts_with(
+            "::warning file=src/run%2Cjob.py,line=12,col=5,title=CC030 script-check::"
+        ),
+        "{}",
+        lines[3]
+    );
+}

@@ -1,0 +1,106 @@
+//! Shared by the `check_*` tests: running the binaries on the snapshots in
+//! `tests/data/`, and a synthetic report with one finding per kind of
+//! location (so renderers are tested even while the rule table is small).
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use caiclust_core::probe::{Evidence, EvidenceSource, Facts};
+use caiclust_rules::{Finding, Level, Report};
+
+pub const CHECK: &str = env!("CARGO_BIN_EXE_caiclust-check");
+pub const CAICLUST: &str = env!("CARGO_BIN_EXE_caiclust");
+
+/// A facts snapshot in `tests/data/`.
+pub fn data(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+/// The PyPI venv on Linux: GNU OpenMP (scikit-learn), OpenBLAS twice.
+pub fn pypi_linux() -> PathBuf {
+    data("check-pypi-linux.json")
+}
+
+/// NumPy's Windows wheel: OpenBLAS, no OpenMP; spawn is the only start method.
+pub fn numpy_windows() -> PathBuf {
+    data("check-numpy-windows.json")
+}
+
+/// Run a program in an empty temporary folder (no configuration file
+/// above it), without colour forced by the caller's environment.
+pub fn run(program: &str, args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    Command::new(program)
+        .args(args)
+        .current_dir(dir.path())
+        .env_remove("CLICOLOR_FORCE")
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("run")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn facts(path: &std::path::Path) -> Facts {
+    Facts::from_json(&std::fs::read_to_string(path).expect("read facts")).expect("parse facts")
+}
+
+/// Three findings: a file location with line and column, an environment
+/// variable, a library name; messages with characters that need escaping.
+pub fn synthetic_report() -> Report {
+    let ev = |d: &str| Evidence {
+        source: EvidenceSource::Static,
+        detail: d.into(),
+    };
+    Report {
+        findings: vec![
+            Finding {
+                rule_id: "CC001".into(),
+                rule_name: "gnu-openmp-after-fork".into(),
+                level: Level::Error,
+                message: "libgomp is loaded, and workers fork: 100% hang risk, see below".into(),
+                evidence: vec![ev("NEEDED libgomp.so.1")],
+                fix: Some("use spawn:\nmultiprocessing.set_start_method('spawn')".into()),
+                location: Some("/opt/my env/lib/libgomp-e985bcbb.so.1.0.0".into()),
+            },
+            Finding {
+                rule_id: "CC010".into(),
+                rule_name: "threads-times-workers".into(),
+                level: Level::Warning,
+                message: "OMP_NUM_THREADS is unset, 4 workers x 8 threads".into(),
+                evidence: vec![],
+                fix: None,
+                location: Some("OMP_NUM_THREADS".into()),
+            },
+            Finding {
+                rule_id: "CC020".into(),
+                rule_name: "duplicate-openblas".into(),
+                level: Level::Info,
+                message: "two OpenBLAS copies".into(),
+                evidence: vec![ev("export openblas_get_config")],
+                fix: None,
+                location: Some("libopenblas.so.0".into()),
+            },
+            Finding {
+                rule_id: "CC030".into(),
+                rule_name: "script-check".into(),
+                level: Level::Warning,
+                message: "in a script".into(),
+                evidence: vec![],
+                fix: None,
+                location: Some("src/run,job.py:12:5".into()),
+            },
+        ],
+        deny_level: Level::Error,
+    }
+}

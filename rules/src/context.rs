@@ -1,0 +1,67 @@
+//! What the rules look at: the facts, and how the work is going to run.
+
+use caiclust_probe::{Facts, OsFamily};
+use serde::{Deserialize, Serialize};
+
+/// How the parallel work is going to be started, as far as known. Empty
+/// fields fall back to the facts (the interpreter's default start method)
+/// and the configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// `fork`, `spawn` or `forkserver`.
+    pub start_method: Option<String>,
+    /// Worker processes.
+    pub workers: Option<usize>,
+}
+
+/// Everything a rule may look at.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    pub facts: &'a Facts,
+    pub plan: &'a Plan,
+    pub advisories: &'a crate::AdvisoryDb,
+}
+
+impl<'a> Context<'a> {
+    /// The start method the pool will use: the plan's, else the
+    /// interpreter's default, else the platform's for Python 3.8–3.13.
+    pub fn start_method(&self) -> Option<&'a str> {
+        if let Some(m) = self.plan.start_method.as_deref() {
+            return Some(m);
+        }
+        if let Some(m) = self
+            .facts
+            .python
+            .as_ref()
+            .and_then(|p| p.default_start_method.as_deref())
+        {
+            return Some(m);
+        }
+        match self.facts.target_os {
+            OsFamily::Linux => Some("fork"),
+            OsFamily::Macos | OsFamily::Windows => Some("spawn"),
+            OsFamily::Other => None,
+        }
+    }
+
+    /// Will workers be forked without exec?
+    pub fn forks(&self) -> bool {
+        self.start_method() == Some("fork")
+    }
+
+    /// An environment variable as the probed process sees it.
+    pub fn env(&self, name: &str) -> Option<&'a str> {
+        self.facts.env.get(name).map(String::as_str)
+    }
+
+    /// Usable CPUs (affinity, cgroup, Slurm), else logical CPUs.
+    pub fn usable_cpus(&self) -> usize {
+        self.facts
+            .host
+            .usable_cpus
+            .as_ref()
+            .map(|c| c.value)
+            .unwrap_or(self.facts.host.logical_cpus)
+            .max(1)
+    }
+}

@@ -1,0 +1,61 @@
+//! Evaluating every rule over the facts.
+
+use caiclust_probe::Facts;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::context::{Context, Plan};
+use crate::finding::{Finding, Level};
+use crate::registry::all_rules;
+
+/// The findings of one evaluation, most severe first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    pub findings: Vec<Finding>,
+    /// Findings at or above this level fail the check (exit code 1).
+    pub deny_level: Level,
+}
+
+impl Report {
+    /// Does any finding reach the deny level?
+    pub fn denied(&self) -> bool {
+        self.findings
+            .iter()
+            .any(|f| f.level >= self.deny_level && f.level != Level::Allow)
+    }
+}
+
+/// Run every rule. Levels come from the configuration (by rule id or
+/// name), else the rule's category; rules set to `allow` report nothing.
+pub fn evaluate(facts: &Facts, plan: &Plan, config: &Config) -> Report {
+    let plan = config.apply_to_plan(plan);
+    let advisories = config.advisory_db();
+    let cx = Context {
+        facts,
+        plan: &plan,
+        advisories: &advisories,
+    };
+    let mut findings = Vec::new();
+    for rule in all_rules() {
+        let info = rule.info();
+        let level = config
+            .level_for(info.id, info.name)
+            .unwrap_or_else(|| info.category.default_level());
+        if level == Level::Allow {
+            continue;
+        }
+        for mut f in rule.check(&cx) {
+            f.level = level;
+            findings.push(f);
+        }
+    }
+    findings.sort_by(|a, b| {
+        b.level
+            .cmp(&a.level)
+            .then_with(|| a.rule_id.cmp(&b.rule_id))
+    });
+    Report {
+        findings,
+        deny_level: config.deny_level(),
+    }
+}

@@ -1,0 +1,293 @@
+//! The rules themselves, one module each, documented where defined; and
+//! the small helpers they share (thread variables, worker counts, which
+//! libraries really run a pool).
+
+use std::path::Path;
+
+use caiclust_probe::{Evidence, EvidenceSource, Facts, Library, ThreadingLayer, Vendor};
+
+use crate::context::Context;
+use crate::finding::{Finding, RuleInfo};
+use crate::registry::Rule;
+
+mod cc001_gnu_openmp_fork;
+mod cc002_numba_gnu_openmp_fork;
+mod cc003_accelerate_fork;
+mod cc004_macos_fork;
+mod cc005_opencv_fork;
+mod cc006_oversubscription;
+mod cc007_cpus_exceed_allocation;
+mod cc008_openblas_openmp_thread_variable;
+mod cc009_thread_env_not_applied;
+mod cc010_windows_worker_limit;
+mod cc011_mixed_openmp_runtimes;
+mod cc012_fork_with_running_threads;
+mod cc013_implicit_forkserver;
+mod cc014_caiman_macos_forkserver;
+mod cc015_cuda_fork;
+mod cc016_duplicate_runtimes;
+
+/// Every rule, in id order.
+pub(crate) static ALL: &[&dyn Rule] = &[
+    &cc001_gnu_openmp_fork::GnuOpenmpFork,
+    &cc002_numba_gnu_openmp_fork::NumbaGnuOpenmpFork,
+    &cc003_accelerate_fork::AccelerateFork,
+    &cc004_macos_fork::MacosFork,
+    &cc005_opencv_fork::OpencvFork,
+    &cc006_oversubscription::Oversubscription,
+    &cc007_cpus_exceed_allocation::CpusExceedAllocation,
+    &cc008_openblas_openmp_thread_variable::OpenblasOpenmpThreadVariable,
+    &cc009_thread_env_not_applied::ThreadEnvNotApplied,
+    &cc010_windows_worker_limit::WindowsWorkerLimit,
+    &cc011_mixed_openmp_runtimes::MixedOpenmpRuntimes,
+    &cc012_fork_with_running_threads::ForkWithRunningThreads,
+    &cc013_implicit_forkserver::ImplicitForkserver,
+    &cc014_caiman_macos_forkserver::CaimanMacosForkserver,
+    &cc015_cuda_fork::CudaFork,
+    &cc016_duplicate_runtimes::DuplicateRuntimes,
+    &crate::advisory::KnownRuntimeBug,
+];
+
+/// Windows' `WaitForMultipleObjects` limit leaves room for 60 workers.
+pub(crate) const WINDOWS_MAX_WORKERS: usize = 60;
+
+/// A finding of `info` at its category's default level.
+pub(crate) fn finding(
+    info: &RuleInfo,
+    message: String,
+    evidence: Vec<Evidence>,
+    fix: impl Into<String>,
+    location: impl Into<String>,
+) -> Finding {
+    Finding {
+        rule_id: info.id.to_string(),
+        rule_name: info.name.to_string(),
+        level: info.category.default_level(),
+        message,
+        evidence,
+        fix: Some(format!(
+            "{} (see `caiclust explain {}`)",
+            fix.into(),
+            info.id
+        )),
+        location: Some(location.into()),
+    }
+}
+
+/// A thread-count variable as a number: the first entry of a list such as
+/// `OMP_NUM_THREADS=4,2`; `None` when unset or not a positive number.
+pub(crate) fn env_count(facts: &Facts, name: &str) -> Option<usize> {
+    let v = facts.env.get(name)?;
+    v.split(',')
+        .next()?
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n > 0)
+}
+
+/// Evidence that a variable is set, or unset.
+pub(crate) fn env_evidence(facts: &Facts, name: &str) -> Evidence {
+    match facts.env.get(name) {
+        Some(v) => Evidence::new(EvidenceSource::Environment, format!("{name}={v}")),
+        None => Evidence::new(EvidenceSource::Environment, format!("{name} is unset")),
+    }
+}
+
+/// Evidence naming a library and why it is that vendor.
+pub(crate) fn library_evidence(lib: &Library) -> Vec<Evidence> {
+    let mut ev = vec![Evidence::new(
+        EvidenceSource::Static,
+        format!("library {} ({:?})", lib.path.display(), lib.vendor.value),
+    )];
+    ev.extend(lib.vendor.evidence.iter().cloned());
+    ev
+}
+
+/// Libraries that are a runtime of their own: not thin interface
+/// libraries that forward to another one (Debian's `libblas.so.3`).
+pub(crate) fn runtime_libraries(facts: &Facts) -> impl Iterator<Item = &Library> {
+    facts.libraries.iter().filter(|l| l.forwards_to.is_none())
+}
+
+/// The threads a runtime's pool starts with when no variable limits it:
+/// the CPUs in the affinity mask (what OpenBLAS and libgomp count), else
+/// the logical CPUs.
+pub(crate) fn default_pool_threads(facts: &Facts) -> usize {
+    facts
+        .host
+        .affinity
+        .as_ref()
+        .map(Vec::len)
+        .filter(|n| *n > 0)
+        .unwrap_or(facts.host.logical_cpus)
+        .max(1)
+}
+
+/// The worker count: the plan's, else CaImAn's default of usable CPUs − 1
+/// (at least 1).
+pub(crate) fn planned_workers(cx: &Context<'_>) -> (usize, String) {
+    match cx.plan.workers {
+        Some(n) => (n, format!("{n} workers planned")),
+        None => {
+            let n = cx.usable_cpus().saturating_sub(1).max(1);
+            (
+                n,
+                format!(
+                    "{n} workers (default: usable CPUs {} − 1)",
+                    cx.usable_cpus()
+                ),
+            )
+        }
+    }
+}
+
+/// Evidence for the start method in use.
+pub(crate) fn start_method_evidence(cx: &Context<'_>) -> Evidence {
+    let method = cx.start_method().unwrap_or("unknown");
+    let why = if cx.plan.start_method.is_some() {
+        "planned or configured"
+    } else if cx
+        .facts
+        .python
+        .as_ref()
+        .and_then(|p| p.default_start_method.as_ref())
+        .is_some()
+    {
+        "the interpreter's default"
+    } else {
+        "the platform's default"
+    };
+    Evidence::new(
+        EvidenceSource::Environment,
+        format!("start method {method} ({why})"),
+    )
+}
+
+/// The file name of a path.
+pub(crate) fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// Is this binary a Python extension module (as opposed to a shared
+/// library)?
+pub(crate) fn is_extension_module(path: &Path) -> bool {
+    let name = file_name(path);
+    name.contains(".cpython-")
+        || name.contains(".abi3.")
+        || name.contains(".pypy")
+        || name.ends_with(".pyd")
+}
+
+/// A library whose pool runs on GNU OpenMP, with the threads it will use
+/// and the evidence for that count.
+pub(crate) struct GompPool<'a> {
+    pub lib: &'a Library,
+    pub threads: usize,
+    pub evidence: Vec<Evidence>,
+}
+
+/// Every pool that runs on GNU libgomp: OpenMP builds of OpenBLAS/BLIS,
+/// MKL's GNU layer, and extension modules that use libgomp directly
+/// (scikit-learn). numba's `omppool` is left to its own rule.
+pub(crate) fn gnu_openmp_pools(facts: &Facts) -> Vec<GompPool<'_>> {
+    let has_gomp = runtime_libraries(facts).any(|l| l.vendor.value == Vendor::GnuOpenmp);
+    if !has_gomp {
+        return Vec::new();
+    }
+    let mkl_layer_gnu = facts
+        .env
+        .get("MKL_THREADING_LAYER")
+        .is_some_and(|v| v.eq_ignore_ascii_case("gnu"));
+    let default = default_pool_threads(facts);
+    let mut pools = Vec::new();
+    for lib in runtime_libraries(facts) {
+        let on_gomp = lib
+            .openmp_runtime
+            .as_ref()
+            .is_some_and(|r| r.value == Vendor::GnuOpenmp);
+        let layer = lib.threading_layer.as_ref().map(|t| t.value);
+        let (threads, evidence) = match lib.vendor.value {
+            Vendor::Openblas if on_gomp => {
+                // OpenMP builds read only OMP_NUM_THREADS.
+                count_from(facts, &["OMP_NUM_THREADS"], default)
+            }
+            Vendor::Blis if on_gomp => {
+                // BLIS is single-threaded unless a variable says otherwise.
+                count_from(facts, &["BLIS_NUM_THREADS", "OMP_NUM_THREADS"], 1)
+            }
+            Vendor::Mkl
+                if on_gomp
+                    || layer == Some(ThreadingLayer::Gnu) && mkl_layer_gnu
+                    || layer == Some(ThreadingLayer::RuntimeSelected) && mkl_layer_gnu =>
+            {
+                let (n, mut ev) =
+                    count_from(facts, &["MKL_NUM_THREADS", "OMP_NUM_THREADS"], default);
+                ev.push(env_evidence(facts, "MKL_THREADING_LAYER"));
+                (n, ev)
+            }
+            Vendor::GnuOpenmp => {
+                let direct: Vec<&Path> = lib
+                    .needed_by
+                    .iter()
+                    .map(|p| p.as_path())
+                    .filter(|p| is_extension_module(p) && !is_numba_omppool(p))
+                    .collect();
+                // Found in a package with no recorded user: assume the
+                // package uses it.
+                let unknown_user = lib.needed_by.is_empty() && !lib.pulled_in_by.is_empty();
+                if direct.is_empty() && !unknown_user {
+                    continue;
+                }
+                let (n, mut ev) = count_from(facts, &["OMP_NUM_THREADS"], default);
+                if let Some(first) = direct.first() {
+                    ev.push(Evidence::new(
+                        EvidenceSource::Static,
+                        format!(
+                            "NEEDED by the extension module {} ({} in all)",
+                            first.display(),
+                            direct.len()
+                        ),
+                    ));
+                }
+                (n, ev)
+            }
+            _ => continue,
+        };
+        let threads = lib
+            .runtime
+            .as_ref()
+            .and_then(|r| r.num_threads)
+            .unwrap_or(threads);
+        pools.push(GompPool {
+            lib,
+            threads,
+            evidence,
+        });
+    }
+    pools
+}
+
+/// numba's OpenMP pool module.
+pub(crate) fn is_numba_omppool(path: &Path) -> bool {
+    let s = path.to_string_lossy().replace('\\', "/");
+    s.contains("numba/np/ufunc/omppool")
+}
+
+/// The first variable of `names` that is set decides the thread count,
+/// else `default`.
+pub(crate) fn count_from(facts: &Facts, names: &[&str], default: usize) -> (usize, Vec<Evidence>) {
+    for name in names {
+        if let Some(n) = env_count(facts, name) {
+            return (n, vec![env_evidence(facts, name)]);
+        }
+    }
+    let mut ev: Vec<Evidence> = names.iter().map(|n| env_evidence(facts, n)).collect();
+    ev.push(Evidence::new(
+        EvidenceSource::System,
+        format!("so the pool defaults to {default} thread(s)"),
+    ));
+    (default, ev)
+}

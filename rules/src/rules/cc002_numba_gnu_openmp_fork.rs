@@ -1,0 +1,113 @@
+//! CC002: numba's OpenMP layer on GNU OpenMP with fork.
+
+use caiclust_probe::{Evidence, EvidenceSource};
+
+use crate::context::Context;
+use crate::finding::{Category, Finding, RuleInfo};
+use crate::registry::Rule;
+use crate::rules::{env_count, env_evidence, finding, start_method_evidence};
+
+const EXPLANATION: &str = r#"## What it detects
+numba is installed with its OpenMP threading layer (`omppool`, built on GNU
+libgomp), numba will choose that layer (no TBB layer available, or
+`NUMBA_THREADING_LAYER=omp`), and workers are started with `fork`.
+
+## Why it is bad
+numba refuses to run parallel code in a child forked from a process that
+already used GNU OpenMP: it terminates the child ("fork() called from a
+process already using GNU OpenMP, this is unsafe"). `multiprocessing.Pool`
+then waits forever for the dead worker's result.
+
+## Example
+`@njit(parallel=True)` function called in the parent, then again in the
+workers of a fork `Pool`.
+
+## Fix
+Use the spawn or forkserver start method; or `NUMBA_THREADING_LAYER=workqueue`
+(or `tbb` when installed); or `NUMBA_NUM_THREADS=1`.
+
+## References
+numba docs, "Selecting a threading layer for safe parallel execution";
+HAZARDS H01 ("What survives fork")."#;
+
+/// numba's GNU OpenMP layer with fork: numba kills forked workers.
+pub struct NumbaGnuOpenmpFork;
+
+static INFO: RuleInfo = RuleInfo {
+    id: "CC002",
+    name: "numba-gnu-openmp-fork",
+    category: Category::HangOrCrash,
+    summary: "numba's OpenMP layer runs on GNU libgomp and workers are forked: numba kills them",
+    explanation: EXPLANATION,
+    hazards: &["H01"],
+};
+
+impl Rule for NumbaGnuOpenmpFork {
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
+    }
+
+    fn check(&self, cx: &Context<'_>) -> Vec<Finding> {
+        if !cx.forks() || env_count(cx.facts, "NUMBA_NUM_THREADS") == Some(1) {
+            return Vec::new();
+        }
+        let chosen = cx.env("NUMBA_THREADING_LAYER").map(str::to_ascii_lowercase);
+        let live = cx
+            .facts
+            .process
+            .as_ref()
+            .and_then(|p| p.python_runtime.as_ref())
+            .and_then(|r| r.numba_threading_layer.clone());
+        let mut out = Vec::new();
+        for pkg in cx.facts.packages.iter().filter(|p| p.name == "numba") {
+            let layers: Vec<&str> = pkg
+                .threading_layers
+                .iter()
+                .map(|c| c.value.as_str())
+                .collect();
+            let gnu_omp = pkg.threading_layers.iter().find(|c| {
+                c.value.starts_with("omp") && c.value.to_ascii_lowercase().contains("gnu")
+            });
+            let Some(gnu_omp) = gnu_omp else { continue };
+            let has_tbb = layers.iter().any(|l| l.starts_with("tbb"));
+            // numba's default order is tbb, omp, workqueue.
+            let picks_omp = match (&live, chosen.as_deref()) {
+                (Some(l), _) => l == "omp",
+                (None, Some("omp")) => true,
+                (None, Some("default") | None) => !has_tbb,
+                (None, Some(_)) => false,
+            };
+            if !picks_omp {
+                continue;
+            }
+            let mut ev = vec![Evidence::new(
+                EvidenceSource::Static,
+                format!(
+                    "numba at {} has threading layers: {}",
+                    pkg.path.display(),
+                    layers.join(", ")
+                ),
+            )];
+            ev.extend(gnu_omp.evidence.iter().cloned());
+            ev.push(env_evidence(cx.facts, "NUMBA_THREADING_LAYER"));
+            if let Some(l) = &live {
+                ev.push(Evidence::new(
+                    EvidenceSource::Runtime,
+                    format!("numba.threading_layer() = {l}"),
+                ));
+            }
+            ev.push(start_method_evidence(cx));
+            out.push(finding(
+                &INFO,
+                format!(
+                    "numba ({}) will run parallel code on its GNU OpenMP layer and workers are forked: numba terminates each forked worker and the pool waits forever",
+                    pkg.path.display()
+                ),
+                ev,
+                "use the spawn or forkserver start method, or set NUMBA_THREADING_LAYER=workqueue before the interpreter starts",
+                pkg.path.display().to_string(),
+            ));
+        }
+        out
+    }
+}

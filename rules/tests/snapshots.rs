@@ -1,0 +1,226 @@
+//! Snapshot tests of the rules over Facts documents (`snapshots/*.facts.json`,
+//! made from real `caiclust probe --json` output with the few fields each
+//! scenario needs edited). Each has a plan (`*.plan.json`) and the exact
+//! set of (rule id, level, location) it must produce
+//! (`*.expected.json`). `CAICLUST_BLESS=1 cargo test -p caiclust-rules
+//! --test snapshots` rewrites the expected files; review the diff.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use caiclust_probe::Facts;
+use caiclust_rules::{all_rules, evaluate, Config, Finding, Level, Plan};
+
+/// Rules whose triggering is tested elsewhere: `CC100` reports matches of
+/// the advisory database, which has its own tests in `advisory.rs`.
+const TESTED_ELSEWHERE: &[&str] = &["CC100"];
+
+fn snapshot_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots")
+}
+
+type Row = (String, String, String);
+
+fn rows(findings: &[Finding]) -> Vec<Row> {
+    let mut rows: Vec<Row> = findings
+        .iter()
+        .filter(|f| !TESTED_ELSEWHERE.contains(&f.rule_id.as_str()))
+        .map(|f| {
+            (
+                f.rule_id.clone(),
+                f.level.as_str().to_string(),
+                f.location.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+fn scenarios() -> Vec<(String, Facts, Plan)> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(snapshot_dir())
+        .expect("snapshots folder")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".facts.json"))
+        .collect();
+    names.sort();
+    assert!(
+        names.len() >= 20,
+        "expected the snapshot scenarios, found {}",
+        names.len()
+    );
+    names
+        .into_iter()
+        .map(|p| {
+            let name = p
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .trim_end_matches(".facts.json")
+                .to_string();
+            let facts = Facts::from_json(&std::fs::read_to_string(&p).unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            let plan_path = snapshot_dir().join(format!("{name}.plan.json"));
+            let plan: Plan = serde_json::from_str(&std::fs::read_to_string(&plan_path).unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e}", plan_path.display()));
+            (name, facts, plan)
+        })
+        .collect()
+}
+
+#[test]
+fn every_snapshot_gives_exactly_its_expected_findings() {
+    let bless = std::env::var_os("CAICLUST_BLESS").is_some();
+    let mut failures = Vec::new();
+    for (name, facts, plan) in scenarios() {
+        let report = evaluate(&facts, &plan, &Config::default());
+        let got = rows(&report.findings);
+        for f in &report.findings {
+            assert!(
+                !f.evidence.is_empty(),
+                "{name}: {} has no evidence",
+                f.rule_id
+            );
+            assert!(
+                f.fix.is_some() && f.location.is_some(),
+                "{name}: {} lacks fix/location",
+                f.rule_id
+            );
+            assert!(
+                !f.message.is_empty(),
+                "{name}: {} has no message",
+                f.rule_id
+            );
+        }
+        let path = snapshot_dir().join(format!("{name}.expected.json"));
+        if bless {
+            std::fs::write(&path, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
+            continue;
+        }
+        let want: Vec<Row> = match std::fs::read_to_string(&path) {
+            Ok(t) => serde_json::from_str(&t).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+            Err(e) => panic!(
+                "{}: {e} (run with CAICLUST_BLESS=1 and review)",
+                path.display()
+            ),
+        };
+        if got != want {
+            failures.push(format!("{name}:\n  expected {want:?}\n  got      {got:?}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "snapshot mismatches:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// Like rustc's error index: every rule has a scenario that triggers it.
+#[test]
+fn every_rule_is_triggered_by_some_snapshot() {
+    let mut triggered = BTreeSet::new();
+    for (_, facts, plan) in scenarios() {
+        for f in evaluate(&facts, &plan, &Config::default()).findings {
+            triggered.insert(f.rule_id);
+        }
+    }
+    let missing: Vec<&str> = all_rules()
+        .iter()
+        .map(|r| r.info().id)
+        .filter(|id| !triggered.contains(*id) && !TESTED_ELSEWHERE.contains(id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "rules no snapshot triggers: {missing:?}"
+    );
+}
+
+/// The "safe" scenarios give no error.
+#[test]
+fn safe_counterparts_give_no_error() {
+    let safe = [
+        "linux-pypi-fork-omp1",
+        "linux-pypi-spawn",
+        "linux-debian-openblas-openmp-omp1",
+        "linux-debian-openblas-pthreads-fork",
+        "linux-debian-blis-openmp-default",
+        "linux-mkl-fork",
+        "linux-mkl-gnu-layer-spawn",
+        "linux-numba-workqueue-fork",
+        "linux-cuda-spawn",
+        "macos-accelerate-default",
+        "macos-opencv-gcd-fork-limited",
+        "windows-60-workers",
+        "windows-numpy",
+    ];
+    let all = scenarios();
+    for name in safe {
+        let (_, facts, plan) = all
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .unwrap_or_else(|| panic!("no scenario {name}"));
+        let report = evaluate(facts, plan, &Config::default());
+        let errors: Vec<_> = report
+            .findings
+            .iter()
+            .filter(|f| f.level == Level::Error)
+            .collect();
+        assert!(errors.is_empty(), "{name}: {errors:#?}");
+    }
+}
+
+/// Ids and names are stable: a rename shows up in review here.
+#[test]
+fn rule_ids_and_names_are_stable_and_unique() {
+    let listing: String = all_rules()
+        .iter()
+        .map(|r| {
+            let i = r.info();
+            format!(
+                "{} {} {:?} {}\n",
+                i.id,
+                i.name,
+                i.category,
+                i.hazards.join(",")
+            )
+        })
+        .collect();
+    let path = snapshot_dir().join("rule-ids.txt");
+    if std::env::var_os("CAICLUST_BLESS").is_some() {
+        std::fs::write(&path, &listing).unwrap();
+    }
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        listing,
+        "rule list changed"
+    );
+    let ids: BTreeSet<_> = all_rules().iter().map(|r| r.info().id).collect();
+    let names: BTreeSet<_> = all_rules().iter().map(|r| r.info().name).collect();
+    assert_eq!(ids.len(), all_rules().len(), "duplicate id");
+    assert_eq!(names.len(), all_rules().len(), "duplicate name");
+    let mut sorted: Vec<_> = all_rules().iter().map(|r| r.info().id).collect();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        all_rules().iter().map(|r| r.info().id).collect::<Vec<_>>(),
+        "not in id order"
+    );
+    for r in all_rules() {
+        let i = r.info();
+        assert!(
+            i.name.chars().all(|c| c.is_ascii_lowercase() || c == '-'),
+            "{}",
+            i.name
+        );
+        for section in [
+            "## What it detects",
+            "## Why it is bad",
+            "## Example",
+            "## Fix",
+            "## References",
+        ] {
+            assert!(i.explanation.contains(section), "{} lacks {section}", i.id);
+        }
+    }
+}
