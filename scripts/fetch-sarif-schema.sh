@@ -15,6 +15,9 @@ schema="$dir/npm/node_modules/@microsoft/jest-sarif/lib/schemas/sarif-2.1.0-rtm.
 python="$dir/venv/bin/python"
 
 mkdir -p "$dir"
+# Tests run in parallel and may all call this at once: one at a time.
+exec 9>"$dir/.lock"
+flock 9
 if [[ ! -s "$schema" ]]; then
     npm install --silent --no-audit --no-fund --prefix "$dir/npm" @microsoft/jest-sarif >&2
 fi

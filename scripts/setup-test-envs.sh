@@ -295,6 +295,9 @@ else
     log "venv-numpy: done"
 fi
 
+# The SARIF 2.1.0 schema and a validator, for the --format sarif tests.
+log "sarif schema: $(CAICLUST_FIXTURES="$FIX" bash "$(dirname "${BASH_SOURCE[0]}")/fetch-sarif-schema.sh")"
+
 # ---------------------------------------------------------------------------
 # 3. Foreign wheels
 # ---------------------------------------------------------------------------
