@@ -28,6 +28,7 @@ mod recommend;
 mod registry;
 mod report;
 mod rules;
+mod script;
 
 pub use advisory::{Advisory, AdvisoryDb, AdvisoryError};
 pub use config::{Config, ConfigError, ConfigSource};
@@ -36,3 +37,4 @@ pub use finding::{Category, Finding, Level, RuleInfo};
 pub use recommend::{recommend, Backend, Choice, EnvSetting, Recommendation};
 pub use registry::{all_rules, find_rule, Rule};
 pub use report::{evaluate, Report};
+pub use script::{lint_script, lint_script_file, lint_scripts, ScriptError, SCRIPT_RULES};

@@ -46,6 +46,10 @@ pub(crate) static ALL: &[&dyn Rule] = &[
     &cc015_cuda_fork::CudaFork,
     &cc016_duplicate_runtimes::DuplicateRuntimes,
     &crate::advisory::KnownRuntimeBug,
+    &crate::script::PoolWithoutMainGuard,
+    &crate::script::ThreadVariableAfterImport,
+    &crate::script::ForkForced,
+    &crate::script::SetupClusterSingleThreadPool,
 ];
 
 /// Windows' `WaitForMultipleObjects` limit leaves room for 60 workers.

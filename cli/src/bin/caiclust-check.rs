@@ -1,13 +1,16 @@
 //! `caiclust-check`: pre-flight diagnostics for CI. Probes the environment
 //! (or replays saved facts), runs the rules, prints the findings, and
 //! exits 0 (nothing at the deny level), 1 (something is) or 2 (usage,
-//! probe or configuration error).
+//! probe, configuration or script error). Python scripts given as
+//! arguments are linted too; given alone, only they are checked.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use caiclust_cli::color::{self, ColorChoice};
-use caiclust_cli::input::{InputArgs, PlanArgs};
+use caiclust_cli::input::{scripts_only_facts, InputArgs, Loaded, PlanArgs};
 use caiclust_cli::output::{self, CheckOutput, Format};
+use caiclust_rules::Report;
 use clap::Parser;
 
 #[derive(Parser)]
@@ -19,6 +22,10 @@ use clap::Parser;
                   2 usage, probe or configuration error. `caiclust explain ID` describes a rule."
 )]
 struct Cli {
+    /// Python scripts to lint (CC201-CC204). Without --python, --pid,
+    /// --facts or --tree only the scripts are checked.
+    #[arg(value_name = "SCRIPT")]
+    scripts: Vec<PathBuf>,
     #[command(flatten)]
     input: InputArgs,
     #[command(flatten)]
@@ -47,9 +54,34 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let config = cli.input.load_config()?;
-    let helper = std::env::current_exe().ok();
-    let loaded = cli.input.load_facts(helper)?;
-    let report = caiclust_rules::evaluate(&loaded.facts, &cli.plan.plan(), &config);
+    let plan = cli.plan.plan();
+    let scripts_only = !cli.scripts.is_empty() && !cli.input.names_environment();
+    let (loaded, mut report) = if scripts_only {
+        let loaded = Loaded {
+            facts: scripts_only_facts(&cli.scripts),
+            facts_path: None,
+        };
+        let report = Report {
+            findings: Vec::new(),
+            deny_level: config.deny_level(),
+        };
+        (loaded, report)
+    } else {
+        let helper = std::env::current_exe().ok();
+        let loaded = cli.input.load_facts(helper)?;
+        let report = caiclust_rules::evaluate(&loaded.facts, &plan, &config);
+        (loaded, report)
+    };
+    if !cli.scripts.is_empty() {
+        let facts = (!scripts_only).then_some(&loaded.facts);
+        let found = caiclust_rules::lint_scripts(&cli.scripts, facts, &plan, &config)?;
+        report.findings.extend(found);
+        report.findings.sort_by(|a, b| {
+            b.level
+                .cmp(&a.level)
+                .then_with(|| a.rule_id.cmp(&b.rule_id))
+        });
+    }
     let out = CheckOutput {
         facts: &loaded.facts,
         facts_path: loaded.facts_path.as_ref(),

@@ -69,7 +69,9 @@ impl Location {
     /// a library or module name.
     pub fn parse(s: &str) -> Location {
         let (base, line, column) = split_line_column(s);
-        if base.contains('/') || base.contains('\\') {
+        // A path with folders, or a bare file name that carries a line
+        // number (`bad.py:9:6`), is a file.
+        if base.contains('/') || base.contains('\\') || (line.is_some() && base.contains('.')) {
             return Location::File {
                 path: base.to_string(),
                 line,

@@ -1,0 +1,173 @@
+//! CC201: a pool created when the script is imported, outside the
+//! `if __name__ == "__main__":` guard.
+
+use rustpython_parser::ast::Ranged;
+
+use super::model::{self, Call};
+use super::{reimport_level, Script, ScriptRule};
+use crate::context::Context;
+use crate::finding::{Category, Finding, RuleInfo};
+use crate::registry::Rule;
+
+const EXPLANATION: &str = r#"## What it detects
+A process pool or worker process created at module level: outside every
+function and outside `if __name__ == "__main__":` (module-level `with`,
+`for`, `if` and `try` blocks count as module level). Recognised, through
+any import alias (`import multiprocessing as mp`, `from multiprocessing
+import Pool`, `import caiman as cm`):
+
+* `multiprocessing.Pool(...)`, `multiprocessing.get_context(...).Pool(...)`,
+  `multiprocessing.Manager()`;
+* `multiprocessing.Process(...).start()` (also through a variable);
+* `concurrent.futures.ProcessPoolExecutor(...)`;
+* `caiman.cluster.setup_cluster(...)`;
+* `ipyparallel.Cluster(...)`;
+* a call, at module level, of one of the script's own functions that
+  does any of these.
+
+This rule reads Python source: `caiclust-check script.py`.
+
+## Why it is bad
+With the spawn and forkserver start methods every worker starts a fresh
+interpreter that imports the script as `__mp_main__`. Unguarded top-level
+code runs again in each worker: it creates another pool, and Python stops
+it with `RuntimeError: An attempt has been made to start a new process
+before the current process has finished its bootstrapping phase`, or the
+script respawns workers in a loop. Spawn is the default on Windows and on
+macOS since Python 3.8, forkserver on Linux since Python 3.14, so a script
+that works on Linux today breaks there. The finding is an error where the
+start method is (or the script makes it) spawn or forkserver, and a warning
+where it is fork.
+
+## Example
+```python
+import multiprocessing as mp
+
+def square(x):
+    return x * x
+
+with mp.Pool(4) as pool:          # CC201
+    print(pool.map(square, range(10)))
+```
+
+## Fix
+Put the code that starts work under the guard:
+
+```python
+if __name__ == "__main__":
+    with mp.Pool(4) as pool:
+        print(pool.map(square, range(10)))
+```
+
+## References
+CPython `multiprocessing` docs, "Safe importing of main module"; CaImAn
+#257, PR #1565; gh-84559; HAZARDS H07, H13."#;
+
+/// A pool created at import time, outside the `__main__` guard.
+pub struct PoolWithoutMainGuard;
+
+static INFO: RuleInfo = RuleInfo {
+    id: "CC201",
+    name: "pool-without-main-guard",
+    category: Category::HangOrCrash,
+    summary:
+        "a script creates worker processes at module level, outside `if __name__ == \"__main__\":`",
+    explanation: EXPLANATION,
+    hazards: &["H07"],
+};
+
+impl Rule for PoolWithoutMainGuard {
+    fn info(&self) -> &'static RuleInfo {
+        &INFO
+    }
+
+    /// Reads scripts, not facts: see [`crate::lint_script`].
+    fn check(&self, _cx: &Context<'_>) -> Vec<Finding> {
+        Vec::new()
+    }
+}
+
+/// What a call starts, if it starts worker processes, and the start method
+/// it asks for (`get_context(M)`, `mp_context=get_context(M)`).
+fn starts_workers<'a>(call: &'a Call<'_>) -> Option<(&'static str, Option<&'a str>)> {
+    let (callee, mut method) = model::strip_context(&call.callee);
+    let what = match callee.as_str() {
+        "multiprocessing.Pool" | "multiprocessing.pool.Pool" => "multiprocessing.Pool",
+        "multiprocessing.Manager" => "multiprocessing.Manager",
+        "multiprocessing.Process().start" | "multiprocessing.process.Process().start" => {
+            "multiprocessing.Process(...).start"
+        }
+        "concurrent.futures.ProcessPoolExecutor"
+        | "concurrent.futures.process.ProcessPoolExecutor" => {
+            if let Some(ctx) = model::arg(call.node, 1, "mp_context") {
+                // `mp_context=mp.get_context("spawn")` was seen as a call too.
+                method = method.or_else(|| context_method(ctx));
+            }
+            "concurrent.futures.ProcessPoolExecutor"
+        }
+        "caiman.cluster.setup_cluster" => "caiman.cluster.setup_cluster",
+        "ipyparallel.Cluster" => "ipyparallel.Cluster",
+        _ => return None,
+    };
+    Some((what, method))
+}
+
+/// The method literal of a `multiprocessing.get_context("M")` expression.
+fn context_method(e: &rustpython_parser::ast::Expr) -> Option<&str> {
+    let rustpython_parser::ast::Expr::Call(c) = e else {
+        return None;
+    };
+    let name = match c.func.as_ref() {
+        rustpython_parser::ast::Expr::Attribute(a) => a.attr.as_str(),
+        rustpython_parser::ast::Expr::Name(n) => n.id.as_str(),
+        _ => return None,
+    };
+    (name == "get_context")
+        .then(|| model::arg(c, 0, "method").and_then(model::str_const))
+        .flatten()
+}
+
+impl ScriptRule for PoolWithoutMainGuard {
+    fn lint(&self, script: &Script<'_>, cx: Option<&Context<'_>>) -> Vec<Finding> {
+        const FIX: &str = "move the code that starts workers into a function or under `if __name__ == \"__main__\":`";
+        let global = script.start_method_set();
+        let mut out = Vec::new();
+        // The script's own functions that start workers, and what they start.
+        let starters = script
+            .model
+            .functions_calling(|c| starts_workers(c).is_some());
+        for call in script.model.calls.iter().filter(|c| c.import_time) {
+            let offset = call.node.range().start().to_usize();
+            if let Some((what, method)) = starts_workers(call) {
+                let (level, why) = reimport_level(method.or(global), cx);
+                out.push(script.finding(
+                    &INFO,
+                    level,
+                    offset,
+                    format!(
+                        "`{what}` runs at module level, outside `if __name__ == \"__main__\":`: \
+                         {why}, so every worker re-imports the script and runs it again \
+                         (RuntimeError \"bootstrapping phase\", or workers respawning)"
+                    ),
+                    FIX,
+                ));
+            } else if let Some(f) = call.callee.strip_prefix("__main__.") {
+                if starters.contains(f) {
+                    let (level, why) = reimport_level(global, cx);
+                    out.push(script.finding(
+                        &INFO,
+                        level,
+                        offset,
+                        format!(
+                            "`{f}()` starts worker processes and is called at module level, outside \
+                             `if __name__ == \"__main__\":`: {why}, so every worker re-imports the \
+                             script and calls it again"
+                        ),
+                        FIX,
+                    ));
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,553 @@
+//! What the rules see of a script: every call with its callee resolved
+//! through imports and simple assignments (`import multiprocessing as mp`,
+//! `ctx = mp.get_context("spawn")`, `p = ctx.Process(...)`), whether it runs
+//! when the module is imported (module level, outside any `def` and the
+//! `if __name__ == "__main__":` guard), the imports, and the writes to
+//! `os.environ`, all in source order.
+
+use std::collections::{BTreeSet, HashMap};
+
+use rustpython_parser::ast::{self, Constant, Expr, Stmt};
+
+/// One call in the script.
+pub(crate) struct Call<'a> {
+    /// The callee, resolved: `multiprocessing.Pool`,
+    /// `multiprocessing.get_context(spawn).Pool`,
+    /// `multiprocessing.Process().start`, `__main__.main` (a function of
+    /// the script itself).
+    pub callee: String,
+    pub node: &'a ast::ExprCall,
+    /// Runs when the module is imported: module level, outside any function
+    /// and outside the `__main__` guard. Class bodies count as module level.
+    pub import_time: bool,
+    /// The module-level function the call is in, if any.
+    pub function: Option<&'a str>,
+}
+
+/// One imported module.
+pub(crate) struct Import {
+    /// The full dotted name (`numpy`, `caiman.cluster`).
+    pub module: String,
+    pub offset: usize,
+    /// Inside a function body (runs only when called).
+    pub in_function: bool,
+}
+
+/// `os.environ[NAME] = ...` and its relatives.
+pub(crate) struct EnvWrite {
+    pub name: String,
+    pub offset: usize,
+}
+
+/// The script, as the rules see it.
+#[derive(Default)]
+pub(crate) struct Model<'a> {
+    pub calls: Vec<Call<'a>>,
+    pub imports: Vec<Import>,
+    pub env_writes: Vec<EnvWrite>,
+}
+
+impl<'a> Model<'a> {
+    pub fn build(suite: &'a [Stmt]) -> Self {
+        let mut w = Walker::default();
+        w.stmts(suite, State::default());
+        w.model
+    }
+
+    /// The script's own functions that create `is_pool` work when called,
+    /// directly or through other functions of the script.
+    pub fn functions_calling(&self, is_target: impl Fn(&Call<'a>) -> bool) -> BTreeSet<&'a str> {
+        let mut set: BTreeSet<&'a str> = self
+            .calls
+            .iter()
+            .filter(|c| is_target(c))
+            .filter_map(|c| c.function)
+            .collect();
+        loop {
+            let before = set.len();
+            for c in &self.calls {
+                if let (Some(f), Some(callee)) = (c.function, c.callee.strip_prefix("__main__.")) {
+                    if set.contains(callee) {
+                        set.insert(f);
+                    }
+                }
+            }
+            if set.len() == before {
+                return set;
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct State<'a> {
+    /// The outermost enclosing `def` (or `lambda`: `Some("<lambda>")`).
+    function: Option<&'a str>,
+    /// Inside the `if __name__ == "__main__":` guard.
+    guarded: bool,
+}
+
+impl State<'_> {
+    fn import_time(self) -> bool {
+        self.function.is_none() && !self.guarded
+    }
+}
+
+#[derive(Default)]
+struct Walker<'a> {
+    /// Local name → what it stands for (`mp` → `multiprocessing`).
+    names: HashMap<String, String>,
+    model: Model<'a>,
+}
+
+impl<'a> Walker<'a> {
+    fn stmts(&mut self, body: &'a [Stmt], st: State<'a>) {
+        for s in body {
+            self.stmt(s, st);
+        }
+    }
+
+    fn stmt(&mut self, s: &'a Stmt, st: State<'a>) {
+        match s {
+            Stmt::FunctionDef(ast::StmtFunctionDef {
+                name,
+                body,
+                decorator_list,
+                ..
+            })
+            | Stmt::AsyncFunctionDef(ast::StmtAsyncFunctionDef {
+                name,
+                body,
+                decorator_list,
+                ..
+            }) => {
+                self.exprs(decorator_list, st);
+                if st.function.is_none() {
+                    self.names
+                        .insert(name.to_string(), format!("__main__.{name}"));
+                }
+                let inner = State {
+                    function: Some(st.function.unwrap_or(name.as_str())),
+                    ..st
+                };
+                self.stmts(body, inner);
+            }
+            Stmt::ClassDef(c) => {
+                self.exprs(&c.decorator_list, st);
+                self.exprs(&c.bases, st);
+                self.stmts(&c.body, st);
+            }
+            Stmt::If(i) => {
+                self.expr(&i.test, st);
+                let guarded = State {
+                    guarded: true,
+                    ..st
+                };
+                match main_guard(&i.test) {
+                    Some(true) => {
+                        self.stmts(&i.body, guarded);
+                        self.stmts(&i.orelse, st);
+                    }
+                    Some(false) => {
+                        self.stmts(&i.body, st);
+                        self.stmts(&i.orelse, guarded);
+                    }
+                    None => {
+                        self.stmts(&i.body, st);
+                        self.stmts(&i.orelse, st);
+                    }
+                }
+            }
+            Stmt::Import(i) => {
+                for a in &i.names {
+                    self.import(a.name.as_str(), usize::from(a.range.start()), st);
+                    match &a.asname {
+                        Some(asname) => {
+                            self.names.insert(asname.to_string(), a.name.to_string());
+                        }
+                        None => {
+                            let top = a.name.split('.').next().unwrap_or_default();
+                            self.names.insert(top.to_string(), top.to_string());
+                        }
+                    }
+                }
+            }
+            Stmt::ImportFrom(i) => {
+                let relative = i.level.is_some_and(|l| l.to_u32() > 0);
+                let Some(module) = i.module.as_ref().filter(|_| !relative) else {
+                    return;
+                };
+                self.import(module.as_str(), usize::from(i.range.start()), st);
+                for a in &i.names {
+                    if a.name.as_str() == "*" {
+                        continue;
+                    }
+                    let local = a.asname.as_ref().unwrap_or(&a.name);
+                    self.names
+                        .insert(local.to_string(), format!("{module}.{}", a.name));
+                }
+            }
+            Stmt::Assign(a) => {
+                self.expr(&a.value, st);
+                let value = self.qualify(&a.value);
+                for t in &a.targets {
+                    self.target(t, value.clone(), st);
+                }
+            }
+            Stmt::AnnAssign(a) => {
+                if let Some(v) = &a.value {
+                    self.expr(v, st);
+                    let value = self.qualify(v);
+                    self.target(&a.target, value, st);
+                }
+            }
+            Stmt::AugAssign(a) => {
+                self.expr(&a.value, st);
+                self.expr(&a.target, st);
+            }
+            Stmt::Expr(e) => self.expr(&e.value, st),
+            Stmt::Return(r) => {
+                if let Some(v) = &r.value {
+                    self.expr(v, st);
+                }
+            }
+            Stmt::For(f) => {
+                self.expr(&f.iter, st);
+                self.stmts(&f.body, st);
+                self.stmts(&f.orelse, st);
+            }
+            Stmt::AsyncFor(f) => {
+                self.expr(&f.iter, st);
+                self.stmts(&f.body, st);
+                self.stmts(&f.orelse, st);
+            }
+            Stmt::While(w) => {
+                self.expr(&w.test, st);
+                self.stmts(&w.body, st);
+                self.stmts(&w.orelse, st);
+            }
+            Stmt::With(ast::StmtWith { items, body, .. })
+            | Stmt::AsyncWith(ast::StmtAsyncWith { items, body, .. }) => {
+                for item in items {
+                    self.expr(&item.context_expr, st);
+                    if let Some(v) = &item.optional_vars {
+                        let value = self.qualify(&item.context_expr);
+                        self.target(v, value, st);
+                    }
+                }
+                self.stmts(body, st);
+            }
+            Stmt::Try(ast::StmtTry {
+                body,
+                handlers,
+                orelse,
+                finalbody,
+                ..
+            })
+            | Stmt::TryStar(ast::StmtTryStar {
+                body,
+                handlers,
+                orelse,
+                finalbody,
+                ..
+            }) => {
+                self.stmts(body, st);
+                for h in handlers {
+                    let ast::ExceptHandler::ExceptHandler(h) = h;
+                    self.stmts(&h.body, st);
+                }
+                self.stmts(orelse, st);
+                self.stmts(finalbody, st);
+            }
+            Stmt::Match(m) => {
+                self.expr(&m.subject, st);
+                for case in &m.cases {
+                    self.stmts(&case.body, st);
+                }
+            }
+            Stmt::Raise(r) => {
+                if let Some(e) = &r.exc {
+                    self.expr(e, st);
+                }
+            }
+            Stmt::Assert(a) => self.expr(&a.test, st),
+            _ => {}
+        }
+    }
+
+    fn import(&mut self, module: &str, offset: usize, st: State<'a>) {
+        self.model.imports.push(Import {
+            module: module.to_string(),
+            offset,
+            in_function: st.function.is_some(),
+        });
+    }
+
+    /// An assignment target: a name now stands for `value`;
+    /// `os.environ["X"] = ...` is an environment write.
+    fn target(&mut self, t: &'a Expr, value: Option<String>, st: State<'a>) {
+        match t {
+            Expr::Name(n) => match value {
+                Some(v) => {
+                    self.names.insert(n.id.to_string(), v);
+                }
+                None => {
+                    self.names.remove(n.id.as_str());
+                }
+            },
+            Expr::Subscript(s) if self.is_environ(&s.value) => {
+                if let Some(name) = str_const(&s.slice) {
+                    self.model.env_writes.push(EnvWrite {
+                        name: name.to_string(),
+                        offset: usize::from(s.range.start()),
+                    });
+                }
+                self.expr(&s.slice, st);
+            }
+            Expr::Tuple(t) => {
+                for e in &t.elts {
+                    self.target(e, None, st);
+                }
+            }
+            Expr::List(t) => {
+                for e in &t.elts {
+                    self.target(e, None, st);
+                }
+            }
+            other => self.expr(other, st),
+        }
+    }
+
+    fn is_environ(&self, e: &Expr) -> bool {
+        self.qualify(e).as_deref() == Some("os.environ")
+    }
+
+    fn exprs(&mut self, es: &'a [Expr], st: State<'a>) {
+        for e in es {
+            self.expr(e, st);
+        }
+    }
+
+    fn expr(&mut self, e: &'a Expr, st: State<'a>) {
+        match e {
+            Expr::Call(c) => {
+                if let Some(callee) = self.qualify(&c.func) {
+                    self.env_write_call(&callee, c);
+                    self.model.calls.push(Call {
+                        callee,
+                        node: c,
+                        import_time: st.import_time(),
+                        function: st.function,
+                    });
+                }
+                self.expr(&c.func, st);
+                self.exprs(&c.args, st);
+                for k in &c.keywords {
+                    self.expr(&k.value, st);
+                }
+            }
+            Expr::Lambda(l) => {
+                let inner = State {
+                    function: Some(st.function.unwrap_or("<lambda>")),
+                    ..st
+                };
+                self.expr(&l.body, inner);
+            }
+            Expr::BoolOp(b) => self.exprs(&b.values, st),
+            Expr::NamedExpr(n) => self.expr(&n.value, st),
+            Expr::BinOp(b) => {
+                self.expr(&b.left, st);
+                self.expr(&b.right, st);
+            }
+            Expr::UnaryOp(u) => self.expr(&u.operand, st),
+            Expr::IfExp(i) => {
+                self.expr(&i.test, st);
+                self.expr(&i.body, st);
+                self.expr(&i.orelse, st);
+            }
+            Expr::Dict(d) => {
+                for k in d.keys.iter().flatten() {
+                    self.expr(k, st);
+                }
+                self.exprs(&d.values, st);
+            }
+            Expr::Set(s) => self.exprs(&s.elts, st),
+            Expr::List(l) => self.exprs(&l.elts, st),
+            Expr::Tuple(t) => self.exprs(&t.elts, st),
+            Expr::ListComp(c) => {
+                self.comprehensions(&c.generators, st);
+                self.expr(&c.elt, st);
+            }
+            Expr::SetComp(c) => {
+                self.comprehensions(&c.generators, st);
+                self.expr(&c.elt, st);
+            }
+            Expr::GeneratorExp(c) => {
+                self.comprehensions(&c.generators, st);
+                self.expr(&c.elt, st);
+            }
+            Expr::DictComp(c) => {
+                self.comprehensions(&c.generators, st);
+                self.expr(&c.key, st);
+                self.expr(&c.value, st);
+            }
+            Expr::Await(a) => self.expr(&a.value, st),
+            Expr::Yield(y) => {
+                if let Some(v) = &y.value {
+                    self.expr(v, st);
+                }
+            }
+            Expr::YieldFrom(y) => self.expr(&y.value, st),
+            Expr::Compare(c) => {
+                self.expr(&c.left, st);
+                self.exprs(&c.comparators, st);
+            }
+            Expr::FormattedValue(f) => self.expr(&f.value, st),
+            Expr::JoinedStr(j) => self.exprs(&j.values, st),
+            Expr::Attribute(a) => self.expr(&a.value, st),
+            Expr::Subscript(s) => {
+                self.expr(&s.value, st);
+                self.expr(&s.slice, st);
+            }
+            Expr::Starred(s) => self.expr(&s.value, st),
+            Expr::Slice(s) => {
+                for part in [&s.lower, &s.upper, &s.step].into_iter().flatten() {
+                    self.expr(part, st);
+                }
+            }
+            Expr::Name(_) | Expr::Constant(_) => {}
+        }
+    }
+
+    fn comprehensions(&mut self, gens: &'a [ast::Comprehension], st: State<'a>) {
+        for g in gens {
+            self.expr(&g.iter, st);
+            self.exprs(&g.ifs, st);
+        }
+    }
+
+    /// `os.environ.update(...)`, `os.environ.setdefault(...)`, `os.putenv(...)`.
+    fn env_write_call(&mut self, callee: &str, c: &'a ast::ExprCall) {
+        let offset = usize::from(c.range.start());
+        let mut push = |name: &str| {
+            self.model.env_writes.push(EnvWrite {
+                name: name.to_string(),
+                offset,
+            })
+        };
+        match callee {
+            "os.environ.setdefault" | "os.putenv" => {
+                if let Some(name) = c.args.first().and_then(str_const) {
+                    push(name);
+                }
+            }
+            "os.environ.update" => {
+                for a in &c.args {
+                    if let Expr::Dict(d) = a {
+                        for k in d.keys.iter().flatten() {
+                            if let Some(name) = str_const(k) {
+                                push(name);
+                            }
+                        }
+                    }
+                }
+                for k in &c.keywords {
+                    if let Some(name) = &k.arg {
+                        push(name.as_str());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// What an expression stands for, if it comes from an import or a
+    /// call of something imported. `multiprocessing.get_context("fork")`
+    /// becomes `multiprocessing.get_context(fork)`; other calls `callee()`.
+    fn qualify(&self, e: &Expr) -> Option<String> {
+        match e {
+            Expr::Name(n) => self.names.get(n.id.as_str()).cloned(),
+            Expr::Attribute(a) => self.qualify(&a.value).map(|q| format!("{q}.{}", a.attr)),
+            Expr::Call(c) => {
+                let f = self.qualify(&c.func)?;
+                if f == "multiprocessing.get_context" {
+                    let method = arg(c, 0, "method").and_then(str_const).unwrap_or("");
+                    Some(format!("multiprocessing.get_context({method})"))
+                } else {
+                    Some(format!("{f}()"))
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
+/// `if __name__ == "__main__":` → `Some(true)`; `!=` → `Some(false)`.
+fn main_guard(test: &Expr) -> Option<bool> {
+    let Expr::Compare(c) = test else { return None };
+    let ([op], [right]) = (c.ops.as_slice(), c.comparators.as_slice()) else {
+        return None;
+    };
+    let is_name = |e: &Expr| matches!(e, Expr::Name(n) if n.id.as_str() == "__name__");
+    let is_main = |e: &Expr| str_const(e) == Some("__main__");
+    if !((is_name(&c.left) && is_main(right)) || (is_main(&c.left) && is_name(right))) {
+        return None;
+    }
+    match op {
+        ast::CmpOp::Eq => Some(true),
+        ast::CmpOp::NotEq => Some(false),
+        _ => None,
+    }
+}
+
+/// A string literal's value.
+pub(crate) fn str_const(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Constant(ast::ExprConstant {
+            value: Constant::Str(s),
+            ..
+        }) => Some(s),
+        _ => None,
+    }
+}
+
+/// A call's argument by position or keyword.
+pub(crate) fn arg<'e>(c: &'e ast::ExprCall, position: usize, keyword: &str) -> Option<&'e Expr> {
+    c.keywords
+        .iter()
+        .find(|k| k.arg.as_ref().is_some_and(|a| a.as_str() == keyword))
+        .map(|k| &k.value)
+        .or_else(|| {
+            // Positional arguments after a `*args` are not at a known place.
+            let before_star = c.args.iter().take_while(|a| !matches!(a, Expr::Starred(_)));
+            before_star.into_iter().nth(position)
+        })
+}
+
+/// A literal that Python treats as true (`True`, a non-zero number, a
+/// non-empty string); `None` when not a literal.
+pub(crate) fn truthy(e: &Expr) -> Option<bool> {
+    match e {
+        Expr::Constant(c) => Some(match &c.value {
+            Constant::Bool(b) => *b,
+            Constant::None => false,
+            Constant::Str(s) => !s.is_empty(),
+            Constant::Int(i) => *i != Default::default(),
+            Constant::Float(f) => *f != 0.0,
+            _ => true,
+        }),
+        _ => None,
+    }
+}
+
+/// A `multiprocessing.get_context(METHOD).X` callee as `multiprocessing.X`
+/// and the method (`""` for the default context).
+pub(crate) fn strip_context(callee: &str) -> (String, Option<&str>) {
+    if let Some(rest) = callee.strip_prefix("multiprocessing.get_context(") {
+        if let Some((method, tail)) = rest.split_once(")") {
+            let tail = tail.strip_prefix('.').unwrap_or(tail);
+            return (format!("multiprocessing.{tail}"), Some(method));
+        }
+    }
+    (callee.to_string(), None)
+}
