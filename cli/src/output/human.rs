@@ -55,7 +55,14 @@ fn finding(out: &mut String, f: &Finding) {
             let _ = writeln!(out, "        {l}");
         }
     }
-    let _ = writeln!(out, "{bar} see `caiclust explain {}`", f.rule_id);
+    // Most rules' fixes already point at the explanation.
+    if !f
+        .fix
+        .as_deref()
+        .is_some_and(|fix| fix.contains("caiclust explain"))
+    {
+        let _ = writeln!(out, "{bar} see `caiclust explain {}`", f.rule_id);
+    }
     out.push('\n');
 }
 
