@@ -202,98 +202,47 @@ command -v "$PY" >/dev/null 2>&1 || die "no $PY on PATH"
 # The real interpreter (not a pyenv shim) and its version.
 PY=$("$PY" -c 'import sys; print(sys.executable)')
 PY_VERSION=$("$PY" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')
-venv_stamp_want="python=$PY python_version=$PY_VERSION packages=${VENV_PACKAGES[*]}"
-venv_stamp=$STAMPS/venv-pypi
-if [ -x "$VENV/bin/python" ] && [ -f "$venv_stamp" ] &&
-    [ "$(head -n 1 "$venv_stamp")" = "$venv_stamp_want" ]; then
-    log "venv-pypi: up to date ($PY_VERSION, ${VENV_PACKAGES[*]})"
-else
-    log "venv-pypi: creating with $PY ($PY_VERSION)"
-    rm -f "$venv_stamp"
-    rm -rf "$VENV"
-    "$PY" -m venv "$VENV"
-    log "venv-pypi: pip install ${VENV_PACKAGES[*]}"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-        "${VENV_PACKAGES[@]}"
-    "$VENV/bin/python" -c 'import numpy, scipy, sklearn, cv2, threadpoolctl' ||
-        die "venv-pypi: the installed packages do not import"
+# build_venv NAME DIR CHECK PACKAGES...: a venv at DIR with PACKAGES from
+# PyPI, rebuilt only when the interpreter or the package list changed (the
+# stamp's first line), checked by the shell command CHECK (run with $1 set
+# to the venv's python). The stamp also records `pip freeze` for the
+# manifest.
+build_venv() {
+    local name=$1 dir=$2 check=$3
+    shift 3
+    local stamp=$STAMPS/$name
+    local want="python=$PY python_version=$PY_VERSION packages=$*"
+    if [ -x "$dir/bin/python" ] && [ -f "$stamp" ] &&
+        [ "$(head -n 1 "$stamp")" = "$want" ]; then
+        log "$name: up to date ($PY_VERSION, $*)"
+        return
+    fi
+    log "$name: creating with $PY ($PY_VERSION)"
+    rm -f "$stamp"
+    rm -rf "$dir"
+    "$PY" -m venv "$dir"
+    log "$name: pip install $*"
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check "$@"
+    bash -c "$check" check "$dir/bin/python" || die "$name: check failed: $check"
     {
-        echo "$venv_stamp_want"
-        "$VENV/bin/python" -m pip freeze --disable-pip-version-check
-    } >"$venv_stamp.tmp"
-    mv "$venv_stamp.tmp" "$venv_stamp"
-    log "venv-pypi: done"
-fi
+        echo "$want"
+        "$dir/bin/python" -m pip freeze --disable-pip-version-check
+    } >"$stamp.tmp"
+    mv "$stamp.tmp" "$stamp"
+    log "$name: done"
+}
 
-# The numba venv, built the same way.
-numba_stamp_want="python=$PY python_version=$PY_VERSION packages=${VENV_NUMBA_PACKAGES[*]}"
-numba_stamp=$STAMPS/venv-numba
-if [ -x "$VENV_NUMBA/bin/python" ] && [ -f "$numba_stamp" ] &&
-    [ "$(head -n 1 "$numba_stamp")" = "$numba_stamp_want" ]; then
-    log "venv-numba: up to date ($PY_VERSION, ${VENV_NUMBA_PACKAGES[*]})"
-else
-    log "venv-numba: creating with $PY ($PY_VERSION)"
-    rm -f "$numba_stamp"
-    rm -rf "$VENV_NUMBA"
-    "$PY" -m venv "$VENV_NUMBA"
-    log "venv-numba: pip install ${VENV_NUMBA_PACKAGES[*]}"
-    "$VENV_NUMBA/bin/python" -m pip install --quiet --disable-pip-version-check \
-        "${VENV_NUMBA_PACKAGES[@]}"
-    "$VENV_NUMBA/bin/python" -c 'import numba' ||
-        die "venv-numba: numba does not import"
-    {
-        echo "$numba_stamp_want"
-        "$VENV_NUMBA/bin/python" -m pip freeze --disable-pip-version-check
-    } >"$numba_stamp.tmp"
-    mv "$numba_stamp.tmp" "$numba_stamp"
-    log "venv-numba: done"
-fi
-
-# The MKL venv, built the same way.
-mkl_stamp_want="python=$PY python_version=$PY_VERSION packages=${VENV_MKL_PACKAGES[*]}"
-mkl_stamp=$STAMPS/venv-mkl
-if [ -x "$VENV_MKL/bin/python" ] && [ -f "$mkl_stamp" ] &&
-    [ "$(head -n 1 "$mkl_stamp")" = "$mkl_stamp_want" ]; then
-    log "venv-mkl: up to date ($PY_VERSION, ${VENV_MKL_PACKAGES[*]})"
-else
-    log "venv-mkl: creating with $PY ($PY_VERSION)"
-    rm -f "$mkl_stamp"
-    rm -rf "$VENV_MKL"
-    "$PY" -m venv "$VENV_MKL"
-    log "venv-mkl: pip install ${VENV_MKL_PACKAGES[*]}"
-    "$VENV_MKL/bin/python" -m pip install --quiet --disable-pip-version-check \
-        "${VENV_MKL_PACKAGES[@]}"
-    ls "$VENV_MKL"/lib/libmkl_rt.so* >/dev/null 2>&1 ||
-        die "venv-mkl: no libmkl_rt.so* in $VENV_MKL/lib"
-    {
-        echo "$mkl_stamp_want"
-        "$VENV_MKL/bin/python" -m pip freeze --disable-pip-version-check
-    } >"$mkl_stamp.tmp"
-    mv "$mkl_stamp.tmp" "$mkl_stamp"
-    log "venv-mkl: done"
-fi
-
-# The numpy-only venv, built the same way.
-numpy_stamp_want="python=$PY python_version=$PY_VERSION packages=${VENV_NUMPY_PACKAGES[*]}"
-numpy_stamp=$STAMPS/venv-numpy
-if [ -x "$VENV_NUMPY/bin/python" ] && [ -f "$numpy_stamp" ] &&
-    [ "$(head -n 1 "$numpy_stamp")" = "$numpy_stamp_want" ]; then
-    log "venv-numpy: up to date ($PY_VERSION, ${VENV_NUMPY_PACKAGES[*]})"
-else
-    log "venv-numpy: creating with $PY ($PY_VERSION)"
-    rm -f "$numpy_stamp"
-    rm -rf "$VENV_NUMPY"
-    "$PY" -m venv "$VENV_NUMPY"
-    "$VENV_NUMPY/bin/python" -m pip install --quiet --disable-pip-version-check \
-        "${VENV_NUMPY_PACKAGES[@]}"
-    "$VENV_NUMPY/bin/python" -c 'import numpy' || die "venv-numpy: numpy does not import"
-    {
-        echo "$numpy_stamp_want"
-        "$VENV_NUMPY/bin/python" -m pip freeze --disable-pip-version-check
-    } >"$numpy_stamp.tmp"
-    mv "$numpy_stamp.tmp" "$numpy_stamp"
-    log "venv-numpy: done"
-fi
+# The checks are shell code run later with $1 bound: single quotes on purpose.
+# shellcheck disable=SC2016
+build_venv venv-pypi "$VENV" \
+    '"$1" -c "import numpy, scipy, sklearn, cv2, threadpoolctl"' "${VENV_PACKAGES[@]}"
+# shellcheck disable=SC2016
+build_venv venv-numba "$VENV_NUMBA" '"$1" -c "import numba"' "${VENV_NUMBA_PACKAGES[@]}"
+# shellcheck disable=SC2016
+build_venv venv-mkl "$VENV_MKL" \
+    'ls "$(dirname "$(dirname "$1")")"/lib/libmkl_rt.so* >/dev/null' "${VENV_MKL_PACKAGES[@]}"
+# shellcheck disable=SC2016
+build_venv venv-numpy "$VENV_NUMPY" '"$1" -c "import numpy"' "${VENV_NUMPY_PACKAGES[@]}"
 
 # The SARIF 2.1.0 schema and a validator, for the --format sarif tests.
 log "sarif schema: $(CAICLUST_FIXTURES="$FIX" bash "$(dirname "${BASH_SOURCE[0]}")/fetch-sarif-schema.sh")"

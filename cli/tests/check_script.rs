@@ -6,7 +6,6 @@ mod check_support;
 use check_support::*;
 
 use std::path::PathBuf;
-use std::process::Command;
 
 /// A fixture of the rules crate (`rules/tests/scripts/`).
 fn script(name: &str) -> String {
@@ -150,78 +149,13 @@ fn rules_and_explain_list_the_script_rules() {
     }
 }
 
-// The SARIF schema check, as in `check_sarif.rs` (which keeps its helper
-// to itself): the fetch script gives the schema and a Python with
-// `jsonschema`. A missing schema fails the test.
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn schema_and_python() -> (PathBuf, PathBuf) {
-    let o = Command::new("bash")
-        .arg(repo().join("scripts/fetch-sarif-schema.sh"))
-        .output()
-        .expect("run fetch-sarif-schema.sh");
-    assert!(
-        o.status.success(),
-        "scripts/fetch-sarif-schema.sh failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let schema = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
-    assert!(
-        schema.is_file(),
-        "SARIF schema missing at {}",
-        schema.display()
-    );
-    let fixtures = std::env::var_os("CAICLUST_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".fixtures"));
-    let python = fixtures.join("sarif/venv/bin/python");
-    assert!(python.is_file(), "{} missing", python.display());
-    (schema, python)
-}
-
-const VALIDATE: &str = r#"
-import json, sys, jsonschema
-schema = json.load(open(sys.argv[1]))
-doc = json.load(sys.stdin)
-v = jsonschema.validators.validator_for(schema)(schema)
-errors = sorted(v.iter_errors(doc), key=lambda e: list(e.path))
-for e in errors:
-    print("/".join(map(str, e.path)), e.message)
-sys.exit(1 if errors else 0)
-"#;
-
 #[test]
 fn sarif_for_a_script_validates_and_points_at_the_file() {
     let bad = script("cc201_bad.py");
     let o = run(CHECK, &[&bad, &script("cc203_bad.py"), "--format", "sarif"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let log = stdout(&o);
-    let (schema, python) = schema_and_python();
-    let mut child = Command::new(&python)
-        .args(["-c", VALIDATE])
-        .arg(&schema)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start validator");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(log.as_bytes())
-        .unwrap();
-    let v = child.wait_with_output().unwrap();
-    assert!(
-        v.status.success(),
-        "SARIF log does not validate:\n{}{}\n---\n{log}",
-        String::from_utf8_lossy(&v.stdout),
-        String::from_utf8_lossy(&v.stderr)
-    );
+    validate_sarif(&log);
     let doc: serde_json::Value = serde_json::from_str(&log).unwrap();
     let results = doc["runs"][0]["results"].as_array().unwrap();
     assert_eq!(results.len(), 5, "{log}");

@@ -12,7 +12,9 @@ use std::time::Duration;
 use caiclust_core::probe::{
     query_runtime, Api, Facts, Library, RuntimeQuery, RuntimeQueryOptions, ThreadingLayer, Vendor,
 };
-use caiclust_tests::{fixtures, parse_threadpoolctl, run_threadpoolctl_with_env, ThreadpoolInfo};
+use caiclust_tests::{
+    dpkg_owner, fixtures, parse_threadpoolctl, run_threadpoolctl_with_env, ThreadpoolInfo,
+};
 
 fn caiclust() -> Command {
     Command::new(env!("CARGO_BIN_EXE_caiclust"))
@@ -312,21 +314,6 @@ fn mkl_threading_layer_follows_mkl_threading_layer() {
             "{layer}"
         );
     }
-}
-
-/// Which Debian package owns a file: the independent truth for BLIS builds.
-fn dpkg_owner(path: &Path) -> String {
-    let out = Command::new("dpkg")
-        .arg("-S")
-        .arg(path)
-        .output()
-        .expect("dpkg -S");
-    String::from_utf8_lossy(&out.stdout)
-        .split(':')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_owned()
 }
 
 #[test]

@@ -325,6 +325,23 @@ fn load_fixtures(root: &Path) -> Result<Fixtures, String> {
     Ok(fx)
 }
 
+/// The Debian package that owns a file (`dpkg -S`): an independent truth
+/// for which build of a library is installed where. Empty when no package
+/// owns it.
+pub fn dpkg_owner(path: &Path) -> String {
+    let out = Command::new("dpkg")
+        .arg("-S")
+        .arg(path)
+        .output()
+        .expect("run dpkg -S");
+    String::from_utf8_lossy(&out.stdout)
+        .split(':')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_owned()
+}
+
 /// One thread pool reported by `python -m threadpoolctl -i ...`: a BLAS or
 /// OpenMP runtime loaded in that process.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

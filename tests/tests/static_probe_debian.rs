@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use caiclust_probe::{probe_python, Facts, Library, ProbeOptions, ThreadingLayer, Vendor};
-use caiclust_tests::fixtures;
+use caiclust_tests::{dpkg_owner, fixtures};
 
 fn probe_debian(ld_library_path: Option<&Path>) -> Facts {
     let fx = fixtures();
@@ -68,20 +68,6 @@ fn ldd(module: &Path, ld_library_path: Option<&Path>) -> BTreeMap<String, PathBu
             Some((name.to_owned(), PathBuf::from(path)))
         })
         .collect()
-}
-
-fn dpkg_owner(path: &Path) -> String {
-    let out = Command::new("dpkg")
-        .arg("-S")
-        .arg(path)
-        .output()
-        .expect("run dpkg -S");
-    String::from_utf8_lossy(&out.stdout)
-        .split(':')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_owned()
 }
 
 fn numpy_openblas(facts: &Facts) -> &Library {

@@ -104,3 +104,81 @@ pub fn synthetic_report() -> Report {
         deny_level: Level::Error,
     }
 }
+
+// The SARIF 2.1.0 schema check: the fetch script gives the schema and a
+// Python with `jsonschema`. A missing schema fails the test, never skips.
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Run the fetch script (idempotent; offline once it has run) and return
+/// the schema and the Python that has `jsonschema`.
+pub fn schema_and_python() -> (PathBuf, PathBuf) {
+    let script = repo().join("scripts/fetch-sarif-schema.sh");
+    let o = Command::new("bash")
+        .arg(&script)
+        .output()
+        .expect("run fetch-sarif-schema.sh");
+    assert!(
+        o.status.success(),
+        "scripts/fetch-sarif-schema.sh failed; the SARIF 2.1.0 schema is needed to test --format sarif:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let schema = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    assert!(
+        schema.is_file(),
+        "SARIF schema missing at {} (run scripts/fetch-sarif-schema.sh)",
+        schema.display()
+    );
+    let fixtures = std::env::var_os("CAICLUST_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".fixtures"));
+    let python = fixtures.join("sarif/venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} missing (run scripts/fetch-sarif-schema.sh)",
+        python.display()
+    );
+    (schema, python)
+}
+
+const VALIDATE: &str = r#"
+import json, sys, jsonschema
+schema = json.load(open(sys.argv[1]))
+doc = json.load(sys.stdin)
+v = jsonschema.validators.validator_for(schema)(schema)
+errors = sorted(v.iter_errors(doc), key=lambda e: list(e.path))
+for e in errors:
+    print("/".join(map(str, e.path)), e.message)
+sys.exit(1 if errors else 0)
+"#;
+
+/// Validate a SARIF log against the official 2.1.0 schema; fails the test
+/// with every schema error otherwise.
+pub fn validate_sarif(log: &str) {
+    let (schema, python) = schema_and_python();
+    let mut child = Command::new(&python)
+        .args(["-c", VALIDATE])
+        .arg(&schema)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start validator");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(log.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "SARIF log does not validate against {}:\n{}{}\n---\n{log}",
+        schema.display(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
