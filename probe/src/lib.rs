@@ -37,6 +37,7 @@ mod python;
 mod resolve;
 mod runtime;
 mod scan;
+mod spawn;
 
 pub use binary::{parse_binary, read_binary, sniff_format, BinaryInfo, MAX_BINARY_SIZE};
 pub use env::{relevant_env, RELEVANT_ENV_PREFIXES, RELEVANT_ENV_VARS};

@@ -93,7 +93,8 @@ pub fn probe_python_imports(
             });
         }
     }
-    let mut child = Command::new(&exe)
+    let mut command = Command::new(&exe);
+    command
         .arg("-c")
         .arg(IMPORT_SCRIPT)
         .args(modules)
@@ -101,9 +102,9 @@ pub fn probe_python_imports(
         .envs(&env)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| ProbeError::PythonQuery {
+        .stderr(Stdio::piped());
+    let mut child =
+        crate::spawn::spawn_retrying(&mut command).map_err(|e| ProbeError::PythonQuery {
             path: exe.clone(),
             reason: format!("cannot start it: {e}"),
         })?;

@@ -247,10 +247,7 @@ impl Walker {
         if !self.visited.insert(identity) {
             return; // already walked through another link: a loop or an alias
         }
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = file_name_string(dir);
         if name.ends_with(".libs") || name == ".dylibs" {
             self.vendored_dirs.push(dir.to_path_buf());
         }
@@ -403,6 +400,13 @@ fn dist_info_name(name: &str) -> Option<(String, String)> {
     ))
 }
 
+/// A path's last component as text (empty for `/` or `..`).
+fn file_name_string(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// The entries of a folder, sorted so that scans are deterministic.
 fn sorted_children(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut children: Vec<PathBuf> = std::fs::read_dir(dir)?
@@ -428,10 +432,7 @@ fn collect_site_packages(
         }
     };
     for path in children {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = file_name_string(&path);
         if let Some((dist, version)) = dist_info_name(&name) {
             dists.insert(dist, version);
             continue;
@@ -461,10 +462,7 @@ fn collect_runtime_dir(dir: &Path, walker: &mut Walker, entries: &mut Vec<Entry>
         return;
     };
     for path in children {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = file_name_string(&path);
         if !looks_like_binary(&name) || fingerprint(&name, &BinaryInfo::default()).is_none() {
             continue;
         }
@@ -800,10 +798,7 @@ impl Scanner {
                 continue;
             }
             let name = if node.present {
-                node.real
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default()
+                file_name_string(&node.real)
             } else {
                 node.real.to_string_lossy().into_owned()
             };
@@ -889,11 +884,7 @@ impl Scanner {
                 .cloned()
         });
         if let Some(target) = forwards_to.as_ref().and_then(|t| self.nodes.get(t)) {
-            let name = target
-                .real
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let name = file_name_string(&target.real);
             if let Some(impl_fp) = fingerprint(&name, &target.info) {
                 if impl_fp.vendor.value != Vendor::Unknown {
                     vendor.value = impl_fp.vendor.value;

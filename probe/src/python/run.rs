@@ -11,6 +11,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::spawn::spawn_retrying;
+
 /// What a finished child printed.
 #[derive(Debug)]
 pub(crate) struct Finished {
@@ -141,23 +143,6 @@ pub(crate) fn run_bounded(cmd: &mut Command, limits: Limits) -> Result<Finished,
 fn kill(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
-}
-
-/// Spawn, retrying briefly on `ETXTBSY`: a file that was just written (a
-/// freshly installed interpreter, a test's fake one) can still be open for
-/// writing in a process forked meanwhile by another thread.
-fn spawn_retrying(cmd: &mut Command) -> io::Result<Child> {
-    const ETXTBSY: i32 = 26; // Linux and macOS
-    let mut tries = 0;
-    loop {
-        match cmd.spawn() {
-            Err(e) if cfg!(unix) && e.raw_os_error() == Some(ETXTBSY) && tries < 20 => {
-                tries += 1;
-                thread::sleep(Duration::from_millis(5));
-            }
-            other => return other,
-        }
-    }
 }
 
 #[cfg(all(test, unix))]

@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::spawn::spawn_retrying;
+
 use super::protocol::{Request, Stage, Transcript, PROTOCOL_VERSION};
 use super::{
     calls, RuntimeQuery, RuntimeQueryOptions, RUNTIME_QUERY_ENV, RUNTIME_QUERY_STDERR_CAP,
@@ -403,23 +405,6 @@ impl Capture {
 
     fn take(self) -> Vec<u8> {
         std::mem::take(&mut *self.buf.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-}
-
-/// Spawn, retrying briefly on `ETXTBSY`: a helper that was just written can
-/// still be open for writing in a process forked meanwhile by another
-/// thread.
-fn spawn_retrying(cmd: &mut Command) -> io::Result<Child> {
-    const ETXTBSY: i32 = 26; // Linux and macOS
-    let mut tries = 0;
-    loop {
-        match cmd.spawn() {
-            Err(e) if cfg!(unix) && e.raw_os_error() == Some(ETXTBSY) && tries < 20 => {
-                tries += 1;
-                thread::sleep(Duration::from_millis(5));
-            }
-            other => return other,
-        }
     }
 }
 
