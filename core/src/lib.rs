@@ -1,10 +1,44 @@
 //! # caiclust-core
 //!
-//! Runs tasks under the recommended backend: local worker pools (spawn,
-//! forkserver, fork) and ipyparallel, with the environment applied before
-//! any library loads. The executor arrives with the core issue; this crate
-//! currently re-exports the layers below it so the binaries depend on one
-//! crate.
+//! Runs tasks the safe way. A [`Cluster`] starts worker processes with the
+//! environment the rules recommend applied before any library loads, on
+//! the start method they recommend (spawn, forkserver or fork), and gives
+//! back exactly one result for every task submitted, whatever happens to
+//! the workers: timeouts stop a task's whole process tree (TERM, a grace
+//! period, KILL), crashed workers are replaced and their task retried or
+//! reported, a halt policy stops a failing run, and a watchdog inspects
+//! stalled workers with the probe and names the likely cause.
+//!
+//! Three kinds of task: external commands (fresh fork+exec each), Python
+//! callables `package.module:function` with JSON arguments (long-lived
+//! Python workers; no pickle crosses languages), and Rust functions
+//! registered by name in the same binary (see [`worker::serve_if_requested`]).
+//!
+//! ```no_run
+//! use caiclust_core::{Cluster, Task};
+//! let cluster = Cluster::auto()?;
+//! for r in cluster.map((0..4).map(|i| Task::command(["echo", &i.to_string()]))) {
+//!     println!("{} {:?}", r.id, r.outcome);
+//! }
+//! # Ok::<(), caiclust_core::CoreError>(())
+//! ```
 
 pub use caiclust_probe as probe;
 pub use caiclust_rules as rules;
+
+mod cluster;
+mod command;
+mod ledger;
+pub mod plan;
+mod scheduler;
+pub mod task;
+pub mod tree;
+mod watchdog;
+pub mod worker;
+
+pub use cluster::{Advice, Cluster, ClusterBuilder, CoreError, InOrder};
+pub use plan::{HaltPolicy, HaltTrigger, HaltWhen, Settings, StartMethod, Threshold};
+pub use scheduler::Notice;
+pub use task::{
+    CallTask, CommandTask, ExitInfo, Failure, Outcome, Output, Task, TaskId, TaskKind, TaskResult,
+};

@@ -431,6 +431,72 @@ pub fn parse_threadpoolctl(json: &str) -> Result<Vec<ThreadpoolInfo>, serde_json
     serde_json::from_str(json)
 }
 
+/// A tag unique to one test, to put in the environment of everything it
+/// starts: [`processes_tagged`] then finds leftovers, however they were
+/// re-parented or re-grouped.
+pub fn unique_tag(test: &str) -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "{test}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    )
+}
+
+/// The environment variable [`processes_tagged`] looks for.
+pub const TAG_VAR: &str = "CAICLUST_TEST_TAG";
+
+/// Live processes (not zombies) whose environment has `TAG_VAR=tag`, each
+/// with its command line.
+pub fn processes_tagged(tag: &str) -> Vec<(u32, String)> {
+    let needle = format!("{TAG_VAR}={tag}");
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if !env.split(|&b| b == 0).any(|kv| kv == needle.as_bytes()) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .unwrap_or("?");
+        if state == "Z" || state == "X" {
+            continue;
+        }
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .unwrap_or_default();
+        out.push((pid, cmd));
+    }
+    out
+}
+
+/// Wait up to `within` for every process tagged `tag` to be gone; return
+/// the survivors.
+pub fn orphans_after(tag: &str, within: std::time::Duration) -> Vec<(u32, String)> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let left = processes_tagged(tag);
+        if left.is_empty() || std::time::Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,466 @@
+//! The public face: a [`Cluster`] of workers, built from the rules'
+//! recommendation ([`Cluster::auto`]) or explicit choices
+//! ([`Cluster::builder`]), that takes tasks and gives back one result each.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use caiclust_probe::{probe_python, Facts, ProbeError, ProbeOptions};
+use caiclust_rules::{
+    evaluate, find_rule, recommend, Category, Config, ConfigError, Level, Plan, Recommendation,
+    Report,
+};
+
+use crate::plan::{host_only_facts, HaltPolicy, Settings, StartMethod};
+use crate::scheduler::{Event, Notice, Scheduler};
+use crate::task::{Task, TaskId, TaskResult};
+
+/// Why a cluster could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("probing the environment failed: {0}")]
+    Probe(#[from] ProbeError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("the fork start method is refused here, because the rules see a fork hazard:\n  {}\nuse spawn or forkserver, or force fork if you know better", .findings.join("\n  "))]
+    ForkRefused { findings: Vec<String> },
+    #[error("the {method} start method needs a Unix system; use spawn")]
+    Unsupported { method: StartMethod },
+    #[error("cannot start the scheduler: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What the probe and the rules said, when the cluster asked them.
+#[derive(Debug, Clone)]
+pub struct Advice {
+    pub facts: Facts,
+    pub recommendation: Recommendation,
+    /// The rules evaluated with the plan the cluster runs.
+    pub report: Report,
+}
+
+/// Choices for a cluster; anything left unset comes from the
+/// recommendation (with [`ClusterBuilder::auto`]) or from defaults.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterBuilder {
+    auto: bool,
+    workers: Option<usize>,
+    start_method: Option<StartMethod>,
+    python: Option<PathBuf>,
+    rust_worker: Option<PathBuf>,
+    env: BTreeMap<String, String>,
+    preload: Vec<String>,
+    timeout: Option<Duration>,
+    grace: Option<Duration>,
+    max_attempts: Option<u32>,
+    halt: Option<HaltPolicy>,
+    recycle_after: Option<u64>,
+    stall_after: Option<Duration>,
+    output_memory_limit: Option<usize>,
+    force_fork: bool,
+    config: Option<Config>,
+    config_dir: Option<PathBuf>,
+}
+
+impl ClusterBuilder {
+    /// Probe the environment, run the rules and take their recommendation
+    /// for everything not set explicitly: workers, start method and the
+    /// thread environment.
+    pub fn auto(mut self, yes: bool) -> Self {
+        self.auto = yes;
+        self
+    }
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n.max(1));
+        self
+    }
+    pub fn start_method(mut self, m: StartMethod) -> Self {
+        self.start_method = Some(m);
+        self
+    }
+    /// The interpreter for Python callables (default: the one the probe
+    /// discovers, `python3` on `PATH`).
+    pub fn python(mut self, p: impl Into<PathBuf>) -> Self {
+        self.python = Some(p.into());
+        self
+    }
+    /// The program that serves Rust tasks (default: this program).
+    pub fn rust_worker(mut self, p: impl Into<PathBuf>) -> Self {
+        self.rust_worker = Some(p.into());
+        self
+    }
+    /// One more variable for every worker (over the recommended ones).
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.insert(name.into(), value.into());
+        self
+    }
+    /// Python modules a fork template imports before forking workers.
+    pub fn preload(mut self, module: impl Into<String>) -> Self {
+        self.preload.push(module.into());
+        self
+    }
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = Some(t);
+        self
+    }
+    /// Between TERM and KILL when stopping a task (default 2 s).
+    pub fn grace(mut self, t: Duration) -> Self {
+        self.grace = Some(t);
+        self
+    }
+    /// Attempts per task, as GNU parallel's `--retries` (1 = no retry).
+    pub fn attempts(mut self, n: u32) -> Self {
+        self.max_attempts = Some(n.max(1));
+        self
+    }
+    pub fn halt(mut self, h: HaltPolicy) -> Self {
+        self.halt = Some(h);
+        self
+    }
+    /// Replace each worker after it served `n` tasks.
+    pub fn recycle_after(mut self, n: u64) -> Self {
+        self.recycle_after = Some(n.max(1));
+        self
+    }
+    /// Run the hang watchdog on tasks stalled this long.
+    pub fn stall_after(mut self, t: Duration) -> Self {
+        self.stall_after = Some(t);
+        self
+    }
+    pub fn output_memory_limit(mut self, bytes: usize) -> Self {
+        self.output_memory_limit = Some(bytes);
+        self
+    }
+    /// Use fork even when the rules see a hazard.
+    pub fn force_fork(mut self, yes: bool) -> Self {
+        self.force_fork = yes;
+        self
+    }
+    /// Use this configuration instead of discovering `caiclust.toml`.
+    pub fn config(mut self, c: Config) -> Self {
+        self.config = Some(c);
+        self
+    }
+    /// Discover the configuration from this folder (default: the working
+    /// folder).
+    pub fn config_dir(mut self, d: impl Into<PathBuf>) -> Self {
+        self.config_dir = Some(d.into());
+        self
+    }
+
+    fn load_config(&self) -> Result<Config, CoreError> {
+        if let Some(c) = &self.config {
+            return Ok(c.clone());
+        }
+        let dir = match &self.config_dir {
+            Some(d) => d.clone(),
+            None => std::env::current_dir()?,
+        };
+        Ok(Config::discover(&dir)?)
+    }
+
+    fn probe(&self) -> Result<Facts, CoreError> {
+        let options = ProbeOptions {
+            python: self.python.clone(),
+            ..ProbeOptions::default()
+        };
+        match probe_python(&options) {
+            Ok(f) => Ok(f),
+            // No Python at all: commands and Rust tasks still get a plan
+            // from the host's facts.
+            Err(ProbeError::PythonNotFound(_)) if self.python.is_none() => Ok(host_only_facts()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Start the cluster (workers start lazily, with the first tasks).
+    pub fn build(self) -> Result<Cluster, CoreError> {
+        let config = self.load_config()?;
+        let needs_probe =
+            self.auto || (self.start_method == Some(StartMethod::Fork) && !self.force_fork);
+        let facts = if needs_probe {
+            self.probe()?
+        } else {
+            host_only_facts()
+        };
+        let rec = recommend(&facts, &config);
+        let mut settings = Settings {
+            workers: self.workers.unwrap_or(rec.workers.value),
+            ..Settings::default()
+        };
+        if self.auto {
+            let m: StartMethod = rec.start_method.value.parse().unwrap_or(StartMethod::Spawn);
+            settings.start_method = if m.supported() { m } else { StartMethod::Spawn };
+            for e in &rec.env {
+                settings.env.insert(e.name.clone(), e.value.clone());
+            }
+        }
+        if let Some(m) = self.start_method {
+            settings.start_method = m;
+        }
+        if !settings.start_method.supported() {
+            return Err(CoreError::Unsupported {
+                method: settings.start_method,
+            });
+        }
+        settings.env.extend(self.env.clone());
+        if let Some(p) = &self.python {
+            settings.python = p.clone();
+        } else if let Some(py) = &facts.python {
+            settings.python = py.executable.clone();
+        }
+        settings.rust_worker = self.rust_worker.clone();
+        settings.preload = self.preload.clone();
+        settings.timeout = self.timeout;
+        if let Some(g) = self.grace {
+            settings.grace = g;
+        }
+        if let Some(n) = self.max_attempts {
+            settings.max_attempts = n;
+        }
+        if let Some(h) = self.halt {
+            settings.halt = h;
+        }
+        settings.recycle_after = self.recycle_after;
+        settings.stall_after = self.stall_after;
+        if let Some(l) = self.output_memory_limit {
+            settings.output_memory_limit = l;
+        }
+
+        // The rules, with the plan as it will run: the environment the
+        // workers get is the one they judge.
+        let mut judged = facts.clone();
+        for (k, v) in &settings.env {
+            judged.env.insert(k.clone(), v.clone());
+        }
+        let plan = Plan {
+            start_method: Some(settings.start_method.as_str().to_string()),
+            workers: Some(settings.workers),
+        };
+        let report = evaluate(&judged, &plan, &config);
+        if settings.start_method == StartMethod::Fork && !self.force_fork {
+            let hazards: Vec<String> = report
+                .findings
+                .iter()
+                .filter(|f| {
+                    f.level == Level::Error
+                        && find_rule(&f.rule_id)
+                            .is_some_and(|r| r.info().category == Category::HangOrCrash)
+                })
+                .map(|f| format!("{} {}: {}", f.rule_id, f.rule_name, f.message))
+                .collect();
+            if !hazards.is_empty() {
+                return Err(CoreError::ForkRefused { findings: hazards });
+            }
+        }
+        let advice = Advice {
+            facts,
+            recommendation: rec,
+            report,
+        };
+        Cluster::start(settings, Some(advice))
+    }
+}
+
+/// Worker processes running tasks. Dropping it stops everything it
+/// started.
+pub struct Cluster {
+    events: Sender<Event>,
+    results: Receiver<TaskResult>,
+    notices: Receiver<Notice>,
+    next_id: AtomicU64,
+    received: AtomicU64,
+    scheduler: Option<JoinHandle<()>>,
+    settings: Settings,
+    advice: Option<Advice>,
+}
+
+impl Cluster {
+    /// Probe, run the rules, and start the recommended backend.
+    pub fn auto() -> Result<Cluster, CoreError> {
+        ClusterBuilder::default().auto(true).build()
+    }
+
+    /// Explicit choices; call `.auto(true)` to fill the rest from the
+    /// recommendation.
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder::default()
+    }
+
+    /// Start with settings decided elsewhere.
+    pub fn with_settings(settings: Settings) -> Result<Cluster, CoreError> {
+        Cluster::start(settings, None)
+    }
+
+    fn start(settings: Settings, advice: Option<Advice>) -> Result<Cluster, CoreError> {
+        let (events_tx, events_rx) = mpsc::channel();
+        let (results_tx, results_rx) = mpsc::channel();
+        let (notices_tx, notices_rx) = mpsc::channel();
+        let scheduler = Scheduler::new(
+            settings.clone(),
+            events_rx,
+            events_tx.clone(),
+            results_tx,
+            notices_tx,
+        );
+        let handle = std::thread::Builder::new()
+            .name("caiclust-scheduler".into())
+            .spawn(move || scheduler.run())?;
+        Ok(Cluster {
+            events: events_tx,
+            results: results_rx,
+            notices: notices_rx,
+            next_id: AtomicU64::new(1),
+            received: AtomicU64::new(0),
+            scheduler: Some(handle),
+            settings,
+            advice,
+        })
+    }
+
+    /// How this cluster runs.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The facts, recommendation and findings it was built from.
+    pub fn advice(&self) -> Option<&Advice> {
+        self.advice.as_ref()
+    }
+
+    /// Queue a task; its result comes back through [`Cluster::recv`].
+    pub fn submit(&self, task: Task) -> TaskId {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let _ = self.events.send(Event::Submit(id, Box::new(task)));
+        id
+    }
+
+    /// Tasks submitted and not yet received.
+    pub fn outstanding(&self) -> u64 {
+        self.next_id.load(Ordering::SeqCst) - 1 - self.received.load(Ordering::SeqCst)
+    }
+
+    /// The next result in completion order; `None` when nothing is
+    /// outstanding.
+    pub fn recv(&self) -> Option<TaskResult> {
+        if self.outstanding() == 0 {
+            return None;
+        }
+        let r = self.results.recv().ok()?;
+        self.received.fetch_add(1, Ordering::SeqCst);
+        Some(r)
+    }
+
+    /// As [`Cluster::recv`], waiting at most `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<TaskResult> {
+        if self.outstanding() == 0 {
+            return None;
+        }
+        match self.results.recv_timeout(timeout) {
+            Ok(r) => {
+                self.received.fetch_add(1, Ordering::SeqCst);
+                Some(r)
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+        }
+    }
+
+    /// Results of everything outstanding, in completion order.
+    pub fn results(&self) -> impl Iterator<Item = TaskResult> + '_ {
+        std::iter::from_fn(move || self.recv())
+    }
+
+    /// Results of everything outstanding, in submission order.
+    pub fn results_in_order(&self) -> InOrder<'_> {
+        let first = self.received.load(Ordering::SeqCst) + 1;
+        InOrder {
+            cluster: self,
+            next: first,
+            held: BTreeMap::new(),
+        }
+    }
+
+    /// Submit every task and return their results in submission order.
+    pub fn map(&self, tasks: impl IntoIterator<Item = Task>) -> Vec<TaskResult> {
+        let ids: Vec<TaskId> = tasks.into_iter().map(|t| self.submit(t)).collect();
+        let mut by_id: BTreeMap<TaskId, TaskResult> = BTreeMap::new();
+        while by_id.len() < ids.len() {
+            match self.recv() {
+                Some(r) => {
+                    by_id.insert(r.id, r);
+                }
+                None => break,
+            }
+        }
+        ids.iter().filter_map(|id| by_id.remove(id)).collect()
+    }
+
+    /// Messages about workers and stalls received so far.
+    pub fn notices(&self) -> Vec<Notice> {
+        self.notices.try_iter().collect()
+    }
+
+    /// Cancel a task: a queued one never starts, a running one is stopped
+    /// (its whole process tree). Its result says cancelled.
+    pub fn cancel(&self, id: TaskId) {
+        let _ = self.events.send(Event::Cancel(id));
+    }
+
+    /// Wait for every task to finish, then stop the workers.
+    pub fn shutdown(mut self) {
+        let _ = self.events.send(Event::Shutdown { kill: false });
+        self.join();
+    }
+
+    /// Cancel queued tasks, stop running ones, stop the workers.
+    pub fn kill(mut self) {
+        let _ = self.events.send(Event::Shutdown { kill: true });
+        self.join();
+    }
+
+    fn join(&mut self) {
+        if let Some(h) = self.scheduler.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.events.send(Event::Shutdown { kill: true });
+        self.join();
+    }
+}
+
+/// Results in submission order (held back until their turn).
+pub struct InOrder<'a> {
+    cluster: &'a Cluster,
+    next: TaskId,
+    held: BTreeMap<TaskId, TaskResult>,
+}
+
+impl Iterator for InOrder<'_> {
+    type Item = TaskResult;
+    fn next(&mut self) -> Option<TaskResult> {
+        loop {
+            if let Some(r) = self.held.remove(&self.next) {
+                self.next += 1;
+                return Some(r);
+            }
+            match self.cluster.recv() {
+                Some(r) => {
+                    self.held.insert(r.id, r);
+                }
+                None => {
+                    // Whatever is left, in order.
+                    let (&id, _) = self.held.iter().next()?;
+                    self.next = id;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,1711 @@
+//! The scheduler: one thread that owns every task and worker, reacts to
+//! events (submissions, answers, exits, ticks) and keeps the ledger.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::command::{slot_thread, CmdDone, CmdJob};
+use crate::ledger::{AfterFailure, Entry, Ledger, Retry};
+use crate::plan::{HaltWhen, Settings, StartMethod};
+use crate::task::{
+    ExitInfo, Failure, Outcome, Output, PoolKind, Task, TaskId, TaskKind, TaskResult,
+};
+use crate::tree::{self, StopSignal, TreeSample};
+use crate::watchdog;
+use crate::worker::protocol::{self, ToParent, WireTask};
+use crate::worker::{PYTHON_WORKER, WORKER_ENV, WORKER_SOCKET_ENV};
+
+/// Something the cluster reports besides results: a worker that died while
+/// idle, a stalled task, a halt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notice {
+    pub task: Option<TaskId>,
+    pub message: String,
+}
+
+pub(crate) enum Event {
+    Submit(TaskId, Box<Task>),
+    Cancel(TaskId),
+    Shutdown {
+        kill: bool,
+    },
+    Connected {
+        serial: u64,
+        pid: u32,
+        writer: Box<dyn Write + Send>,
+    },
+    FromWorker {
+        serial: u64,
+        msg: ToParent,
+    },
+    /// The worker's channel closed.
+    WorkerEof {
+        serial: u64,
+    },
+    /// The worker process ended (seen by waiting for it).
+    WorkerExited {
+        serial: u64,
+        exit: Option<ExitInfo>,
+    },
+    FromServer {
+        pool: PoolKind,
+        msg: ToParent,
+    },
+    ServerEof {
+        pool: PoolKind,
+        exit: Option<ExitInfo>,
+    },
+    CmdStarted {
+        slot: usize,
+        id: TaskId,
+        pid: u32,
+    },
+    CmdFinished {
+        slot: usize,
+        id: TaskId,
+        done: CmdDone,
+    },
+    Diagnosis {
+        id: TaskId,
+        pid: u32,
+        stalled: Duration,
+        cause: Option<String>,
+        detail: String,
+    },
+}
+
+/// Why a process is being stopped.
+#[derive(Debug, Clone, PartialEq)]
+enum StopCause {
+    Timeout,
+    Hung(String),
+    Cancelled(String),
+}
+
+/// The hang watchdog's view of one running attempt.
+#[derive(Debug, Default)]
+struct Watch {
+    last: Option<(Instant, TreeSample)>,
+    idle_since: Option<Instant>,
+    diagnosing: bool,
+}
+
+struct InFlight {
+    id: TaskId,
+    /// Cancelled while queued in the worker: its answer is dropped.
+    dropped: bool,
+}
+
+struct Worker {
+    serial: u64,
+    slot: usize,
+    pid: Option<u32>,
+    writer: Option<Box<dyn Write + Send>>,
+    ready: bool,
+    in_flight: VecDeque<InFlight>,
+    /// When the task at the head of `in_flight` began.
+    head_since: Option<Instant>,
+    head_started_wall: Option<SystemTime>,
+    served: u64,
+    retiring: bool,
+    stopping: Option<StopCause>,
+    watch: Watch,
+    /// The process ended, and how (inner `None`: unknown).
+    exit: Option<Option<ExitInfo>>,
+    /// Its channel reached EOF.
+    channel_closed: bool,
+    /// When to stop waiting for the other half of its end.
+    gone_by: Option<Instant>,
+    /// It was signalled to go because its channel closed early.
+    nudged: bool,
+}
+
+struct Server {
+    pid: u32,
+    writer: Option<Box<dyn Write + Send>>,
+    ready: bool,
+    /// Fork requests sent before the server said hello.
+    backlog: Vec<u64>,
+}
+
+struct CallPool {
+    workers: Vec<Worker>,
+    server: Option<Server>,
+    start_failures: u32,
+    broken: Option<String>,
+    /// Mean task time (seconds), for how many tasks to hand out at once.
+    mean_task: f64,
+}
+
+struct CmdSlot {
+    jobs: Sender<CmdJob>,
+    running: Option<RunningCmd>,
+}
+
+struct RunningCmd {
+    id: TaskId,
+    pid: Option<u32>,
+    since: Instant,
+    stopping: Option<StopCause>,
+    watch: Watch,
+}
+
+pub(crate) struct Scheduler {
+    settings: Arc<Settings>,
+    env: Arc<BTreeMap<String, String>>,
+    events: Receiver<Event>,
+    events_tx: Sender<Event>,
+    results: Sender<TaskResult>,
+    notices: Sender<Notice>,
+    ledger: Ledger,
+    queues: HashMap<PoolKind, VecDeque<TaskId>>,
+    pools: HashMap<PoolKind, CallPool>,
+    slots: Vec<CmdSlot>,
+    next_serial: u64,
+    socket_dir: Option<tempfile::TempDir>,
+    kills: Vec<(Instant, Vec<u32>)>,
+    submitted: u64,
+    succeeded: u64,
+    failed: u64,
+    halted: Option<String>,
+    shutdown: Option<bool>,
+}
+
+impl Scheduler {
+    pub fn new(
+        settings: Settings,
+        events: Receiver<Event>,
+        events_tx: Sender<Event>,
+        results: Sender<TaskResult>,
+        notices: Sender<Notice>,
+    ) -> Scheduler {
+        let env = Arc::new(settings.env.clone());
+        Scheduler {
+            ledger: Ledger::new(settings.max_attempts),
+            settings: Arc::new(settings),
+            env,
+            events,
+            events_tx,
+            results,
+            notices,
+            queues: HashMap::new(),
+            pools: HashMap::new(),
+            slots: Vec::new(),
+            next_serial: 1,
+            socket_dir: None,
+            kills: Vec::new(),
+            submitted: 0,
+            succeeded: 0,
+            failed: 0,
+            halted: None,
+            shutdown: None,
+        }
+    }
+
+    pub fn run(mut self) {
+        loop {
+            let timeout = self.tick_interval();
+            match self.events.recv_timeout(timeout) {
+                Ok(ev) => {
+                    self.handle(ev);
+                    // Take whatever else is already waiting before pumping.
+                    while let Ok(ev) = self.events.try_recv() {
+                        self.handle(ev);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    if self.shutdown.is_none() {
+                        self.begin_shutdown(true);
+                    }
+                }
+            }
+            self.tick();
+            self.pump();
+            if self.finished() {
+                break;
+            }
+        }
+        self.stop_everything();
+    }
+
+    fn tick_interval(&self) -> Duration {
+        let busy = !self.kills.is_empty()
+            || self.slots.iter().any(|s| s.running.is_some())
+            || self.pools.values().any(|p| {
+                p.workers
+                    .iter()
+                    .any(|w| !w.in_flight.is_empty() || !w.ready)
+            });
+        if busy {
+            Duration::from_millis(20)
+        } else {
+            Duration::from_millis(250)
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.shutdown.is_some() && self.ledger.len() == 0
+    }
+
+    // ---------------------------------------------------------------
+    // Events
+
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Submit(id, task) => {
+                self.submitted += 1;
+                let pool = task.pool();
+                self.ledger.add(id, *task);
+                if self.halted.is_some() || self.shutdown == Some(true) {
+                    let reason = self
+                        .halted
+                        .clone()
+                        .unwrap_or_else(|| "the cluster is shutting down".into());
+                    self.cancel_queued(id, &reason);
+                } else {
+                    self.queues.entry(pool).or_default().push_back(id);
+                }
+            }
+            Event::Cancel(id) => self.cancel(id, "cancelled"),
+            Event::Shutdown { kill } => self.begin_shutdown(kill),
+            Event::Connected {
+                serial,
+                pid,
+                writer,
+            } => {
+                if let Some(w) = self.worker_mut(serial) {
+                    w.pid = Some(pid);
+                    w.writer = Some(writer);
+                    w.ready = true;
+                }
+            }
+            Event::FromWorker { serial, msg } => self.on_worker_message(serial, msg),
+            Event::WorkerEof { serial } => {
+                if let Some(w) = self.worker_mut(serial) {
+                    w.channel_closed = true;
+                    w.writer = None;
+                    if w.exit.is_some() {
+                        w.gone_by = Some(Instant::now());
+                    } else if w.gone_by.is_none() {
+                        w.gone_by = Some(Instant::now() + Duration::from_millis(500));
+                    }
+                }
+                self.reap_workers();
+            }
+            Event::WorkerExited { serial, exit } => {
+                self.worker_exited(serial, exit);
+                self.reap_workers();
+            }
+            Event::FromServer { pool, msg } => self.on_server_message(pool, msg),
+            Event::ServerEof { pool, exit } => self.server_gone(pool, exit),
+            Event::CmdStarted { slot, id, pid } => {
+                if let Some(r) = self
+                    .slots
+                    .get_mut(slot - 1)
+                    .and_then(|s| s.running.as_mut())
+                {
+                    if r.id == id {
+                        r.pid = Some(pid);
+                        if r.stopping.is_some() {
+                            self.stop_tree(pid);
+                        }
+                    }
+                }
+            }
+            Event::CmdFinished { slot, id, done } => self.command_finished(slot, id, done),
+            Event::Diagnosis {
+                id,
+                pid,
+                stalled,
+                cause,
+                detail,
+            } => self.diagnosed(id, pid, stalled, cause, detail),
+        }
+    }
+
+    fn worker_mut(&mut self, serial: u64) -> Option<&mut Worker> {
+        self.pools
+            .values_mut()
+            .flat_map(|p| p.workers.iter_mut())
+            .find(|w| w.serial == serial)
+    }
+
+    fn locate(&self, serial: u64) -> Option<(PoolKind, usize)> {
+        for (kind, p) in &self.pools {
+            if let Some(i) = p.workers.iter().position(|w| w.serial == serial) {
+                return Some((*kind, i));
+            }
+        }
+        None
+    }
+
+    fn on_worker_message(&mut self, serial: u64, msg: ToParent) {
+        let Some((kind, i)) = self.locate(serial) else {
+            return;
+        };
+        let (id, result) = match msg {
+            ToParent::Hello { hello } => {
+                let pool = self.pools.get_mut(&kind).expect("located pool");
+                let w = &mut pool.workers[i];
+                w.pid = Some(hello.pid);
+                w.ready = true;
+                pool.start_failures = 0;
+                return;
+            }
+            ToParent::Ok { id, ok } => (id, Ok(ok)),
+            ToParent::Err { id, err } => (id, Err(err)),
+            _ => return,
+        };
+        let now = Instant::now();
+        let pool = self.pools.get_mut(&kind).expect("located pool");
+        let w = &mut pool.workers[i];
+        let Some(head) = w.in_flight.pop_front() else {
+            return;
+        };
+        if head.id != id {
+            let pid = w.pid.unwrap_or(0);
+            let _ = self.notices.send(Notice {
+                task: Some(id),
+                message: format!(
+                    "worker {pid} answered task {id} while task {} was expected; stopping it",
+                    head.id
+                ),
+            });
+            w.in_flight.push_front(head);
+            self.stop_worker(kind, i, StopCause::Cancelled("protocol error".into()));
+            return;
+        }
+        let runtime = w.head_since.map_or(Duration::ZERO, |t| now - t);
+        let started = w.head_started_wall;
+        let pid = w.pid;
+        let slot = w.slot;
+        w.served += 1;
+        w.watch = Watch::default();
+        if w.in_flight.is_empty() {
+            w.head_since = None;
+            w.head_started_wall = None;
+        } else {
+            w.head_since = Some(now);
+            w.head_started_wall = Some(SystemTime::now());
+        }
+        pool.mean_task = if pool.mean_task == 0.0 {
+            runtime.as_secs_f64()
+        } else {
+            0.8 * pool.mean_task + 0.2 * runtime.as_secs_f64()
+        };
+        if let Some(limit) = self.settings.recycle_after {
+            if w.served >= limit && !w.retiring {
+                w.retiring = true;
+            }
+        }
+        if head.dropped {
+            return;
+        }
+        let details = Details {
+            started,
+            runtime,
+            exit: None,
+            pid,
+            slot: Some(slot),
+            stdout: Output::Empty,
+            stderr: Output::Empty,
+        };
+        match result {
+            Ok(value) => {
+                if let Some(e) = self.ledger.succeed(id) {
+                    self.finish(id, e, Outcome::Succeeded { value }, details);
+                }
+            }
+            Err(err) => {
+                let failure = if kind == PoolKind::Python {
+                    Failure::Exception {
+                        type_name: err.type_name,
+                        message: err.message,
+                        traceback: err.traceback,
+                    }
+                } else if err.type_name == "panic" {
+                    Failure::Error {
+                        message: format!("panicked: {}", err.message),
+                    }
+                } else {
+                    Failure::Error {
+                        message: err.message,
+                    }
+                };
+                self.fail_attempt(id, failure, details);
+            }
+        }
+    }
+
+    fn worker_exited(&mut self, serial: u64, exit: Option<ExitInfo>) {
+        if let Some(w) = self.worker_mut(serial) {
+            w.exit = Some(exit);
+            w.writer = None;
+            // Answers still in the channel arrive before its EOF; a task's
+            // child holding the channel open must not keep us waiting.
+            let by = Instant::now() + Duration::from_millis(300);
+            w.gone_by = Some(if w.channel_closed { Instant::now() } else { by });
+        }
+    }
+
+    /// Finish with workers whose process ended and whose channel closed (or
+    /// that ran out of time for either).
+    fn reap_workers(&mut self) {
+        let now = Instant::now();
+        let mut done = Vec::new();
+        let mut nudge = Vec::new();
+        for p in self.pools.values_mut() {
+            for w in &mut p.workers {
+                let Some(by) = w.gone_by else { continue };
+                if w.exit.is_some() && (w.channel_closed || now >= by) {
+                    done.push(w.serial);
+                } else if now >= by {
+                    if !w.nudged {
+                        // The channel closed but the process lives on.
+                        w.nudged = true;
+                        w.gone_by = Some(now + Duration::from_secs(1));
+                        if let Some(pid) = w.pid {
+                            nudge.push(pid);
+                        }
+                    } else {
+                        done.push(w.serial);
+                    }
+                }
+            }
+        }
+        for pid in nudge {
+            self.kill_now(pid);
+        }
+        for serial in done {
+            self.worker_gone(serial);
+        }
+    }
+
+    fn worker_gone(&mut self, serial: u64) {
+        let Some((kind, i)) = self.locate(serial) else {
+            return;
+        };
+        let pool = self.pools.get_mut(&kind).expect("located pool");
+        let w = pool.workers.remove(i);
+        let exit = w.exit.flatten();
+        let pid = w.pid.unwrap_or(0);
+        if !w.ready && w.stopping.is_none() && self.shutdown.is_none() {
+            pool.start_failures += 1;
+            if pool.start_failures >= self.settings.max_start_failures {
+                let what = match kind {
+                    PoolKind::Python => {
+                        format!("Python workers ({})", self.settings.python.display())
+                    }
+                    _ => "Rust workers".to_string(),
+                };
+                pool.broken = Some(format!(
+                    "{what} exit before they are ready ({} in a row; last: {}); see the workers' stderr",
+                    pool.start_failures,
+                    exit.map_or("exit status unknown".into(), |e| e.to_string()),
+                ));
+            }
+        }
+        if let Some(pid) = w.pid {
+            // Leftovers of the worker's tree (a task's children).
+            self.kill_now(pid);
+        }
+        let mut in_flight = w.in_flight;
+        if let Some(head) = in_flight.pop_front() {
+            let details = Details {
+                started: w.head_started_wall,
+                runtime: w.head_since.map_or(Duration::ZERO, |t| t.elapsed()),
+                exit,
+                pid: w.pid,
+                slot: Some(w.slot),
+                stdout: Output::Empty,
+                stderr: Output::Empty,
+            };
+            let after_ms = details.runtime.as_millis() as u64;
+            let failure = match &w.stopping {
+                Some(StopCause::Timeout) => Ok(Failure::TimedOut { after_ms }),
+                Some(StopCause::Hung(cause)) => Ok(Failure::Hung {
+                    after_ms,
+                    cause: cause.clone(),
+                }),
+                Some(StopCause::Cancelled(reason)) => Err(reason.clone()),
+                None => Ok(Failure::WorkerDied { exit, pid }),
+            };
+            match failure {
+                Err(reason) => {
+                    if let Some(e) = self.ledger.cancel(head.id) {
+                        self.finish(head.id, e, Outcome::Cancelled { reason }, details);
+                    }
+                }
+                Ok(_) if head.dropped => self.ledger.unstart(head.id),
+                Ok(failure) => {
+                    if matches!(failure, Failure::WorkerDied { .. }) {
+                        let again = self.ledger.get(head.id).is_some_and(|e| e.free == 0);
+                        let _ = self.notices.send(Notice {
+                            task: Some(head.id),
+                            message: format!(
+                                "worker {pid} died ({}) while running task {}{}",
+                                exit.map_or("exit status unknown".into(), |e| e.to_string()),
+                                head.id,
+                                if again { "; it runs once more on a new worker, in case the crash was not its own" } else { "" }
+                            ),
+                        });
+                    }
+                    self.fail_attempt(head.id, failure, details)
+                }
+            }
+        } else if w.stopping.is_none() && !w.retiring && self.shutdown.is_none() && w.ready {
+            let _ = self.notices.send(Notice {
+                task: None,
+                message: format!(
+                    "worker {pid} exited between tasks ({}); a new one replaces it",
+                    exit.map_or("exit status unknown".into(), |e| e.to_string())
+                ),
+            });
+        }
+        // Handed out but never begun: back to the front of the queue.
+        for f in in_flight.into_iter().rev() {
+            if f.dropped {
+                continue;
+            }
+            self.ledger.unstart(f.id);
+            if self.ledger.get(f.id).is_some() {
+                self.queues.entry(kind).or_default().push_front(f.id);
+            }
+        }
+    }
+
+    fn on_server_message(&mut self, kind: PoolKind, msg: ToParent) {
+        let Some(pool) = self.pools.get_mut(&kind) else {
+            return;
+        };
+        match msg {
+            ToParent::Hello { .. } => {
+                if let Some(s) = pool.server.as_mut() {
+                    s.ready = true;
+                    let backlog = std::mem::take(&mut s.backlog);
+                    for serial in backlog {
+                        send_fork(s, serial);
+                    }
+                }
+            }
+            ToParent::Forked { forked, pid } => {
+                if let Some(w) = pool.workers.iter_mut().find(|w| w.serial == forked) {
+                    w.pid.get_or_insert(pid);
+                }
+            }
+            ToParent::ForkError {
+                fork_error,
+                message,
+            } => {
+                if let Some(i) = pool.workers.iter().position(|w| w.serial == fork_error) {
+                    pool.workers.remove(i);
+                    pool.start_failures += 1;
+                    if pool.start_failures >= self.settings.max_start_failures {
+                        pool.broken = Some(format!("the fork server cannot fork: {message}"));
+                    }
+                }
+            }
+            ToParent::ExitedCode { exited, code } => {
+                let serial = pool
+                    .workers
+                    .iter()
+                    .find(|w| w.pid == Some(exited))
+                    .map(|w| w.serial);
+                if let Some(serial) = serial {
+                    self.worker_exited(serial, Some(ExitInfo::Code(code)));
+                }
+            }
+            ToParent::ExitedSignal { exited, signal } => {
+                let serial = pool
+                    .workers
+                    .iter()
+                    .find(|w| w.pid == Some(exited))
+                    .map(|w| w.serial);
+                if let Some(serial) = serial {
+                    self.worker_exited(serial, Some(ExitInfo::Signal(signal)));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn server_gone(&mut self, kind: PoolKind, exit: Option<ExitInfo>) {
+        let Some(pool) = self.pools.get_mut(&kind) else {
+            return;
+        };
+        pool.server = None;
+        // Workers it had not forked yet will never come.
+        let unborn: Vec<u64> = pool
+            .workers
+            .iter()
+            .filter(|w| w.pid.is_none())
+            .map(|w| w.serial)
+            .collect();
+        pool.workers.retain(|w| w.pid.is_some());
+        if self.shutdown.is_none() {
+            pool.start_failures += 1;
+            let _ = self.notices.send(Notice {
+                task: None,
+                message: format!(
+                    "the fork server exited ({}); {}",
+                    exit.map_or("exit status unknown".into(), |e| e.to_string()),
+                    if pool.start_failures >= self.settings.max_start_failures {
+                        "giving up"
+                    } else {
+                        "starting a new one"
+                    }
+                ),
+            });
+            if pool.start_failures >= self.settings.max_start_failures {
+                pool.broken = Some(format!(
+                    "the fork server keeps exiting ({})",
+                    exit.map_or("exit status unknown".into(), |e| e.to_string())
+                ));
+            }
+        }
+        let _ = unborn;
+    }
+
+    fn command_finished(&mut self, slot: usize, id: TaskId, done: CmdDone) {
+        let Some(s) = self.slots.get_mut(slot - 1) else {
+            return;
+        };
+        let running = s.running.take();
+        let stopping = running.as_ref().and_then(|r| r.stopping.clone());
+        let pid = running.as_ref().and_then(|r| r.pid);
+        if let Some(pid) = pid {
+            // Grandchildren left behind by a command that exited.
+            if !tree::descendants(pid).is_empty() {
+                self.kill_now(pid);
+            }
+        }
+        let exit = done.exit.as_ref().ok().copied();
+        let details = Details {
+            started: Some(done.started),
+            runtime: done.runtime,
+            exit,
+            pid,
+            slot: Some(slot),
+            stdout: done.stdout,
+            stderr: done.stderr,
+        };
+        let after_ms = details.runtime.as_millis() as u64;
+        match (stopping, done.exit) {
+            (Some(StopCause::Cancelled(reason)), _) => {
+                if let Some(e) = self.ledger.cancel(id) {
+                    self.finish(id, e, Outcome::Cancelled { reason }, details);
+                }
+            }
+            (Some(StopCause::Timeout), _) => {
+                self.fail_attempt(id, Failure::TimedOut { after_ms }, details)
+            }
+            (Some(StopCause::Hung(cause)), _) => {
+                self.fail_attempt(id, Failure::Hung { after_ms, cause }, details)
+            }
+            (_, Ok(e)) if e.success() => {
+                if let Some(entry) = self.ledger.succeed(id) {
+                    self.finish(
+                        id,
+                        entry,
+                        Outcome::Succeeded {
+                            value: serde_json::Value::Null,
+                        },
+                        details,
+                    );
+                }
+            }
+            (_, Ok(exit)) => self.fail_attempt(id, Failure::Exit { exit }, details),
+            (_, Err(message)) => {
+                // Not starting is not worth retrying.
+                if let Some(AfterFailure::Final(e, f)) =
+                    self.ledger
+                        .fail(id, Failure::Start { message }, Retry::Never)
+                {
+                    self.finish(id, *e, Outcome::Failed { failure: f }, details);
+                }
+            }
+        }
+    }
+
+    fn diagnosed(
+        &mut self,
+        id: TaskId,
+        pid: u32,
+        stalled: Duration,
+        cause: Option<String>,
+        detail: String,
+    ) {
+        let message = match &cause {
+            Some(c) => format!(
+                "task {id}: no progress for {:.1} s in process {pid}; likely cause: {c} ({detail}); stopping it",
+                stalled.as_secs_f64()
+            ),
+            None => format!(
+                "task {id}: no progress for {:.1} s in process {pid} ({detail}); the probe found no known hazard, letting it run",
+                stalled.as_secs_f64()
+            ),
+        };
+        let _ = self.notices.send(Notice {
+            task: Some(id),
+            message,
+        });
+        let Some(cause) = cause else {
+            return;
+        };
+        // Stop it if it is still that attempt.
+        for (kind, p) in &self.pools {
+            if let Some(i) = p
+                .workers
+                .iter()
+                .position(|w| w.pid == Some(pid) && w.in_flight.front().map(|f| f.id) == Some(id))
+            {
+                let kind = *kind;
+                self.stop_worker(kind, i, StopCause::Hung(cause));
+                return;
+            }
+        }
+        let mut to_stop = None;
+        for s in &mut self.slots {
+            if let Some(r) = s.running.as_mut() {
+                if r.id == id && r.pid == Some(pid) && r.stopping.is_none() {
+                    r.stopping = Some(StopCause::Hung(cause.clone()));
+                    to_stop = Some(pid);
+                }
+            }
+        }
+        if let Some(pid) = to_stop {
+            self.stop_tree(pid);
+        }
+    }
+
+    // ---------------------------------------------------------------
+    // Outcomes
+
+    fn fail_attempt(&mut self, id: TaskId, failure: Failure, details: Details) {
+        let retry = if self.halted.is_some() || self.shutdown == Some(true) {
+            Retry::Never
+        } else if matches!(failure, Failure::WorkerDied { .. })
+            && self.ledger.get(id).is_some_and(|e| e.free == 0)
+        {
+            Retry::Free
+        } else {
+            Retry::Counted
+        };
+        match self.ledger.fail(id, failure, retry) {
+            Some(AfterFailure::Retry) => {
+                let pool = self.ledger.get(id).map(|e| e.task.pool());
+                if let Some(pool) = pool {
+                    self.queues.entry(pool).or_default().push_back(id);
+                }
+            }
+            Some(AfterFailure::Final(e, failure)) => {
+                self.finish(id, *e, Outcome::Failed { failure }, details)
+            }
+            None => {}
+        }
+    }
+
+    fn finish(&mut self, id: TaskId, entry: Entry, outcome: Outcome, details: Details) {
+        match &outcome {
+            Outcome::Succeeded { .. } => self.succeeded += 1,
+            Outcome::Failed { .. } => self.failed += 1,
+            Outcome::Cancelled { .. } => {}
+        }
+        let result = TaskResult {
+            id,
+            outcome,
+            attempts: entry.attempts,
+            history: entry.history,
+            started: details.started,
+            runtime: details.runtime,
+            exit: details.exit,
+            pid: details.pid,
+            slot: details.slot,
+            stdout: details.stdout,
+            stderr: details.stderr,
+        };
+        let _ = self.results.send(result);
+        self.check_halt();
+    }
+
+    fn check_halt(&mut self) {
+        if self.halted.is_some() {
+            return;
+        }
+        let policy = self.settings.halt;
+        if !policy.triggered(self.succeeded, self.failed, self.submitted) {
+            return;
+        }
+        let reason = format!(
+            "halted ({} succeeded, {} failed of {} submitted)",
+            self.succeeded, self.failed, self.submitted
+        );
+        let _ = self.notices.send(Notice {
+            task: None,
+            message: reason.clone(),
+        });
+        self.halted = Some(reason.clone());
+        let queued: Vec<TaskId> = self.queues.values_mut().flat_map(|q| q.drain(..)).collect();
+        for id in queued {
+            self.cancel_queued(id, &reason);
+        }
+        if policy.when == HaltWhen::Now {
+            self.stop_all_running(&reason);
+        }
+    }
+
+    fn cancel_queued(&mut self, id: TaskId, reason: &str) {
+        if let Some(e) = self.ledger.cancel(id) {
+            self.finish(
+                id,
+                e,
+                Outcome::Cancelled {
+                    reason: reason.to_string(),
+                },
+                Details::none(),
+            );
+        }
+    }
+
+    fn cancel(&mut self, id: TaskId, reason: &str) {
+        let Some(entry) = self.ledger.get(id) else {
+            return;
+        };
+        if !entry.running {
+            for q in self.queues.values_mut() {
+                q.retain(|&x| x != id);
+            }
+            self.cancel_queued(id, reason);
+            return;
+        }
+        // Running: a command, a worker's current task, or one waiting in
+        // a worker's queue.
+        let mut stop_pid = None;
+        for s in &mut self.slots {
+            if let Some(r) = s.running.as_mut() {
+                if r.id == id {
+                    r.stopping = Some(StopCause::Cancelled(reason.to_string()));
+                    stop_pid = r.pid;
+                }
+            }
+        }
+        if let Some(pid) = stop_pid {
+            self.stop_tree(pid);
+            return;
+        }
+        let mut stop = None;
+        let mut dropped = false;
+        for (kind, p) in self.pools.iter_mut() {
+            for (i, w) in p.workers.iter_mut().enumerate() {
+                if let Some(pos) = w.in_flight.iter().position(|f| f.id == id) {
+                    if pos == 0 {
+                        stop = Some((*kind, i));
+                    } else {
+                        w.in_flight[pos].dropped = true;
+                        dropped = true;
+                    }
+                }
+            }
+        }
+        if let Some((kind, i)) = stop {
+            self.stop_worker(kind, i, StopCause::Cancelled(reason.to_string()));
+        } else if dropped {
+            if let Some(e) = self.ledger.cancel(id) {
+                self.finish(
+                    id,
+                    e,
+                    Outcome::Cancelled {
+                        reason: reason.to_string(),
+                    },
+                    Details::none(),
+                );
+            }
+        }
+    }
+
+    fn stop_all_running(&mut self, reason: &str) {
+        let ids: Vec<TaskId> = self
+            .ledger
+            .ids()
+            .into_iter()
+            .filter(|&id| self.ledger.get(id).is_some_and(|e| e.running))
+            .collect();
+        for id in ids {
+            self.cancel(id, reason);
+        }
+    }
+
+    fn begin_shutdown(&mut self, kill: bool) {
+        if self.shutdown == Some(true) {
+            return;
+        }
+        self.shutdown = Some(kill);
+        if kill {
+            let reason = "the cluster was shut down";
+            let queued: Vec<TaskId> = self.queues.values_mut().flat_map(|q| q.drain(..)).collect();
+            for id in queued {
+                self.cancel_queued(id, reason);
+            }
+            self.stop_all_running(reason);
+        }
+    }
+
+    // ---------------------------------------------------------------
+    // Starting and stopping processes
+
+    fn stop_worker(&mut self, kind: PoolKind, i: usize, cause: StopCause) {
+        let Some(pool) = self.pools.get_mut(&kind) else {
+            return;
+        };
+        let w = &mut pool.workers[i];
+        if w.stopping.is_some() {
+            return;
+        }
+        w.stopping = Some(cause);
+        w.writer = None;
+        if let Some(pid) = w.pid {
+            self.stop_tree(pid);
+        }
+    }
+
+    /// TERM now, KILL after the grace period.
+    fn stop_tree(&mut self, pid: u32) {
+        let pids = tree::signal_tree(pid, StopSignal::Term);
+        self.kills
+            .push((Instant::now() + self.settings.grace, pids));
+    }
+
+    fn kill_now(&mut self, pid: u32) {
+        tree::signal_tree(pid, StopSignal::Kill);
+    }
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let due: Vec<Vec<u32>> = {
+            let (due, keep): (Vec<_>, Vec<_>) =
+                self.kills.drain(..).partition(|(at, _)| *at <= now);
+            self.kills = keep;
+            due.into_iter().map(|(_, p)| p).collect()
+        };
+        for pids in due {
+            for pid in pids {
+                if tree::alive(pid) {
+                    tree::signal_tree(pid, StopSignal::Kill);
+                }
+            }
+        }
+        self.reap_workers();
+        self.check_timeouts(now);
+        if let Some(stall) = self.settings.stall_after {
+            self.watch(now, stall);
+        }
+    }
+
+    fn timeout_of(&self, id: TaskId) -> Option<Duration> {
+        self.ledger
+            .get(id)
+            .and_then(|e| e.task.timeout)
+            .or(self.settings.timeout)
+    }
+
+    fn check_timeouts(&mut self, now: Instant) {
+        let mut stop_workers = Vec::new();
+        for (kind, p) in &self.pools {
+            for (i, w) in p.workers.iter().enumerate() {
+                let (Some(head), Some(since)) = (w.in_flight.front(), w.head_since) else {
+                    continue;
+                };
+                if w.stopping.is_some() {
+                    continue;
+                }
+                if let Some(t) = self.timeout_of(head.id) {
+                    if now.duration_since(since) >= t {
+                        stop_workers.push((*kind, i));
+                    }
+                }
+            }
+        }
+        for (kind, i) in stop_workers {
+            self.stop_worker(kind, i, StopCause::Timeout);
+        }
+        let mut stop_pids = Vec::new();
+        let timeouts: Vec<Option<Duration>> = self
+            .slots
+            .iter()
+            .map(|s| s.running.as_ref().and_then(|r| self.timeout_of(r.id)))
+            .collect();
+        for (s, t) in self.slots.iter_mut().zip(timeouts) {
+            if let (Some(r), Some(t)) = (s.running.as_mut(), t) {
+                if r.stopping.is_none() && now.duration_since(r.since) >= t {
+                    r.stopping = Some(StopCause::Timeout);
+                    if let Some(pid) = r.pid {
+                        stop_pids.push(pid);
+                    }
+                }
+            }
+        }
+        for pid in stop_pids {
+            self.stop_tree(pid);
+        }
+    }
+
+    /// The hang watchdog: a running attempt whose process tree used no CPU
+    /// and had no running thread for `stall` is inspected with the probe.
+    fn watch(&mut self, now: Instant, stall: Duration) {
+        let period = (stall / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        let method = self.settings.start_method;
+        let mut diagnose = Vec::new();
+        let mut visit = |id: TaskId, pid: u32, since: Instant, watch: &mut Watch| {
+            if watch.diagnosing || now.duration_since(since) < stall / 2 {
+                return;
+            }
+            if watch
+                .last
+                .as_ref()
+                .is_some_and(|(t, _)| now.duration_since(*t) < period)
+            {
+                return;
+            }
+            let Some(sample) = tree::sample_tree(pid) else {
+                return;
+            };
+            if let Some((t, prev)) = &watch.last {
+                if sample.cpu_ticks == prev.cpu_ticks && sample.running == 0 {
+                    let idle = *watch.idle_since.get_or_insert(*t);
+                    if now.duration_since(idle) >= stall {
+                        watch.diagnosing = true;
+                        diagnose.push((id, pid, now.duration_since(idle), sample.clone()));
+                    }
+                } else {
+                    watch.idle_since = None;
+                }
+            }
+            watch.last = Some((now, sample));
+        };
+        for p in self.pools.values_mut() {
+            for w in &mut p.workers {
+                if let (Some(head), Some(since), Some(pid), None) =
+                    (w.in_flight.front(), w.head_since, w.pid, &w.stopping)
+                {
+                    visit(head.id, pid, since, &mut w.watch);
+                }
+            }
+        }
+        for s in &mut self.slots {
+            if let Some(r) = s.running.as_mut() {
+                if let (Some(pid), None) = (r.pid, &r.stopping) {
+                    visit(r.id, pid, r.since, &mut r.watch);
+                }
+            }
+        }
+        for (id, pid, stalled, sample) in diagnose {
+            let events = self.events_tx.clone();
+            let workers = self.settings.workers;
+            std::thread::spawn(move || {
+                let (cause, detail) = watchdog::diagnose(pid, method, workers, &sample);
+                let _ = events.send(Event::Diagnosis {
+                    id,
+                    pid,
+                    stalled,
+                    cause,
+                    detail,
+                });
+            });
+        }
+    }
+
+    /// Start workers and hand out tasks.
+    fn pump(&mut self) {
+        if self.halted.is_some() {
+            return;
+        }
+        self.pump_commands();
+        for kind in [PoolKind::Python, PoolKind::Rust] {
+            self.pump_pool(kind);
+        }
+    }
+
+    fn pump_commands(&mut self) {
+        loop {
+            let Some(q) = self.queues.get_mut(&PoolKind::Command) else {
+                return;
+            };
+            if q.is_empty() {
+                return;
+            }
+            let free = self.slots.iter().position(|s| s.running.is_none());
+            let slot = match free {
+                Some(i) => i + 1,
+                None if self.slots.len() < self.settings.workers => {
+                    let (tx, rx) = mpsc::channel();
+                    let slot = self.slots.len() + 1;
+                    let events = self.events_tx.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("caiclust-slot-{slot}"))
+                        .spawn(move || slot_thread(slot, rx, events));
+                    if spawned.is_err() {
+                        return;
+                    }
+                    self.slots.push(CmdSlot {
+                        jobs: tx,
+                        running: None,
+                    });
+                    slot
+                }
+                None => return,
+            };
+            let Some(id) = q.pop_front() else { return };
+            let Some(entry) = self.ledger.get(id) else {
+                continue;
+            };
+            let TaskKind::Command(task) = &entry.task.kind else {
+                continue;
+            };
+            let job = CmdJob {
+                id,
+                task: task.clone(),
+                env: self.env.clone(),
+                memory_limit: self.settings.output_memory_limit,
+            };
+            if self.ledger.start(id).is_none() {
+                continue;
+            }
+            let s = &mut self.slots[slot - 1];
+            s.running = Some(RunningCmd {
+                id,
+                pid: None,
+                since: Instant::now(),
+                stopping: None,
+                watch: Watch::default(),
+            });
+            if s.jobs.send(job).is_err() {
+                s.running = None;
+                self.ledger.unstart(id);
+                self.queues
+                    .entry(PoolKind::Command)
+                    .or_default()
+                    .push_front(id);
+                return;
+            }
+        }
+    }
+
+    fn pump_pool(&mut self, kind: PoolKind) {
+        let queued = self.queues.get(&kind).map_or(0, |q| q.len());
+        if queued == 0 {
+            // Retire workers that served their quota and are idle.
+            self.retire_idle(kind);
+            return;
+        }
+        let workers_wanted = self.settings.workers;
+        let pool = self.pools.entry(kind).or_insert_with(|| CallPool {
+            workers: Vec::new(),
+            server: None,
+            start_failures: 0,
+            broken: None,
+            mean_task: 0.0,
+        });
+        if let Some(reason) = pool.broken.clone() {
+            let ids: Vec<TaskId> = self
+                .queues
+                .get_mut(&kind)
+                .map(|q| q.drain(..).collect())
+                .unwrap_or_default();
+            for id in ids {
+                if self.ledger.start(id).is_some() {
+                    if let Some(AfterFailure::Final(e, f)) = self.ledger.fail(
+                        id,
+                        Failure::Start {
+                            message: reason.clone(),
+                        },
+                        Retry::Never,
+                    ) {
+                        self.finish(id, *e, Outcome::Failed { failure: f }, Details::none());
+                    }
+                }
+            }
+            return;
+        }
+        // Start workers up to the limit.
+        let live = pool
+            .workers
+            .iter()
+            .filter(|w| w.stopping.is_none() && !w.retiring)
+            .count();
+        let busy: usize = pool.workers.iter().map(|w| w.in_flight.len()).sum();
+        let want = workers_wanted.min(queued + busy).max(1);
+        if live < want {
+            for _ in live..want {
+                if let Err(message) = self.start_worker(kind) {
+                    let pool = self.pools.get_mut(&kind).expect("pool exists");
+                    pool.broken = Some(message);
+                    return;
+                }
+            }
+        }
+        self.retire_idle(kind);
+        // Hand out tasks.
+        let pool = self.pools.get_mut(&kind).expect("pool exists");
+        let ready: Vec<usize> = (0..pool.workers.len())
+            .filter(|&i| {
+                let w = &pool.workers[i];
+                w.ready && w.writer.is_some() && w.stopping.is_none() && !w.retiring
+            })
+            .collect();
+        if ready.is_empty() {
+            return;
+        }
+        let per_worker_share = queued.div_ceil(ready.len()).max(1);
+        let window = if pool.mean_task > 0.0 {
+            ((0.002 / pool.mean_task) as usize).clamp(1, 64)
+        } else {
+            1
+        }
+        .min(per_worker_share);
+        let window = match self.settings.recycle_after {
+            Some(n) => window.min(n as usize),
+            None => window,
+        };
+        let queue = self.queues.entry(kind).or_default();
+        for i in ready {
+            let w = &mut pool.workers[i];
+            let room = window.saturating_sub(w.in_flight.len());
+            if room == 0 || queue.is_empty() {
+                continue;
+            }
+            let room = match self.settings.recycle_after {
+                Some(n) => {
+                    room.min((n.saturating_sub(w.served + w.in_flight.len() as u64)) as usize)
+                }
+                None => room,
+            };
+            if room == 0 {
+                continue;
+            }
+            let mut batch = Vec::with_capacity(room);
+            while batch.len() < room {
+                let Some(id) = queue.pop_front() else { break };
+                let Some(entry) = self.ledger.get(id) else {
+                    continue;
+                };
+                let call = match &entry.task.kind {
+                    TaskKind::Python(c) | TaskKind::Rust(c) => c,
+                    TaskKind::Command(_) => continue,
+                };
+                let wire = WireTask {
+                    id,
+                    f: call.function.clone(),
+                    a: call.args.clone(),
+                };
+                if self.ledger.start(id).is_some() {
+                    batch.push(wire);
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let was_idle = w.in_flight.is_empty();
+            for t in &batch {
+                w.in_flight.push_back(InFlight {
+                    id: t.id,
+                    dropped: false,
+                });
+            }
+            if was_idle {
+                w.head_since = Some(Instant::now());
+                w.head_started_wall = Some(SystemTime::now());
+            }
+            let msg = protocol::ToWorker::Run { run: batch };
+            let sent = w
+                .writer
+                .as_mut()
+                .map(|wr| protocol::write_line(wr.as_mut(), &msg).is_ok())
+                .unwrap_or(false);
+            if !sent {
+                // The worker is going away; its EOF hands the tasks back.
+                w.writer = None;
+            }
+        }
+    }
+
+    fn retire_idle(&mut self, kind: PoolKind) {
+        if let Some(pool) = self.pools.get_mut(&kind) {
+            for w in &mut pool.workers {
+                if w.retiring && w.in_flight.is_empty() && w.writer.is_some() {
+                    // Closing its input ends the worker's loop.
+                    w.writer = None;
+                }
+            }
+        }
+    }
+
+    fn start_worker(&mut self, kind: PoolKind) -> Result<(), String> {
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        let pool = self.pools.get(&kind).expect("pool exists");
+        let used: Vec<usize> = pool.workers.iter().map(|w| w.slot).collect();
+        let slot = (1..).find(|s| !used.contains(s)).unwrap_or(1);
+        let method = self.settings.start_method;
+        let mut worker = Worker {
+            serial,
+            slot,
+            pid: None,
+            writer: None,
+            ready: false,
+            in_flight: VecDeque::new(),
+            head_since: None,
+            head_started_wall: None,
+            served: 0,
+            retiring: false,
+            stopping: None,
+            watch: Watch::default(),
+            exit: None,
+            channel_closed: false,
+            gone_by: None,
+            nudged: false,
+        };
+        match method {
+            StartMethod::Spawn => {
+                let mut cmd = self.worker_command(kind, None)?;
+                cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+                let mut child = cmd.spawn().map_err(|e| self.start_error(kind, &e))?;
+                let stdin = child.stdin.take().ok_or("no worker stdin")?;
+                let stdout = child.stdout.take().ok_or("no worker stdout")?;
+                worker.pid = Some(child.id());
+                worker.writer = Some(Box::new(stdin));
+                let events = self.events_tx.clone();
+                spawn_reader(serial, Box::new(stdout), Some(child), events);
+            }
+            StartMethod::Forkserver | StartMethod::Fork => {
+                if kind == PoolKind::Rust && method == StartMethod::Fork {
+                    return Err("the fork start method is not available for Rust tasks yet; use forkserver (workers forked from a clean server) or spawn".into());
+                }
+                self.ensure_server(kind)?;
+                let pool = self.pools.get_mut(&kind).expect("pool exists");
+                let server = pool.server.as_mut().ok_or("no fork server")?;
+                if server.ready {
+                    send_fork(server, serial);
+                } else {
+                    server.backlog.push(serial);
+                }
+            }
+        }
+        let pool = self.pools.get_mut(&kind).expect("pool exists");
+        pool.workers.push(worker);
+        Ok(())
+    }
+
+    fn start_error(&self, kind: PoolKind, e: &std::io::Error) -> String {
+        match kind {
+            PoolKind::Python => format!(
+                "cannot start the Python interpreter {}: {e}",
+                self.settings.python.display()
+            ),
+            _ => format!("cannot start a Rust worker: {e}"),
+        }
+    }
+
+    fn rust_worker_exe(&self) -> Result<PathBuf, String> {
+        match &self.settings.rust_worker {
+            Some(p) => Ok(p.clone()),
+            None => std::env::current_exe()
+                .map_err(|e| format!("cannot find this program to start Rust workers: {e}")),
+        }
+    }
+
+    /// The command line of a spawned worker, or of a fork server.
+    fn worker_command(
+        &self,
+        kind: PoolKind,
+        server_socket: Option<&PathBuf>,
+    ) -> Result<Command, String> {
+        let mut cmd = match kind {
+            PoolKind::Python => {
+                let mut c = Command::new(&self.settings.python);
+                c.arg("-c").arg(PYTHON_WORKER);
+                match server_socket {
+                    None => {
+                        c.arg("worker");
+                    }
+                    Some(sock) => {
+                        c.arg("server").arg(sock);
+                        if self.settings.start_method == StartMethod::Fork {
+                            c.args(&self.settings.preload);
+                        }
+                    }
+                }
+                c
+            }
+            _ => {
+                let mut c = Command::new(self.rust_worker_exe()?);
+                match server_socket {
+                    None => {
+                        c.env(WORKER_ENV, "rust");
+                    }
+                    Some(sock) => {
+                        c.env(WORKER_ENV, "rust-server")
+                            .env(WORKER_SOCKET_ENV, sock);
+                    }
+                }
+                c
+            }
+        };
+        cmd.envs(self.env.iter());
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::CommandExt;
+            cmd.process_group(0);
+        }
+        Ok(cmd)
+    }
+
+    #[cfg(unix)]
+    fn ensure_server(&mut self, kind: PoolKind) -> Result<(), String> {
+        if self.pools.get(&kind).is_some_and(|p| p.server.is_some()) {
+            return Ok(());
+        }
+        let sock = self.ensure_listener()?;
+        let mut cmd = self.worker_command(kind, Some(&sock))?;
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| self.start_error(kind, &e))?;
+        let stdin = child.stdin.take().ok_or("no server stdin")?;
+        let stdout = child.stdout.take().ok_or("no server stdout")?;
+        let pid = child.id();
+        let events = self.events_tx.clone();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let trimmed = line.strip_suffix(b"\n").unwrap_or(&line);
+                if let Ok(msg) = protocol::parse_from_worker(trimmed) {
+                    if events.send(Event::FromServer { pool: kind, msg }).is_err() {
+                        break;
+                    }
+                }
+            }
+            let exit = child.wait().ok().map(ExitInfo::from_status);
+            let _ = events.send(Event::ServerEof { pool: kind, exit });
+        });
+        let pool = self.pools.get_mut(&kind).expect("pool exists");
+        pool.server = Some(Server {
+            pid,
+            writer: Some(Box::new(stdin)),
+            ready: false,
+            backlog: Vec::new(),
+        });
+        Ok(())
+    }
+
+    #[cfg(not(unix))]
+    fn ensure_server(&mut self, _kind: PoolKind) -> Result<(), String> {
+        Err("forkserver and fork need a Unix system; use spawn".into())
+    }
+
+    /// The Unix socket forked workers connect to, and its accept thread.
+    #[cfg(unix)]
+    fn ensure_listener(&mut self) -> Result<PathBuf, String> {
+        if let Some(dir) = &self.socket_dir {
+            return Ok(dir.path().join("w.sock"));
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("caiclust-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a folder for the worker socket: {e}"))?;
+        let path = dir.path().join("w.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path)
+            .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+        let events = self.events_tx.clone();
+        std::thread::spawn(move || accept_loop(listener, events));
+        self.socket_dir = Some(dir);
+        Ok(path)
+    }
+
+    /// Close every worker's input, wait a little for them to exit, then
+    /// stop whatever is left.
+    fn stop_everything(&mut self) {
+        let mut pids = Vec::new();
+        for p in self.pools.values_mut() {
+            for w in &mut p.workers {
+                w.writer = None;
+                if let Some(pid) = w.pid {
+                    pids.push(pid);
+                }
+            }
+            if let Some(s) = p.server.as_mut() {
+                s.writer = None;
+                pids.push(s.pid);
+            }
+        }
+        self.slots.clear();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline && pids.iter().any(|&p| tree::alive(p)) {
+            // Keep reaping readers' events so spawned children are waited.
+            match self.events.recv_timeout(Duration::from_millis(10)) {
+                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        for pid in pids {
+            if tree::alive(pid) {
+                tree::signal_tree(pid, StopSignal::Kill);
+            }
+        }
+        for (_, pids) in self.kills.drain(..) {
+            for pid in pids {
+                if tree::alive(pid) {
+                    tree::signal_tree(pid, StopSignal::Kill);
+                }
+            }
+        }
+        // Let the reader threads wait for their children.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < deadline {
+            let live = self.pools.values().map(|p| p.workers.len()).sum::<usize>()
+                + self.pools.values().filter(|p| p.server.is_some()).count();
+            if live == 0 {
+                break;
+            }
+            match self.events.recv_timeout(Duration::from_millis(10)) {
+                Ok(Event::WorkerExited { serial, .. }) => {
+                    for p in self.pools.values_mut() {
+                        p.workers.retain(|w| w.serial != serial);
+                    }
+                }
+                Ok(Event::ServerEof { pool, .. }) => {
+                    if let Some(p) = self.pools.get_mut(&pool) {
+                        p.server = None;
+                    }
+                }
+                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+    }
+}
+
+fn send_fork(server: &mut Server, serial: u64) {
+    if let Some(w) = server.writer.as_mut() {
+        let line = format!("{{\"fork\": {serial}}}\n");
+        if w.write_all(line.as_bytes())
+            .and_then(|_| w.flush())
+            .is_err()
+        {
+            server.writer = None;
+        }
+    }
+}
+
+/// Read a worker's answers until EOF; a second thread waits for the
+/// process (when it is our child) and reports how it ended.
+fn spawn_reader(
+    serial: u64,
+    out: Box<dyn std::io::Read + Send>,
+    child: Option<Child>,
+    events: Sender<Event>,
+) {
+    if let Some(mut child) = child {
+        let events = events.clone();
+        std::thread::spawn(move || {
+            let exit = child.wait().ok().map(ExitInfo::from_status);
+            let _ = events.send(Event::WorkerExited { serial, exit });
+        });
+    }
+    std::thread::spawn(move || {
+        read_answers(serial, BufReader::with_capacity(1 << 16, out), &events);
+        let _ = events.send(Event::WorkerEof { serial });
+    });
+}
+
+fn read_answers<R: BufRead>(serial: u64, mut reader: R, events: &Sender<Event>) {
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let trimmed = line.strip_suffix(b"\n").unwrap_or(&line);
+        match protocol::parse_from_worker(trimmed) {
+            Ok(msg) => {
+                if events.send(Event::FromWorker { serial, msg }).is_err() {
+                    return;
+                }
+            }
+            Err(e) => eprintln!("caiclust: unreadable message from a worker: {e}"),
+        }
+    }
+}
+
+#[cfg(unix)]
+fn accept_loop(listener: std::os::unix::net::UnixListener, events: Sender<Event>) {
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let events = events.clone();
+        std::thread::spawn(move || {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+            let Ok(read_half) = stream.try_clone() else {
+                return;
+            };
+            let mut reader = BufReader::with_capacity(1 << 16, read_half);
+            let mut line = Vec::new();
+            if reader.read_until(b'\n', &mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let trimmed = line.strip_suffix(b"\n").unwrap_or(&line);
+            let Ok(ToParent::Hello { hello }) = protocol::parse_from_worker(trimmed) else {
+                return;
+            };
+            let Some(serial) = hello.worker else { return };
+            let _ = reader.get_ref().set_read_timeout(None);
+            if events
+                .send(Event::Connected {
+                    serial,
+                    pid: hello.pid,
+                    writer: Box::new(stream),
+                })
+                .is_err()
+            {
+                return;
+            }
+            // The rest of the conversation, as for a spawned worker.
+            read_answers(serial, reader, &events);
+            let _ = events.send(Event::WorkerEof { serial });
+        });
+    }
+}
+
+/// What to put in a result besides the outcome.
+struct Details {
+    started: Option<SystemTime>,
+    runtime: Duration,
+    exit: Option<ExitInfo>,
+    pid: Option<u32>,
+    slot: Option<usize>,
+    stdout: Output,
+    stderr: Output,
+}
+
+impl Details {
+    fn none() -> Details {
+        Details {
+            started: None,
+            runtime: Duration::ZERO,
+            exit: None,
+            pid: None,
+            slot: None,
+            stdout: Output::Empty,
+            stderr: Output::Empty,
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! The hang watchdog's diagnosis: when a task's process tree has made no
+//! progress (no CPU used, no thread running) for the stall period, read the
+//! process with the probe and run the rules on what it has loaded, with
+//! the start method the pool used. A hang-or-crash finding (for example
+//! CC001, GNU OpenMP used after fork) is the likely cause.
+
+use caiclust_probe::{probe_pid, LiveOptions};
+use caiclust_rules::{evaluate, find_rule, Category, Config, Level, Plan};
+
+use crate::plan::StartMethod;
+use crate::tree::TreeSample;
+
+/// The likely cause (when the rules name one) and what was seen.
+pub(crate) fn diagnose(
+    pid: u32,
+    method: StartMethod,
+    workers: usize,
+    sample: &TreeSample,
+) -> (Option<String>, String) {
+    let mut detail = format!(
+        "{} thread{}, none running, no CPU used",
+        sample.threads,
+        if sample.threads == 1 { "" } else { "s" }
+    );
+    if !sample.waits.is_empty() {
+        detail.push_str(&format!("; waiting in {}", sample.waits.join(", ")));
+    }
+    let live = LiveOptions {
+        query_helper: None,
+        ..LiveOptions::default()
+    };
+    let facts = match probe_pid(pid, &live) {
+        Ok(f) => f,
+        Err(e) => {
+            detail.push_str(&format!("; the probe could not read it: {e}"));
+            return (None, detail);
+        }
+    };
+    let plan = Plan {
+        start_method: Some(method.as_str().to_string()),
+        workers: Some(workers),
+    };
+    let report = evaluate(&facts, &plan, &Config::default());
+    let causes: Vec<String> = report
+        .findings
+        .iter()
+        .filter(|f| {
+            f.level == Level::Error
+                && find_rule(&f.rule_id).is_some_and(|r| r.info().category == Category::HangOrCrash)
+        })
+        .map(|f| format!("{} {}: {}", f.rule_id, f.rule_name, f.message))
+        .collect();
+    let libs: Vec<String> = facts
+        .libraries
+        .iter()
+        .filter_map(|l| l.path.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    if !libs.is_empty() {
+        detail.push_str(&format!("; runtimes loaded: {}", libs.join(", ")));
+    }
+    if causes.is_empty() {
+        (None, detail)
+    } else {
+        (Some(causes.join("; ")), detail)
+    }
+}

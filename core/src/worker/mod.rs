@@ -1,0 +1,232 @@
+//! Worker processes: the Rust worker entry hook, the registry of Rust task
+//! functions, and the wire protocol shared with the Python worker.
+//!
+//! A program that runs Rust tasks calls [`serve_if_requested`] first thing
+//! in `main`. In the parent it returns at once; in a worker process (the
+//! same binary, started by a cluster with `CAICLUST_WORKER` set) it serves
+//! tasks and exits, never returning.
+
+pub(crate) mod protocol;
+#[cfg(unix)]
+pub(crate) mod server;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use protocol::{TaskError, ToParent, ToWorker};
+
+/// The Python worker program, run with `python -c`.
+pub(crate) const PYTHON_WORKER: &str = include_str!("python_worker.py");
+
+/// The environment variable that turns a process into a worker: `rust`
+/// (a worker on stdin/stdout) or `rust-server` (a fork server; the socket
+/// path follows in `CAICLUST_WORKER_SOCKET`).
+pub const WORKER_ENV: &str = "CAICLUST_WORKER";
+pub(crate) const WORKER_SOCKET_ENV: &str = "CAICLUST_WORKER_SOCKET";
+
+type TaskFn = dyn Fn(Value) -> Result<Value, String> + Send + Sync + 'static;
+
+/// Rust task functions by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    functions: BTreeMap<String, Arc<TaskFn>>,
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// Register a function of JSON values.
+    pub fn register_json<F>(mut self, name: &str, f: F) -> Registry
+    where
+        F: Fn(Value) -> Result<Value, String> + Send + Sync + 'static,
+    {
+        self.functions.insert(name.to_string(), Arc::new(f));
+        self
+    }
+
+    /// Register a typed function: its argument is deserialised from the
+    /// task's JSON arguments and its result serialised back.
+    pub fn register<A, R, F>(self, name: &str, f: F) -> Registry
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+        F: Fn(A) -> R + Send + Sync + 'static,
+    {
+        let fname = name.to_string();
+        self.register_json(name, move |v| {
+            let arg: A =
+                serde_json::from_value(v).map_err(|e| format!("bad arguments for {fname}: {e}"))?;
+            serde_json::to_value(f(arg)).map_err(|e| format!("{fname}: result: {e}"))
+        })
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.functions.keys().map(String::as_str)
+    }
+
+    pub(crate) fn call(&self, name: &str, args: Value) -> Result<Value, TaskError> {
+        let Some(f) = self.functions.get(name) else {
+            return Err(TaskError {
+                type_name: "UnknownFunction".into(),
+                message: format!(
+                    "no Rust task function named '{name}' is registered in this binary (known: {})",
+                    self.names().collect::<Vec<_>>().join(", ")
+                ),
+                traceback: String::new(),
+            });
+        };
+        match catch_unwind(AssertUnwindSafe(|| f(args))) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(message)) => Err(TaskError {
+                type_name: "Error".into(),
+                message,
+                traceback: String::new(),
+            }),
+            Err(payload) => Err(TaskError {
+                type_name: "panic".into(),
+                message: panic_message(payload.as_ref()),
+                traceback: String::new(),
+            }),
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".into()
+    }
+}
+
+/// If this process was started as a caiclust worker, serve tasks with
+/// `registry` and exit; otherwise return at once. Call it first in `main`.
+pub fn serve_if_requested(registry: &Registry) {
+    let Ok(mode) = std::env::var(WORKER_ENV) else {
+        return;
+    };
+    let code = match mode.as_str() {
+        "rust" => {
+            let (inp, out) = private_channel();
+            serve_loop(registry, inp, out, None);
+            0
+        }
+        #[cfg(unix)]
+        "rust-server" => match std::env::var(WORKER_SOCKET_ENV) {
+            Ok(socket) => match private_channel_files() {
+                Some((inp, out)) => {
+                    server::serve(registry, inp, out, std::path::Path::new(&socket))
+                }
+                None => {
+                    eprintln!("caiclust worker: cannot duplicate the standard streams");
+                    2
+                }
+            },
+            Err(_) => {
+                eprintln!("caiclust worker: {WORKER_SOCKET_ENV} is not set");
+                2
+            }
+        },
+        other => {
+            eprintln!("caiclust worker: unknown {WORKER_ENV}={other}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Private copies of stdin and stdout for the protocol; the task's own
+/// prints go to stderr (on Unix; on Windows the streams are shared).
+fn private_channel() -> (Box<dyn Read + Send>, Box<dyn Write + Send>) {
+    #[cfg(unix)]
+    if let Some((inp, out)) = private_channel_files() {
+        return (Box::new(inp), Box::new(out));
+    }
+    (Box::new(std::io::stdin()), Box::new(std::io::stdout()))
+}
+
+#[cfg(unix)]
+fn private_channel_files() -> Option<(std::fs::File, std::fs::File)> {
+    {
+        use std::os::fd::FromRawFd;
+        // SAFETY: dup/dup2/open/close on the process's own standard
+        // descriptors; the new descriptors are owned by the Files below and
+        // nothing else refers to them.
+        unsafe {
+            // Close-on-exec copies: a task's child processes must not hold
+            // the protocol open (the parent sees a worker's end as EOF).
+            let rfd = libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3);
+            let wfd = libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3);
+            if rfd >= 0 && wfd >= 0 {
+                let devnull = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+                if devnull >= 0 {
+                    libc::dup2(devnull, 0);
+                    libc::close(devnull);
+                }
+                libc::dup2(2, 1);
+                return Some((
+                    std::fs::File::from_raw_fd(rfd),
+                    std::fs::File::from_raw_fd(wfd),
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// Say hello, then serve tasks until the parent says stop or goes away.
+pub(crate) fn serve_loop(
+    registry: &Registry,
+    inp: Box<dyn Read + Send>,
+    mut out: Box<dyn Write + Send>,
+    worker: Option<u64>,
+) {
+    let hello = ToParent::Hello {
+        hello: protocol::Hello {
+            pid: std::process::id(),
+            worker,
+        },
+    };
+    if protocol::write_line(&mut out, &hello).is_err() {
+        return;
+    }
+    let mut reader = BufReader::with_capacity(1 << 16, inp);
+    let mut line = Vec::new();
+    let mut answer = Vec::with_capacity(256);
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let msg: ToWorker = match serde_json::from_slice(&line) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("caiclust worker: bad message from the parent: {e}");
+                return;
+            }
+        };
+        let tasks = match msg {
+            ToWorker::Stop { .. } => return,
+            ToWorker::Run { run } => run,
+        };
+        for task in tasks {
+            let result = registry.call(&task.f, task.a);
+            answer.clear();
+            protocol::encode_answer(&mut answer, task.id, result);
+            if out.write_all(&answer).and_then(|_| out.flush()).is_err() {
+                return;
+            }
+        }
+    }
+}

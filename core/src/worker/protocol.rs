@@ -1,0 +1,172 @@
+//! The JSON-lines protocol between a cluster and its workers (Python or
+//! Rust) and fork servers. One message per line, both ways.
+
+use std::io::Write;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One task as sent to a worker.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct WireTask {
+    pub id: u64,
+    pub f: String,
+    #[serde(default)]
+    pub a: Value,
+}
+
+/// Parent → worker.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum ToWorker {
+    Run {
+        run: Vec<WireTask>,
+    },
+    #[allow(dead_code)]
+    Stop {
+        stop: bool,
+    },
+}
+
+/// What a task raised.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct TaskError {
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub message: String,
+    #[serde(default)]
+    pub traceback: String,
+}
+
+/// Worker or fork server → parent.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum ToParent {
+    Hello { hello: Hello },
+    Ok { id: u64, ok: Value },
+    Err { id: u64, err: TaskError },
+    Forked { forked: u64, pid: u32 },
+    ForkError { fork_error: u64, message: String },
+    ExitedCode { exited: u32, code: i32 },
+    ExitedSignal { exited: u32, signal: i32 },
+}
+
+/// The first line from every worker and server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Hello {
+    pub pid: u32,
+    #[serde(default)]
+    pub worker: Option<u64>,
+}
+
+/// Parse one line from a worker or server.
+pub(crate) fn parse_from_worker(line: &[u8]) -> Result<ToParent, String> {
+    serde_json::from_slice(line).map_err(|e| {
+        format!(
+            "{e} in {:?}",
+            String::from_utf8_lossy(&line[..line.len().min(200)])
+        )
+    })
+}
+
+pub(crate) fn write_line<T: Serialize>(out: &mut dyn Write, msg: &T) -> std::io::Result<()> {
+    let mut buf = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
+    buf.push(b'\n');
+    out.write_all(&buf)?;
+    out.flush()
+}
+
+/// Append a task's answer line to `buf`.
+pub(crate) fn encode_answer(buf: &mut Vec<u8>, id: u64, result: Result<Value, TaskError>) {
+    let msg = match result {
+        Ok(ok) => ToParent::Ok { id, ok },
+        Err(err) => ToParent::Err { id, err },
+    };
+    if serde_json::to_writer(&mut *buf, &msg).is_err() {
+        buf.clear();
+        let _ = serde_json::to_writer(
+            &mut *buf,
+            &ToParent::Err {
+                id,
+                err: TaskError {
+                    type_name: "Error".into(),
+                    message: "the result could not be encoded".into(),
+                    traceback: String::new(),
+                },
+            },
+        );
+    }
+    buf.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_message_the_python_worker_sends() {
+        let cases: &[&str] = &[
+            r#"{"hello": {"pid": 12, "worker": null, "python": "3.11.7"}}"#,
+            r#"{"hello": {"pid": 12, "worker": 4, "python": "3.11.7"}}"#,
+            r#"{"id": 3, "ok": [1, 2]}"#,
+            r#"{"id": 3, "ok": null}"#,
+            r#"{"id": 3, "err": {"type": "ValueError", "message": "x", "traceback": "T"}}"#,
+            r#"{"forked": 4, "pid": 99}"#,
+            r#"{"fork_error": 4, "message": "no memory"}"#,
+            r#"{"exited": 99, "code": 0}"#,
+            r#"{"exited": 99, "signal": 9}"#,
+        ];
+        let parsed: Vec<ToParent> = cases
+            .iter()
+            .map(|c| parse_from_worker(c.as_bytes()).unwrap())
+            .collect();
+        assert!(
+            matches!(&parsed[0], ToParent::Hello { hello } if hello.pid == 12 && hello.worker.is_none())
+        );
+        assert!(matches!(&parsed[1], ToParent::Hello { hello } if hello.worker == Some(4)));
+        assert!(
+            matches!(&parsed[2], ToParent::Ok { id: 3, ok } if ok == &serde_json::json!([1, 2]))
+        );
+        assert!(matches!(
+            &parsed[3],
+            ToParent::Ok {
+                id: 3,
+                ok: Value::Null
+            }
+        ));
+        assert!(
+            matches!(&parsed[4], ToParent::Err { id: 3, err } if err.type_name == "ValueError")
+        );
+        assert!(matches!(parsed[5], ToParent::Forked { forked: 4, pid: 99 }));
+        assert!(matches!(
+            parsed[6],
+            ToParent::ForkError { fork_error: 4, .. }
+        ));
+        assert!(matches!(
+            parsed[7],
+            ToParent::ExitedCode {
+                exited: 99,
+                code: 0
+            }
+        ));
+        assert!(matches!(
+            parsed[8],
+            ToParent::ExitedSignal {
+                exited: 99,
+                signal: 9
+            }
+        ));
+        assert!(parse_from_worker(b"{\"what\": 1}").is_err());
+    }
+
+    #[test]
+    fn answers_round_trip() {
+        let mut buf = Vec::new();
+        encode_answer(&mut buf, 7, Ok(serde_json::json!({"a": 1})));
+        assert!(buf.ends_with(b"\n"));
+        assert!(matches!(
+            parse_from_worker(&buf[..buf.len() - 1]).unwrap(),
+            ToParent::Ok { id: 7, .. }
+        ));
+    }
+}

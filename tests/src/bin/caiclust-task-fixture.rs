@@ -1,0 +1,56 @@
+//! Rust task functions for the core tests: a program whose `main` calls the
+//! worker hook first, as every program running Rust tasks must. Some tasks
+//! misbehave on purpose (panic, segfault, exit, hang).
+
+use std::time::Duration;
+
+use caiclust_core::worker::{serve_if_requested, Registry};
+use serde_json::Value;
+
+fn registry() -> Registry {
+    Registry::new()
+        .register("square", |x: i64| x * x)
+        .register("echo", |v: Value| v)
+        .register("getenv", |name: String| std::env::var(name).ok())
+        .register("pid", |_: Value| std::process::id())
+        .register("sleep_ms", |ms: u64| {
+            std::thread::sleep(Duration::from_millis(ms));
+            ms
+        })
+        .register("panic", |msg: String| -> Value { panic!("{msg}") })
+        .register_json("fail", |v| Err(format!("failed on purpose with {v}")))
+        .register("segfault", |_: Value| -> Value {
+            // SAFETY: not safe at all: this task crashes its worker with
+            // SIGSEGV on purpose, to test that the crash is reported.
+            unsafe { std::ptr::null_mut::<u64>().write_volatile(1) };
+            Value::Null
+        })
+        .register("exit", |code: i32| -> Value { std::process::exit(code) })
+        .register("exit_soon_after", |code: i32| {
+            // Answer, then exit between tasks.
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                // SAFETY: ends the process at once, on purpose, without
+                // running exit handlers (std's exit can wait on locks held
+                // by the task running meanwhile).
+                unsafe { libc::_exit(code) }
+            });
+            code
+        })
+        .register("spawn_sleepers", |secs: u64| {
+            // A grandchild tree that outlives its timeout unless killed.
+            let child = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("sleep {secs} & sleep {secs}"))
+                .spawn()
+                .map(|c| c.id());
+            std::thread::sleep(Duration::from_secs(secs));
+            child.ok()
+        })
+}
+
+fn main() {
+    serve_if_requested(&registry());
+    eprintln!("caiclust-task-fixture: run me as a caiclust worker (CAICLUST_WORKER=rust)");
+    std::process::exit(2);
+}

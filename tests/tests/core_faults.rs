@@ -1,0 +1,124 @@
+//! core: tasks of every kind under injected faults. Each fault is reported
+//! with its reason, the other tasks complete, and no process is left
+//! behind (every process a test starts carries a tag in its environment).
+
+use std::time::Duration;
+
+use caiclust_core::{
+    Cluster, ClusterBuilder, ExitInfo, Failure, Outcome, StartMethod, Task, TaskResult,
+};
+use caiclust_tests::{orphans_after, unique_tag, TAG_VAR};
+use serde_json::json;
+
+const FIXTURE: &str = env!("CARGO_BIN_EXE_caiclust-task-fixture");
+
+fn rust_cluster(tag: &str, method: StartMethod) -> ClusterBuilder {
+    Cluster::builder()
+        .workers(2)
+        .start_method(method)
+        .rust_worker(FIXTURE)
+        .env(TAG_VAR, tag)
+        .grace(Duration::from_millis(500))
+}
+
+fn assert_no_orphans(tag: &str) {
+    let left = orphans_after(tag, Duration::from_secs(5));
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
+fn failure(r: &TaskResult) -> &Failure {
+    match &r.outcome {
+        Outcome::Failed { failure } => failure,
+        other => panic!("task {} should have failed: {other:?}", r.id),
+    }
+}
+
+fn rust_faults(method: StartMethod) {
+    let tag = unique_tag("rust-faults");
+    {
+        let cluster = rust_cluster(&tag, method)
+            .timeout(Duration::from_secs(3))
+            .build()
+            .unwrap();
+        let mut tasks = vec![
+            Task::rust("panic", json!("boom")),
+            Task::rust("segfault", json!(null)),
+            Task::rust("exit", json!(7)),
+            Task::rust("fail", json!(1)),
+            Task::rust("exit_soon_after", json!(3)),
+            Task::rust("spawn_sleepers", json!(30)).timeout(Duration::from_millis(800)),
+            Task::rust("nonexistent", json!(1)),
+        ];
+        tasks.extend((0..40).map(|i| Task::rust("square", json!(i))));
+        let results = cluster.map(tasks);
+        assert_eq!(results.len(), 47);
+        assert!(
+            matches!(failure(&results[0]), Failure::Error { message } if message.contains("panicked") && message.contains("boom")),
+            "{:?}",
+            results[0].outcome
+        );
+        // A task under which the worker dies runs once more on a new
+        // worker; killing that one too, it is the culprit.
+        for (r, exit) in [
+            (&results[1], ExitInfo::Signal(11)),
+            (&results[2], ExitInfo::Code(7)),
+        ] {
+            assert!(
+                matches!(failure(r), Failure::WorkerDied { exit: Some(e), .. } if *e == exit),
+                "{:?}",
+                r.outcome
+            );
+            assert_eq!(r.attempts, 2);
+            assert!(
+                matches!(&r.history[..], [Failure::WorkerDied { exit: Some(e), .. }] if *e == exit)
+            );
+        }
+        assert!(
+            matches!(failure(&results[3]), Failure::Error { message } if message.contains("on purpose"))
+        );
+        assert_eq!(
+            results[4].value(),
+            Some(&json!(3)),
+            "answered before exiting"
+        );
+        assert!(
+            matches!(failure(&results[5]), Failure::TimedOut { after_ms } if *after_ms >= 800 && *after_ms < 3000),
+            "{:?}",
+            results[5].outcome
+        );
+        assert!(
+            matches!(failure(&results[6]), Failure::Error { message } if message.contains("nonexistent") && message.contains("square"))
+        );
+        for (i, r) in results[7..].iter().enumerate() {
+            assert_eq!(r.value(), Some(&json!(i * i)), "task {}", r.id);
+        }
+        // The worker that exited after answering is reported, and whatever
+        // it held ran again elsewhere.
+        let notices = cluster.notices();
+        assert!(
+            notices.iter().any(|n| n.message.contains("exit code 3")),
+            "{notices:?}\n{:#?}",
+            results
+                .iter()
+                .map(|r| (r.id, &r.outcome, r.pid, &r.history))
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            notices
+                .iter()
+                .any(|n| n.message.contains("signal 11 (SIGSEGV)")),
+            "{notices:?}"
+        );
+    }
+    assert_no_orphans(&tag);
+}
+
+#[test]
+fn rust_task_faults_with_spawn() {
+    rust_faults(StartMethod::Spawn);
+}
+
+#[test]
+fn rust_task_faults_with_forkserver() {
+    rust_faults(StartMethod::Forkserver);
+}
