@@ -1,0 +1,200 @@
+//! core: Python callables in long-lived workers of a real interpreter, under
+//! every start method, with injected faults: an exception, a segfault, a
+//! worker killed with SIGKILL, a worker that exits between tasks, a task
+//! whose children outlive its timeout, a task printing to stdout. Each is
+//! reported with its reason, the rest complete, nothing is left behind.
+
+use std::path::Path;
+use std::time::Duration;
+
+use caiclust_core::{Cluster, ExitInfo, Failure, Outcome, StartMethod, Task, TaskResult};
+use caiclust_tests::{fixtures, orphans_after, unique_tag, TAG_VAR};
+use serde_json::json;
+
+const MODULE: &str = r#"
+import ctypes, os, subprocess, sys, threading, time
+
+def square(x):
+    return x * x
+
+def boom(msg):
+    raise ValueError(msg)
+
+def segfault():
+    ctypes.string_at(0)
+
+def kill_self():
+    os.kill(os.getpid(), 9)
+
+def exit_soon(code):
+    threading.Timer(0.05, os._exit, [code]).start()
+    return code
+
+def sleepers(secs):
+    subprocess.Popen(["sh", "-c", f"sleep {secs} & sleep {secs}"])
+    time.sleep(secs)
+
+def noisy(x):
+    print("noise on stdout", flush=True)
+    os.write(1, b"raw noise on fd 1\n")
+    return {"x": x, "pid": os.getpid()}
+
+def env(name):
+    return os.environ.get(name)
+
+def kwargs(a, b=2):
+    return [a, b]
+
+def unserialisable():
+    return object()
+"#;
+
+fn module_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("faulty.py"), MODULE).unwrap();
+    dir
+}
+
+fn failure(r: &TaskResult) -> &Failure {
+    match &r.outcome {
+        Outcome::Failed { failure } => failure,
+        other => panic!("task {} should have failed: {other:?}", r.id),
+    }
+}
+
+fn python_faults(method: StartMethod) {
+    let fx = fixtures();
+    let dir = module_dir();
+    let tag = unique_tag("py-faults");
+    {
+        let cluster = Cluster::builder()
+            .workers(2)
+            .start_method(method)
+            .python(&fx.venv_numpy)
+            .env("PYTHONPATH", dir.path().to_string_lossy())
+            .env(TAG_VAR, &tag)
+            .env("CAICLUST_MARK", "seen")
+            .grace(Duration::from_millis(500))
+            .build()
+            .unwrap();
+        let f = |name: &str| format!("faulty:{name}");
+        let mut tasks = vec![
+            Task::python(f("boom"), json!(["bad value"])),
+            Task::python(f("segfault"), json!(null)),
+            Task::python(f("kill_self"), json!(null)),
+            Task::python(f("exit_soon"), json!([5])),
+            Task::python(f("sleepers"), json!([30])).timeout(Duration::from_millis(1500)),
+            Task::python(f("noisy"), json!([1])),
+            Task::python(f("env"), json!(["CAICLUST_MARK"])),
+            Task::python(f("kwargs"), json!({"a": 1, "b": 5})),
+            Task::python(f("unserialisable"), json!(null)),
+            Task::python("faulty:nothing_here", json!(null)),
+            Task::python("no_such_module:f", json!(null)),
+        ];
+        tasks.extend((0..50).map(|i| Task::python(f("square"), json!([i]))));
+        let results = cluster.map(tasks);
+        assert_eq!(results.len(), 61);
+        match failure(&results[0]) {
+            Failure::Exception {
+                type_name,
+                message,
+                traceback,
+            } => {
+                assert_eq!(type_name, "ValueError");
+                assert_eq!(message, "bad value");
+                assert!(traceback.contains("in boom"), "{traceback}");
+            }
+            other => panic!("{other:?}"),
+        }
+        for (r, exit) in [
+            (&results[1], ExitInfo::Signal(11)),
+            (&results[2], ExitInfo::Signal(9)),
+        ] {
+            assert!(
+                matches!(failure(r), Failure::WorkerDied { exit: Some(e), .. } if *e == exit),
+                "task {}: {:?}",
+                r.id,
+                r.outcome
+            );
+            assert_eq!(r.attempts, 2, "retried once on a new worker");
+        }
+        assert_eq!(results[3].value(), Some(&json!(5)));
+        assert!(
+            matches!(failure(&results[4]), Failure::TimedOut { after_ms } if (1500..5000).contains(after_ms)),
+            "{:?}",
+            results[4].outcome
+        );
+        assert_eq!(results[5].value().unwrap()["x"], json!(1), "prints do not corrupt the protocol");
+        assert_eq!(results[6].value(), Some(&json!("seen")), "the worker has the cluster's environment");
+        assert_eq!(results[7].value(), Some(&json!([1, 5])), "an object is passed as keyword arguments");
+        assert!(matches!(failure(&results[8]), Failure::Exception { message, .. } if message.contains("JSON")));
+        assert!(matches!(failure(&results[9]), Failure::Exception { type_name, .. } if type_name == "AttributeError"));
+        assert!(matches!(failure(&results[10]), Failure::Exception { type_name, .. } if type_name == "ModuleNotFoundError"));
+        for (i, r) in results[11..].iter().enumerate() {
+            assert_eq!(r.value(), Some(&json!(i * i)));
+        }
+        let notices = cluster.notices();
+        assert!(notices.iter().any(|n| n.message.contains("exit code 5")), "{notices:?}");
+    }
+    let left = orphans_after(&tag, Duration::from_secs(5));
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
+#[test]
+fn python_faults_with_spawn() {
+    python_faults(StartMethod::Spawn);
+}
+
+#[test]
+fn python_faults_with_forkserver() {
+    python_faults(StartMethod::Forkserver);
+}
+
+#[test]
+fn python_faults_with_fork() {
+    python_faults(StartMethod::Fork);
+}
+
+#[test]
+fn an_interpreter_that_does_not_exist_fails_every_task_with_the_reason() {
+    let cluster = Cluster::builder()
+        .workers(2)
+        .start_method(StartMethod::Spawn)
+        .python(Path::new("/nonexistent/python3"))
+        .build()
+        .unwrap();
+    let results = cluster.map((0..5).map(|i| Task::python("m:f", json!([i]))));
+    assert_eq!(results.len(), 5);
+    for r in &results {
+        assert!(
+            matches!(failure(r), Failure::Start { message } if message.contains("/nonexistent/python3")),
+            "{:?}",
+            r.outcome
+        );
+    }
+}
+
+#[test]
+fn workers_are_recycled_after_n_tasks() {
+    let fx = fixtures();
+    let dir = module_dir();
+    let cluster = Cluster::builder()
+        .workers(1)
+        .start_method(StartMethod::Forkserver)
+        .python(&fx.venv_numpy)
+        .env("PYTHONPATH", dir.path().to_string_lossy())
+        .recycle_after(3)
+        .build()
+        .unwrap();
+    let results = cluster.map((0..9).map(|i| Task::python("faulty:noisy", json!([i]))));
+    let pids: Vec<u64> = results
+        .iter()
+        .map(|r| r.value().unwrap()["pid"].as_u64().unwrap())
+        .collect();
+    for chunk in pids.chunks(3) {
+        assert!(chunk.iter().all(|p| *p == chunk[0]), "{pids:?}");
+    }
+    let mut distinct = pids.clone();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "three workers of three tasks each: {pids:?}");
+}
