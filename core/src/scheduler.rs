@@ -1076,11 +1076,25 @@ impl Scheduler {
                 return;
             };
             if let Some((t, prev)) = &watch.last {
-                if sample.cpu_ticks == prev.cpu_ticks && sample.running == 0 {
+                // Stalled: either asleep (no CPU, no running thread), or
+                // spinning in the kernel (sched_yield loops of a runtime
+                // waiting for threads that do not exist): nearly all of its
+                // CPU time is system time.
+                let cpu = sample.cpu_ticks.saturating_sub(prev.cpu_ticks);
+                let sys = sample.sys_ticks.saturating_sub(prev.sys_ticks);
+                let asleep = cpu == 0 && sample.running == 0;
+                let spinning = cpu > 0 && sys * 10 >= cpu * 8;
+                if asleep || spinning {
                     let idle = *watch.idle_since.get_or_insert(*t);
                     if now.duration_since(idle) >= stall {
                         watch.diagnosing = true;
-                        diagnose.push((id, pid, now.duration_since(idle), sample.clone()));
+                        diagnose.push((
+                            id,
+                            pid,
+                            now.duration_since(idle),
+                            sample.clone(),
+                            spinning,
+                        ));
                     }
                 } else {
                     watch.idle_since = None;
@@ -1104,11 +1118,11 @@ impl Scheduler {
                 }
             }
         }
-        for (id, pid, stalled, sample) in diagnose {
+        for (id, pid, stalled, sample, spinning) in diagnose {
             let events = self.events_tx.clone();
             let workers = self.settings.workers;
             std::thread::spawn(move || {
-                let (cause, detail) = watchdog::diagnose(pid, method, workers, &sample);
+                let (cause, detail) = watchdog::diagnose(pid, method, workers, &sample, spinning);
                 let _ = events.send(Event::Diagnosis {
                     id,
                     pid,

@@ -98,6 +98,8 @@ pub fn alive(pid: u32) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TreeSample {
     pub cpu_ticks: u64,
+    /// The part of `cpu_ticks` spent in the kernel.
+    pub sys_ticks: u64,
     /// Threads in the tree.
     pub threads: usize,
     /// Threads that are running or runnable (`R`).
@@ -157,10 +159,11 @@ mod linux {
         field(stat, 3).and_then(|s| s.chars().next())
     }
 
-    fn ticks(stat: &str) -> u64 {
+    /// (user + system, system) clock ticks.
+    fn ticks(stat: &str) -> (u64, u64) {
         let utime: u64 = field(stat, 14).and_then(|f| f.parse().ok()).unwrap_or(0);
         let stime: u64 = field(stat, 15).and_then(|f| f.parse().ok()).unwrap_or(0);
-        utime + stime
+        (utime + stime, stime)
     }
 
     pub(super) fn sample(pid: u32) -> Option<TreeSample> {
@@ -168,6 +171,7 @@ mod linux {
         procs.extend(super::descendants(pid));
         let mut s = TreeSample {
             cpu_ticks: 0,
+            sys_ticks: 0,
             threads: 0,
             running: 0,
             waits: Vec::new(),
@@ -183,7 +187,9 @@ mod linux {
                     continue;
                 };
                 any = true;
-                s.cpu_ticks += ticks(&stat);
+                let (cpu, sys) = ticks(&stat);
+                s.cpu_ticks += cpu;
+                s.sys_ticks += sys;
                 s.threads += 1;
                 if state_of(&stat) == Some('R') {
                     s.running += 1;
@@ -210,7 +216,7 @@ mod linux {
             let stat = "123 (a b) c) S 45 123 123 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0";
             assert_eq!(field(stat, 3), Some("S"));
             assert_eq!(field(stat, 4), Some("45"));
-            assert_eq!(ticks(stat), 10);
+            assert_eq!(ticks(stat), (10, 3));
             assert_eq!(state_of(stat), Some('S'));
         }
     }

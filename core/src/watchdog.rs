@@ -1,5 +1,6 @@
 //! The hang watchdog's diagnosis: when a task's process tree has made no
-//! progress (no CPU used, no thread running) for the stall period, read the
+//! progress for the stall period (no CPU used and no thread running, or
+//! only kernel time: a wait loop on `sched_yield`), read the
 //! process with the probe and run the rules on what it has loaded, with
 //! the start method the pool used. A hang-or-crash finding (for example
 //! CC001, GNU OpenMP used after fork) is the likely cause.
@@ -16,12 +17,18 @@ pub(crate) fn diagnose(
     method: StartMethod,
     workers: usize,
     sample: &TreeSample,
+    spinning: bool,
 ) -> (Option<String>, String) {
-    let mut detail = format!(
-        "{} thread{}, none running, no CPU used",
+    let threads = format!(
+        "{} thread{}",
         sample.threads,
         if sample.threads == 1 { "" } else { "s" }
     );
+    let mut detail = if spinning {
+        format!("{threads}, spinning: nearly all CPU time spent in the kernel (a sched_yield wait loop)")
+    } else {
+        format!("{threads}, none running, no CPU used")
+    };
     if !sample.waits.is_empty() {
         detail.push_str(&format!("; waiting in {}", sample.waits.join(", ")));
     }

@@ -242,10 +242,20 @@ pub(crate) fn gnu_openmp_pools(facts: &Facts) -> Vec<GompPool<'_>> {
                 // Found in a package with no recorded user: assume the
                 // package uses it.
                 let unknown_user = lib.needed_by.is_empty() && !lib.pulled_in_by.is_empty();
-                if direct.is_empty() && !unknown_user {
+                // In a live process, mapped means loaded by something that
+                // runs there (an extension module, or a library it loaded
+                // with ctypes): no static user is needed.
+                let mapped_live = facts.process.is_some();
+                if direct.is_empty() && !unknown_user && !mapped_live {
                     continue;
                 }
                 let (n, mut ev) = count_from(facts, &["OMP_NUM_THREADS"], default);
+                if direct.is_empty() && mapped_live {
+                    ev.push(Evidence::new(
+                        EvidenceSource::System,
+                        format!("mapped into the running process ({})", lib.path.display()),
+                    ));
+                }
                 if let Some(first) = direct.first() {
                     ev.push(Evidence::new(
                         EvidenceSource::Static,

@@ -46,9 +46,19 @@ fn exits_signals_env_cwd_stdin_and_missing_programs() {
     assert!(results[0].outcome.is_success());
     assert_eq!(results[0].stdout.to_string_lossy(), "out\n");
     assert_eq!(results[0].stderr.to_string_lossy(), "err\n");
-    assert!(matches!(failure(&results[1]), Failure::Exit { exit: ExitInfo::Code(3) }));
+    assert!(matches!(
+        failure(&results[1]),
+        Failure::Exit {
+            exit: ExitInfo::Code(3)
+        }
+    ));
     assert_eq!(results[1].exit, Some(ExitInfo::Code(3)));
-    assert!(matches!(failure(&results[2]), Failure::Exit { exit: ExitInfo::Signal(11) }));
+    assert!(matches!(
+        failure(&results[2]),
+        Failure::Exit {
+            exit: ExitInfo::Signal(11)
+        }
+    ));
     assert_eq!(results[3].stdout.to_string_lossy(), "c t\n");
     let pwd = results[4].stdout.to_string_lossy();
     assert_eq!(
@@ -56,9 +66,16 @@ fn exits_signals_env_cwd_stdin_and_missing_programs() {
         std::fs::canonicalize(dir.path()).unwrap()
     );
     assert_eq!(results[5].stdout.to_string_lossy(), "HELLO\n");
-    assert!(matches!(failure(&results[6]), Failure::Start { message } if message.contains("/no/such/program")));
-    assert!(matches!(failure(&results[7]), Failure::Start { message } if message.contains("/no/such/folder")));
-    assert_eq!(results[6].attempts, 1, "a program that cannot start is not retried");
+    assert!(
+        matches!(failure(&results[6]), Failure::Start { message } if message.contains("/no/such/program"))
+    );
+    assert!(
+        matches!(failure(&results[7]), Failure::Start { message } if message.contains("/no/such/folder"))
+    );
+    assert_eq!(
+        results[6].attempts, 1,
+        "a program that cannot start is not retried"
+    );
     drop(c);
     assert!(orphans_after(&tag, Duration::from_secs(3)).is_empty());
 }
@@ -107,12 +124,21 @@ fn huge_outputs_stay_on_disk() {
         sh("echo small"),
     ]);
     assert!(results[0].outcome.is_success());
-    assert!(matches!(results[0].stdout, Output::File { len: 300_000_000, .. }));
+    assert!(matches!(
+        results[0].stdout,
+        Output::File {
+            len: 300_000_000,
+            ..
+        }
+    ));
     let mut sink = std::io::sink();
     assert_eq!(results[0].stdout.write_to(&mut sink).unwrap(), 300_000_000);
     assert_eq!(results[1].stdout.to_string_lossy(), "small\n");
     let grown = peak_rss_kib().saturating_sub(before);
-    assert!(grown < 100_000, "peak memory grew by {grown} KiB for 300 MB of output");
+    assert!(
+        grown < 100_000,
+        "peak memory grew by {grown} KiB for 300 MB of output"
+    );
 }
 
 #[test]
@@ -173,7 +199,10 @@ fn halt_soon_lets_running_tasks_finish() {
         .iter()
         .filter(|r| matches!(r.outcome, Outcome::Cancelled { .. }))
         .count();
-    assert!(cancelled >= 1, "queued tasks are not started after the halt");
+    assert!(
+        cancelled >= 1,
+        "queued tasks are not started after the halt"
+    );
     assert!(results[1].outcome.is_success(), "{:?}", results[1].outcome);
 }
 
@@ -196,7 +225,11 @@ fn cancel_and_ordering() {
     assert_eq!(ids, (1..=10).collect::<Vec<_>>());
     assert!(matches!(in_order[0].outcome, Outcome::Cancelled { .. }));
     for r in &in_order[1..4] {
-        assert!(matches!(r.outcome, Outcome::Cancelled { .. }), "{:?}", r.outcome);
+        assert!(
+            matches!(r.outcome, Outcome::Cancelled { .. }),
+            "{:?}",
+            r.outcome
+        );
     }
     for (i, r) in in_order[4..].iter_mut().enumerate() {
         assert_eq!(r.stdout.to_string_lossy(), format!("{i}\n"));

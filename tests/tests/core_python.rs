@@ -124,17 +124,38 @@ fn python_faults(method: StartMethod) {
             "{:?}",
             results[4].outcome
         );
-        assert_eq!(results[5].value().unwrap()["x"], json!(1), "prints do not corrupt the protocol");
-        assert_eq!(results[6].value(), Some(&json!("seen")), "the worker has the cluster's environment");
-        assert_eq!(results[7].value(), Some(&json!([1, 5])), "an object is passed as keyword arguments");
-        assert!(matches!(failure(&results[8]), Failure::Exception { message, .. } if message.contains("JSON")));
-        assert!(matches!(failure(&results[9]), Failure::Exception { type_name, .. } if type_name == "AttributeError"));
-        assert!(matches!(failure(&results[10]), Failure::Exception { type_name, .. } if type_name == "ModuleNotFoundError"));
+        assert_eq!(
+            results[5].value().unwrap()["x"],
+            json!(1),
+            "prints do not corrupt the protocol"
+        );
+        assert_eq!(
+            results[6].value(),
+            Some(&json!("seen")),
+            "the worker has the cluster's environment"
+        );
+        assert_eq!(
+            results[7].value(),
+            Some(&json!([1, 5])),
+            "an object is passed as keyword arguments"
+        );
+        assert!(
+            matches!(failure(&results[8]), Failure::Exception { message, .. } if message.contains("JSON"))
+        );
+        assert!(
+            matches!(failure(&results[9]), Failure::Exception { type_name, .. } if type_name == "AttributeError")
+        );
+        assert!(
+            matches!(failure(&results[10]), Failure::Exception { type_name, .. } if type_name == "ModuleNotFoundError")
+        );
         for (i, r) in results[11..].iter().enumerate() {
             assert_eq!(r.value(), Some(&json!(i * i)));
         }
         let notices = cluster.notices();
-        assert!(notices.iter().any(|n| n.message.contains("exit code 5")), "{notices:?}");
+        assert!(
+            notices.iter().any(|n| n.message.contains("exit code 5")),
+            "{notices:?}"
+        );
     }
     let left = orphans_after(&tag, Duration::from_secs(5));
     assert!(left.is_empty(), "processes left behind: {left:?}");
@@ -196,5 +217,9 @@ fn workers_are_recycled_after_n_tasks() {
     }
     let mut distinct = pids.clone();
     distinct.dedup();
-    assert_eq!(distinct.len(), 3, "three workers of three tasks each: {pids:?}");
+    assert_eq!(
+        distinct.len(),
+        3,
+        "three workers of three tasks each: {pids:?}"
+    );
 }

@@ -1,0 +1,264 @@
+//! core against the hang of HAZARDS H01, with real runtimes: a parent that
+//! used GNU OpenMP, then runs tasks in workers. Three workloads: PyPI
+//! scikit-learn (its vendored libgomp), Debian numpy on openblas-openmp,
+//! and a C library built here with `gcc -fopenmp`, loaded with ctypes.
+//!
+//! For each: Python's fork Pool hangs (shown with a timeout); a cluster
+//! with the auto plan completes with the results a single plain process
+//! computes; and with fork forced, the watchdog reports the hang and its
+//! cause (CC001) within its deadline and the run ends with the failures.
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use caiclust_core::{Cluster, Failure, Outcome, StartMethod, Task};
+use caiclust_tests::{fixtures, orphans_after, unique_tag, TAG_VAR};
+use serde_json::{json, Value};
+
+struct Workload {
+    python: PathBuf,
+    /// The module: defines `task(i)` and uses the runtime at import, as the
+    /// parent of a fork would have.
+    module: &'static str,
+    env: Vec<(String, String)>,
+    dir: tempfile::TempDir,
+}
+
+const SKLEARN: &str = r#"
+import numpy as np
+from sklearn.cluster import KMeans
+X = np.random.RandomState(0).rand(4000, 8)
+def task(seed):
+    return int(KMeans(n_clusters=4, n_init=1, random_state=seed).fit(X).n_iter_)
+task(0)
+"#;
+
+const OPENBLAS: &str = r#"
+import numpy as np
+A = np.random.RandomState(0).rand(700, 700)
+def task(seed):
+    B = np.random.RandomState(seed).rand(700, 700)
+    return float((A @ B).sum())
+task(0)
+"#;
+
+const GOMP: &str = r#"
+import ctypes, os
+lib = ctypes.CDLL(os.environ["OMPWORK_LIB"])
+lib.work.restype = ctypes.c_double
+lib.work.argtypes = [ctypes.c_int]
+def task(n):
+    return lib.work(1000 + n)
+task(0)
+"#;
+
+const GOMP_C: &str = r#"
+double work(int n) {
+    double s = 0;
+    #pragma omp parallel for reduction(+:s)
+    for (long i = 0; i < (long)n * 20000; i++) s += (i % 7) * 0.5;
+    return s;
+}
+"#;
+
+fn workload(python: &Path, module: &'static str) -> Workload {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hazard.py"), module).unwrap();
+    let mut env = vec![(
+        "PYTHONPATH".to_string(),
+        dir.path().to_string_lossy().into_owned(),
+    )];
+    if module == GOMP {
+        let src = dir.path().join("ompwork.c");
+        let lib = dir.path().join("libompwork.so");
+        std::fs::write(&src, GOMP_C).unwrap();
+        let st = Command::new("gcc")
+            .args(["-O2", "-fopenmp", "-shared", "-fPIC", "-o"])
+            .arg(&lib)
+            .arg(&src)
+            .status()
+            .expect("gcc (installed by scripts/setup-test-envs.sh)");
+        assert!(st.success());
+        env.push(("OMPWORK_LIB".into(), lib.to_string_lossy().into_owned()));
+    }
+    Workload {
+        python: python.to_path_buf(),
+        module,
+        env,
+        dir,
+    }
+}
+
+/// What one plain process computes: the oracle.
+fn expected(w: &Workload, n: usize) -> Vec<Value> {
+    let out = Command::new(&w.python)
+        .arg("-c")
+        .arg(format!(
+            "import json, hazard; print(json.dumps([hazard.task(i) for i in range({n})]))"
+        ))
+        .envs(w.env.iter().cloned())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Python's own way: import the module in the parent, then a fork Pool.
+/// `true` when it finished within `timeout`, `false` when it hung.
+fn python_fork_pool_finishes(w: &Workload, timeout: Duration) -> bool {
+    let script = "import multiprocessing as mp, hazard\n\
+                  with mp.get_context('fork').Pool(2) as p:\n    print(p.map(hazard.task, range(4)))\n";
+    let mut child = Command::new(&w.python)
+        .arg("-c")
+        .arg(script)
+        .envs(w.env.iter().cloned())
+        .env_remove("OMP_NUM_THREADS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            let mut out = String::new();
+            child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut out)
+                .unwrap();
+            assert!(st.success(), "the fork Pool failed: {out}");
+            return true;
+        }
+        if t0.elapsed() > timeout {
+            caiclust_core::tree::signal_tree(child.id(), caiclust_core::tree::StopSignal::Kill);
+            let _ = child.wait();
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn close(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
+        _ => a == b,
+    }
+}
+
+fn auto_plan_completes(w: &Workload) {
+    let want = expected(w, 6);
+    let tag = unique_tag("hazard-auto");
+    {
+        let mut b = Cluster::builder()
+            .auto(true)
+            .python(&w.python)
+            .env(TAG_VAR, &tag);
+        for (k, v) in &w.env {
+            b = b.env(k, v);
+        }
+        let cluster = b.build().unwrap();
+        assert_ne!(
+            cluster.settings().start_method,
+            StartMethod::Fork,
+            "the rules see the hazard in {}",
+            w.python.display()
+        );
+        let results = cluster.map((0..6).map(|i| Task::python("hazard:task", json!([i]))));
+        let got: Vec<Value> = results
+            .iter()
+            .map(|r| {
+                r.value()
+                    .cloned()
+                    .unwrap_or_else(|| panic!("{:?}", r.outcome))
+            })
+            .collect();
+        assert!(
+            got.iter().zip(&want).all(|(a, b)| close(a, b)),
+            "{got:?} != {want:?}"
+        );
+    }
+    assert!(orphans_after(&tag, Duration::from_secs(3)).is_empty());
+}
+
+fn forced_fork_is_caught_by_the_watchdog(w: &Workload) {
+    let tag = unique_tag("hazard-fork");
+    let stall = Duration::from_secs(3);
+    {
+        let mut b = Cluster::builder()
+            .workers(2)
+            .start_method(StartMethod::Fork)
+            .force_fork(true)
+            .python(&w.python)
+            .preload("hazard")
+            .stall_after(stall)
+            .timeout(Duration::from_secs(45))
+            .grace(Duration::from_millis(300))
+            .env(TAG_VAR, &tag);
+        for (k, v) in &w.env {
+            b = b.env(k, v);
+        }
+        let cluster = b.build().unwrap();
+        let t0 = Instant::now();
+        let results = cluster.map((0..2).map(|i| Task::python("hazard:task", json!([i]))));
+        let took = t0.elapsed();
+        let notices = cluster.notices();
+        assert!(
+            took < Duration::from_secs(40),
+            "the run took {took:?}: {:?}; {notices:?}",
+            results.iter().map(|r| &r.outcome).collect::<Vec<_>>()
+        );
+        for r in &results {
+            match &r.outcome {
+                Outcome::Failed {
+                    failure: Failure::Hung { after_ms, cause },
+                } => {
+                    assert!(cause.contains("CC001"), "{cause}");
+                    assert!(*after_ms >= stall.as_millis() as u64);
+                    assert!(*after_ms < 30_000, "{after_ms}");
+                }
+                other => panic!("expected the watchdog to stop task {}: {other:?}", r.id),
+            }
+        }
+        assert!(
+            notices
+                .iter()
+                .any(|n| n.message.contains("likely cause") && n.message.contains("CC001")),
+            "{notices:?}"
+        );
+    }
+    assert!(orphans_after(&tag, Duration::from_secs(3)).is_empty());
+}
+
+fn check(w: Workload) {
+    assert!(
+        !python_fork_pool_finishes(&w, Duration::from_secs(10)),
+        "Python's fork Pool was expected to hang on {}",
+        w.dir.path().display()
+    );
+    auto_plan_completes(&w);
+    forced_fork_is_caught_by_the_watchdog(&w);
+}
+
+#[test]
+fn pypi_scikit_learn_gnu_openmp() {
+    check(workload(&fixtures().venv_pypi, SKLEARN));
+}
+
+#[test]
+fn debian_numpy_on_openblas_openmp() {
+    check(workload(&fixtures().debian_python, OPENBLAS));
+}
+
+#[test]
+fn c_library_built_with_gcc_fopenmp() {
+    check(workload(&fixtures().debian_python, GOMP));
+}
