@@ -168,6 +168,15 @@ const NEEDLES: &[Needle] = &[
         to_line_end: false,
         then_digit: false,
     },
+    // TBB names its release: "oneTBB: VERSION\t\t2023.2.0" (older
+    // releases: "TBB: VERSION\t\t2020.3").
+    Needle {
+        text: b"TBB: VERSION",
+        export_contains: "TBB_runtime_interface_version",
+        file_prefix: "\0",
+        to_line_end: false,
+        then_digit: false,
+    },
     // Intel's OpenMP runtime names its own version and build date:
     // "Intel(R) OMP version: 5.0.20260828".
     Needle {

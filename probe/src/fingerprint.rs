@@ -554,6 +554,7 @@ fn refine(fp: &mut Fingerprint, base: &str, info: &BinaryInfo) {
         Vendor::GnuOpenmp | Vendor::IntelOpenmp | Vendor::MsvcOpenmp => {
             fp.version = openmp_runtime_version(fp.vendor.value, info);
         }
+        Vendor::Tbb => fp.version = tbb_version(info),
         Vendor::Openblas => refine_openblas(fp, info),
         Vendor::Opencv => refine_opencv(fp, info),
         Vendor::Mkl => refine_mkl(fp, base, info),
@@ -844,6 +845,25 @@ fn intel_openmp_version(info: &BinaryInfo) -> Option<Conclusion<String>> {
             vec![Evidence::new(
                 EvidenceSource::Static,
                 format!("string \"{s}\""),
+            )],
+        ))
+    })
+}
+
+/// TBB's release from its version string `oneTBB: VERSION\t\t2023.2.0`.
+fn tbb_version(info: &BinaryInfo) -> Option<Conclusion<String>> {
+    info.marker_strings.iter().find_map(|s| {
+        let v = s
+            .strip_prefix("TBB: VERSION")?
+            .split_whitespace()
+            .next()
+            .filter(|v| is_dotted_version(v))?;
+        Some(Conclusion::new(
+            v.to_owned(),
+            Confidence::High,
+            vec![Evidence::new(
+                EvidenceSource::Static,
+                format!("string \"{}\"", s.replace('\t', " ")),
             )],
         ))
     })
@@ -1317,7 +1337,7 @@ mod tests {
     }
 
     #[test]
-    fn intel_and_msvc_openmp_versions() {
+    fn intel_msvc_openmp_and_tbb_versions() {
         let i = info(
             &["omp_get_max_threads", "kmp_set_defaults"],
             &[],
@@ -1336,6 +1356,15 @@ mod tests {
             fp.version.map(|v| v.value).as_deref(),
             Some("14.51.36247.0")
         );
+        let i = info(
+            &["TBB_runtime_interface_version"],
+            &[],
+            &[],
+            &["TBB: VERSION\t\t2021.8.0"],
+        );
+        let fp = fingerprint("libtbb.so.12", &i).expect("fp");
+        assert_eq!(fp.vendor.value, Vendor::Tbb);
+        assert_eq!(fp.version.map(|v| v.value).as_deref(), Some("2021.8.0"));
         // LLVM's libomp records no release.
         let i = info(
             &["omp_get_max_threads", "kmp_set_defaults"],

@@ -1,4 +1,4 @@
-//! OpenMP runtime versions read statically from the real binaries in the
+//! OpenMP and TBB runtime versions read statically from the real binaries in the
 //! fixtures, each checked against an independent oracle: binutils
 //! (`readelf`, `strings`) for what the file says, and dpkg (the installed
 //! `libgomp1` version and its symbols file) for Debian's libgomp.
@@ -257,4 +257,28 @@ fn llvm_libomp_gets_no_version_it_does_not_record() {
     let fp = fingerprint_file(&dylib);
     assert_eq!(fp.vendor.value, Vendor::LlvmOpenmp);
     assert_eq!(fp.version, None);
+}
+
+#[test]
+fn tbb_reports_its_release() {
+    let fx = fixtures();
+    for venv in [&fx.venv_mkl, &fx.venv_numba] {
+        let prefix = venv.parent().and_then(Path::parent).expect("venv");
+        let tbb = std::fs::canonicalize(prefix.join("lib/libtbb.so.12")).expect("libtbb");
+        // Oracle: the version line, as `strings` sees it.
+        let text = tool("strings", &["-a", &tbb.to_string_lossy()]);
+        let truth = text
+            .lines()
+            .find_map(|l| l.split("TBB: VERSION").nth(1))
+            .map(|v| v.trim().to_owned())
+            .expect("the version string");
+        let fp = fingerprint_file(&tbb);
+        assert_eq!(fp.vendor.value, Vendor::Tbb);
+        assert_eq!(
+            fp.version.map(|v| v.value),
+            Some(truth),
+            "{}",
+            tbb.display()
+        );
+    }
 }
