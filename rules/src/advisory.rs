@@ -39,6 +39,10 @@ const BUILTIN: &[(&str, &str)] = &[
         "advisories/python.toml",
         include_str!("../advisories/python.toml"),
     ),
+    (
+        "advisories/tbb.toml",
+        include_str!("../advisories/tbb.toml"),
+    ),
 ];
 
 /// One known bug of a range of versions of a runtime.
@@ -450,30 +454,52 @@ static KNOWN_RUNTIME_BUG: crate::RuleInfo = crate::RuleInfo {
     category: crate::Category::Advisory,
     summary: "a loaded runtime's version has a known bug that affects parallel work",
     explanation: r#"## What it detects
-A runtime library (OpenBLAS, MKL, BLIS, an OpenMP runtime, ...) or the Python
-interpreter whose version falls in the range of an entry of the advisory
-database: data files shipped with caiclust (`rules/advisories/*.toml`) plus
-the files named by `advisories = [...]` in the configuration.
+A runtime library (OpenBLAS, MKL, BLIS, TBB, an OpenMP runtime, ...) or the
+Python interpreter whose version falls in the range of an entry of the
+advisory database: data files shipped with caiclust (`rules/advisories/*.toml`)
+plus the files named by `advisories = [...]` in the configuration. The
+built-in entries:
+
+| id | runtime | versions | bug |
+|---|---|---|---|
+| CCA-0001 | OpenBLAS (pthreads) | < 0.2.9 | no fork handler: forked workers hang |
+| CCA-0002 | OpenBLAS (threaded) | 0.2.15 - 0.3.3 | concurrent gemv calls from several threads give wrong results |
+| CCA-0003 | OpenBLAS | < 0.3.18 | more calling threads than the build's NUM_THREADS abort the process |
+| CCA-0004 | OpenBLAS (OpenMP) | 0.3.11 - 0.3.12 | thread buffers leak after fork: forked workers crash |
+| CCA-0005 | OpenBLAS on Windows | 0.3.26 | BLAS inside an OpenMP parallel region deadlocks |
+| CCA-0101 | CPython | >= 3.12 | fork() with other threads running warns |
+| CCA-0102 | CPython on Linux | >= 3.14 | the default start method is forkserver |
+| CCA-0301 | TBB | < 2021.9 | a transient pthread_create failure aborts the process |
+
+The version is the one the probe reads from the binary (or the library's own
+answer at run time). A version known only as a lower bound (`>=12`: GNU
+libgomp without a recorded GCC release) matches only ranges that hold every
+version from that bound up.
 
 ## Why it is bad
-Some bugs exist only in some versions: a thread pool that hangs after fork
-before a fix landed, a default that changed. The facts alone cannot show
-them; the version can.
+Some bugs exist only in some versions: a thread pool that hangs or crashes
+after fork before a fix landed, a buffer shared by concurrent callers, a
+default that changed. The facts alone cannot show them; the version can.
 
 ## Example
 numpy linked against OpenBLAS 0.2.8 (pthreads) used in the parent, then a
 `fork` Pool: OpenBLAS before 0.2.9 has no fork handler and the workers hang
-(advisory CCA-0001).
+(advisory CCA-0001). opencv-python-headless wheels that bundle OpenBLAS
+0.3.15 abort with "Program is Terminated. Because you tried to allocate too
+many memory regions" when more threads call BLAS than that build allows
+(CCA-0003).
 
 ## Fix
-Each advisory says what to do, usually: upgrade the runtime, or start
-workers with spawn/forkserver.
+Each advisory says what to do, usually: upgrade the runtime, bound the
+threads that call it, or start workers with spawn/forkserver.
 
 ## References
-Each advisory lists its sources; `caiclust explain CC100` shows this text,
-and the JSON/SARIF output carries the advisory id and references.
+Each advisory lists its sources (upstream issues, pull requests, release
+notes); `caiclust explain CC100` shows this text, and the JSON/SARIF output
+carries the advisory id and references. The file format is documented in
+`rules/src/advisory.rs`.
 "#,
-    hazards: &["H01", "H12", "H13"],
+    hazards: &["H01", "H05", "H12", "H13"],
 };
 
 impl crate::Rule for KnownRuntimeBug {
@@ -545,6 +571,19 @@ mod tests {
         unique.sort();
         unique.dedup();
         assert_eq!(ids.len(), unique.len(), "advisory ids are unique");
+    }
+
+    #[test]
+    fn the_explanation_lists_every_builtin_advisory() {
+        for a in AdvisoryDb::builtin().advisories {
+            assert!(
+                KNOWN_RUNTIME_BUG
+                    .explanation
+                    .contains(&format!("| {} |", a.id)),
+                "CC100's explanation lacks {}",
+                a.id
+            );
+        }
     }
 
     #[test]
