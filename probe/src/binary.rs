@@ -36,6 +36,21 @@ const MAX_SYMBOLS: usize = 1_000_000;
 /// Most slices in a fat Mach-O file.
 const MAX_FAT_SLICES: usize = 16;
 
+/// Most bytes of a small identification section (`.comment`,
+/// `.gnu_debuglink`) read; real ones are a few hundred bytes.
+const MAX_ID_SECTION: usize = 64 << 10;
+
+/// Most bytes of `.gnu.build.attributes` searched for compiler notes: the
+/// notes that name the compiler come first, one per object file.
+const MAX_BUILD_NOTES_SECTION: usize = 256 << 10;
+
+/// Most bytes of a PE `.rsrc` section searched for the version resource
+/// (icons and manifests make some large; the version info is small).
+const MAX_RSRC_SEARCH: usize = 16 << 20;
+
+/// Most strings kept from `.comment` or the build notes.
+const MAX_ID_STRINGS: usize = 32;
+
 /// A plausible symbol name: not empty, not absurdly long.
 fn plausible_symbol(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_SYMBOL_LEN
@@ -68,6 +83,25 @@ pub struct BinaryInfo {
     /// OpenCV build information, MKL version), found by needle search in
     /// the read-only data.
     pub marker_strings: Vec<String>,
+    /// ELF `.comment` strings: which compilers built the objects, e.g.
+    /// `GCC: (GNU) 10.2.1 20210130 (Red Hat 10.2.1-11)`. Distributions
+    /// often strip the section.
+    #[serde(default)]
+    pub comment: Vec<String>,
+    /// annobin notes that name the compiler that ran, e.g.
+    /// `running gcc 8.5.0 20210514`, from the ELF `.gnu.build.attributes`
+    /// section of Red Hat-family builds.
+    #[serde(default)]
+    pub build_notes: Vec<String>,
+    /// The ELF `.gnu_debuglink` file name: Red Hat-family builds name it
+    /// after the package (`libgomp.so.1.0.0-8.5.0-28.el8_10.alma.1.x86_64.debug`),
+    /// Debian after the build id.
+    #[serde(default)]
+    pub debuglink: Option<String>,
+    /// The PE file version from the `VS_FIXEDFILEINFO` version resource
+    /// (`14.51.36247.0`).
+    #[serde(default)]
+    pub file_version: Option<String>,
 }
 
 impl BinaryInfo {
@@ -133,6 +167,24 @@ const NEEDLES: &[Needle] = &[
         file_prefix: "\0",
         to_line_end: false,
         then_digit: false,
+    },
+    // TBB names its release: "oneTBB: VERSION\t\t2023.2.0" (older
+    // releases: "TBB: VERSION\t\t2020.3").
+    Needle {
+        text: b"TBB: VERSION",
+        export_contains: "TBB_runtime_interface_version",
+        file_prefix: "\0",
+        to_line_end: false,
+        then_digit: false,
+    },
+    // Intel's OpenMP runtime names its own version and build date:
+    // "Intel(R) OMP version: 5.0.20260828".
+    Needle {
+        text: b"Intel(R) OMP version: ",
+        export_contains: "kmp_set_defaults",
+        file_prefix: "\0",
+        to_line_end: false,
+        then_digit: true,
     },
     Needle {
         text: b"Intel(R) OMP",
@@ -418,8 +470,79 @@ fn parse_elf(bytes: &[u8]) -> Result<(BinaryInfo, Ranges), BinaryError> {
         if name.starts_with(".rodata") || name == ".comment" {
             push_range(&mut rodata, sh.sh_offset, sh.sh_size, bytes.len());
         }
+        let section = || section_bytes(bytes, sh.sh_offset, sh.sh_size);
+        match name {
+            ".comment" => {
+                if let Some(data) = section() {
+                    info.comment = nul_separated_strings(&data[..data.len().min(MAX_ID_SECTION)]);
+                }
+            }
+            ".gnu.build.attributes" => {
+                if let Some(data) = section() {
+                    info.build_notes =
+                        compiler_notes(&data[..data.len().min(MAX_BUILD_NOTES_SECTION)]);
+                }
+            }
+            ".gnu_debuglink" => {
+                info.debuglink = section().and_then(|data| {
+                    nul_separated_strings(&data[..data.len().min(MAX_ID_SECTION)])
+                        .into_iter()
+                        .next()
+                });
+            }
+            _ => {}
+        }
     }
     Ok((info, rodata))
+}
+
+/// The bytes of a section, or `None` when its range is not in the file.
+fn section_bytes(bytes: &[u8], offset: u64, size: u64) -> Option<&[u8]> {
+    let start = usize::try_from(offset).ok()?;
+    let end = start.checked_add(usize::try_from(size).ok()?)?;
+    bytes.get(start..end).filter(|d| !d.is_empty())
+}
+
+/// The printable NUL-terminated strings of a section such as `.comment`,
+/// each at most [`MAX_MARKER_LEN`] bytes, at most [`MAX_ID_STRINGS`] of
+/// them, without repeats.
+fn nul_separated_strings(data: &[u8]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for piece in data.split(|b| *b == 0) {
+        if out.len() >= MAX_ID_STRINGS {
+            break;
+        }
+        if piece.is_empty()
+            || piece.len() > MAX_MARKER_LEN
+            || !piece
+                .iter()
+                .all(|b| *b == b'\t' || (0x20..0x7f).contains(b))
+        {
+            continue;
+        }
+        let text = String::from_utf8_lossy(piece).trim().to_owned();
+        if !text.is_empty() && !out.contains(&text) {
+            out.push(text);
+        }
+    }
+    out
+}
+
+/// annobin's notes that name the compiler that ran (`running gcc 8.5.0
+/// 20210514`), without repeats.
+fn compiler_notes(data: &[u8]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for pos in memmem::find_iter(data, b"running gcc ") {
+        if let Some(text) = extract_string(data, pos, false) {
+            if !out.contains(&text) {
+                out.push(text);
+            }
+        }
+        if out.len() >= MAX_ID_STRINGS {
+            break;
+        }
+    }
+    out
 }
 
 fn push_range(ranges: &mut Ranges, offset: u64, size: u64, len: usize) {
@@ -729,8 +852,42 @@ fn parse_pe(bytes: &[u8]) -> Result<(BinaryInfo, Ranges), BinaryError> {
                 bytes.len(),
             );
         }
+        if name == ".rsrc" && info.file_version.is_none() {
+            info.file_version = section_bytes(
+                bytes,
+                u64::from(section.pointer_to_raw_data),
+                u64::from(section.size_of_raw_data),
+            )
+            .and_then(|data| fixed_file_version(&data[..data.len().min(MAX_RSRC_SEARCH)]));
+        }
     }
     Ok((info, ranges))
+}
+
+/// The file version of a `VS_FIXEDFILEINFO` structure in a PE resource
+/// section: its signature `0xFEEF04BD` and structure version 1.0, then the
+/// file version as two 32-bit halves (major.minor, build.revision).
+fn fixed_file_version(rsrc: &[u8]) -> Option<String> {
+    const SIGNATURE: [u8; 4] = 0xFEEF_04BDu32.to_le_bytes();
+    const STRUC_VERSION: [u8; 4] = 0x0001_0000u32.to_le_bytes();
+    let word = |at: usize| -> Option<u32> {
+        let b: [u8; 4] = rsrc.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        Some(u32::from_le_bytes(b))
+    };
+    for pos in memmem::find_iter(rsrc, &SIGNATURE) {
+        if rsrc.get(pos + 4..pos + 8) != Some(&STRUC_VERSION[..]) {
+            continue;
+        }
+        let (ms, ls) = (word(pos + 8)?, word(pos + 12)?);
+        return Some(format!(
+            "{}.{}.{}.{}",
+            ms >> 16,
+            ms & 0xffff,
+            ls >> 16,
+            ls & 0xffff
+        ));
+    }
+    None
 }
 
 /// Search the read-only data for the needles that apply to this binary.
@@ -761,7 +918,7 @@ fn find_markers(bytes: &[u8], rodata: &Ranges, file_name: &str, exports: &[Strin
     if wanted.is_empty() {
         return Vec::new();
     }
-    let want_openblas_config = wanted.iter().any(|n| n.then_digit);
+    let want_openblas_config = wanted.iter().any(|n| n.text == b"OpenBLAS ");
     let whole = [(0usize, bytes.len())];
     let ranges: &[(usize, usize)] = if rodata.is_empty() { &whole } else { rodata };
     let mut found = Vec::new();
@@ -927,6 +1084,41 @@ mod tests {
             None,
             "not after a movabs"
         );
+    }
+
+    #[test]
+    fn identification_sections_are_bounded_and_printable() {
+        let data = b"GCC: (GNU) 10.2.1\0\0\x01\x02bad\0GCC: (GNU) 10.2.1\0Intel Corporation\0";
+        assert_eq!(
+            nul_separated_strings(data),
+            ["GCC: (GNU) 10.2.1", "Intel Corporation"]
+        );
+        let long = vec![b'a'; MAX_MARKER_LEN + 1];
+        assert!(nul_separated_strings(&long).is_empty());
+        let many: Vec<u8> = (0..100u8)
+            .flat_map(|i| format!("s{i}\0").into_bytes())
+            .collect();
+        assert_eq!(nul_separated_strings(&many).len(), MAX_ID_STRINGS);
+        let notes =
+            b"\x08\0\0\0GA$\x05running gcc 8.5.0 20210514\0GA$\x05running gcc 8.5.0 20210514\0";
+        assert_eq!(compiler_notes(notes), ["running gcc 8.5.0 20210514"]);
+        assert_eq!(section_bytes(b"abc", 2, 5), None);
+        assert_eq!(section_bytes(b"abc", u64::MAX, 2), None);
+    }
+
+    #[test]
+    fn fixed_file_version_needs_signature_and_structure_version() {
+        let mut rsrc = vec![0u8; 8];
+        rsrc.extend_from_slice(&0xFEEF_04BDu32.to_le_bytes());
+        rsrc.extend_from_slice(&0x0001_0000u32.to_le_bytes());
+        rsrc.extend_from_slice(&((14u32 << 16) | 51).to_le_bytes());
+        rsrc.extend_from_slice(&(36247u32 << 16).to_le_bytes());
+        assert_eq!(fixed_file_version(&rsrc).as_deref(), Some("14.51.36247.0"));
+        // Truncated after the signature, or a wrong structure version.
+        assert_eq!(fixed_file_version(&rsrc[..16]), None);
+        let mut wrong = rsrc.clone();
+        wrong[12] = 7;
+        assert_eq!(fixed_file_version(&wrong), None);
     }
 
     #[test]

@@ -388,6 +388,7 @@ pub fn fingerprint(name: &str, info: &BinaryInfo) -> Option<Fingerprint> {
         fp.vendor
             .evidence
             .push(Evidence::new(EvidenceSource::Static, detail));
+        fp.version = openmp_runtime_version(vendor, info);
         return Some(fp);
     }
 
@@ -550,6 +551,10 @@ const THREAD_CREATE_IMPORTS: &[&str] = &["pthread_create", "CreateThread", "_beg
 /// Vendor-specific details: version, threading layer, integer width.
 fn refine(fp: &mut Fingerprint, base: &str, info: &BinaryInfo) {
     match fp.vendor.value {
+        Vendor::GnuOpenmp | Vendor::IntelOpenmp | Vendor::MsvcOpenmp => {
+            fp.version = openmp_runtime_version(fp.vendor.value, info);
+        }
+        Vendor::Tbb => fp.version = tbb_version(info),
         Vendor::Openblas => refine_openblas(fp, info),
         Vendor::Opencv => refine_opencv(fp, info),
         Vendor::Mkl => refine_mkl(fp, base, info),
@@ -576,6 +581,307 @@ fn refine(fp: &mut Fingerprint, base: &str, info: &BinaryInfo) {
         }
         _ => {}
     }
+}
+
+/// GNU libgomp's ELF version nodes and the GCC release that first shipped
+/// each, as Debian's `libgomp1` symbols file records them
+/// (`/var/lib/dpkg/info/libgomp1:amd64.symbols`, gcc-12). A library that
+/// defines a node is at least that release; the exact release is in no node.
+const GOMP_VERSION_NODES: &[(&str, &str)] = &[
+    ("OMP_1.0", "4.2.1"),
+    ("OMP_2.0", "4.2.1"),
+    ("GOMP_1.0", "4.2.1"),
+    ("OMP_3.0", "4.4"),
+    ("GOMP_2.0", "4.4"),
+    ("OMP_3.1", "4.7"),
+    ("GOMP_3.0", "4.7"),
+    ("OMP_4.0", "4.9"),
+    ("GOMP_4.0", "4.9"),
+    ("GOMP_4.0.1", "5"),
+    ("OACC_2.0", "5"),
+    ("GOACC_2.0", "5"),
+    ("GOMP_PLUGIN_1.0", "5"),
+    ("OMP_4.5", "6"),
+    ("GOMP_4.5", "6"),
+    ("GOACC_2.0.1", "6"),
+    ("GOMP_PLUGIN_1.1", "6"),
+    ("OACC_2.0.1", "8"),
+    ("OMP_5.0", "9"),
+    ("GOMP_5.0", "9"),
+    ("OACC_2.5", "9"),
+    ("GOMP_PLUGIN_1.2", "9"),
+    ("OACC_2.5.1", "10"),
+    ("OACC_2.6", "10"),
+    ("GOMP_PLUGIN_1.3", "10"),
+    ("OMP_5.0.1", "11"),
+    ("GOMP_5.0.1", "11"),
+    ("OMP_5.1", "12"),
+    ("GOMP_5.1", "12"),
+    ("OMP_5.0.2", "12"),
+    ("GOACC_2.0.2", "12"),
+];
+
+/// Where a libgomp's version comes from, most direct first.
+const GOMP_VERSION_SOURCES: &str = "ELF .comment, annobin notes, .gnu_debuglink";
+
+/// The leading numeric components of a version: `8.5.0` → [8, 5, 0].
+fn version_parts(text: &str) -> Vec<u64> {
+    text.split('.')
+        .map_while(|p| p.parse::<u64>().ok())
+        .collect()
+}
+
+fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let (a, b) = (version_parts(a), version_parts(b));
+    for i in 0..a.len().max(b.len()) {
+        let ord = a.get(i).unwrap_or(&0).cmp(b.get(i).unwrap_or(&0));
+        if ord.is_ne() {
+            return ord;
+        }
+    }
+    std::cmp::Ordering::Equal
+}
+
+/// A dotted numeric version such as `8.5.0` or `12`.
+fn is_dotted_version(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The GCC release in a `.comment` entry: `GCC: (GNU) 10.2.1 20210130
+/// (Red Hat 10.2.1-11)` → `10.2.1`, `GCC: (Debian 12.2.0-14) 12.2.0` →
+/// `12.2.0`.
+fn gcc_from_comment(entry: &str) -> Option<&str> {
+    let rest = entry.strip_prefix("GCC: ")?;
+    let rest = match rest.strip_prefix('(') {
+        // The vendor string may itself hold parentheses.
+        Some(inner) => {
+            let mut depth = 1usize;
+            let close = inner.char_indices().find_map(|(i, c)| {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    _ => {}
+                }
+                (depth == 0).then_some(i)
+            })?;
+            &inner[close + 1..]
+        }
+        None => rest,
+    };
+    rest.split_whitespace()
+        .next()
+        .filter(|v| is_dotted_version(v))
+}
+
+/// The GCC release in an annobin note: `running gcc 8.5.0 20210514` → `8.5.0`.
+fn gcc_from_note(note: &str) -> Option<&str> {
+    note.strip_prefix("running gcc ")?
+        .split_whitespace()
+        .next()
+        .filter(|v| is_dotted_version(v))
+}
+
+/// The package version in a Red Hat-style debug-link name:
+/// `libgomp.so.1.0.0-8.5.0-28.el8_10.alma.1.x86_64.debug` →
+/// (`8.5.0`, `28.el8_10.alma.1.x86_64`).
+fn package_from_debuglink(link: &str) -> Option<(&str, &str)> {
+    let stem = link.strip_suffix(".debug")?;
+    if !stem.starts_with("libgomp") {
+        return None;
+    }
+    let mut parts = stem.splitn(3, '-');
+    parts.next()?;
+    let version = parts.next().filter(|v| is_dotted_version(v))?;
+    let release = parts.next()?;
+    Some((version, release))
+}
+
+/// GNU libgomp's GCC release, read statically. The exact release comes
+/// from what the build left in the binary (the `.comment` compiler line,
+/// Red Hat's annobin notes or package-named debug link); without any of
+/// them, the newest ELF version node gives a lower bound, reported as
+/// `>=N`. When the version nodes are newer than the compiler that built the
+/// library (Red Hat's GCC 8 ships a libgomp with GCC 9 interfaces), both
+/// are shown and the confidence drops.
+fn gnu_openmp_version(info: &BinaryInfo) -> Option<Conclusion<String>> {
+    let mut exact: Option<(String, Evidence)> = None;
+    let mut support = Vec::new();
+    let from_comment = info
+        .comment
+        .iter()
+        .filter_map(|c| gcc_from_comment(c).map(|v| (v, c)))
+        .max_by(|a, b| version_cmp(a.0, b.0));
+    if let Some((v, c)) = from_comment {
+        exact = Some((
+            v.to_owned(),
+            Evidence::new(
+                EvidenceSource::Static,
+                format!("ELF .comment \"{c}\": built by GCC {v}"),
+            ),
+        ));
+    }
+    if let Some((v, n)) = info
+        .build_notes
+        .iter()
+        .find_map(|n| gcc_from_note(n).map(|v| (v, n)))
+    {
+        let ev = Evidence::new(
+            EvidenceSource::Static,
+            format!("annobin note \"{n}\" in .gnu.build.attributes: built by GCC {v}"),
+        );
+        match &exact {
+            None => exact = Some((v.to_owned(), ev)),
+            Some(_) => support.push(ev),
+        }
+    }
+    let mut from_link_only = false;
+    if let Some((v, release)) = info.debuglink.as_deref().and_then(package_from_debuglink) {
+        let ev = Evidence::new(
+            EvidenceSource::Static,
+            format!(
+                ".gnu_debuglink {}: built in package gcc-{v}-{release}",
+                info.debuglink.as_deref().unwrap_or_default()
+            ),
+        );
+        match &exact {
+            None => {
+                exact = Some((v.to_owned(), ev));
+                from_link_only = true;
+            }
+            Some(_) => support.push(ev),
+        }
+    }
+    // The newest node the library defines; on a tie the table's first
+    // (the OpenMP API nodes come before the plugin and OpenACC ones).
+    let bound = GOMP_VERSION_NODES
+        .iter()
+        .filter(|(node, _)| info.version_defs.iter().any(|d| d == node))
+        .fold(
+            None,
+            |best: Option<(&str, &str)>, &(node, gcc)| match best {
+                Some((_, b)) if version_cmp(gcc, b).is_le() => best,
+                _ => Some((node, gcc)),
+            },
+        );
+    let bound_evidence = bound.map(|(node, gcc)| {
+        Evidence::new(
+            EvidenceSource::Static,
+            format!("version node {node}, first shipped with GCC {gcc} (Debian's libgomp1 symbols): GCC {gcc} or later"),
+        )
+    });
+    match (exact, bound) {
+        (Some((v, ev)), bound) => {
+            let mut evidence = vec![ev];
+            evidence.extend(support);
+            let mut confidence = if from_link_only {
+                Confidence::Medium
+            } else {
+                Confidence::High
+            };
+            if let (Some((_, gcc)), Some(bev)) = (bound, bound_evidence) {
+                // A lower bound above the build's major release means the
+                // library's interfaces are newer than its compiler.
+                let major_of = |x: &str| version_parts(x).first().copied().unwrap_or(0);
+                if major_of(gcc) > major_of(&v) {
+                    confidence = Confidence::Medium;
+                    evidence.push(Evidence::new(
+                        EvidenceSource::Static,
+                        format!(
+                            "{}; its interfaces are newer than GCC {v}, so the distribution patched in a newer libgomp",
+                            bev.detail
+                        ),
+                    ));
+                } else {
+                    evidence.push(bev);
+                }
+            }
+            Some(Conclusion::new(v, confidence, evidence))
+        }
+        (None, Some((_, gcc))) => {
+            let mut evidence: Vec<Evidence> = bound_evidence.into_iter().collect();
+            evidence.push(Evidence::new(
+                EvidenceSource::Static,
+                format!("no exact release recorded ({GOMP_VERSION_SOURCES} absent or unnamed): a lower bound"),
+            ));
+            Some(Conclusion::new(
+                format!(">={gcc}"),
+                Confidence::Low,
+                evidence,
+            ))
+        }
+        (None, None) => None,
+    }
+}
+
+/// An OpenMP runtime's version, where its binary records one. LLVM's
+/// libomp records none that names its release: its "LLVM OMP version:
+/// 5.0.<build>" string holds the OpenMP library interface version and a
+/// build stamp (the macOS scikit-learn wheel's libomp.dylib says
+/// 5.0.20140926 and was built by Clang 11.1), so no version is concluded.
+fn openmp_runtime_version(vendor: Vendor, info: &BinaryInfo) -> Option<Conclusion<String>> {
+    match vendor {
+        Vendor::GnuOpenmp => gnu_openmp_version(info),
+        Vendor::IntelOpenmp => intel_openmp_version(info),
+        Vendor::MsvcOpenmp => msvc_openmp_version(info),
+        _ => None,
+    }
+}
+
+/// Intel OpenMP's own version string, `Intel(R) OMP version: 5.0.20260828`
+/// (the OpenMP library's version and its build date).
+fn intel_openmp_version(info: &BinaryInfo) -> Option<Conclusion<String>> {
+    info.marker_strings.iter().find_map(|s| {
+        let v = s
+            .strip_prefix("Intel(R) OMP version: ")?
+            .split_whitespace()
+            .next()
+            .filter(|v| is_dotted_version(v))?;
+        Some(Conclusion::new(
+            v.to_owned(),
+            Confidence::High,
+            vec![Evidence::new(
+                EvidenceSource::Static,
+                format!("string \"{s}\""),
+            )],
+        ))
+    })
+}
+
+/// TBB's release from its version string `oneTBB: VERSION\t\t2023.2.0`.
+fn tbb_version(info: &BinaryInfo) -> Option<Conclusion<String>> {
+    info.marker_strings.iter().find_map(|s| {
+        let v = s
+            .strip_prefix("TBB: VERSION")?
+            .split_whitespace()
+            .next()
+            .filter(|v| is_dotted_version(v))?;
+        Some(Conclusion::new(
+            v.to_owned(),
+            Confidence::High,
+            vec![Evidence::new(
+                EvidenceSource::Static,
+                format!("string \"{}\"", s.replace('\t', " ")),
+            )],
+        ))
+    })
+}
+
+/// The MSVC OpenMP runtime's (`vcomp140.dll`) file version, from its PE
+/// version resource: the Visual C++ redistributable it ships with.
+fn msvc_openmp_version(info: &BinaryInfo) -> Option<Conclusion<String>> {
+    info.file_version.as_ref().map(|v| {
+        Conclusion::new(
+            v.clone(),
+            Confidence::High,
+            vec![Evidence::new(
+                EvidenceSource::Static,
+                format!("PE version resource (VS_FIXEDFILEINFO): file version {v}"),
+            )],
+        )
+    })
 }
 
 fn refine_openblas(fp: &mut Fingerprint, info: &BinaryInfo) {
@@ -928,6 +1234,148 @@ mod tests {
         )
         .expect("fp");
         assert_eq!(fp.vendor.value, Vendor::LlvmOpenmp);
+    }
+
+    fn gomp(defs: &[&str]) -> BinaryInfo {
+        BinaryInfo {
+            exports: vec!["omp_get_max_threads".into(), "GOMP_parallel".into()],
+            version_defs: defs.iter().map(|s| s.to_string()).collect(),
+            ..info(&[], &[], &[], &[])
+        }
+    }
+
+    #[test]
+    fn gcc_release_from_comment_notes_and_debuglink() {
+        assert_eq!(
+            gcc_from_comment("GCC: (GNU) 10.2.1 20210130 (Red Hat 10.2.1-11)"),
+            Some("10.2.1")
+        );
+        assert_eq!(
+            gcc_from_comment("GCC: (Debian 12.2.0-14) 12.2.0"),
+            Some("12.2.0")
+        );
+        assert_eq!(
+            gcc_from_comment("GCC: (conda-forge gcc 14.2.0-1 (patched)) 14.2.0"),
+            Some("14.2.0")
+        );
+        assert_eq!(gcc_from_comment("GCC: (GNU"), None);
+        assert_eq!(gcc_from_comment("clang version 17.0.6"), None);
+        assert_eq!(gcc_from_note("running gcc 8.5.0 20210514"), Some("8.5.0"));
+        assert_eq!(gcc_from_note("annobin gcc 8.5.0 20210514"), None);
+        assert_eq!(
+            package_from_debuglink("libgomp.so.1.0.0-8.5.0-28.el8_10.alma.1.x86_64.debug"),
+            Some(("8.5.0", "28.el8_10.alma.1.x86_64"))
+        );
+        assert_eq!(
+            package_from_debuglink("56f0954e1931eebc020ca4a4e6bef40f4f7765.debug"),
+            None
+        );
+        assert_eq!(package_from_debuglink("libgomp.so.1.0.0-x-1.debug"), None);
+    }
+
+    #[test]
+    fn libgomp_version_exact_when_recorded_else_a_lower_bound() {
+        // .comment wins; the highest GCC among several lines (crt objects
+        // may come from an older compiler).
+        let mut i = gomp(&["OMP_1.0", "GOMP_4.0", "GOMP_5.0"]);
+        i.comment = vec![
+            "GCC: (GNU) 4.8.5 20150623 (Red Hat 4.8.5-44)".into(),
+            "GCC: (GNU) 10.2.1 20210130 (Red Hat 10.2.1-11)".into(),
+        ];
+        let fp = fingerprint("libgomp-a34b3233.so.1.0.0", &i).expect("fp");
+        let v = fp.version.expect("version");
+        assert_eq!(v.value, "10.2.1");
+        assert_eq!(v.confidence, Confidence::High);
+        assert!(v.evidence[0].detail.contains(".comment"), "{v:?}");
+
+        // Only the nodes: a lower bound, the API node named on a tie.
+        let fp = fingerprint(
+            "libgomp.so.1",
+            &gomp(&["OMP_1.0", "GOMP_5.1", "OMP_5.1", "GOACC_2.0.2", "OMP_5.0.2"]),
+        )
+        .expect("fp");
+        let v = fp.version.expect("version");
+        assert_eq!(v.value, ">=12");
+        assert_eq!(v.confidence, Confidence::Low);
+        assert!(v.evidence[0].detail.contains("OMP_5.1"), "{v:?}");
+
+        // Nodes newer than the recorded compiler: shown, confidence drops.
+        let mut i = gomp(&["OMP_5.0", "GOMP_5.0"]);
+        i.build_notes = vec!["running gcc 8.5.0 20210514".into()];
+        let v = fingerprint("libgomp.so.1", &i)
+            .and_then(|f| f.version)
+            .expect("version");
+        assert_eq!(v.value, "8.5.0");
+        assert_eq!(v.confidence, Confidence::Medium);
+        assert!(v
+            .evidence
+            .iter()
+            .any(|e| e.detail.contains("newer than GCC 8.5.0")));
+
+        // Only the package-named debug link: medium.
+        let mut i = gomp(&["OMP_4.5"]);
+        i.debuglink = Some("libgomp.so.1.0.0-11.4.1-3.el9.x86_64.debug".into());
+        let v = fingerprint("libgomp.so.1", &i)
+            .and_then(|f| f.version)
+            .expect("version");
+        assert_eq!(
+            (v.value.as_str(), v.confidence),
+            ("11.4.1", Confidence::Medium)
+        );
+
+        // Nothing at all: no version. A GCC .comment in a non-GNU runtime
+        // is not its version.
+        assert_eq!(
+            fingerprint("libgomp.so.1", &gomp(&[])).and_then(|f| f.version),
+            None
+        );
+        let mut i = info(&["omp_get_max_threads", "kmp_set_defaults"], &[], &[], &[]);
+        i.comment = vec!["GCC: (GNU) 8.5.0 20210514 (Red Hat 8.5.0-20)".into()];
+        let fp = fingerprint("libiomp5.so", &i).expect("fp");
+        assert_eq!(fp.vendor.value, Vendor::IntelOpenmp);
+        assert_eq!(fp.version, None);
+    }
+
+    #[test]
+    fn intel_msvc_openmp_and_tbb_versions() {
+        let i = info(
+            &["omp_get_max_threads", "kmp_set_defaults"],
+            &[],
+            &[],
+            &["Intel(R) OMP version: 5.0.20260828"],
+        );
+        let fp = fingerprint("libiomp5.so", &i).expect("fp");
+        assert_eq!(fp.version.map(|v| v.value).as_deref(), Some("5.0.20260828"));
+        let i = BinaryInfo {
+            format: Some(BinaryFormat::Pe),
+            file_version: Some("14.51.36247.0".into()),
+            ..BinaryInfo::default()
+        };
+        let fp = fingerprint("vcomp140.dll", &i).expect("fp");
+        assert_eq!(
+            fp.version.map(|v| v.value).as_deref(),
+            Some("14.51.36247.0")
+        );
+        let i = info(
+            &["TBB_runtime_interface_version"],
+            &[],
+            &[],
+            &["TBB: VERSION\t\t2021.8.0"],
+        );
+        let fp = fingerprint("libtbb.so.12", &i).expect("fp");
+        assert_eq!(fp.vendor.value, Vendor::Tbb);
+        assert_eq!(fp.version.map(|v| v.value).as_deref(), Some("2021.8.0"));
+        // LLVM's libomp records no release.
+        let i = info(
+            &["omp_get_max_threads", "kmp_set_defaults"],
+            &[],
+            &[],
+            &["LLVM OMP version: 5.0.20140926"],
+        );
+        assert_eq!(
+            fingerprint("libomp.dylib", &i).and_then(|f| f.version),
+            None
+        );
     }
 
     #[test]

@@ -152,16 +152,7 @@ fn read(file: &Path) -> Result<String, ConfigError> {
     })
 }
 
-/// `line L, column C: message` for a TOML error (1-based).
-pub(crate) fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
-    let (line, column) = e
-        .span()
-        .map(|s| line_column(text, s.start))
-        .unwrap_or((1, 1));
-    format!("line {line}, column {column}: {}", e.message())
-}
-
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
@@ -451,5 +442,24 @@ mod tests {
         .expect("write");
         let e = Config::discover(dir.path()).expect_err("missing file");
         assert!(e.to_string().contains("missing.toml"), "{e}");
+
+        // A bad advisory file: the configuration's place, then the file's.
+        std::fs::write(
+            dir.path().join("mine.toml"),
+            "[[advisory]]\nid = \"LOCAL-1\"\nruntime = \"libgomp\"\nversions = \"<9\"\ntitle = \"t\"\ndescription = \"d\"\nfix = \"f\"\n",
+        )
+        .expect("write");
+        std::fs::write(
+            dir.path().join("caiclust.toml"),
+            "advisories = [\"mine.toml\"]\n",
+        )
+        .expect("write");
+        let e = Config::discover(dir.path()).expect_err("unknown runtime");
+        let text = e.to_string();
+        assert!(text.contains("caiclust.toml:1:15: advisories: "), "{text}");
+        assert!(
+            text.contains("mine.toml:3:11: advisory LOCAL-1: unknown runtime 'libgomp'"),
+            "{text}"
+        );
     }
 }

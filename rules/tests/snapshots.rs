@@ -11,9 +11,20 @@ use std::path::{Path, PathBuf};
 use caiclust_probe::Facts;
 use caiclust_rules::{all_rules, evaluate, Config, Finding, Level, Plan, SCRIPT_RULES};
 
-/// Rules whose triggering is tested elsewhere: `CC100` reports matches of
-/// the advisory database, which has its own tests in `advisory.rs`.
-const TESTED_ELSEWHERE: &[&str] = &["CC100"];
+/// A finding's row id: the rule id, and for `CC100` the advisory it
+/// reports (`CC100 CCA-0003`), which its message names in brackets.
+fn row_id(f: &Finding) -> String {
+    if f.rule_id != "CC100" {
+        return f.rule_id.clone();
+    }
+    let advisory = f
+        .message
+        .split_once(" [")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .map(|(id, _)| id)
+        .unwrap_or_else(|| panic!("CC100 message names its advisory: {}", f.message));
+    format!("CC100 {advisory}")
+}
 
 fn snapshot_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots")
@@ -24,10 +35,9 @@ type Row = (String, String, String);
 fn rows(findings: &[Finding]) -> Vec<Row> {
     let mut rows: Vec<Row> = findings
         .iter()
-        .filter(|f| !TESTED_ELSEWHERE.contains(&f.rule_id.as_str()))
         .map(|f| {
             (
-                f.rule_id.clone(),
+                row_id(f),
                 f.level.as_str().to_string(),
                 f.location.clone().unwrap_or_default(),
             )
@@ -130,9 +140,7 @@ fn every_rule_is_triggered_by_some_snapshot() {
     let missing: Vec<&str> = all_rules()
         .iter()
         .map(|r| r.info().id)
-        .filter(|id| {
-            !triggered.contains(*id) && !TESTED_ELSEWHERE.contains(id) && !SCRIPT_RULES.contains(id)
-        })
+        .filter(|id| !triggered.contains(*id) && !SCRIPT_RULES.contains(id))
         .collect();
     assert!(
         missing.is_empty(),
@@ -171,6 +179,72 @@ fn safe_counterparts_give_no_error() {
             .filter(|f| f.level == Level::Error)
             .collect();
         assert!(errors.is_empty(), "{name}: {errors:#?}");
+    }
+}
+
+/// Each built-in advisory fires on an affected version and not on the
+/// release that fixed it (nor where its threading layer or OS rules it out).
+#[test]
+fn advisories_fire_on_affected_versions_only() {
+    // (advisory, scenarios it must fire on, scenarios it must not fire on)
+    let cases: &[(&str, &[&str], &[&str])] = &[
+        (
+            "CCA-0002",
+            &["advisory-openblas-0.3.3-pthreads"],
+            &["advisory-openblas-0.3.4-pthreads"],
+        ),
+        (
+            "CCA-0003",
+            &[
+                "advisory-openblas-0.3.3-pthreads",
+                "advisory-openblas-0.3.17-pthreads",
+                "linux-pypi-fork",
+            ],
+            &[
+                "advisory-openblas-0.3.18-pthreads",
+                "linux-debian-openblas-pthreads-fork",
+            ],
+        ),
+        (
+            "CCA-0004",
+            &["advisory-openblas-0.3.12-openmp"],
+            &[
+                "advisory-openblas-0.3.13-openmp",
+                "advisory-openblas-0.3.12-pthreads",
+            ],
+        ),
+        (
+            "CCA-0005",
+            &["advisory-openblas-0.3.26-windows"],
+            &[
+                "advisory-openblas-0.3.27-windows",
+                "advisory-openblas-0.3.26-linux",
+            ],
+        ),
+        (
+            "CCA-0301",
+            &["advisory-tbb-2021.8"],
+            &["advisory-tbb-2021.9", "linux-numba-workqueue-fork"],
+        ),
+    ];
+    let all = scenarios();
+    let fired = |name: &str, id: &str| -> bool {
+        let (_, facts, plan) = all
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .unwrap_or_else(|| panic!("no scenario {name}"));
+        evaluate(facts, plan, &Config::default())
+            .findings
+            .iter()
+            .any(|f| row_id(f) == format!("CC100 {id}"))
+    };
+    for (id, on, off) in cases {
+        for name in *on {
+            assert!(fired(name, id), "{id} should fire on {name}");
+        }
+        for name in *off {
+            assert!(!fired(name, id), "{id} should not fire on {name}");
+        }
     }
 }
 
