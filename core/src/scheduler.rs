@@ -1582,29 +1582,6 @@ impl Scheduler {
                 }
             }
         }
-        // Let the reader threads wait for their children.
-        let deadline = Instant::now() + Duration::from_millis(500);
-        while Instant::now() < deadline {
-            let live = self.pools.values().map(|p| p.workers.len()).sum::<usize>()
-                + self.pools.values().filter(|p| p.server.is_some()).count();
-            if live == 0 {
-                break;
-            }
-            match self.events.recv_timeout(Duration::from_millis(10)) {
-                Ok(Event::WorkerExited { serial, .. }) => {
-                    for p in self.pools.values_mut() {
-                        p.workers.retain(|w| w.serial != serial);
-                    }
-                }
-                Ok(Event::ServerEof { pool, .. }) => {
-                    if let Some(p) = self.pools.get_mut(&pool) {
-                        p.server = None;
-                    }
-                }
-                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-        }
     }
 }
 
@@ -1686,7 +1663,7 @@ fn accept_loop(listener: std::os::unix::net::UnixListener, events: Sender<Event>
                 .send(Event::Connected {
                     serial,
                     pid: hello.pid,
-                    writer: Box::new(stream),
+                    writer: Box::new(SocketWriter(stream)),
                 })
                 .is_err()
             {
@@ -1696,6 +1673,29 @@ fn accept_loop(listener: std::os::unix::net::UnixListener, events: Sender<Event>
             read_answers(serial, reader, &events);
             let _ = events.send(Event::WorkerEof { serial });
         });
+    }
+}
+
+/// The parent's end of a forked worker's socket: dropping it shuts the
+/// socket for writing, which the worker reads as "no more tasks" (the
+/// reading half lives on in the reader thread).
+#[cfg(unix)]
+struct SocketWriter(std::os::unix::net::UnixStream);
+
+#[cfg(unix)]
+impl Write for SocketWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+#[cfg(unix)]
+impl Drop for SocketWriter {
+    fn drop(&mut self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Write);
     }
 }
 

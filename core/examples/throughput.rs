@@ -1,0 +1,52 @@
+//! Throughput of tiny tasks, for BENCHMARKS.md (run by
+//! `scripts/bench-core.sh`): `throughput rust N WORKERS METHOD` or
+//! `throughput python N WORKERS METHOD PYTHON` (needs a module `tiny` with
+//! `def f(x): return x` on PYTHONPATH), or `throughput commands N WORKERS`.
+//! Prints the wall time of building the cluster, running every task and
+//! shutting down, in seconds.
+
+use std::time::Instant;
+
+use caiclust_core::worker::{serve_if_requested, Registry};
+use caiclust_core::{Cluster, StartMethod, Task};
+use serde_json::json;
+
+fn main() {
+    serve_if_requested(&Registry::new().register("f", |x: u64| x));
+    let args: Vec<String> = std::env::args().collect();
+    let usage = "usage: throughput rust|python|commands N WORKERS [METHOD [PYTHON]]";
+    let (Some(kind), Some(n), Some(workers)) = (args.get(1), args.get(2), args.get(3)) else {
+        eprintln!("{usage}");
+        std::process::exit(2);
+    };
+    let n: u64 = n.parse().expect("N");
+    let workers: usize = workers.parse().expect("WORKERS");
+    let method: StartMethod = args
+        .get(4)
+        .map(|m| m.parse().expect("METHOD"))
+        .unwrap_or(StartMethod::Spawn);
+    let t0 = Instant::now();
+    let mut b = Cluster::builder().workers(workers).start_method(method);
+    if let Some(py) = args.get(5) {
+        b = b.python(py);
+    }
+    let cluster = b.build().expect("cluster");
+    let make = |i: u64| match kind.as_str() {
+        "rust" => Task::rust("f", json!(i)),
+        "python" => Task::python("tiny:f", json!(i)),
+        _ => Task::command(["true"]),
+    };
+    for i in 0..n {
+        cluster.submit(make(i));
+    }
+    let mut ok = 0u64;
+    for r in cluster.results() {
+        if r.outcome.is_success() {
+            ok += 1;
+        }
+    }
+    cluster.shutdown();
+    let secs = t0.elapsed().as_secs_f64();
+    assert_eq!(ok, n, "every task succeeded");
+    println!("{secs:.4}");
+}
