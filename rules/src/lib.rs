@@ -32,7 +32,7 @@ mod script;
 
 pub use advisory::{Advisory, AdvisoryDb, AdvisoryError};
 pub use config::{Config, ConfigError, ConfigSource};
-pub use context::{Context, Plan};
+pub use context::{runtime_env, Context, Plan};
 pub use finding::{Category, Finding, Level, RuleInfo};
 pub use recommend::{recommend, Backend, Choice, EnvSetting, Recommendation};
 pub use registry::{all_rules, find_rule, Rule};
