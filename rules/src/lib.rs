@@ -37,4 +37,7 @@ pub use finding::{Category, Finding, Level, RuleInfo};
 pub use recommend::{recommend, Backend, Choice, EnvSetting, Recommendation};
 pub use registry::{all_rules, find_rule, Rule};
 pub use report::{evaluate, Report};
-pub use script::{lint_script, lint_script_file, lint_scripts, ScriptError, SCRIPT_RULES};
+pub use script::{
+    lint_notebook, lint_script, lint_script_file, lint_scripts, ScriptError, ScriptLint,
+    SCRIPT_RULES,
+};

@@ -50,6 +50,9 @@ pub(crate) static ALL: &[&dyn Rule] = &[
     &crate::script::ThreadVariableAfterImport,
     &crate::script::ForkForced,
     &crate::script::SetupClusterSingleThreadPool,
+    &crate::script::MainFunctionToSpawnedPool,
+    &crate::script::EngineWaitWithoutDeadline,
+    &crate::script::PoolAliveAtSetupCluster,
 ];
 
 /// Windows' `WaitForMultipleObjects` limit leaves room for 60 workers.
