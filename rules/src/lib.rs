@@ -6,7 +6,9 @@
 //! version-specific runtime bugs; configuration from `caiclust.toml` or
 //! `[tool.caiclust]` in `pyproject.toml`; and the [`Recommendation`]: the
 //! backend, start method, worker count, per-worker thread limit and
-//! environment to run parallel work safely, each with its reason.
+//! environment to run parallel work safely, each with its reason. The
+//! script rules (CC2xx) read Python scripts and Jupyter notebooks instead
+//! of facts: [`lint_scripts`], [`lint_script`], [`lint_notebook`].
 //!
 //! ```no_run
 //! use caiclust_rules::{evaluate, recommend, Config, Plan};
