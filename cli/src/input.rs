@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use caiclust_core::probe::{
-    probe_pid, probe_python, probe_tree, Facts, HostFacts, LiveOptions, OsFamily, ProbeOptions,
-    ScanSummary, Subject, SCHEMA_VERSION,
+    probe_pid, probe_python, probe_tree, Facts, LiveOptions, OsFamily, ProbeOptions, Subject,
 };
 use caiclust_rules::{Config, Plan};
 
@@ -145,36 +144,5 @@ pub fn describe_subject(facts: &Facts) -> String {
         Subject::Python { executable } => format!("Python {}", executable.display()),
         Subject::Tree { root } => format!("tree {}", root.display()),
         Subject::Process { pid, executable } => format!("process {pid} ({})", executable.display()),
-    }
-}
-
-/// The stand-in facts for `caiclust-check script.py ...` without an
-/// environment: nothing probed, the subject is the scripts (shown as a
-/// tree rooted at the first script, or the working folder).
-pub fn scripts_only_facts(scripts: &[PathBuf]) -> Facts {
-    let root = match scripts {
-        [one] => one.clone(),
-        _ => PathBuf::from("."),
-    };
-    Facts {
-        schema_version: SCHEMA_VERSION,
-        producer: format!("caiclust-check {}", env!("CARGO_PKG_VERSION")),
-        collected_at_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-        subject: Subject::Tree { root },
-        target_os: OsFamily::current(),
-        host: HostFacts {
-            os: Some(OsFamily::current()),
-            arch: std::env::consts::ARCH.to_string(),
-            ..HostFacts::default()
-        },
-        python: None,
-        packages: Vec::new(),
-        libraries: Vec::new(),
-        duplicates: Vec::new(),
-        env: Default::default(),
-        scan: ScanSummary::default(),
-        process: None,
     }
 }

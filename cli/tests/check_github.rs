@@ -44,8 +44,10 @@ fn synthetic_findings_render_as_annotations() {
     let text = output::render(
         Format::Github,
         &CheckOutput {
-            facts: &facts,
+            facts: Some(&facts),
             facts_path: None,
+            scripts: &[],
+            script_errors: &[],
             report: &report,
         },
     );

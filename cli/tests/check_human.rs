@@ -64,8 +64,10 @@ fn each_finding_has_its_parts() {
     let text = output::render(
         Format::Human,
         &CheckOutput {
-            facts: &facts,
+            facts: Some(&facts),
             facts_path: None,
+            scripts: &[],
+            script_errors: &[],
             report: &report,
         },
     );

@@ -59,8 +59,10 @@ fn synthetic_findings_validate_with_each_kind_of_location() {
     let text = output::render(
         Format::Sarif,
         &CheckOutput {
-            facts: &facts,
+            facts: Some(&facts),
             facts_path: Some(&path),
+            scripts: &[],
+            script_errors: &[],
             report: &report,
         },
     );

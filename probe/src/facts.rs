@@ -208,6 +208,9 @@ pub enum EvidenceSource {
     Environment,
     /// The operating system (procfs, sysfs, system calls).
     System,
+    /// A line of Python source: a script, or a cell of a notebook. The
+    /// evidence's [`Evidence::span`] says where.
+    SourceCode,
 }
 
 /// How sure a conclusion is.
@@ -227,6 +230,9 @@ pub struct Evidence {
     /// Human-readable observation: `NEEDED libgomp.so.1`,
     /// `export scipy_openblas_get_config64_`, `string "OpenBLAS 0.3.30 ..."`.
     pub detail: String,
+    /// Where in a source file, for [`EvidenceSource::SourceCode`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span: Option<SourceSpan>,
 }
 
 impl Evidence {
@@ -234,6 +240,60 @@ impl Evidence {
         Self {
             source,
             detail: detail.into(),
+            span: None,
+        }
+    }
+
+    /// Evidence from Python source at `span`.
+    pub fn in_source(span: SourceSpan, detail: impl Into<String>) -> Self {
+        Self {
+            source: EvidenceSource::SourceCode,
+            detail: detail.into(),
+            span: Some(span),
+        }
+    }
+}
+
+/// A place in a Python source file: a script, or a cell of a Jupyter
+/// notebook.
+///
+/// `line` and `column` count in the code as its author reads it: the
+/// script's lines, or the lines of one notebook cell. A notebook is stored
+/// as JSON, so the same place has another line and column in the file's
+/// own text: `file_line` and `file_column`, the position of that character
+/// inside the cell's JSON string (what SARIF regions and GitHub
+/// annotations point at, since both address the file as stored).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpan {
+    /// The file, as it was named.
+    pub path: PathBuf,
+    /// 1-based line in the script or the cell.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub column: usize,
+    /// The notebook cell, 1-based, counting every cell (Markdown too) in
+    /// the order the notebook shows them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cell: Option<usize>,
+    /// 1-based line in the file's own text, when it differs from `line`
+    /// (a notebook).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_line: Option<usize>,
+    /// 1-based column (characters) in the file's own text, with
+    /// `file_line`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_column: Option<usize>,
+}
+
+impl SourceSpan {
+    /// The line and column in the file as stored: `file_line` and
+    /// `file_column` for a notebook, else `line` and `column`.
+    pub fn file_position(&self) -> (usize, usize) {
+        match (self.file_line, self.file_column) {
+            (Some(l), Some(c)) => (l, c),
+            (Some(l), None) => (l, 1),
+            _ => (self.line, self.column),
         }
     }
 }

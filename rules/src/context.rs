@@ -1,5 +1,7 @@
 //! What the rules look at: the facts, and how the work is going to run.
 
+use std::collections::BTreeMap;
+
 use caiclust_probe::{Facts, OsFamily};
 use serde::{Deserialize, Serialize};
 
@@ -49,9 +51,9 @@ impl<'a> Context<'a> {
         self.start_method() == Some("fork")
     }
 
-    /// An environment variable as the probed process sees it.
+    /// An environment variable as the runtimes see it: see [`runtime_env`].
     pub fn env(&self, name: &str) -> Option<&'a str> {
-        self.facts.env.get(name).map(String::as_str)
+        runtime_env(self.facts).get(name).map(String::as_str)
     }
 
     /// Usable CPUs (affinity, cgroup, Slurm), else logical CPUs.
@@ -63,5 +65,23 @@ impl<'a> Context<'a> {
             .map(|c| c.value)
             .unwrap_or(self.facts.host.logical_cpus)
             .max(1)
+    }
+}
+
+/// The environment the runtimes read their variables from.
+///
+/// For a live process (`--pid`, `--import`) that is the environment it
+/// started with (`process.initial_env`, from `/proc/PID/environ`): runtimes
+/// read `OMP_NUM_THREADS` and friends once, when they load, so a value that
+/// the probe's own environment (`facts.env`) has but the process did not
+/// start with never reached them (CC009 reports that difference). A value
+/// the process put into `os.environ` itself before importing numpy is not
+/// visible from outside; the runtimes' own answers (thread counts asked in a
+/// throw-away process) are the better evidence there. For an environment
+/// that is not running, it is `facts.env`.
+pub fn runtime_env(facts: &Facts) -> &BTreeMap<String, String> {
+    match &facts.process {
+        Some(p) => &p.initial_env,
+        None => &facts.env,
     }
 }

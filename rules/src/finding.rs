@@ -52,6 +52,9 @@ pub enum Category {
     Ineffective,
     /// A known bug in this version of a runtime.
     Advisory,
+    /// Works while everything else does; a missing program, a dead worker
+    /// or leftovers of an earlier run turn it into a hang with no error.
+    Robustness,
     /// Worth knowing; not a problem by itself.
     Note,
 }
@@ -61,7 +64,9 @@ impl Category {
     pub fn default_level(self) -> Level {
         match self {
             Self::HangOrCrash => Level::Error,
-            Self::Oversubscription | Self::Ineffective | Self::Advisory => Level::Warning,
+            Self::Oversubscription | Self::Ineffective | Self::Advisory | Self::Robustness => {
+                Level::Warning
+            }
             Self::Note => Level::Info,
         }
     }

@@ -6,7 +6,9 @@
 //! version-specific runtime bugs; configuration from `caiclust.toml` or
 //! `[tool.caiclust]` in `pyproject.toml`; and the [`Recommendation`]: the
 //! backend, start method, worker count, per-worker thread limit and
-//! environment to run parallel work safely, each with its reason.
+//! environment to run parallel work safely, each with its reason. The
+//! script rules (CC2xx) read Python scripts and Jupyter notebooks instead
+//! of facts: [`lint_scripts`], [`lint_script`], [`lint_notebook`].
 //!
 //! ```no_run
 //! use caiclust_rules::{evaluate, recommend, Config, Plan};
@@ -32,9 +34,12 @@ mod script;
 
 pub use advisory::{Advisory, AdvisoryDb, AdvisoryError};
 pub use config::{Config, ConfigError, ConfigSource};
-pub use context::{Context, Plan};
+pub use context::{runtime_env, Context, Plan};
 pub use finding::{Category, Finding, Level, RuleInfo};
 pub use recommend::{recommend, Backend, Choice, EnvSetting, Recommendation};
 pub use registry::{all_rules, find_rule, Rule};
 pub use report::{evaluate, Report};
-pub use script::{lint_script, lint_script_file, lint_scripts, ScriptError, SCRIPT_RULES};
+pub use script::{
+    lint_notebook, lint_script, lint_script_file, lint_scripts, ScriptError, ScriptLint,
+    SCRIPT_RULES,
+};

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use caiclust_probe::{Evidence, EvidenceSource, Facts, Library, ThreadingLayer, Vendor};
 
-use crate::context::Context;
+use crate::context::{runtime_env, Context};
 use crate::finding::{Finding, RuleInfo};
 use crate::registry::Rule;
 
@@ -50,6 +50,9 @@ pub(crate) static ALL: &[&dyn Rule] = &[
     &crate::script::ThreadVariableAfterImport,
     &crate::script::ForkForced,
     &crate::script::SetupClusterSingleThreadPool,
+    &crate::script::MainFunctionToSpawnedPool,
+    &crate::script::EngineWaitWithoutDeadline,
+    &crate::script::PoolAliveAtSetupCluster,
 ];
 
 /// Windows' `WaitForMultipleObjects` limit leaves room for 60 workers.
@@ -81,7 +84,7 @@ pub(crate) fn finding(
 /// A thread-count variable as a number: the first entry of a list such as
 /// `OMP_NUM_THREADS=4,2`; `None` when unset or not a positive number.
 pub(crate) fn env_count(facts: &Facts, name: &str) -> Option<usize> {
-    let v = facts.env.get(name)?;
+    let v = runtime_env(facts).get(name)?;
     v.split(',')
         .next()?
         .trim()
@@ -90,12 +93,23 @@ pub(crate) fn env_count(facts: &Facts, name: &str) -> Option<usize> {
         .filter(|n| *n > 0)
 }
 
-/// Evidence that a variable is set, or unset.
+/// Evidence that a variable is set, or unset, where the runtimes read it
+/// (for a live process: the environment it started with).
 pub(crate) fn env_evidence(facts: &Facts, name: &str) -> Evidence {
-    match facts.env.get(name) {
-        Some(v) => Evidence::new(EvidenceSource::Environment, format!("{name}={v}")),
-        None => Evidence::new(EvidenceSource::Environment, format!("{name} is unset")),
-    }
+    let value = runtime_env(facts).get(name);
+    let detail = match (value, &facts.process) {
+        (Some(v), None) => format!("{name}={v}"),
+        (None, None) => format!("{name} is unset"),
+        (Some(v), Some(p)) => format!(
+            "{name}={v} in the environment process {} started with",
+            p.pid
+        ),
+        (None, Some(p)) => format!(
+            "{name} is unset in the environment process {} started with",
+            p.pid
+        ),
+    };
+    Evidence::new(EvidenceSource::Environment, detail)
 }
 
 /// Evidence naming a library and why it is that vendor.
@@ -201,8 +215,7 @@ pub(crate) fn gnu_openmp_pools(facts: &Facts) -> Vec<GompPool<'_>> {
     if !has_gomp {
         return Vec::new();
     }
-    let mkl_layer_gnu = facts
-        .env
+    let mkl_layer_gnu = runtime_env(facts)
         .get("MKL_THREADING_LAYER")
         .is_some_and(|v| v.eq_ignore_ascii_case("gnu"));
     let default = default_pool_threads(facts);

@@ -302,3 +302,86 @@ fn rule_ids_and_names_are_stable_and_unique() {
         }
     }
 }
+
+fn scenario(name: &str) -> (Facts, Plan) {
+    scenarios()
+        .into_iter()
+        .find(|(n, _, _)| n == name)
+        .map(|(_, f, p)| (f, p))
+        .unwrap_or_else(|| panic!("no scenario {name}"))
+}
+
+/// MKL on its GNU layer and scikit-learn's libgomp, forked: one hazard, so
+/// one CC001 finding carrying the evidence of both.
+#[test]
+fn mkl_gnu_layer_and_libgomp_are_one_finding() {
+    let (facts, plan) = scenario("linux-mkl-gnu-layer-fork");
+    let report = evaluate(&facts, &plan, &Config::default());
+    let cc001: Vec<&Finding> = report
+        .findings
+        .iter()
+        .filter(|f| f.rule_id == "CC001")
+        .collect();
+    assert_eq!(cc001.len(), 1, "{cc001:#?}");
+    let f = cc001[0];
+    let details: Vec<&str> = f.evidence.iter().map(|e| e.detail.as_str()).collect();
+    for needle in [
+        "libmkl_gnu_thread.so.3",
+        "libmkl_rt.so.3",
+        "libgomp-e985bcbb.so.1.0.0",
+        "MKL_THREADING_LAYER=GNU",
+    ] {
+        assert!(
+            details.iter().any(|d| d.contains(needle)),
+            "{needle}: {details:#?}"
+        );
+    }
+    assert!(
+        f.message.starts_with("MKL on its GNU threading layer")
+            && f.message.contains("libgomp-e985bcbb"),
+        "{}",
+        f.message
+    );
+    // No piece of evidence twice.
+    let unique: BTreeSet<_> = f.evidence.iter().collect();
+    assert_eq!(unique.len(), f.evidence.len(), "{details:#?}");
+}
+
+/// A live process started without OMP_NUM_THREADS while the probe's own
+/// environment has OMP_NUM_THREADS=1: the runtimes never saw the 1, so the
+/// fork hazard stands (CC001), and the evidence says whose environment it
+/// read. The same facts without the process would be judged by `env`.
+#[test]
+fn live_process_rules_judge_by_the_environment_it_started_with() {
+    let (facts, plan) = scenario("linux-live-env-not-applied-fork");
+    assert_eq!(
+        facts.env.get("OMP_NUM_THREADS").map(String::as_str),
+        Some("1")
+    );
+    let pid = facts.process.as_ref().expect("process").pid;
+    let report = evaluate(&facts, &plan, &Config::default());
+    let cc001 = report
+        .findings
+        .iter()
+        .find(|f| f.rule_id == "CC001")
+        .expect("CC001 with the initial environment");
+    let want = format!("OMP_NUM_THREADS is unset in the environment process {pid} started with");
+    assert!(
+        cc001.evidence.iter().any(|e| e.detail == want),
+        "{:#?}",
+        cc001.evidence
+    );
+    assert_eq!(
+        caiclust_rules::runtime_env(&facts).get("OMP_NUM_THREADS"),
+        None
+    );
+
+    let mut not_live = facts.clone();
+    not_live.process = None;
+    let report = evaluate(&not_live, &plan, &Config::default());
+    assert!(
+        report.findings.iter().all(|f| f.rule_id != "CC001"),
+        "{:#?}",
+        report.findings
+    );
+}

@@ -1,14 +1,17 @@
 //! `caiclust-check`: pre-flight diagnostics for CI. Probes the environment
 //! (or replays saved facts), runs the rules, prints the findings, and
 //! exits 0 (nothing at the deny level), 1 (something is) or 2 (usage,
-//! probe, configuration or script error). Python scripts given as
-//! arguments are linted too; given alone, only they are checked.
+//! probe, configuration or script error). Python scripts and Jupyter
+//! notebooks given as arguments are linted too; given alone, only they are
+//! checked (a script lint: `--start-method` still says how workers start).
+//! A script that cannot be read or parsed is reported on standard error
+//! and the others are still linted; the exit code is then 2.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use caiclust_cli::color::{self, ColorChoice};
-use caiclust_cli::input::{scripts_only_facts, InputArgs, Loaded, PlanArgs};
+use caiclust_cli::input::{InputArgs, PlanArgs};
 use caiclust_cli::output::{self, CheckOutput, Format};
 use caiclust_rules::Report;
 use clap::Parser;
@@ -22,8 +25,8 @@ use clap::Parser;
                   2 usage, probe or configuration error. `caiclust explain ID` describes a rule."
 )]
 struct Cli {
-    /// Python scripts to lint (CC201-CC204). Without --python, --pid,
-    /// --facts or --tree only the scripts are checked.
+    /// Python scripts or Jupyter notebooks (.ipynb) to lint (CC201-CC207).
+    /// Without --python, --pid, --facts or --tree only they are checked.
     #[arg(value_name = "SCRIPT")]
     scripts: Vec<PathBuf>,
     #[command(flatten)]
@@ -57,25 +60,26 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let plan = cli.plan.plan();
     let scripts_only = !cli.scripts.is_empty() && !cli.input.names_environment();
     let (loaded, mut report) = if scripts_only {
-        let loaded = Loaded {
-            facts: scripts_only_facts(&cli.scripts),
-            facts_path: None,
-        };
         let report = Report {
             findings: Vec::new(),
             deny_level: config.deny_level(),
         };
-        (loaded, report)
+        (None, report)
     } else {
         let helper = std::env::current_exe().ok();
         let loaded = cli.input.load_facts(helper)?;
         let report = caiclust_rules::evaluate(&loaded.facts, &plan, &config);
-        (loaded, report)
+        (Some(loaded), report)
     };
+    let mut script_errors = Vec::new();
     if !cli.scripts.is_empty() {
-        let facts = (!scripts_only).then_some(&loaded.facts);
-        let found = caiclust_rules::lint_scripts(&cli.scripts, facts, &plan, &config)?;
-        report.findings.extend(found);
+        let facts = loaded.as_ref().map(|l| &l.facts);
+        let linted = caiclust_rules::lint_scripts(&cli.scripts, facts, &plan, &config);
+        for e in &linted.errors {
+            eprintln!("caiclust-check: error: {e}");
+        }
+        script_errors = linted.errors;
+        report.findings.extend(linted.findings);
         report.findings.sort_by(|a, b| {
             b.level
                 .cmp(&a.level)
@@ -83,12 +87,16 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         });
     }
     let out = CheckOutput {
-        facts: &loaded.facts,
-        facts_path: loaded.facts_path.as_ref(),
+        facts: loaded.as_ref().map(|l| &l.facts),
+        facts_path: loaded.as_ref().and_then(|l| l.facts_path.as_ref()),
+        scripts: &cli.scripts,
+        script_errors: &script_errors,
         report: &report,
     };
     caiclust_cli::stdout::write_stdout(&output::render(cli.format, &out))?;
-    Ok(if report.denied() {
+    Ok(if out.failed() {
+        ExitCode::from(2)
+    } else if report.denied() {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

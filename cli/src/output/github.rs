@@ -1,12 +1,16 @@
 //! `--format github`: GitHub Actions workflow commands, one per finding:
 //! `::error file=F,line=L,title=CC001 gnu-openmp-after-fork::message`.
-//! `file=` only when the location is a file.
+//! `file=` only when the location is a file. Findings in Python source
+//! take `line=` and `col=` from their source-code evidence: for a notebook,
+//! the line and column of the `.ipynb` file as stored (annotations address
+//! the file, not the cell), with the cell in the message's `Location:`.
+//! Files that could not be linted get an `::error` of their own.
 
 use std::fmt::Write as _;
 
 use caiclust_rules::{Finding, Level};
 
-use super::{CheckOutput, Location};
+use super::{error_position, source_span, CheckOutput, Location};
 
 /// Escape a command's message (`%`, CR, LF).
 pub fn escape_data(s: &str) -> String {
@@ -31,7 +35,16 @@ pub fn command(level: Level) -> &'static str {
 
 fn line(f: &Finding) -> String {
     let mut props = Vec::new();
-    if let Some(Location::File { path, line, column }) = f.location.as_deref().map(Location::parse)
+    if let Some(span) = source_span(f) {
+        let (line, column) = span.file_position();
+        props.push(format!(
+            "file={}",
+            escape_property(&span.path.display().to_string())
+        ));
+        props.push(format!("line={line}"));
+        props.push(format!("col={column}"));
+    } else if let Some(Location::File { path, line, column }) =
+        f.location.as_deref().map(Location::parse)
     {
         props.push(format!("file={}", escape_property(&path)));
         if let Some(l) = line {
@@ -75,6 +88,24 @@ pub fn render(out: &CheckOutput<'_>) -> String {
     {
         s.push_str(&line(f));
         s.push('\n');
+    }
+    for e in out.script_errors {
+        let mut props = vec![format!(
+            "file={}",
+            escape_property(&e.path().display().to_string())
+        )];
+        if let Some((line, column)) = error_position(e) {
+            props.push(format!("line={line}"));
+            if let Some(c) = column {
+                props.push(format!("col={c}"));
+            }
+        }
+        props.push("title=caiclust-check: cannot lint this file".into());
+        s.push_str(&format!(
+            "::error {}::{}\n",
+            props.join(","),
+            escape_data(&e.to_string())
+        ));
     }
     s
 }

@@ -8,7 +8,6 @@ use caiclust_rules::{Finding, Level};
 use colored::{ColoredString, Colorize};
 
 use super::{counts, CheckOutput};
-use crate::input::describe_subject;
 
 fn level_word(level: Level) -> ColoredString {
     match level {
@@ -80,12 +79,24 @@ pub fn render(out: &CheckOutput<'_>) -> String {
     for f in &out.report.findings {
         finding(&mut s, f);
     }
-    let subject = describe_subject(out.facts);
-    let from = out
+    let subject = out.subject();
+    let mut from = out
         .facts_path
         .map(|p| format!(" (facts from {})", p.display()))
         .unwrap_or_default();
-    if out.report.findings.is_empty() {
+    if out.failed() {
+        let n = out.script_errors.len();
+        from.push_str(&format!(
+            " ({} could not be linted: see the error{} above)",
+            if n == 1 {
+                "1 file".to_string()
+            } else {
+                format!("{n} files")
+            },
+            if n == 1 { "" } else { "s" }
+        ));
+    }
+    if out.report.findings.is_empty() && !out.failed() {
         let _ = writeln!(
             s,
             "{}: no findings for {subject}{from}",

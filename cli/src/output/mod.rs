@@ -10,10 +10,10 @@ pub mod human;
 pub mod json;
 pub mod sarif;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use caiclust_core::probe::Facts;
-use caiclust_rules::{Level, Report};
+use caiclust_core::probe::{EvidenceSource, Facts, SourceSpan};
+use caiclust_rules::{Finding, Level, Report, ScriptError};
 
 /// How `caiclust-check` prints its report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -32,10 +32,94 @@ pub enum Format {
 /// Everything a renderer needs.
 #[derive(Debug, Clone, Copy)]
 pub struct CheckOutput<'a> {
-    pub facts: &'a Facts,
+    /// The facts checked; `None` when only scripts were linted.
+    pub facts: Option<&'a Facts>,
     /// The snapshot the facts were read from (`--facts`).
     pub facts_path: Option<&'a PathBuf>,
+    /// The scripts and notebooks linted.
+    pub scripts: &'a [PathBuf],
+    /// The scripts and notebooks that could not be linted.
+    pub script_errors: &'a [ScriptError],
     pub report: &'a Report,
+}
+
+impl<'a> CheckOutput<'a> {
+    /// The output of a check of facts alone.
+    pub fn of_facts(facts: &'a Facts, report: &'a Report) -> Self {
+        Self {
+            facts: Some(facts),
+            facts_path: None,
+            scripts: &[],
+            script_errors: &[],
+            report,
+        }
+    }
+
+    /// Did some input fail (exit code 2)?
+    pub fn failed(&self) -> bool {
+        !self.script_errors.is_empty()
+    }
+
+    /// One line naming what was checked: `Python /env/bin/python`,
+    /// `Python /env/bin/python and 2 scripts`, `a script lint of x.py`.
+    pub fn subject(&self) -> String {
+        let scripts = match self.scripts {
+            [] => None,
+            [one] => Some(one.display().to_string()),
+            many => Some(format!("{} scripts and notebooks", many.len())),
+        };
+        match (self.facts, scripts) {
+            (Some(f), None) => crate::input::describe_subject(f),
+            (Some(f), Some(s)) => format!("{} and {s}", crate::input::describe_subject(f)),
+            (None, Some(s)) => format!("a script lint of {s}"),
+            (None, None) => "nothing".into(),
+        }
+    }
+
+    /// What was checked, as JSON: the facts' subject, or for scripts alone
+    /// `{"kind": "scripts", "paths": [...]}`.
+    pub fn subject_json(&self) -> serde_json::Value {
+        match self.facts {
+            Some(f) => serde_json::to_value(&f.subject).unwrap_or_default(),
+            None => serde_json::json!({
+                "kind": "scripts",
+                "paths": self.scripts.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            }),
+        }
+    }
+}
+
+/// Where in a source file a finding is: its first source-code evidence.
+pub fn source_span(f: &Finding) -> Option<&SourceSpan> {
+    f.evidence
+        .iter()
+        .find(|e| e.source == EvidenceSource::SourceCode)
+        .and_then(|e| e.span.as_ref())
+}
+
+/// The place of a script error in its file, if it has one: (line, column).
+pub fn error_position(e: &ScriptError) -> Option<(usize, Option<usize>)> {
+    match e {
+        ScriptError::Decode { line, column, .. } => Some((*line, Some(*column))),
+        ScriptError::Coding { line, .. } => Some((*line, None)),
+        ScriptError::Notebook {
+            position: Some((line, column)),
+            ..
+        } => Some((*line, Some(*column))),
+        // A notebook's cell line is not a line of the file.
+        ScriptError::Syntax {
+            cell: None,
+            line,
+            column,
+            ..
+        } => Some((*line, Some(*column))),
+        _ => None,
+    }
+}
+
+/// The path of a script error's file.
+pub fn error_path(e: &ScriptError) -> &Path {
+    e.path()
 }
 
 /// Render the report in `format`.
@@ -66,8 +150,22 @@ pub enum Location {
 impl Location {
     /// Classify a location string: paths (with `/` or `\`) are files, an
     /// upper-case identifier is an environment variable, anything else is
-    /// a library or module name.
+    /// a library or module name. A notebook place (`nb.ipynb:cell 3:2:5`)
+    /// is the file without a line: the cell's line is not a line of the
+    /// file (renderers take the file's line from the finding's evidence).
     pub fn parse(s: &str) -> Location {
+        if let Some((path, rest)) = s.split_once(":cell ") {
+            if rest
+                .split(':')
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+            {
+                return Location::File {
+                    path: path.to_string(),
+                    line: None,
+                    column: None,
+                };
+            }
+        }
         let (base, line, column) = split_line_column(s);
         // A path with folders, or a bare file name that carries a line
         // number (`bad.py:9:6`), is a file.
@@ -155,6 +253,14 @@ mod tests {
             Location::File {
                 path: r"C:\env\x.py".into(),
                 line: Some(7),
+                column: None
+            }
+        );
+        assert_eq!(
+            Location::parse("./nb.ipynb:cell 3:2:5"),
+            Location::File {
+                path: "./nb.ipynb".into(),
+                line: None,
                 column: None
             }
         );

@@ -2,11 +2,24 @@
 //! (id, name, descriptions, Markdown help, default level); each finding is
 //! a result with its level, message and location: an artifact (file URI)
 //! for paths, a logical location for environment variables and libraries.
+//!
+//! Findings in Python source take their place from their source-code
+//! evidence. In a script that is the line and column. A notebook is stored
+//! as JSON, and SARIF regions count lines of the file as stored, so the
+//! region is the line and column of the `.ipynb` text where the cell's code
+//! is (the character inside the cell's JSON string); the cell and the line
+//! and column within it are the location's properties `notebookCell`,
+//! `cellLine` and `cellColumn`, and part of the message. Further source
+//! evidence (CC205's definition of the function) becomes
+//! `relatedLocations`. Files that could not be linted are
+//! `toolExecutionNotifications` of the invocation, which is then not
+//! successful (exit code 2).
 
+use caiclust_core::probe::{EvidenceSource, SourceSpan};
 use caiclust_rules::{all_rules, Level};
 use serde_json::{json, Value};
 
-use super::{CheckOutput, Location};
+use super::{error_position, CheckOutput, Location};
 
 /// The schema URI written into every log.
 pub const SCHEMA: &str = "https://json.schemastore.org/sarif-2.1.0.json";
@@ -49,6 +62,25 @@ fn percent_encode(s: &str) -> String {
         }
     }
     out
+}
+
+/// A physical location in source code, from a [`SourceSpan`].
+fn span_location(span: &SourceSpan) -> Value {
+    let (line, column) = span.file_position();
+    let mut loc = json!({
+        "physicalLocation": {
+            "artifactLocation": { "uri": path_uri(&span.path.display().to_string()) },
+            "region": { "startLine": line.max(1), "startColumn": column.max(1) },
+        }
+    });
+    if let Some(cell) = span.cell {
+        loc["properties"] = json!({
+            "notebookCell": cell,
+            "cellLine": span.line,
+            "cellColumn": span.column,
+        });
+    }
+    loc
 }
 
 fn location(loc: &str) -> Value {
@@ -118,12 +150,57 @@ pub fn log(out: &CheckOutput<'_>) -> Value {
             if let Some(idx) = rules.iter().position(|r| r.info().id == f.rule_id) {
                 r["ruleIndex"] = idx.into();
             }
-            if let Some(loc) = &f.location {
+            let mut spans = f
+                .evidence
+                .iter()
+                .filter(|e| e.source == EvidenceSource::SourceCode)
+                .filter_map(|e| e.span.as_ref().map(|s| (s, &e.detail)));
+            if let Some((span, _)) = spans.next() {
+                r["locations"] = json!([span_location(span)]);
+                let related: Vec<Value> = spans
+                    .enumerate()
+                    .map(|(i, (span, detail))| {
+                        let mut l = span_location(span);
+                        l["id"] = i.into();
+                        l["message"] = json!({ "text": detail });
+                        l
+                    })
+                    .collect();
+                if !related.is_empty() {
+                    r["relatedLocations"] = related.into();
+                }
+            } else if let Some(loc) = &f.location {
                 r["locations"] = json!([location(loc)]);
             }
             r
         })
         .collect();
+    let notifications: Vec<Value> = out
+        .script_errors
+        .iter()
+        .map(|e| {
+            let mut physical = json!({
+                "artifactLocation": { "uri": path_uri(&e.path().display().to_string()) },
+            });
+            if let Some((line, column)) = error_position(e) {
+                let mut region = json!({ "startLine": line.max(1) });
+                if let Some(c) = column {
+                    region["startColumn"] = c.max(1).into();
+                }
+                physical["region"] = region;
+            }
+            json!({
+                "level": "error",
+                "message": { "text": e.to_string() },
+                "locations": [{ "physicalLocation": physical }],
+            })
+        })
+        .collect();
+    let exit_code = if out.failed() {
+        2
+    } else {
+        i32::from(out.report.denied())
+    };
     let mut run = json!({
         "tool": {
             "driver": {
@@ -135,15 +212,18 @@ pub fn log(out: &CheckOutput<'_>) -> Value {
         },
         "results": results,
         "invocations": [{
-            "executionSuccessful": true,
-            "exitCode": i32::from(out.report.denied()),
+            "executionSuccessful": !out.failed(),
+            "exitCode": exit_code,
+            "toolExecutionNotifications": notifications,
         }],
         "properties": {
-            "subject": serde_json::to_value(&out.facts.subject).unwrap_or_default(),
-            "targetOs": serde_json::to_value(out.facts.target_os).unwrap_or_default(),
+            "subject": out.subject_json(),
             "denyLevel": out.report.deny_level.as_str(),
         },
     });
+    if let Some(facts) = out.facts {
+        run["properties"]["targetOs"] = serde_json::to_value(facts.target_os).unwrap_or_default();
+    }
     if let Some(p) = out.facts_path {
         run["properties"]["factsPath"] = p.display().to_string().into();
     }

@@ -58,10 +58,7 @@ pub fn facts(path: &std::path::Path) -> Facts {
 /// Three findings: a file location with line and column, an environment
 /// variable, a library name; messages with characters that need escaping.
 pub fn synthetic_report() -> Report {
-    let ev = |d: &str| Evidence {
-        source: EvidenceSource::Static,
-        detail: d.into(),
-    };
+    let ev = |d: &str| Evidence::new(EvidenceSource::Static, d);
     Report {
         findings: vec![
             Finding {

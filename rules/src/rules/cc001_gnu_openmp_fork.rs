@@ -1,15 +1,21 @@
 //! CC001: GNU OpenMP pools that will be forked.
 
+use caiclust_probe::{Evidence, Vendor};
+
 use crate::context::Context;
 use crate::finding::{Category, Finding, RuleInfo};
 use crate::registry::Rule;
-use crate::rules::{file_name, finding, gnu_openmp_pools, library_evidence, start_method_evidence};
+use crate::rules::{
+    file_name, finding, gnu_openmp_pools, library_evidence, start_method_evidence, GompPool,
+};
 
 const EXPLANATION: &str = r#"## What it detects
 A pool that runs on GNU OpenMP (`libgomp`) with more than one thread, in an
 environment whose workers are started with `fork`: scikit-learn's bundled
 `libgomp-*.so`, the OpenMP builds of OpenBLAS (Debian `libopenblas0-openmp`)
-and BLIS, MKL's GNU threading layer.
+and BLIS, MKL's GNU threading layer. One finding covers every such pool
+in the environment (MKL on the GNU layer and scikit-learn's libgomp are one
+hazard with one fix), each with its evidence.
 
 ## Why it is bad
 libgomp's thread pool does not survive `fork`: the child inherits the
@@ -52,32 +58,65 @@ impl Rule for GnuOpenmpFork {
         if !cx.forks() {
             return Vec::new();
         }
-        gnu_openmp_pools(cx.facts)
+        let pools: Vec<GompPool<'_>> = gnu_openmp_pools(cx.facts)
             .into_iter()
             .filter(|p| p.threads > 1)
-            .map(|p| {
-                let mut ev = library_evidence(p.lib);
-                if let Some(r) = &p.lib.openmp_runtime {
-                    ev.extend(r.evidence.iter().cloned());
-                }
-                ev.extend(p.evidence);
-                ev.push(start_method_evidence(cx));
-                let what = if p.lib.vendor.value == caiclust_probe::Vendor::GnuOpenmp {
-                    format!("GNU OpenMP {}", file_name(&p.lib.path))
-                } else {
-                    format!("{} (on GNU OpenMP libgomp)", file_name(&p.lib.path))
-                };
-                finding(
-                    &INFO,
-                    format!(
-                        "{what} runs a pool of {} threads and workers are forked: the workers hang in libgomp",
-                        p.threads
-                    ),
-                    ev,
-                    "use the spawn or forkserver start method, or set OMP_NUM_THREADS=1 before the interpreter starts",
-                    p.lib.path.display().to_string(),
-                )
-            })
-            .collect()
+            .collect();
+        // One hazard, one finding: every pool on libgomp (MKL's GNU layer,
+        // an OpenMP OpenBLAS, scikit-learn's own libgomp) hangs the same
+        // workers, and one fix covers them all.
+        let Some(threads) = pools.iter().map(|p| p.threads).max() else {
+            return Vec::new();
+        };
+        let mut ev = Vec::new();
+        let mut names: Vec<String> = Vec::new();
+        let mut mkl: Vec<String> = Vec::new();
+        for p in &pools {
+            let name = file_name(&p.lib.path);
+            match p.lib.vendor.value {
+                // mkl_rt and its GNU layer library are one MKL pool.
+                Vendor::Mkl => mkl.push(name),
+                Vendor::GnuOpenmp => names.push(format!("GNU OpenMP {name}")),
+                _ => names.push(format!("{name} (on GNU OpenMP libgomp)")),
+            }
+            ev.extend(library_evidence(p.lib));
+            if let Some(r) = &p.lib.openmp_runtime {
+                ev.extend(r.evidence.iter().cloned());
+            }
+            ev.extend(p.evidence.iter().cloned());
+        }
+        if !mkl.is_empty() {
+            names.insert(
+                0,
+                format!("MKL on its GNU threading layer ({})", mkl.join(", ")),
+            );
+        }
+        ev.push(start_method_evidence(cx));
+        dedup_keep_order(&mut ev);
+        let (what, verb) = match names.as_slice() {
+            [one] => (one.clone(), "runs a pool"),
+            many => (many.join(", "), "run pools"),
+        };
+        // Point at the runtime that hangs when it is itself in use, else at
+        // the first library whose pool runs on it.
+        let at = pools
+            .iter()
+            .find(|p| p.lib.vendor.value == Vendor::GnuOpenmp)
+            .unwrap_or(&pools[0]);
+        vec![finding(
+            &INFO,
+            format!(
+                "{what} {verb} of up to {threads} threads and workers are forked: the workers hang in libgomp"
+            ),
+            ev,
+            "use the spawn or forkserver start method, or set OMP_NUM_THREADS=1 before the interpreter starts",
+            at.lib.path.display().to_string(),
+        )]
     }
+}
+
+/// Drop repeated evidence (the same variable read for several pools).
+fn dedup_keep_order(ev: &mut Vec<Evidence>) {
+    let mut seen = std::collections::BTreeSet::new();
+    ev.retain(|e| seen.insert(e.clone()));
 }

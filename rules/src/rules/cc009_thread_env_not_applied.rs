@@ -16,6 +16,9 @@ const EXPLANATION: &str = r#"## What it detects
   never activated, so its activation scripts (which set the thread
   variables for CaImAn) did not run.
 
+The other rules judge a probed process by the environment it started with,
+the one its runtimes read: a value reported here protects nothing there.
+
 ## Why it is bad
 Runtimes read these variables once, when they initialise. Variables set in
 `os.environ` after `import numpy`, or set by an activation that never

@@ -4,7 +4,7 @@
 use rustpython_parser::ast::Ranged;
 
 use super::model::{self, Call};
-use super::{reimport_level, Script, ScriptRule};
+use super::{pools, reimport_level, Script, ScriptRule, Setting};
 use crate::context::Context;
 use crate::finding::{Category, Finding, RuleInfo};
 use crate::registry::Rule;
@@ -20,10 +20,19 @@ import Pool`, `import caiman as cm`):
   `multiprocessing.Manager()`;
 * `multiprocessing.Process(...).start()` (also through a variable);
 * `concurrent.futures.ProcessPoolExecutor(...)`;
-* `caiman.cluster.setup_cluster(...)`;
-* `ipyparallel.Cluster(...)`;
+* `caiman.cluster.setup_cluster(...)` with the multiprocessing backend
+  (the default, `'multiprocessing'` or `'local'`, or a backend computed at
+  run time);
 * a call, at module level, of one of the script's own functions that
   does any of these.
+
+Not reported: ipyparallel. `ipyparallel.Cluster(...)` starts nothing when
+it is created, and its engines are separate programs (`python -m
+ipyparallel.engine`, started with `subprocess.Popen` by its launchers) that
+never import the script; CaImAn's `backend='ipyparallel'` starts them with
+`ipcluster start` the same way. Notebooks are not reported either: a
+kernel's `__main__` is not a file a worker could re-import (CC205 covers
+what goes wrong there instead).
 
 This rule reads Python source: `caiclust-check script.py`.
 
@@ -61,7 +70,8 @@ if __name__ == "__main__":
 
 ## References
 CPython `multiprocessing` docs, "Safe importing of main module"; CaImAn
-#257, PR #1565; gh-84559; HAZARDS H07, H13."#;
+#257, PR #1565; gh-84559; ipyparallel `ipyparallel/cluster/launcher.py`
+(`LocalProcessLauncher.start`); HAZARDS H07, H13."#;
 
 /// A pool created at import time, outside the `__main__` guard.
 pub struct PoolWithoutMainGuard;
@@ -105,8 +115,16 @@ fn starts_workers<'a>(call: &'a Call<'_>) -> Option<(&'static str, Option<&'a st
             }
             "concurrent.futures.ProcessPoolExecutor"
         }
-        "caiman.cluster.setup_cluster" => "caiman.cluster.setup_cluster",
-        "ipyparallel.Cluster" => "ipyparallel.Cluster",
+        // ipyparallel engines and CaImAn's ipyparallel backend are separate
+        // programs that never import the script.
+        "caiman.cluster.setup_cluster"
+            if !matches!(
+                pools::caiman_backend(call),
+                Some("ipyparallel" | "single" | "SLURM")
+            ) =>
+        {
+            "caiman.cluster.setup_cluster"
+        }
         _ => return None,
     };
     Some((what, method))
@@ -128,7 +146,10 @@ fn context_method(e: &rustpython_parser::ast::Expr) -> Option<&str> {
 }
 
 impl ScriptRule for PoolWithoutMainGuard {
-    fn lint(&self, script: &Script<'_>, cx: Option<&Context<'_>>) -> Vec<Finding> {
+    fn lint(&self, script: &Script<'_>, setting: &Setting<'_>) -> Vec<Finding> {
+        if script.is_notebook() {
+            return Vec::new();
+        }
         const FIX: &str = "move the code that starts workers into a function or under `if __name__ == \"__main__\":`";
         let global = script.start_method_set();
         let mut out = Vec::new();
@@ -139,7 +160,7 @@ impl ScriptRule for PoolWithoutMainGuard {
         for call in script.model.calls.iter().filter(|c| c.import_time) {
             let offset = call.node.range().start().to_usize();
             if let Some((what, method)) = starts_workers(call) {
-                let (level, why) = reimport_level(method.or(global), cx);
+                let (level, why) = reimport_level(method.or(global), setting);
                 out.push(script.finding(
                     &INFO,
                     level,
@@ -153,7 +174,7 @@ impl ScriptRule for PoolWithoutMainGuard {
                 ));
             } else if let Some(f) = call.callee.strip_prefix("__main__.") {
                 if starters.contains(f) {
-                    let (level, why) = reimport_level(global, cx);
+                    let (level, why) = reimport_level(global, setting);
                     out.push(script.finding(
                         &INFO,
                         level,

@@ -1,7 +1,7 @@
 //! CC202: a thread variable set in `os.environ` after the libraries that
 //! read it were imported.
 
-use super::{Script, ScriptRule};
+use super::{Script, ScriptRule, Setting};
 use crate::context::Context;
 use crate::finding::{Category, Finding, Level, RuleInfo};
 use crate::registry::Rule;
@@ -14,9 +14,10 @@ A thread-count or threading-layer variable (`OMP_NUM_THREADS`,
 set with `os.environ[...] = ...`, `os.environ.update(...)`,
 `os.environ.setdefault(...)` or `os.putenv(...)`, below a module-level
 import of numpy, scipy, OpenCV (`cv2`), scikit-learn, CaImAn, numba or
-another package that loads them (pandas, scikit-image, torch, ...).
+another package that loads them (pandas, scikit-image, torch, ...). In a
+notebook, the import may be in an earlier cell.
 
-This rule reads Python source: `caiclust-check script.py`.
+This rule reads Python source: `caiclust-check script.py` (or a notebook).
 
 ## Why it is bad
 BLAS, OpenMP and OpenCV read these variables once, when the library is
@@ -107,13 +108,13 @@ pub(crate) fn is_thread_variable(name: &str) -> bool {
 }
 
 impl ScriptRule for ThreadVariableAfterImport {
-    fn lint(&self, script: &Script<'_>, _cx: Option<&Context<'_>>) -> Vec<Finding> {
+    fn lint(&self, script: &Script<'_>, _setting: &Setting<'_>) -> Vec<Finding> {
         let Some(first) = script.model.imports.iter().find(|i| {
             !i.in_function && LOADERS.contains(&i.module.split('.').next().unwrap_or_default())
         }) else {
             return Vec::new();
         };
-        let (import_line, _) = script.source.position(first.offset);
+        let import_line = script.source.line_label(first.offset);
         script
             .model
             .env_writes
@@ -125,7 +126,7 @@ impl ScriptRule for ThreadVariableAfterImport {
                     Level::Warning,
                     w.offset,
                     format!(
-                        "{} is set after `import {}` at line {import_line}: the runtimes read it \
+                        "{} is set after `import {}` at {import_line}: the runtimes read it \
                          when they were loaded, so the setting does nothing for this process or \
                          fork children",
                         w.name, first.module

@@ -4,7 +4,7 @@ use caiclust_probe::OsFamily;
 use rustpython_parser::ast::Ranged;
 
 use super::model;
-use super::{Script, ScriptRule};
+use super::{Script, ScriptRule, Setting};
 use crate::context::Context;
 use crate::finding::{Category, Finding, Level, RuleInfo};
 use crate::registry::Rule;
@@ -13,10 +13,14 @@ const EXPLANATION: &str = r#"## What it detects
 `multiprocessing.set_start_method("fork")` or
 `multiprocessing.get_context("fork")` (also as
 `ProcessPoolExecutor(mp_context=mp.get_context("fork"))`), through any
-import alias. A warning; an error when the facts say the script runs on
-macOS.
+import alias.
 
-This rule reads Python source: `caiclust-check script.py`.
+The level is its category's, error, unless facts say the script runs on
+Linux, where fork works and the finding is a warning about portability
+(with facts for macOS or Windows, or none, it stays an error: the script
+is not safe everywhere it may run).
+
+This rule reads Python source: `caiclust-check script.py` (or a notebook).
 
 ## Why it is bad
 On macOS, fork without exec is unsafe: Apple's Accelerate (vecLib) BLAS and
@@ -64,13 +68,18 @@ impl Rule for ForkForced {
 }
 
 impl ScriptRule for ForkForced {
-    fn lint(&self, script: &Script<'_>, cx: Option<&Context<'_>>) -> Vec<Finding> {
-        let macos = cx.is_some_and(|cx| cx.facts.target_os == OsFamily::Macos);
-        let level = if macos { Level::Error } else { Level::Warning };
-        let here = if macos {
-            "and the facts say this is macOS"
-        } else {
-            "which is unsafe on macOS"
+    fn lint(&self, script: &Script<'_>, setting: &Setting<'_>) -> Vec<Finding> {
+        let (level, here) = match setting.target_os() {
+            Some(OsFamily::Linux) => (
+                Level::Warning,
+                "which works on Linux (the facts' OS) but not on macOS or Windows",
+            ),
+            Some(OsFamily::Macos) => (Level::Error, "and the facts say this is macOS"),
+            Some(OsFamily::Windows) => (
+                Level::Error,
+                "and the facts say this is Windows, which has no fork (ValueError)",
+            ),
+            _ => (Level::Error, "which is unsafe on macOS"),
         };
         script
             .model

@@ -4,7 +4,7 @@
 use rustpython_parser::ast::Ranged;
 
 use super::model;
-use super::{Script, ScriptRule};
+use super::{Script, ScriptRule, Setting};
 use crate::context::Context;
 use crate::finding::{Category, Finding, Level, RuleInfo};
 use crate::registry::Rule;
@@ -13,7 +13,7 @@ const EXPLANATION: &str = r#"## What it detects
 `caiman.cluster.setup_cluster(..., single_thread=True)` (through any alias,
 e.g. `cm.cluster.setup_cluster`) without `backend='single'`.
 
-This rule reads Python source: `caiclust-check script.py`.
+This rule reads Python source: `caiclust-check script.py` (or a notebook).
 
 ## Why it is bad
 CaImAn decides on the backend before it looks at `single_thread`: with the
@@ -58,7 +58,7 @@ impl Rule for SetupClusterSingleThreadPool {
 }
 
 impl ScriptRule for SetupClusterSingleThreadPool {
-    fn lint(&self, script: &Script<'_>, _cx: Option<&Context<'_>>) -> Vec<Finding> {
+    fn lint(&self, script: &Script<'_>, _setting: &Setting<'_>) -> Vec<Finding> {
         // setup_cluster(backend='multiprocessing', n_processes=None, single_thread=False, ...)
         script
             .model

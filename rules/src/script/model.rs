@@ -1,13 +1,15 @@
-//! What the rules see of a script: every call with its callee resolved
-//! through imports and simple assignments (`import multiprocessing as mp`,
-//! `ctx = mp.get_context("spawn")`, `p = ctx.Process(...)`), whether it runs
-//! when the module is imported (module level, outside any `def` and the
-//! `if __name__ == "__main__":` guard), the imports, and the writes to
-//! `os.environ`, all in source order.
+//! What the rules see of a script: every call with its callee and its
+//! arguments resolved through imports and simple assignments (`import
+//! multiprocessing as mp`, `ctx = mp.get_context("spawn")`, `p =
+//! ctx.Process(...)`, `c, dview, n = setup_cluster()`), whether it runs when
+//! the module is imported (module level, outside any `def` and the `if
+//! __name__ == "__main__":` guard), the loop it is in, the script's own
+//! functions, the names bound to call results, the imports, and the writes
+//! to `os.environ`, all in source order.
 
 use std::collections::{BTreeSet, HashMap};
 
-use rustpython_parser::ast::{self, Constant, Expr, Stmt};
+use rustpython_parser::ast::{self, Constant, Expr, Ranged, Stmt};
 
 /// One call in the script.
 pub(crate) struct Call<'a> {
@@ -22,6 +24,58 @@ pub(crate) struct Call<'a> {
     pub import_time: bool,
     /// The module-level function the call is in, if any.
     pub function: Option<&'a str>,
+    /// The innermost `for`/`while` loop the call is in (an id), if any.
+    pub in_loop: Option<usize>,
+    /// The arguments, in order, each resolved.
+    pub args: Vec<Arg<'a>>,
+    /// For `x.method(...)` on a plain name: `x`.
+    pub receiver: Option<&'a str>,
+}
+
+impl<'a> Call<'a> {
+    /// An argument by position (counted before any `*args`) or keyword.
+    pub fn arg(&self, position: usize, keyword: &str) -> Option<&Arg<'a>> {
+        self.args
+            .iter()
+            .find(|a| a.keyword == Some(keyword))
+            .or_else(|| {
+                self.args
+                    .iter()
+                    .filter(|a| a.keyword.is_none())
+                    .take_while(|a| !matches!(a.expr, Expr::Starred(_)))
+                    .nth(position)
+            })
+    }
+}
+
+/// One argument of a call.
+pub(crate) struct Arg<'a> {
+    /// `None` for a positional argument.
+    pub keyword: Option<&'a str>,
+    pub expr: &'a Expr,
+    /// What it stands for, resolved like a callee (`__main__.work` for the
+    /// script's own function, `tasks.work` for an imported one); a
+    /// `functools.partial(f, ...)` stands for `f`.
+    pub value: Option<String>,
+    /// The local name it is, when it is a plain name.
+    pub name: Option<&'a str>,
+}
+
+/// A function the script defines at module level (outside every function
+/// and class body).
+pub(crate) struct FunctionDef<'a> {
+    pub name: &'a str,
+    pub offset: usize,
+    /// Defined inside the `if __name__ == "__main__":` guard.
+    pub guarded: bool,
+}
+
+/// A name bound to the result of a call: `pool = mp.Pool()`, or one
+/// element of a tuple target (`c, dview, n = setup_cluster()`).
+pub(crate) struct Binding<'a> {
+    pub name: &'a str,
+    /// The offset of the call whose result it holds.
+    pub call_offset: usize,
 }
 
 /// One imported module.
@@ -45,6 +99,13 @@ pub(crate) struct Model<'a> {
     pub calls: Vec<Call<'a>>,
     pub imports: Vec<Import>,
     pub env_writes: Vec<EnvWrite>,
+    pub functions: Vec<FunctionDef<'a>>,
+    pub bindings: Vec<Binding<'a>>,
+    /// Offsets of the calls that are the context of a `with` statement
+    /// (closed when the block ends).
+    pub with_contexts: BTreeSet<usize>,
+    /// The byte range of each loop statement; loop id `n` is entry `n - 1`.
+    pub loops: Vec<(usize, usize)>,
 }
 
 impl<'a> Model<'a> {
@@ -85,6 +146,10 @@ struct State<'a> {
     function: Option<&'a str>,
     /// Inside the `if __name__ == "__main__":` guard.
     guarded: bool,
+    /// Inside a class body.
+    in_class: bool,
+    /// The innermost loop.
+    in_loop: Option<usize>,
 }
 
 impl State<'_> {
@@ -122,12 +187,19 @@ impl<'a> Walker<'a> {
                 ..
             }) => {
                 self.exprs(decorator_list, st);
-                if st.function.is_none() {
+                if st.function.is_none() && !st.in_class {
                     self.names
                         .insert(name.to_string(), format!("__main__.{name}"));
+                    self.model.functions.push(FunctionDef {
+                        name: name.as_str(),
+                        offset: s.range().start().to_usize(),
+                        guarded: st.guarded,
+                    });
                 }
                 let inner = State {
                     function: Some(st.function.unwrap_or(name.as_str())),
+                    in_class: false,
+                    in_loop: None,
                     ..st
                 };
                 self.stmts(body, inner);
@@ -135,7 +207,11 @@ impl<'a> Walker<'a> {
             Stmt::ClassDef(c) => {
                 self.exprs(&c.decorator_list, st);
                 self.exprs(&c.bases, st);
-                self.stmts(&c.body, st);
+                let body = State {
+                    in_class: true,
+                    ..st
+                };
+                self.stmts(&c.body, body);
             }
             Stmt::If(i) => {
                 self.expr(&i.test, st);
@@ -191,6 +267,7 @@ impl<'a> Walker<'a> {
                 self.expr(&a.value, st);
                 let value = self.qualify(&a.value);
                 for t in &a.targets {
+                    self.bind(t, &a.value);
                     self.target(t, value.clone(), st);
                 }
             }
@@ -198,6 +275,7 @@ impl<'a> Walker<'a> {
                 if let Some(v) = &a.value {
                     self.expr(v, st);
                     let value = self.qualify(v);
+                    self.bind(&a.target, v);
                     self.target(&a.target, value, st);
                 }
             }
@@ -211,27 +289,33 @@ impl<'a> Walker<'a> {
                     self.expr(v, st);
                 }
             }
-            Stmt::For(f) => {
-                self.expr(&f.iter, st);
-                self.stmts(&f.body, st);
-                self.stmts(&f.orelse, st);
-            }
-            Stmt::AsyncFor(f) => {
-                self.expr(&f.iter, st);
-                self.stmts(&f.body, st);
-                self.stmts(&f.orelse, st);
+            Stmt::For(ast::StmtFor {
+                iter, body, orelse, ..
+            })
+            | Stmt::AsyncFor(ast::StmtAsyncFor {
+                iter, body, orelse, ..
+            }) => {
+                self.expr(iter, st);
+                let inner = self.enter_loop(st, s);
+                self.stmts(body, inner);
+                self.stmts(orelse, st);
             }
             Stmt::While(w) => {
-                self.expr(&w.test, st);
-                self.stmts(&w.body, st);
+                let inner = self.enter_loop(st, s);
+                self.expr(&w.test, inner);
+                self.stmts(&w.body, inner);
                 self.stmts(&w.orelse, st);
             }
             Stmt::With(ast::StmtWith { items, body, .. })
             | Stmt::AsyncWith(ast::StmtAsyncWith { items, body, .. }) => {
                 for item in items {
                     self.expr(&item.context_expr, st);
+                    if let Expr::Call(c) = &item.context_expr {
+                        self.model.with_contexts.insert(c.range.start().to_usize());
+                    }
                     if let Some(v) = &item.optional_vars {
                         let value = self.qualify(&item.context_expr);
+                        self.bind(v, &item.context_expr);
                         self.target(v, value, st);
                     }
                 }
@@ -275,6 +359,36 @@ impl<'a> Walker<'a> {
         }
     }
 
+    fn enter_loop(&mut self, st: State<'a>, s: &Stmt) -> State<'a> {
+        self.model
+            .loops
+            .push((s.range().start().to_usize(), s.range().end().to_usize()));
+        State {
+            in_loop: Some(self.model.loops.len()),
+            ..st
+        }
+    }
+
+    /// Record the names that will hold a call's result.
+    fn bind(&mut self, target: &'a Expr, value: &'a Expr) {
+        let Expr::Call(c) = value else { return };
+        let call_offset = c.range.start().to_usize();
+        let mut names = Vec::new();
+        match target {
+            Expr::Name(n) => names.push(n.id.as_str()),
+            Expr::Tuple(ast::ExprTuple { elts, .. }) | Expr::List(ast::ExprList { elts, .. }) => {
+                names.extend(elts.iter().filter_map(|e| match e {
+                    Expr::Name(n) => Some(n.id.as_str()),
+                    _ => None,
+                }))
+            }
+            _ => {}
+        }
+        for name in names {
+            self.model.bindings.push(Binding { name, call_offset });
+        }
+    }
+
     fn import(&mut self, module: &str, offset: usize, st: State<'a>) {
         self.model.imports.push(Import {
             module: module.to_string(),
@@ -304,14 +418,15 @@ impl<'a> Walker<'a> {
                 }
                 self.expr(&s.slice, st);
             }
-            Expr::Tuple(t) => {
-                for e in &t.elts {
-                    self.target(e, None, st);
-                }
-            }
-            Expr::List(t) => {
-                for e in &t.elts {
-                    self.target(e, None, st);
+            Expr::Tuple(ast::ExprTuple { elts, .. }) | Expr::List(ast::ExprList { elts, .. }) => {
+                // `c, dview, n = f()`: element i of the result.
+                let starred = elts.iter().any(|e| matches!(e, Expr::Starred(_)));
+                for (i, e) in elts.iter().enumerate() {
+                    let element = value
+                        .as_ref()
+                        .filter(|_| !starred)
+                        .map(|v| format!("{v}[{i}]"));
+                    self.target(e, element, st);
                 }
             }
             other => self.expr(other, st),
@@ -333,11 +448,28 @@ impl<'a> Walker<'a> {
             Expr::Call(c) => {
                 if let Some(callee) = self.qualify(&c.func) {
                     self.env_write_call(&callee, c);
+                    let mut args: Vec<Arg<'a>> =
+                        c.args.iter().map(|e| self.argument(None, e)).collect();
+                    for k in &c.keywords {
+                        if let Some(name) = &k.arg {
+                            args.push(self.argument(Some(name.as_str()), &k.value));
+                        }
+                    }
+                    let receiver = match c.func.as_ref() {
+                        Expr::Attribute(a) => match a.value.as_ref() {
+                            Expr::Name(n) => Some(n.id.as_str()),
+                            _ => None,
+                        },
+                        _ => None,
+                    };
                     self.model.calls.push(Call {
                         callee,
                         node: c,
                         import_time: st.import_time(),
                         function: st.function,
+                        in_loop: st.in_loop,
+                        args,
+                        receiver,
                     });
                 }
                 self.expr(&c.func, st);
@@ -419,6 +551,25 @@ impl<'a> Walker<'a> {
         }
     }
 
+    fn argument(&self, keyword: Option<&'a str>, e: &'a Expr) -> Arg<'a> {
+        // `functools.partial(f, ...)` pickles `f` by reference too.
+        let value = match e {
+            Expr::Call(c) if self.qualify(&c.func).as_deref() == Some("functools.partial") => {
+                c.args.first().and_then(|f| self.qualify(f))
+            }
+            _ => self.qualify(e),
+        };
+        Arg {
+            keyword,
+            expr: e,
+            value,
+            name: match e {
+                Expr::Name(n) => Some(n.id.as_str()),
+                _ => None,
+            },
+        }
+    }
+
     fn comprehensions(&mut self, gens: &'a [ast::Comprehension], st: State<'a>) {
         for g in gens {
             self.expr(&g.iter, st);
@@ -470,11 +621,33 @@ impl<'a> Walker<'a> {
             Expr::Attribute(a) => self.qualify(&a.value).map(|q| format!("{q}.{}", a.attr)),
             Expr::Call(c) => {
                 let f = self.qualify(&c.func)?;
-                if f == "multiprocessing.get_context" {
-                    let method = arg(c, 0, "method").and_then(str_const).unwrap_or("");
-                    Some(format!("multiprocessing.get_context({method})"))
-                } else {
-                    Some(format!("{f}()"))
+                match f.as_str() {
+                    "multiprocessing.get_context" => {
+                        let method = arg(c, 0, "method").and_then(str_const).unwrap_or("");
+                        Some(format!("multiprocessing.get_context({method})"))
+                    }
+                    // The start method travels with the executor.
+                    "concurrent.futures.ProcessPoolExecutor"
+                    | "concurrent.futures.process.ProcessPoolExecutor" => {
+                        let method = arg(c, 1, "mp_context")
+                            .and_then(|ctx| self.qualify(ctx))
+                            .and_then(|q| {
+                                q.strip_prefix("multiprocessing.get_context(")
+                                    .and_then(|r| r.strip_suffix(')'))
+                                    .map(str::to_string)
+                            })
+                            .unwrap_or_default();
+                        Some(format!("{f}({method})"))
+                    }
+                    // The backend decides what `dview` is.
+                    "caiman.cluster.setup_cluster" => {
+                        let backend = match arg(c, 0, "backend") {
+                            None => "multiprocessing",
+                            Some(b) => str_const(b).unwrap_or("?"),
+                        };
+                        Some(format!("{f}({backend})"))
+                    }
+                    _ => Some(format!("{f}()")),
                 }
             }
             _ => None,
@@ -498,6 +671,17 @@ fn main_guard(test: &Expr) -> Option<bool> {
         ast::CmpOp::NotEq => Some(false),
         _ => None,
     }
+}
+
+/// `None`, the literal.
+pub(crate) fn is_none(e: &Expr) -> bool {
+    matches!(
+        e,
+        Expr::Constant(ast::ExprConstant {
+            value: Constant::None,
+            ..
+        })
+    )
 }
 
 /// A string literal's value.

@@ -1,19 +1,26 @@
-//! A script's text: reading it (UTF-8, as Python does without a coding
-//! cookie), parsing it with the real Python grammar, and turning byte
-//! offsets into the 1-based `line:column` every finding carries.
+//! A script's text: parsing it with the real Python grammar, and turning
+//! byte offsets into the places every finding carries: `path:line:column`
+//! for a script, `path:cell N:line:column` for a notebook (as ruff and
+//! nbQA write them), and a [`SourceSpan`] with the position in the file as
+//! stored.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use rustpython_parser::ast::Suite;
+use caiclust_probe::SourceSpan;
+use rustpython_parser::ast::{Stmt, Suite};
+use rustpython_parser::text_size::TextSize;
 use rustpython_parser::Parse;
 
+use super::notebook::Notebook;
 use super::ScriptError;
 
-/// The text of one script, with its line starts.
+/// The Python text of one script or notebook, with its line starts.
 pub(crate) struct Source<'a> {
     pub path: &'a Path,
     pub text: &'a str,
     line_starts: Vec<usize>,
+    /// The notebook the text comes from: its cells and file positions.
+    pub notebook: Option<&'a Notebook>,
 }
 
 impl<'a> Source<'a> {
@@ -24,23 +31,49 @@ impl<'a> Source<'a> {
             path,
             text,
             line_starts,
+            notebook: None,
         }
     }
 
-    /// Parse the whole file as a module.
-    pub fn parse(&self) -> Result<Suite, ScriptError> {
-        Suite::parse(self.text, &self.path.display().to_string()).map_err(|e| {
-            let (line, column) = self.position(e.offset.to_usize());
-            ScriptError::Syntax {
-                path: self.path.to_path_buf(),
-                line,
-                column,
-                message: e.error.to_string(),
-            }
-        })
+    /// The code cells of a notebook.
+    pub fn notebook(path: &'a Path, notebook: &'a Notebook) -> Self {
+        Self {
+            notebook: Some(notebook),
+            ..Self::new(path, &notebook.code)
+        }
     }
 
-    /// 1-based line and column (in characters) of a byte offset.
+    /// Parse the text: the whole file as one module, or each cell of a
+    /// notebook on its own (as Jupyter compiles them), the statements in
+    /// order.
+    pub fn parse(&self) -> Result<Vec<Stmt>, ScriptError> {
+        let name = self.path.display().to_string();
+        let err = |e: rustpython_parser::ParseError| {
+            let span = self.span(e.offset.to_usize());
+            ScriptError::Syntax {
+                path: self.path.to_path_buf(),
+                cell: span.cell,
+                line: span.line,
+                column: span.column,
+                message: e.error.to_string(),
+            }
+        };
+        match self.notebook {
+            None => Suite::parse(self.text, &name).map_err(err),
+            Some(nb) => {
+                let mut all = Vec::new();
+                for cell in &nb.cells {
+                    let code = &self.text[cell.start..cell.start + cell.len];
+                    let offset = TextSize::try_from(cell.start).unwrap_or_default();
+                    all.extend(Suite::parse_starts_at(code, &name, offset).map_err(err)?);
+                }
+                Ok(all)
+            }
+        }
+    }
+
+    /// 1-based line and column (in characters) of a byte offset in the
+    /// text (for a notebook: in all its code cells one after the other).
     pub fn position(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text.len());
         let line = self.line_starts.partition_point(|&s| s <= offset);
@@ -52,11 +85,63 @@ impl<'a> Source<'a> {
         (line, column + 1)
     }
 
-    /// `path:line:column` of a byte offset. A bare file name gets a `./`
-    /// so that every output format recognises it as a file.
-    pub fn location(&self, offset: usize) -> String {
+    /// Where a byte offset is: line and column in the script or the cell,
+    /// the cell, and for a notebook the place in the file's own text.
+    pub fn span(&self, offset: usize) -> SourceSpan {
         let (line, column) = self.position(offset);
-        format!("{}:{line}:{column}", display_path(self.path))
+        let mut span = SourceSpan {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+            cell: None,
+            file_line: None,
+            file_column: None,
+        };
+        if let Some((nb, (cell, cell_line))) = self
+            .notebook
+            .and_then(|nb| nb.cell_of(line).map(|c| (nb, c)))
+        {
+            let (file_line, file_column) = nb.file_position(cell, cell_line, column);
+            span.line = cell_line;
+            span.cell = Some(cell.number);
+            span.file_line = Some(file_line);
+            span.file_column = Some(file_column);
+        }
+        span
+    }
+
+    /// `path:line:column`, or `path:cell N:line:column` in a notebook. A
+    /// bare file name gets a `./` so that every output format recognises
+    /// it as a file.
+    pub fn location(&self, offset: usize) -> String {
+        let s = self.span(offset);
+        match s.cell {
+            Some(cell) => format!(
+                "{}:cell {cell}:{}:{}",
+                display_path(self.path),
+                s.line,
+                s.column
+            ),
+            None => format!("{}:{}:{}", display_path(self.path), s.line, s.column),
+        }
+    }
+
+    /// `path:line` or `path:cell N:line`, for evidence.
+    pub fn line_location(&self, offset: usize) -> String {
+        let s = self.span(offset);
+        match s.cell {
+            Some(cell) => format!("{}:cell {cell}:{}", display_path(self.path), s.line),
+            None => format!("{}:{}", display_path(self.path), s.line),
+        }
+    }
+
+    /// `line 3` or `cell 2, line 3`, for messages.
+    pub fn line_label(&self, offset: usize) -> String {
+        let s = self.span(offset);
+        match s.cell {
+            Some(cell) => format!("cell {cell}, line {}", s.line),
+            None => format!("line {}", s.line),
+        }
     }
 
     /// The source line holding a byte offset, trimmed and shortened.
@@ -85,27 +170,6 @@ pub(crate) fn display_path(path: &Path) -> String {
     }
 }
 
-/// Decode a script's bytes: UTF-8 (a byte-order mark is dropped); anything
-/// else is an error at the first byte that is not UTF-8.
-pub(crate) fn decode(path: &Path, bytes: Vec<u8>) -> Result<String, ScriptError> {
-    let bytes = match bytes.strip_prefix(b"\xEF\xBB\xBF") {
-        Some(rest) => rest.to_vec(),
-        None => bytes,
-    };
-    String::from_utf8(bytes).map_err(|e| {
-        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        // The valid prefix is UTF-8 by definition.
-        let prefix = std::str::from_utf8(valid).unwrap_or_default();
-        let line = prefix.matches('\n').count() + 1;
-        let column = prefix.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-        ScriptError::NotUtf8 {
-            path: PathBuf::from(path),
-            line,
-            column,
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +182,9 @@ mod tests {
         assert_eq!(s.position(5), (2, 2));
         assert_eq!(s.location(5), "a/x.py:2:2");
         assert_eq!(s.snippet(5), "µx = 1");
+        let span = s.span(5);
+        assert_eq!((span.line, span.column, span.cell), (2, 2, None));
+        assert_eq!(span.file_position(), (2, 2));
     }
 
     #[test]
@@ -127,8 +194,73 @@ mod tests {
     }
 
     #[test]
-    fn non_utf8_is_located() {
-        let e = decode(Path::new("x.py"), b"a = 1\nb = '\xff'\n".to_vec()).unwrap_err();
-        assert_eq!(e.to_string(), "x.py:2:6: not UTF-8 text (Python source must be UTF-8 unless it declares a coding, which caiclust does not read)");
+    fn notebook_places_map_to_cells_and_file_lines() {
+        // Cell 1 is Markdown; cells 2 and 3 are code; cell 3 is one string.
+        let raw = concat!(
+            "{\"cells\": [\n",
+            " {\"cell_type\": \"markdown\", \"metadata\": {}, \"source\": [\"# Title\"]},\n",
+            " {\"cell_type\": \"code\", \"metadata\": {}, \"source\": [\n",
+            "   \"%matplotlib inline\\n\",\n",
+            "   \"import os\\n\",\n",
+            "   \"x = \\\"é\\\"; y = os.sep\"\n",
+            " ]},\n",
+            " {\"cell_type\": \"code\", \"metadata\": {}, \"source\": \"a = 1\\nb = x\"}\n",
+            "], \"metadata\": {}, \"nbformat\": 4, \"nbformat_minor\": 5}\n"
+        );
+        let nb = Notebook::read(Path::new("n.ipynb"), raw.to_string()).unwrap();
+        assert_eq!(
+            nb.code,
+            "pass\nimport os\nx = \"é\"; y = os.sep\na = 1\nb = x\n"
+        );
+        let s = Source::notebook(Path::new("n.ipynb"), &nb);
+        assert_eq!(s.parse().unwrap().len(), 6);
+        // `y` on the third line of cell 2.
+        let y = nb.code.find("y =").unwrap();
+        let span = s.span(y);
+        assert_eq!((span.cell, span.line, span.column), (Some(2), 3, 10));
+        // In the file: line 6, after `   "x = \"é\"; ` (the escapes widen it).
+        let (fl, fc) = span.file_position();
+        let file_line = raw.lines().nth(fl - 1).unwrap();
+        assert_eq!(fl, 6);
+        assert!(
+            file_line
+                .chars()
+                .skip(fc - 1)
+                .collect::<String>()
+                .starts_with("y = os.sep"),
+            "{file_line} @ {fc}"
+        );
+        assert_eq!(s.location(y), "./n.ipynb:cell 2:3:10");
+        // `b` in cell 3, stored as one string with `\n` in it.
+        let b = nb.code.rfind("b = x").unwrap();
+        let span = s.span(b);
+        assert_eq!((span.cell, span.line, span.column), (Some(3), 2, 1));
+        let (fl, fc) = span.file_position();
+        let file_line = raw.lines().nth(fl - 1).unwrap();
+        assert!(
+            file_line
+                .chars()
+                .skip(fc - 1)
+                .collect::<String>()
+                .starts_with("b = x"),
+            "{file_line} @ {fc}"
+        );
+        assert_eq!(s.line_label(b), "cell 3, line 2");
+    }
+
+    #[test]
+    fn a_syntax_error_names_its_cell() {
+        let raw = r#"{"nbformat": 4, "metadata": {}, "cells": [
+            {"cell_type": "code", "source": ["x = 1\n"]},
+            {"cell_type": "code", "source": ["y = 2\n", "def f(:\n"]}]}"#;
+        let nb = Notebook::read(Path::new("n.ipynb"), raw.to_string()).unwrap();
+        let e = Source::notebook(Path::new("n.ipynb"), &nb)
+            .parse()
+            .unwrap_err();
+        let ScriptError::Syntax { cell, line, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!((*cell, *line), (Some(2), 2));
+        assert!(e.to_string().starts_with("n.ipynb:cell 2:2:"), "{e}");
     }
 }

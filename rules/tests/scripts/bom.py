@@ -1,0 +1,2 @@
+﻿import multiprocessing as mp
+pool = mp.Pool(2)
