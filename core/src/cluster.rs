@@ -179,7 +179,15 @@ impl ClusterBuilder {
 
     /// Start the cluster (workers start lazily, with the first tasks).
     pub fn build(self) -> Result<Cluster, CoreError> {
-        let config = self.load_config()?;
+        let mut config = self.load_config()?;
+        // Explicit choices are part of what the recommendation works from
+        // (threads per worker follow from the worker count).
+        if let Some(n) = self.workers {
+            config.workers = Some(n);
+        }
+        if let Some(m) = self.start_method {
+            config.start_method = Some(m.as_str().to_string());
+        }
         let needs_probe =
             self.auto || (self.start_method == Some(StartMethod::Fork) && !self.force_fork);
         let facts = if needs_probe {

@@ -28,6 +28,8 @@ pub struct Notice {
     pub message: String,
 }
 
+// Fork servers and sockets exist on Unix only.
+#[cfg_attr(not(unix), allow(dead_code))]
 pub(crate) enum Event {
     Submit(TaskId, Box<Task>),
     Cancel(TaskId),
@@ -167,6 +169,7 @@ pub(crate) struct Scheduler {
     pools: HashMap<PoolKind, CallPool>,
     slots: Vec<CmdSlot>,
     next_serial: u64,
+    #[cfg_attr(not(unix), allow(dead_code))]
     socket_dir: Option<tempfile::TempDir>,
     kills: Vec<(Instant, Vec<u32>)>,
     submitted: u64,
@@ -1277,7 +1280,7 @@ impl Scheduler {
         }
         let per_worker_share = queued.div_ceil(ready.len()).max(1);
         let window = if pool.mean_task > 0.0 {
-            ((0.002 / pool.mean_task) as usize).clamp(1, 64)
+            ((0.002 / pool.mean_task) as usize).clamp(1, 512)
         } else {
             1
         }

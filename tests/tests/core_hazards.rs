@@ -20,9 +20,6 @@ use serde_json::{json, Value};
 
 struct Workload {
     python: PathBuf,
-    /// The module: defines `task(i)` and uses the runtime at import, as the
-    /// parent of a fork would have.
-    module: &'static str,
     env: Vec<(String, String)>,
     dir: tempfile::TempDir,
 }
@@ -64,6 +61,8 @@ double work(int n) {
 }
 "#;
 
+/// `module` defines `task(i)` and uses the runtime at import, as the parent
+/// of a fork would have.
 fn workload(python: &Path, module: &'static str) -> Workload {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("hazard.py"), module).unwrap();
@@ -86,7 +85,6 @@ fn workload(python: &Path, module: &'static str) -> Workload {
     }
     Workload {
         python: python.to_path_buf(),
-        module,
         env,
         dir,
     }

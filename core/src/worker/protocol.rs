@@ -59,14 +59,92 @@ pub(crate) struct Hello {
     pub worker: Option<u64>,
 }
 
+/// Every field any message may have: one pass over the line, instead of
+/// trying each message shape in turn (answers are the hot path).
+#[derive(Deserialize)]
+struct AnyMessage {
+    #[serde(default)]
+    hello: Option<Hello>,
+    #[serde(default)]
+    id: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
+    ok: Option<Value>,
+    #[serde(default)]
+    err: Option<TaskError>,
+    #[serde(default)]
+    forked: Option<u64>,
+    #[serde(default)]
+    pid: Option<u32>,
+    #[serde(default)]
+    fork_error: Option<u64>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    exited: Option<u32>,
+    #[serde(default)]
+    code: Option<i32>,
+    #[serde(default)]
+    signal: Option<i32>,
+}
+
+/// `"ok": null` is a value (the function returned None), not an absence.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
 /// Parse one line from a worker or server.
 pub(crate) fn parse_from_worker(line: &[u8]) -> Result<ToParent, String> {
-    serde_json::from_slice(line).map_err(|e| {
+    let m: AnyMessage = serde_json::from_slice(line).map_err(|e| {
         format!(
             "{e} in {:?}",
             String::from_utf8_lossy(&line[..line.len().min(200)])
         )
-    })
+    })?;
+    let msg = match m {
+        AnyMessage {
+            id: Some(id),
+            ok: Some(ok),
+            ..
+        } => ToParent::Ok { id, ok },
+        AnyMessage {
+            id: Some(id),
+            err: Some(err),
+            ..
+        } => ToParent::Err { id, err },
+        AnyMessage {
+            hello: Some(hello), ..
+        } => ToParent::Hello { hello },
+        AnyMessage {
+            forked: Some(forked),
+            pid: Some(pid),
+            ..
+        } => ToParent::Forked { forked, pid },
+        AnyMessage {
+            fork_error: Some(fork_error),
+            message,
+            ..
+        } => ToParent::ForkError {
+            fork_error,
+            message: message.unwrap_or_default(),
+        },
+        AnyMessage {
+            exited: Some(exited),
+            code: Some(code),
+            ..
+        } => ToParent::ExitedCode { exited, code },
+        AnyMessage {
+            exited: Some(exited),
+            signal: Some(signal),
+            ..
+        } => ToParent::ExitedSignal { exited, signal },
+        _ => {
+            return Err(format!(
+                "not a message of the worker protocol: {:?}",
+                String::from_utf8_lossy(&line[..line.len().min(200)])
+            ))
+        }
+    };
+    Ok(msg)
 }
 
 pub(crate) fn write_line<T: Serialize>(out: &mut dyn Write, msg: &T) -> std::io::Result<()> {

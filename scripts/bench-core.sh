@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Benchmarks of the executor (issue #5), each side by side with what a user
+# would otherwise run, in one hyperfine run per question:
+#
+#   1. 10 000 `true` commands on 2 workers: caiclust map vs xargs -P2 vs
+#      GNU parallel -j2 (target: caiclust at most 1.2x xargs);
+#   2. 100 000 tiny Rust tasks (the core library, examples/throughput) vs
+#      Python multiprocessing.Pool.map and loky, 2 workers each;
+#   3. 10 000 tiny Python-callable tasks: caiclust (library and `caiclust
+#      map -f`) vs Pool.map and loky (target: faster than both);
+#   4. worker start latency per start method: one trivial task on 2 fresh
+#      workers, caiclust vs Python's Pool, for spawn, forkserver, fork;
+#   5. oversubscription: 2 workers doing numpy matmuls with the
+#      recommended per-worker thread limits vs the default environment.
+#
+#   bash scripts/bench-core.sh            # results in target/bench-core/
+#
+# Not part of the test suite. Needs the fixtures (scripts/setup-test-envs.sh:
+# venv-pypi has joblib's loky, venv-numpy has numpy) and hyperfine and GNU
+# parallel (Debian packages, installed by the setup script).
+# Knobs: BENCH_RUNS (default 10), BENCH_MAX_LOAD (default 0.5).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=${BENCH_OUT:-$ROOT/target/bench-core}
+RUNS=${BENCH_RUNS:-10}
+mkdir -p "$OUT"
+FX=$ROOT/.fixtures
+PY_PYPI=$FX/venv-pypi/bin/python
+PY_NUMPY=$FX/venv-numpy/bin/python
+for t in hyperfine parallel xargs; do
+    command -v "$t" >/dev/null || { echo "bench-core: $t is missing (run scripts/setup-test-envs.sh)" >&2; exit 1; }
+done
+[ -x "$PY_PYPI" ] && [ -x "$PY_NUMPY" ] || { echo "bench-core: fixtures missing (run scripts/setup-test-envs.sh)" >&2; exit 1; }
+
+cargo build --release -q -p caiclust-cli -p caiclust-core --examples --bins
+BIN=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release
+CAICLUST=$BIN/caiclust
+THROUGHPUT=$BIN/examples/throughput
+OVERSUB=$BIN/examples/oversubscription
+
+# Wait (bounded) for a quiet machine.
+for _ in $(seq 60); do
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    python3 -c "import sys; sys.exit(0 if $load <= ${BENCH_MAX_LOAD:-0.5} else 1)" && break
+    sleep 5
+done
+echo "load average at start: $(cat /proc/loadavg)" | tee "$OUT/summary.txt"
+
+MOD=$OUT/mod
+mkdir -p "$MOD"
+cat > "$MOD/tiny.py" <<'PY'
+def f(x):
+    return x
+PY
+cat > "$MOD/blas.py" <<'PY'
+import numpy as np
+A = np.random.RandomState(0).rand(256, 256)
+def mm(seed):
+    # Many mid-sized products: each one a parallel region whose threads
+    # must meet, which is where oversubscription hurts.
+    B = np.random.RandomState(seed).rand(256, 256)
+    for _ in range(400):
+        B = (A @ B) / 256.0
+    return float(B.sum())
+PY
+cat > "$MOD/pool_map.py" <<'PY'
+import sys
+import multiprocessing as mp
+from tiny import f
+if __name__ == "__main__":
+    n, method = int(sys.argv[1]), sys.argv[2]
+    with mp.get_context(method).Pool(2) as p:
+        assert len(p.map(f, range(n))) == n
+PY
+cat > "$MOD/loky_map.py" <<'PY'
+import sys
+from joblib.externals.loky import get_reusable_executor
+from tiny import f
+if __name__ == "__main__":
+    n = int(sys.argv[1])
+    ex = get_reusable_executor(max_workers=2)
+    # loky's map takes a chunksize; Pool.map picks len/(4*workers).
+    assert len(list(ex.map(f, range(n), chunksize=max(1, n // 8)))) == n
+    ex.shutdown()
+PY
+export PYTHONPATH=$MOD
+seq 10000 > "$OUT/inputs-10k.txt"
+
+h() { # name, then hyperfine arguments
+    local name=$1; shift
+    hyperfine -N --runs "$RUNS" --warmup 1 --export-markdown "$OUT/$name.md" --export-json "$OUT/$name.json" "$@" | tee -a "$OUT/summary.txt"
+}
+
+echo "== 1. 10 000 true commands, 2 workers" | tee -a "$OUT/summary.txt"
+h commands \
+    -n "caiclust map -j2" "sh -c '$CAICLUST map --no-auto -j2 --no-bar true < $OUT/inputs-10k.txt'" \
+    -n "xargs -P2" "sh -c 'xargs -P2 -n1 true < $OUT/inputs-10k.txt'" \
+    -n "parallel -j2" "sh -c 'parallel -j2 true < $OUT/inputs-10k.txt'"
+
+echo "== 2. 100 000 tiny Rust tasks vs Python, 2 workers" | tee -a "$OUT/summary.txt"
+h rust-tasks \
+    -n "caiclust Rust tasks (spawn)" "$THROUGHPUT rust 100000 2 spawn" \
+    -n "caiclust Rust tasks (forkserver)" "$THROUGHPUT rust 100000 2 forkserver" \
+    -n "Pool.map fork" "$PY_PYPI $MOD/pool_map.py 100000 fork" \
+    -n "Pool.map spawn" "$PY_PYPI $MOD/pool_map.py 100000 spawn" \
+    -n "loky" "$PY_PYPI $MOD/loky_map.py 100000"
+
+echo "== 3. 10 000 tiny Python-callable tasks, 2 workers" | tee -a "$OUT/summary.txt"
+h python-tasks \
+    -n "caiclust library (spawn)" "$THROUGHPUT python 10000 2 spawn $PY_PYPI" \
+    -n "caiclust library (forkserver)" "$THROUGHPUT python 10000 2 forkserver $PY_PYPI" \
+    -n "caiclust map -f" "sh -c '$CAICLUST map --no-auto -j2 --no-bar --start-method spawn --python $PY_PYPI -f tiny:f < $OUT/inputs-10k.txt > /dev/null'" \
+    -n "Pool.map fork" "$PY_PYPI $MOD/pool_map.py 10000 fork" \
+    -n "Pool.map spawn" "$PY_PYPI $MOD/pool_map.py 10000 spawn" \
+    -n "loky" "$PY_PYPI $MOD/loky_map.py 10000"
+
+echo "== 4. worker start latency: one trivial task on 2 fresh workers" | tee -a "$OUT/summary.txt"
+h start-latency \
+    -n "caiclust spawn" "$THROUGHPUT python 2 2 spawn $PY_PYPI" \
+    -n "caiclust forkserver" "$THROUGHPUT python 2 2 forkserver $PY_PYPI" \
+    -n "caiclust fork" "$THROUGHPUT python 2 2 fork $PY_PYPI" \
+    -n "Pool spawn" "$PY_PYPI $MOD/pool_map.py 2 spawn" \
+    -n "Pool forkserver" "$PY_PYPI $MOD/pool_map.py 2 forkserver" \
+    -n "Pool fork" "$PY_PYPI $MOD/pool_map.py 2 fork" \
+    -n "caiclust Rust spawn" "$THROUGHPUT rust 2 2 spawn" \
+    -n "caiclust Rust forkserver" "$THROUGHPUT rust 2 2 forkserver"
+
+echo "== 5. oversubscription: 2 workers, 8 numpy matmul tasks (pthreads OpenBLAS)" | tee -a "$OUT/summary.txt"
+for mode in auto default; do
+    echo "$mode: $($OVERSUB $mode $PY_NUMPY 8)" | tee -a "$OUT/summary.txt"
+done
+h oversubscription --runs 3 \
+    -n "Cluster auto (recommended thread limits)" "$OVERSUB auto $PY_NUMPY 8" \
+    -n "default environment" "$OVERSUB default $PY_NUMPY 8"
+echo "results in $OUT"
