@@ -9,7 +9,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use caiclust_probe::{probe_python, Facts, ProbeError, ProbeOptions};
+use caiclust_probe::{probe_pid, probe_python, Facts, LiveOptions, ProbeError, ProbeOptions};
 use caiclust_rules::{
     evaluate, find_rule, recommend, Category, Config, ConfigError, Level, Plan, Recommendation,
     Report,
@@ -18,6 +18,7 @@ use caiclust_rules::{
 use crate::plan::{host_only_facts, HaltPolicy, Settings, StartMethod};
 use crate::scheduler::{Event, Notice, Scheduler};
 use crate::task::{Task, TaskId, TaskResult};
+use crate::worker::Registry;
 
 /// Why a cluster could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +63,7 @@ pub struct ClusterBuilder {
     stall_after: Option<Duration>,
     output_memory_limit: Option<usize>,
     force_fork: bool,
+    registry: Option<Registry>,
     config: Option<Config>,
     config_dir: Option<PathBuf>,
 }
@@ -133,6 +135,12 @@ impl ClusterBuilder {
     }
     pub fn output_memory_limit(mut self, bytes: usize) -> Self {
         self.output_memory_limit = Some(bytes);
+        self
+    }
+    /// The Rust task functions, needed by the fork start method (its
+    /// workers are forks of this process and run them from here).
+    pub fn registry(mut self, r: Registry) -> Self {
+        self.registry = Some(r);
         self
     }
     /// Use fork even when the rules see a hazard.
@@ -251,20 +259,27 @@ impl ClusterBuilder {
         };
         let report = evaluate(&judged, &plan, &config);
         if settings.start_method == StartMethod::Fork && !self.force_fork {
-            let hazards: Vec<String> = report
-                .findings
-                .iter()
-                .filter(|f| {
-                    f.level == Level::Error
-                        && find_rule(&f.rule_id)
-                            .is_some_and(|r| r.info().category == Category::HangOrCrash)
-                })
-                .map(|f| format!("{} {}: {}", f.rule_id, f.rule_name, f.message))
-                .collect();
+            let mut hazards = fork_hazards(&report);
+            if self.registry.is_some() {
+                // Rust tasks fork this very process: judge what it has
+                // loaded and how many threads it runs.
+                let live = LiveOptions {
+                    query_helper: None,
+                    ..LiveOptions::default()
+                };
+                if let Ok(mut me) = probe_pid(std::process::id(), &live) {
+                    for (k, v) in &settings.env {
+                        me.env.insert(k.clone(), v.clone());
+                    }
+                    hazards.extend(fork_hazards(&evaluate(&me, &plan, &config)));
+                }
+            }
             if !hazards.is_empty() {
+                hazards.dedup();
                 return Err(CoreError::ForkRefused { findings: hazards });
             }
         }
+        settings.registry = self.registry.clone();
         let advice = Advice {
             facts,
             recommendation: rec,
@@ -272,6 +287,19 @@ impl ClusterBuilder {
         };
         Cluster::start(settings, Some(advice))
     }
+}
+
+/// The error-level hang-or-crash findings: what makes fork unsafe.
+fn fork_hazards(report: &Report) -> Vec<String> {
+    report
+        .findings
+        .iter()
+        .filter(|f| {
+            f.level == Level::Error
+                && find_rule(&f.rule_id).is_some_and(|r| r.info().category == Category::HangOrCrash)
+        })
+        .map(|f| format!("{} {}: {}", f.rule_id, f.rule_name, f.message))
+        .collect()
 }
 
 /// Worker processes running tasks. Dropping it stops everything it

@@ -217,6 +217,9 @@ pub struct Settings {
     pub output_memory_limit: usize,
     /// Workers that may not start in a row before the pool gives up.
     pub max_start_failures: u32,
+    /// The Rust task functions, for the fork start method (the template is
+    /// this process; other start methods start the worker program).
+    pub registry: Option<crate::worker::Registry>,
 }
 
 impl Default for Settings {
@@ -236,6 +239,7 @@ impl Default for Settings {
             stall_after: None,
             output_memory_limit: 4 << 20,
             max_start_failures: 3,
+            registry: None,
         }
     }
 }

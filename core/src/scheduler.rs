@@ -1400,9 +1400,6 @@ impl Scheduler {
                 spawn_reader(serial, Box::new(stdout), Some(child), events);
             }
             StartMethod::Forkserver | StartMethod::Fork => {
-                if kind == PoolKind::Rust && method == StartMethod::Fork {
-                    return Err("the fork start method is not available for Rust tasks yet; use forkserver (workers forked from a clean server) or spawn".into());
-                }
                 self.ensure_server(kind)?;
                 let pool = self.pools.get_mut(&kind).expect("pool exists");
                 let server = pool.server.as_mut().ok_or("no fork server")?;
@@ -1488,29 +1485,41 @@ impl Scheduler {
             return Ok(());
         }
         let sock = self.ensure_listener()?;
+        let events = self.events_tx.clone();
+        if kind == PoolKind::Rust && self.settings.start_method == StartMethod::Fork {
+            // The template is this very process, forked: its workers see
+            // everything the program set up before.
+            let registry = self
+                .settings
+                .registry
+                .clone()
+                .ok_or("the fork start method for Rust tasks needs the functions: give the cluster builder the Registry (ClusterBuilder::registry)")?;
+            let template =
+                crate::worker::fork::fork_template(&registry, &sock, &self.settings.env)?;
+            let pid = template.pid;
+            let output = template.output;
+            std::thread::spawn(move || {
+                read_server(kind, Box::new(output), &events);
+                let exit = crate::worker::fork::wait_for(pid);
+                let _ = events.send(Event::ServerEof { pool: kind, exit });
+            });
+            let pool = self.pools.get_mut(&kind).expect("pool exists");
+            pool.server = Some(Server {
+                pid,
+                writer: Some(Box::new(template.input)),
+                ready: false,
+                backlog: Vec::new(),
+            });
+            return Ok(());
+        }
         let mut cmd = self.worker_command(kind, Some(&sock))?;
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| self.start_error(kind, &e))?;
         let stdin = child.stdin.take().ok_or("no server stdin")?;
         let stdout = child.stdout.take().ok_or("no server stdout")?;
         let pid = child.id();
-        let events = self.events_tx.clone();
         std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                match reader.read_until(b'\n', &mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-                let trimmed = line.strip_suffix(b"\n").unwrap_or(&line);
-                if let Ok(msg) = protocol::parse_from_worker(trimmed) {
-                    if events.send(Event::FromServer { pool: kind, msg }).is_err() {
-                        break;
-                    }
-                }
-            }
+            read_server(kind, Box::new(stdout), &events);
             let exit = child.wait().ok().map(ExitInfo::from_status);
             let _ = events.send(Event::ServerEof { pool: kind, exit });
         });
@@ -1596,6 +1605,25 @@ fn send_fork(server: &mut Server, serial: u64) {
             .is_err()
         {
             server.writer = None;
+        }
+    }
+}
+
+/// Read a fork server's reports until EOF.
+fn read_server(kind: PoolKind, out: Box<dyn std::io::Read + Send>, events: &Sender<Event>) {
+    let mut reader = BufReader::new(out);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let trimmed = line.strip_suffix(b"\n").unwrap_or(&line);
+        if let Ok(msg) = protocol::parse_from_worker(trimmed) {
+            if events.send(Event::FromServer { pool: kind, msg }).is_err() {
+                return;
+            }
         }
     }
 }

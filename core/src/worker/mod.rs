@@ -6,6 +6,8 @@
 //! same binary, started by a cluster with `CAICLUST_WORKER` set) it serves
 //! tasks and exits, never returning.
 
+#[cfg(unix)]
+pub(crate) mod fork;
 pub(crate) mod protocol;
 #[cfg(unix)]
 pub(crate) mod server;
@@ -36,6 +38,12 @@ type TaskFn = dyn Fn(Value) -> Result<Value, String> + Send + Sync + 'static;
 #[derive(Clone, Default)]
 pub struct Registry {
     functions: BTreeMap<String, Arc<TaskFn>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.functions.keys()).finish()
+    }
 }
 
 impl Registry {
