@@ -82,7 +82,6 @@ fn python_faults(method: StartMethod) {
             Task::python(f("boom"), json!(["bad value"])),
             Task::python(f("segfault"), json!(null)),
             Task::python(f("kill_self"), json!(null)),
-            Task::python(f("exit_soon"), json!([5])),
             Task::python(f("sleepers"), json!([30])).timeout(Duration::from_millis(1500)),
             Task::python(f("noisy"), json!([1])),
             Task::python(f("env"), json!(["CAICLUST_MARK"])),
@@ -93,7 +92,7 @@ fn python_faults(method: StartMethod) {
         ];
         tasks.extend((0..50).map(|i| Task::python(f("square"), json!([i]))));
         let results = cluster.map(tasks);
-        assert_eq!(results.len(), 61);
+        assert_eq!(results.len(), 60);
         match failure(&results[0]) {
             Failure::Exception {
                 type_name,
@@ -118,39 +117,58 @@ fn python_faults(method: StartMethod) {
             );
             assert_eq!(r.attempts, 2, "retried once on a new worker");
         }
-        assert_eq!(results[3].value(), Some(&json!(5)));
         assert!(
-            matches!(failure(&results[4]), Failure::TimedOut { after_ms } if (1500..5000).contains(after_ms)),
+            matches!(failure(&results[3]), Failure::TimedOut { after_ms } if (1500..5000).contains(after_ms)),
             "{:?}",
-            results[4].outcome
+            results[3].outcome
         );
         assert_eq!(
-            results[5].value().unwrap()["x"],
+            results[4].value().unwrap()["x"],
             json!(1),
             "prints do not corrupt the protocol"
         );
         assert_eq!(
-            results[6].value(),
+            results[5].value(),
             Some(&json!("seen")),
             "the worker has the cluster's environment"
         );
         assert_eq!(
-            results[7].value(),
+            results[6].value(),
             Some(&json!([1, 5])),
             "an object is passed as keyword arguments"
         );
         assert!(
-            matches!(failure(&results[8]), Failure::Exception { message, .. } if message.contains("JSON"))
+            matches!(failure(&results[7]), Failure::Exception { message, .. } if message.contains("JSON"))
         );
         assert!(
-            matches!(failure(&results[9]), Failure::Exception { type_name, .. } if type_name == "AttributeError")
+            matches!(failure(&results[8]), Failure::Exception { type_name, .. } if type_name == "AttributeError")
         );
         assert!(
-            matches!(failure(&results[10]), Failure::Exception { type_name, .. } if type_name == "ModuleNotFoundError")
+            matches!(failure(&results[9]), Failure::Exception { type_name, .. } if type_name == "ModuleNotFoundError")
         );
-        for (i, r) in results[11..].iter().enumerate() {
+        for (i, r) in results[10..].iter().enumerate() {
             assert_eq!(r.value(), Some(&json!(i * i)));
         }
+    }
+    // A worker that exits after answering (one worker, so nothing else
+    // can take it down first): reported, and the rest complete.
+    {
+        let cluster = Cluster::builder()
+            .workers(1)
+            .start_method(method)
+            .python(&fx.venv_numpy)
+            .env("PYTHONPATH", dir.path().to_string_lossy())
+            .env(TAG_VAR, &tag)
+            .build()
+            .unwrap();
+        let mut tasks = vec![Task::python("faulty:exit_soon", json!([5]))];
+        tasks.extend((0..20).map(|i| Task::python("faulty:square", json!([i]))));
+        let results = cluster.map(tasks);
+        assert_eq!(results[0].value(), Some(&json!(5)));
+        for (i, r) in results[1..].iter().enumerate() {
+            assert_eq!(r.value(), Some(&json!(i * i)), "{:?}", r.outcome);
+        }
+        std::thread::sleep(Duration::from_millis(300));
         let notices = cluster.notices();
         assert!(
             notices.iter().any(|n| n.message.contains("exit code 5")),
