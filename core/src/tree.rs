@@ -7,6 +7,10 @@
 //! descendants found through `/proc` are signalled too, which also reaches
 //! those that moved to a process group of their own.
 
+/// `/proc` reports CPU time in clock ticks of `sysconf(_SC_CLK_TCK)`,
+/// which is 100 on every Linux configuration in use.
+pub const CLOCK_TICKS_PER_SEC: f64 = 100.0;
+
 /// Which signal to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopSignal {
@@ -137,7 +141,7 @@ mod linux {
                 continue;
             };
             if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-                if let Some(ppid) = field(&stat, 3).and_then(|f| f.parse().ok()) {
+                if let Some(ppid) = field(&stat, 4).and_then(|f| f.parse().ok()) {
                     out.push((pid, ppid));
                 }
             }
@@ -218,6 +222,26 @@ mod linux {
             assert_eq!(field(stat, 4), Some("45"));
             assert_eq!(ticks(stat), (10, 3));
             assert_eq!(state_of(stat), Some('S'));
+        }
+
+        #[test]
+        fn descendants_of_this_process_include_a_grandchild() {
+            let mut child = std::process::Command::new("sh")
+                .args(["-c", "sleep 5 & wait"])
+                .spawn()
+                .unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            let found = loop {
+                let d = super::super::descendants(std::process::id());
+                if d.len() >= 2 || std::time::Instant::now() > deadline {
+                    break d;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            };
+            assert!(found.contains(&child.id()), "{found:?}");
+            assert!(found.len() >= 2, "the sleep under sh: {found:?}");
+            super::super::signal_tree(child.id(), super::super::StopSignal::Kill);
+            let _ = child.wait();
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The hang watchdog's diagnosis: when a task's process tree has made no
-//! progress for the stall period (no CPU used and no thread running, or
-//! only kernel time: a wait loop on `sched_yield`), read the
+//! progress for the stall period (next to no CPU used, or only kernel
+//! time: a wait loop on `sched_yield`), read the
 //! process with the probe and run the rules on what it has loaded, with
 //! the start method the pool used. A hang-or-crash finding (for example
 //! CC001, GNU OpenMP used after fork) is the likely cause.
@@ -27,7 +27,7 @@ pub(crate) fn diagnose(
     let mut detail = if spinning {
         format!("{threads}, spinning: nearly all CPU time spent in the kernel (a sched_yield wait loop)")
     } else {
-        format!("{threads}, none running, no CPU used")
+        format!("{threads}, next to no CPU used")
     };
     if !sample.waits.is_empty() {
         detail.push_str(&format!("; waiting in {}", sample.waits.join(", ")));
@@ -43,20 +43,21 @@ pub(crate) fn diagnose(
             return (None, detail);
         }
     };
-    let plan = Plan {
-        start_method: Some(method.as_str().to_string()),
-        workers: Some(workers),
-    };
-    let report = evaluate(&facts, &plan, &Config::default());
-    let causes: Vec<String> = report
-        .findings
-        .iter()
-        .filter(|f| {
-            f.level == Level::Error
-                && find_rule(&f.rule_id).is_some_and(|r| r.info().category == Category::HangOrCrash)
-        })
-        .map(|f| format!("{} {}: {}", f.rule_id, f.rule_name, f.message))
-        .collect();
+    let mut causes = hang_causes(&facts, method.as_str(), workers);
+    // A task that forked children of its own (a command running Python's
+    // fork Pool, say): judge each forked child as forked, whatever the
+    // cluster's own start method.
+    let forked = forked_children(pid);
+    for child in &forked {
+        if let Ok(f) = probe_pid(*child, &live) {
+            for c in hang_causes(&f, "fork", workers) {
+                let c = format!("in forked child {child}: {c}");
+                if !causes.contains(&c) {
+                    causes.push(c);
+                }
+            }
+        }
+    }
     let libs: Vec<String> = facts
         .libraries
         .iter()
@@ -65,9 +66,59 @@ pub(crate) fn diagnose(
     if !libs.is_empty() {
         detail.push_str(&format!("; runtimes loaded: {}", libs.join(", ")));
     }
+    if !forked.is_empty() {
+        detail.push_str(&format!(
+            "; forked children: {}",
+            forked
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     if causes.is_empty() {
         (None, detail)
     } else {
         (Some(causes.join("; ")), detail)
     }
+}
+
+/// The error-level hang-or-crash findings of the rules on a process's
+/// facts, with this start method.
+fn hang_causes(facts: &caiclust_probe::Facts, method: &str, workers: usize) -> Vec<String> {
+    let plan = Plan {
+        start_method: Some(method.to_string()),
+        workers: Some(workers),
+    };
+    let report = evaluate(facts, &plan, &Config::default());
+    report
+        .findings
+        .iter()
+        .filter(|f| {
+            f.level == Level::Error
+                && find_rule(&f.rule_id).is_some_and(|r| r.info().category == Category::HangOrCrash)
+        })
+        .map(|f| format!("{} {}: {}", f.rule_id, f.rule_name, f.message))
+        .collect()
+}
+
+/// Descendants of `pid` that were forked without exec: the same program as
+/// their parent.
+fn forked_children(pid: u32) -> Vec<u32> {
+    let exe = |p: u32| std::fs::read_link(format!("/proc/{p}/exe")).ok();
+    crate::tree::descendants(pid)
+        .into_iter()
+        .filter(|&c| {
+            let parent = std::fs::read_to_string(format!("/proc/{c}/stat"))
+                .ok()
+                .and_then(|st| {
+                    let after = st.get(st.rfind(')')? + 2..)?.to_string();
+                    after.split_whitespace().nth(1)?.parse::<u32>().ok()
+                });
+            match (parent, exe(c)) {
+                (Some(pp), Some(e)) => exe(pp).as_ref() == Some(&e),
+                _ => false,
+            }
+        })
+        .collect()
 }

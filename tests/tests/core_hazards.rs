@@ -260,3 +260,53 @@ fn debian_numpy_on_openblas_openmp() {
 fn c_library_built_with_gcc_fopenmp() {
     check(workload(&fixtures().debian_python, GOMP));
 }
+
+/// A command that runs Python's own fork Pool after using OpenMP (how a
+/// CaImAn script is launched): the watchdog judges its forked children as
+/// forked, names CC001, and stops the whole tree.
+#[test]
+fn a_command_whose_fork_pool_hangs_is_diagnosed() {
+    let w = workload(&fixtures().venv_pypi, SKLEARN);
+    let tag = unique_tag("hazard-command");
+    {
+        let mut b = Cluster::builder()
+            .workers(1)
+            .start_method(StartMethod::Spawn)
+            .stall_after(Duration::from_secs(3))
+            .timeout(Duration::from_secs(45))
+            .grace(Duration::from_millis(300))
+            .env(TAG_VAR, &tag);
+        for (k, v) in &w.env {
+            b = b.env(k, v);
+        }
+        let cluster = b.build().unwrap();
+        let script = "import multiprocessing as mp, hazard\n\
+                      with mp.get_context('fork').Pool(2) as p:\n    print(p.map(hazard.task, range(4)))\n";
+        let t0 = Instant::now();
+        let results = cluster.map([Task::command([
+            w.python.to_string_lossy().as_ref(),
+            "-c",
+            script,
+        ])]);
+        assert!(
+            t0.elapsed() < Duration::from_secs(40),
+            "{:?} {:?} {:?}",
+            t0.elapsed(),
+            results[0].outcome,
+            cluster.notices()
+        );
+        match &results[0].outcome {
+            Outcome::Failed {
+                failure: Failure::Hung { cause, .. },
+            } => {
+                assert!(
+                    cause.contains("in forked child") && cause.contains("CC001"),
+                    "{cause}"
+                );
+            }
+            other => panic!("expected the watchdog to stop the command: {other:?}"),
+        }
+    }
+    let left = orphans_after(&tag, Duration::from_secs(3));
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
