@@ -190,9 +190,11 @@ pub fn log_entry(seq: u64, r: &TaskResult, command: &str) -> Option<Entry> {
 }
 
 /// The exit status GNU parallel gives with `--halt ...,fail=1`: that of
-/// the job that failed (128 + N for signal N, 1 when it has none).
+/// the job that ended the run (128 + N for signal N, 1 when a failure has
+/// neither).
 pub fn exit_status_of(r: &TaskResult) -> u8 {
     match log_status(r) {
+        Some((0, 0)) => 0,
         Some((c, 0)) if (1..=255).contains(&c) => c as u8,
         Some((_, s)) if (1..=127).contains(&s) => 128 + s as u8,
         _ => 1,

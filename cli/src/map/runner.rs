@@ -54,12 +54,6 @@ pub fn run(args: MapArgs) -> Result<u8, MapError> {
     // Everything about the command line is checked before anything runs.
     if let Some(f) = &args.function {
         options::check_function(f)?;
-        if !args.command.is_empty() && !args.command[0].starts_with(":::") {
-            return Err(MapError::Usage(format!(
-                "give a command or -f {f}, not both (the command starts with '{}')",
-                args.command[0]
-            )));
-        }
     }
     if args.jobs == Some(0) {
         return Err(MapError::Usage("-j/--jobs must be at least 1".into()));
@@ -79,6 +73,11 @@ pub fn run(args: MapArgs) -> Result<u8, MapError> {
     let env = options::parse_env(&args.env)?;
 
     let mut line = inputs::split(&args.command, &args.arg_file)?;
+    if let (Some(f), Some(first)) = (&args.function, line.command.first()) {
+        return Err(MapError::Usage(format!(
+            "give a command or -f {f}, not both (the command starts with '{first}')"
+        )));
+    }
     if line.sources.is_empty() {
         if std::io::stdin().is_terminal() {
             return Err(MapError::Usage(
@@ -141,7 +140,7 @@ pub fn run(args: MapArgs) -> Result<u8, MapError> {
         .filter(|&i| !done.contains(&(i as u64 + 1)))
         .collect();
     if let (Some(log), Some(path)) = (&previous, &args.joblog) {
-        check_resumed_commands(log, path, &work, &sources, &rows, &todo);
+        check_resumed_commands(log, path, &work, &sources, &rows);
     }
 
     if args.dry_run {
@@ -225,12 +224,6 @@ pub fn run(args: MapArgs) -> Result<u8, MapError> {
         eprintln!("caiclust: {}", describe_plan(&cluster, todo.len(), total));
     }
 
-    let mut joblog = match (&args.joblog, &previous) {
-        (Some(p), Some(log)) => Some(Writer::append(p, log)?),
-        (Some(p), None) => Some(Writer::create(p)?),
-        (None, _) => None,
-    };
-    let reaper = Reaper::start(&token);
     let interrupts = match Interrupts::install() {
         Ok(i) => i,
         Err(e) => {
@@ -238,6 +231,12 @@ pub fn run(args: MapArgs) -> Result<u8, MapError> {
             Interrupts::default()
         }
     };
+    let mut joblog = match (&args.joblog, &previous) {
+        (Some(p), Some(log)) => Some(Writer::append(p, log)?),
+        (Some(p), None) => Some(Writer::create(p)?),
+        (None, _) => None,
+    };
+    let reaper = Reaper::start(&token);
     let mode = if args.no_bar {
         BarMode::Off
     } else if args.bar {
@@ -431,9 +430,18 @@ pub fn run(args: MapArgs) -> Result<u8, MapError> {
     Ok(match stop {
         Some(Stop::JoblogFailed) => ERROR_EXIT,
         Some(Stop::Interrupted) => INTERRUPTED_EXIT,
-        _ => match halt_exit {
-            Some(code) => code,
-            None => failures_status(failed),
+        _ => match (halt_exit, halt.map(|h| h.trigger)) {
+            (Some(code), _) => code,
+            // GNU parallel: with a percentage, the exit status is the
+            // failed percentage even when the run was not halted.
+            (
+                None,
+                Some(
+                    HaltTrigger::Failures(Threshold::Percent(_))
+                    | HaltTrigger::Done(Threshold::Percent(_)),
+                ),
+            ) => (failed * 100).div_ceil(ended.max(1)).min(100) as u8,
+            (None, _) => failures_status(failed),
         },
     })
 }
@@ -443,13 +451,17 @@ fn failures_status(failed: u64) -> u8 {
     failed.min(101) as u8
 }
 
-/// GNU parallel's exit status after a halt: the failing job's own with
-/// `fail=1`, the percentage with `fail=N%`, 0 when halted on successes.
+/// GNU parallel's exit status after a halt: with `fail=1` (or `done=1`)
+/// the job's own, with a percentage the failed share of all jobs rounded
+/// up, with a count the failures (at most 101), 0 when halted on
+/// successes.
 fn halt_status(h: &HaltPolicy, trigger: &caiclust_core::TaskResult, failed: u64, total: u64) -> u8 {
     match h.trigger {
-        HaltTrigger::Failures(Threshold::Count(1)) => jobs::exit_status_of(trigger),
-        HaltTrigger::Failures(Threshold::Percent(_)) => {
-            ((failed * 100 / total.max(1)).clamp(1, 100)) as u8
+        HaltTrigger::Failures(Threshold::Count(1)) | HaltTrigger::Done(Threshold::Count(1)) => {
+            jobs::exit_status_of(trigger)
+        }
+        HaltTrigger::Failures(Threshold::Percent(_)) | HaltTrigger::Done(Threshold::Percent(_)) => {
+            (failed * 100).div_ceil(total.max(1)).min(100) as u8
         }
         HaltTrigger::Successes(_) => 0,
         _ => failures_status(failed),
@@ -477,9 +489,7 @@ fn check_resumed_commands(
     work: &Work,
     sources: &[inputs::Source],
     rows: &[Vec<usize>],
-    todo: &[usize],
 ) {
-    let _ = todo;
     let mut changed = Vec::new();
     let mut beyond = 0usize;
     for (seq, (line, command)) in log.commands() {

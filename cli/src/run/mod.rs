@@ -270,7 +270,13 @@ fn lint(script: &Path, facts: &Facts, config: &Config) -> Vec<String> {
                 if let Some(fix) = &f.fix {
                     s.push_str(&format!("\n  fix: {fix}"));
                 }
-                s.push_str(&format!("\n  (caiclust explain {})", f.rule_id));
+                if !f
+                    .fix
+                    .as_deref()
+                    .is_some_and(|x| x.contains("caiclust explain"))
+                {
+                    s.push_str(&format!("\n  (caiclust explain {})", f.rule_id));
+                }
                 s
             })
             .collect(),
