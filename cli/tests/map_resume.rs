@@ -212,7 +212,7 @@ fn first_ctrl_c_lets_running_jobs_finish_and_logs_them() {
     assert_eq!(sorted_lines(&w.read("done")), ["1", "2"]);
     assert_eq!(joblog_seqs(&w.read("run.log")), [1, 2]);
     assert!(
-        stderr(&o).contains("4 not run; --resume runs them"),
+        stderr(&o).contains("4 not run (interrupted); --resume runs them"),
         "{}",
         both(&o)
     );

@@ -76,7 +76,8 @@ pub struct MapArgs {
     #[arg(long, value_name = "P")]
     pub python: Option<PathBuf>,
     /// Show a progress bar with an ETA on standard error (default: when it
-    /// is a terminal; elsewhere, e.g. in a Slurm log, a line every second).
+    /// is a terminal; forced elsewhere, e.g. into a Slurm log: a line every
+    /// two seconds).
     #[arg(long)]
     pub bar: bool,
     /// Never show the progress bar.

@@ -418,8 +418,15 @@ pub fn run(args: MapArgs) -> Result<u8, MapError> {
         );
         if not_run > 0 {
             s.push_str(&format!(", {not_run} not run"));
+            s.push_str(match stop {
+                Some(Stop::Interrupted) => " (interrupted)",
+                Some(Stop::Halted) => " (halted)",
+                Some(Stop::OutputClosed) => " (standard output was closed)",
+                Some(Stop::JoblogFailed) => " (the job log could not be written)",
+                None => "",
+            });
             if cancelled > 0 {
-                s.push_str(&format!(" ({cancelled} stopped while running)"));
+                s.push_str(&format!(", {cancelled} of them stopped while running"));
             }
             if args.joblog.is_some() {
                 s.push_str("; --resume runs them");
