@@ -66,7 +66,7 @@ VENV_NUMPY_PACKAGES=(numpy)
 # hyperfine for benchmarks.
 DEB_PACKAGES=(python3-numpy python3-threadpoolctl libopenblas0-openmp
     libopenblas0-pthread libblis4-openmp libblis4-pthread python3-venv gcc
-    hyperfine)
+    hyperfine parallel)
 
 # Foreign wheels: folder name | PyPI package | pip --platform | a path (glob)
 # that must exist in the unpacked wheel.

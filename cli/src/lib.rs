@@ -3,13 +3,16 @@
 //! The glue behind the `caiclust` and `caiclust-check` programs: argument
 //! parsing lives in the binaries, rendering for people lives here. Every
 //! command is one library call into `caiclust-core` (and the crates below
-//! it); this crate only turns results into text.
+//! it); this crate turns results into text, and drives the cluster for
+//! [`map`] (many jobs, GNU parallel style) and [`run`] (one program).
 
 pub mod color;
 pub mod envfmt;
 pub mod input;
+pub mod map;
 pub mod output;
 pub mod ruledoc;
+pub mod run;
 pub mod stdout;
 pub mod summary;
 
@@ -26,4 +29,28 @@ pub fn quiet_contained_panics() {
             default(info);
         }
     }));
+}
+
+/// The exit status for a command line that does not parse: `caiclust map`
+/// keeps 1–101 for failed jobs and uses 255 (as GNU parallel),
+/// `caiclust run` keeps every status for its child and uses 125 (as
+/// `env` and `timeout`), the other commands use 2.
+pub fn usage_exit_status(args: &[std::ffi::OsString]) -> u8 {
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        let a = a.to_string_lossy();
+        if a == "--color" {
+            it.next();
+            continue;
+        }
+        if a.starts_with('-') {
+            continue;
+        }
+        return match a.as_ref() {
+            "map" => map::ERROR_EXIT,
+            "run" => run::ERROR_EXIT,
+            _ => 2,
+        };
+    }
+    2
 }

@@ -1,6 +1,6 @@
 //! `caiclust`: probe a machine and a Python environment, explain the
-//! rules, and print the recommended environment (more commands arrive with
-//! the core issue).
+//! rules, print the recommended environment, run one program under it
+//! (`run`) or many jobs on a pool (`map`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +9,9 @@ use anyhow::Context as _;
 use caiclust_cli::color::{self, ColorChoice};
 use caiclust_cli::envfmt::{self, Shell};
 use caiclust_cli::input::InputArgs;
+use caiclust_cli::map::MapArgs;
 use caiclust_cli::ruledoc;
+use caiclust_cli::run::RunArgs;
 use caiclust_cli::stdout::write_stdout;
 use caiclust_core::probe::{
     probe_pid, probe_python, probe_python_imports, probe_tree, LiveOptions, OsFamily, ProbeOptions,
@@ -87,12 +89,31 @@ enum Command {
         #[command(flatten)]
         input: InputArgs,
     },
+    /// Run one program (e.g. `python script.py`) with the recommended
+    /// thread variables set, the script linted, signals passed on, and its
+    /// exit status.
+    Run(RunArgs),
+    /// Run a command or Python function once per input, GNU parallel style:
+    /// `caiclust map -j 4 --joblog log -- CMD {} ::: inputs`.
+    Map(MapArgs),
 }
 
 fn main() -> ExitCode {
     caiclust_probe::serve_runtime_query_if_requested();
+    caiclust_cli::map::reaper::serve_if_requested();
     caiclust_cli::quiet_contained_panics();
-    let cli = Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&argv) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(caiclust_cli::usage_exit_status(&argv))
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     color::apply(cli.color);
     match run(cli) {
         Ok(code) => code,
@@ -177,5 +198,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             write_stdout(&envfmt::render(shell, &advice.env))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run(args) => Ok(ExitCode::from(caiclust_cli::run::main(args))),
+        Command::Map(args) => Ok(ExitCode::from(caiclust_cli::map::main(args))),
     }
 }
