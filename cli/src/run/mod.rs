@@ -248,43 +248,46 @@ fn print_env_lines(applied: &[Applied]) -> String {
 
 /// Lint the script of a `python script.py` command; the warnings to print.
 fn lint(script: &Path, facts: &Facts, config: &Config) -> Vec<String> {
-    match lint_scripts(&[script], Some(facts), &Plan::default(), config) {
-        Ok(findings) => findings
-            .iter()
-            .map(|f| {
-                let level = match f.level {
-                    Level::Error => "error".red().bold(),
-                    Level::Warning => "warning".yellow().bold(),
-                    _ => f.level.as_str().normal(),
-                };
-                let mut s = format!(
-                    "caiclust: {level}: {}{} {}: {}",
-                    f.location
-                        .as_deref()
-                        .map(|l| format!("{l}: "))
-                        .unwrap_or_default(),
-                    f.rule_id,
-                    f.rule_name,
-                    f.message
-                );
-                if let Some(fix) = &f.fix {
-                    s.push_str(&format!("\n  fix: {fix}"));
-                }
-                if !f
-                    .fix
+    let lint = lint_scripts(&[script], Some(facts), &Plan::default(), config);
+    let mut out: Vec<String> = lint
+        .findings
+        .iter()
+        .map(|f| {
+            let level = match f.level {
+                Level::Error => "error".red().bold(),
+                Level::Warning => "warning".yellow().bold(),
+                _ => f.level.as_str().normal(),
+            };
+            let mut s = format!(
+                "caiclust: {level}: {}{} {}: {}",
+                f.location
                     .as_deref()
-                    .is_some_and(|x| x.contains("caiclust explain"))
-                {
-                    s.push_str(&format!("\n  (caiclust explain {})", f.rule_id));
-                }
-                s
-            })
-            .collect(),
-        Err(e) => vec![format!(
+                    .map(|l| format!("{l}: "))
+                    .unwrap_or_default(),
+                f.rule_id,
+                f.rule_name,
+                f.message
+            );
+            if let Some(fix) = &f.fix {
+                s.push_str(&format!("\n  fix: {fix}"));
+            }
+            if !f
+                .fix
+                .as_deref()
+                .is_some_and(|x| x.contains("caiclust explain"))
+            {
+                s.push_str(&format!("\n  (caiclust explain {})", f.rule_id));
+            }
+            s
+        })
+        .collect();
+    for e in &lint.errors {
+        out.push(format!(
             "caiclust: {} cannot lint the script: {e}",
             "warning:".yellow().bold()
-        )],
+        ));
     }
+    out
 }
 
 /// Run it; the exit status.
