@@ -683,9 +683,10 @@ impl Scheduler {
         let stopping = running.as_ref().and_then(|r| r.stopping.clone());
         let pid = running.as_ref().and_then(|r| r.pid);
         if let Some(pid) = pid {
-            // Grandchildren left behind by a command that exited.
-            if !tree::descendants(pid).is_empty() {
-                self.kill_now(pid);
+            // Background children a command left in its process group
+            // (orphans are re-parented, so only the group still finds them).
+            if tree::group_alive(pid) {
+                tree::signal_group(pid, StopSignal::Kill);
             }
         }
         let exit = done.exit.as_ref().ok().copied();

@@ -76,6 +76,39 @@ pub fn signal_tree(pid: u32, signal: StopSignal) -> Vec<u32> {
     pids
 }
 
+/// Does the process group led (once) by `pgid` still have members?
+pub fn group_alive(pgid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        // SAFETY: signal 0 to a group only checks for existence.
+        unsafe { libc::killpg(pgid as libc::pid_t, 0) == 0 }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pgid;
+        false
+    }
+}
+
+/// Signal every member of the process group `pgid`.
+pub fn signal_group(pgid: u32, signal: StopSignal) {
+    #[cfg(unix)]
+    {
+        let sig = match signal {
+            StopSignal::Term => libc::SIGTERM,
+            StopSignal::Kill => libc::SIGKILL,
+        };
+        // SAFETY: killpg takes plain integers; a stale group is ESRCH.
+        unsafe {
+            libc::killpg(pgid as libc::pid_t, sig);
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (pgid, signal);
+    }
+}
+
 /// Is `pid` still running (not a zombie)?
 pub fn alive(pid: u32) -> bool {
     #[cfg(target_os = "linux")]

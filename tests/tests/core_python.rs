@@ -102,6 +102,10 @@ fn python_faults(method: StartMethod) {
                 assert_eq!(type_name, "ValueError");
                 assert_eq!(message, "bad value");
                 assert!(traceback.contains("in boom"), "{traceback}");
+                assert!(
+                    !traceback.contains("<string>"),
+                    "the worker's own frames are left out: {traceback}"
+                );
             }
             other => panic!("{other:?}"),
         }

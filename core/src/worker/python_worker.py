@@ -66,10 +66,15 @@ def call(task):
 def error_of(exc):
     import traceback
 
+    # Drop this worker's own frames (it runs as `python -c`, file "<string>"):
+    # the traceback starts at the task's code.
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == "<string>":
+        tb = tb.tb_next
     return {
         "type": type(exc).__name__,
         "message": str(exc),
-        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        "traceback": "".join(traceback.format_exception(type(exc), exc, tb)),
     }
 
 
