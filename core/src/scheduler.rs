@@ -1480,6 +1480,20 @@ impl Scheduler {
             use std::os::unix::process::CommandExt;
             cmd.process_group(0);
         }
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl is async-signal-safe; the closure allocates
+            // nothing. Workers and fork servers die with the thread that
+            // started them (the scheduler), so a parent killed outright
+            // (SIGKILL) leaves no pool behind.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                    Ok(())
+                });
+            }
+        }
         Ok(cmd)
     }
 

@@ -128,3 +128,52 @@ fn rust_task_faults_with_spawn() {
 fn rust_task_faults_with_forkserver() {
     rust_faults(StartMethod::Forkserver);
 }
+
+/// A program holding a cluster is killed outright (SIGKILL: no destructor
+/// runs): its workers, however started, die with it.
+fn killed_parent_leaves_no_workers(method: &str) {
+    use std::io::BufRead;
+    let tag = unique_tag("killed-parent");
+    let mut parent = std::process::Command::new(FIXTURE)
+        .args(["parent", method, "2"])
+        .env(TAG_VAR, &tag)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(parent.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "running");
+    // Wait for the workers to be up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while caiclust_tests::processes_tagged(&tag).len() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        caiclust_tests::processes_tagged(&tag).len() >= 3,
+        "parent and two workers"
+    );
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    let left = orphans_after(&tag, Duration::from_secs(5));
+    assert!(
+        left.is_empty(),
+        "left behind by a killed parent ({method}): {left:?}"
+    );
+}
+
+#[test]
+fn a_killed_parent_takes_its_spawned_workers_along() {
+    killed_parent_leaves_no_workers("spawn");
+}
+
+#[test]
+fn a_killed_parent_takes_its_forkserver_workers_along() {
+    killed_parent_leaves_no_workers("forkserver");
+}
+
+#[test]
+fn a_killed_parent_takes_its_forked_workers_along() {
+    killed_parent_leaves_no_workers("fork");
+}

@@ -78,6 +78,8 @@ pub(crate) fn fork_template(
             libc::close(to_child_w);
             libc::close(from_child_r);
             libc::setpgid(0, 0);
+            #[cfg(target_os = "linux")]
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
             for (k, v) in env {
                 std::env::set_var(k, v);
             }

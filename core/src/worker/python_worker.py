@@ -114,6 +114,17 @@ def hello(out, worker):
     out.flush()
 
 
+def die_with_parent():
+    """Linux: be killed when the fork server dies (PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+        except (OSError, AttributeError):
+            pass
+
+
 def worker_main():
     inp, out = private_channel(0, 1)
     hello(out, None)
@@ -171,6 +182,7 @@ def server_main(sock_path, preload):
             if pid == 0:
                 code = 0
                 try:
+                    die_with_parent()
                     os.setpgid(0, 0)
                     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                     inp.close()

@@ -79,9 +79,12 @@ pub(crate) fn serve(registry: &Registry, mut inp: File, mut out: File, socket: &
 
 fn run_forked_worker(registry: &Registry, socket: &Path, n: u64) -> i32 {
     // SAFETY: setpgid on ourselves: the worker leads its own process group,
-    // so its whole tree can be signalled at once.
+    // so its whole tree can be signalled at once; on Linux it also dies
+    // with the server (PR_SET_PDEATHSIG).
     unsafe {
         libc::setpgid(0, 0);
+        #[cfg(target_os = "linux")]
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
     }
     let stream = match UnixStream::connect(socket) {
         Ok(s) => s,

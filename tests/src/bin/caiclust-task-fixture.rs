@@ -51,6 +51,31 @@ fn registry() -> Registry {
 
 fn main() {
     serve_if_requested(&registry());
+    // `parent METHOD N`: a program holding a cluster of N of its own Rust
+    // workers busy with long tasks, for tests that kill it outright.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("parent") {
+        let method: caiclust_core::StartMethod = args
+            .get(2)
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(caiclust_core::StartMethod::Spawn);
+        let n: usize = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(2);
+        let cluster = caiclust_core::Cluster::builder()
+            .workers(n)
+            .start_method(method)
+            .registry(registry())
+            .build()
+            .expect("cluster");
+        for _ in 0..n * 2 {
+            cluster.submit(caiclust_core::Task::rust(
+                "sleep_ms",
+                serde_json::json!(60_000),
+            ));
+        }
+        println!("running");
+        let _ = cluster.recv();
+        std::process::exit(0);
+    }
     eprintln!("caiclust-task-fixture: run me as a caiclust worker (CAICLUST_WORKER=rust)");
     std::process::exit(2);
 }
