@@ -190,6 +190,11 @@ pub fn run(args: MapArgs) -> Result<u8, MapError> {
     if let Some(p) = &args.python {
         builder = builder.python(p);
     }
+    // With fork, the template imports the function's module first, as the
+    // parent of Python's fork Pool has (its state is what workers inherit).
+    if let Some((module, _)) = args.function.as_deref().and_then(|f| f.split_once(':')) {
+        builder = builder.preload(module);
+    }
     if let Some(Timeout::Fixed(t)) = timeout {
         builder = builder.timeout(t);
     }
