@@ -6,13 +6,14 @@
 #   bash scripts/bench-probe.sh
 #
 # Not part of the test suite. Exits non-zero when the target is missed:
-# caiclust probe (cached interpreter query, default output and --json) must
+# caiclust probe (cached interpreter query, default output and --json) and
+# caiclust-check (probe, rules and report, human and SARIF output) must each
 # take at most BENCH_TARGET (0.1) of threadpoolctl's mean wall time.
 #
 # What it does:
 #   1. checks hyperfine (installs the Debian package when root, else fails)
 #      and the fixture venv (built by scripts/setup-test-envs.sh);
-#   2. cargo build --release -p caiclust-cli;
+#   2. cargo build --release -p caiclust-cli (caiclust and caiclust-check);
 #   3. waits (bounded) for the 1-minute load average to settle, and records it
 #      and the CPU time other processes used while each phase ran;
 #   4. warm page cache: one hyperfine run with every row (warmup + runs);
@@ -173,6 +174,9 @@ fi
 TPC_ALL="$PY -m threadpoolctl -i numpy scipy sklearn cv2"
 TPC_NUMPY="$PY -m threadpoolctl -i numpy"
 PROBE="$BIN probe --python $PY"
+# caiclust-check as CI runs it: probe plus rules, with the start method the
+# recommendation gives (exit status 0; with fork it would be 1, an error).
+CHECK="$TARGET_DIR/release/caiclust-check --python $PY --start-method forkserver"
 
 # Row order matters: the summary reads results by index.
 NAMES=(
@@ -183,6 +187,8 @@ NAMES=(
     "caiclust probe --tree site-packages"
     "threadpoolctl -i numpy scipy sklearn cv2"
     "threadpoolctl -i numpy"
+    "caiclust-check --python (cached)"
+    "caiclust-check --python --format sarif (cached)"
 )
 CMDS=(
     "$PROBE"
@@ -192,6 +198,8 @@ CMDS=(
     "$BIN probe --tree $SITE"
     "$TPC_ALL"
     "$TPC_NUMPY"
+    "$CHECK"
+    "$CHECK --format sarif"
 )
 
 # Sanity: every command works, and the cache gets filled.
@@ -340,6 +348,12 @@ print()
 ok = worst <= target
 print("Target: cached caiclust probe <= %.3g x threadpoolctl (mean): worst ratio %.3f -> %s"
       % (target, worst, "MET" if ok else "MISSED"))
+# caiclust-check (probe + rules + report) within the probe's budget.
+check_worst = max(r["mean"] / base["mean"] for r in warm[7:9])
+check_ok = check_worst <= target
+print("Target: caiclust-check <= %.3g x threadpoolctl (mean), the probe's budget: worst ratio %.3f -> %s"
+      % (target, check_worst, "MET" if check_ok else "MISSED"))
+ok = ok and check_ok
 print("(no-cache ratio, informational: %.3f default, %.3f --json)"
       % (warm[2]["mean"] / base["mean"], warm[3]["mean"] / base["mean"]))
 sys.exit(0 if ok else 1)
