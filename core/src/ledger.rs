@@ -3,7 +3,7 @@
 //! each task ends exactly once, however attempts crash, time out or are
 //! handed back unstarted.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 
 use crate::task::{Failure, Task, TaskId};
 
@@ -41,51 +41,102 @@ pub(crate) enum AfterFailure {
     Final(Box<Entry>, Failure),
 }
 
+/// Entries by id: ids are handed out in sequence, so a window of slots
+/// from the oldest open task on (no hashing on the hot path).
 #[derive(Debug)]
 pub(crate) struct Ledger {
-    entries: HashMap<TaskId, Entry>,
+    slots: VecDeque<Option<Entry>>,
+    /// The id of `slots[0]`.
+    base: TaskId,
+    open: usize,
     max_attempts: u32,
 }
 
 impl Ledger {
     pub fn new(max_attempts: u32) -> Ledger {
         Ledger {
-            entries: HashMap::new(),
+            slots: VecDeque::new(),
+            base: 1,
+            open: 0,
             max_attempts: max_attempts.max(1),
         }
     }
 
+    fn index(&self, id: TaskId) -> Option<usize> {
+        id.checked_sub(self.base)
+            .map(|i| i as usize)
+            .filter(|&i| i < self.slots.len())
+    }
+
+    fn slot(&mut self, id: TaskId) -> Option<&mut Entry> {
+        let i = self.index(id)?;
+        self.slots[i].as_mut()
+    }
+
+    fn take(&mut self, id: TaskId) -> Option<Entry> {
+        let i = self.index(id)?;
+        let e = self.slots[i].take()?;
+        self.open -= 1;
+        while matches!(self.slots.front(), Some(None)) {
+            self.slots.pop_front();
+            self.base += 1;
+        }
+        if self.slots.is_empty() {
+            // Nothing open: the next id starts the window afresh.
+            self.base = id + 1;
+        }
+        Some(e)
+    }
+
     pub fn add(&mut self, id: TaskId, task: Task) {
-        self.entries.insert(
-            id,
-            Entry {
-                task,
-                attempts: 0,
-                history: Vec::new(),
-                running: false,
-                free: 0,
-            },
-        );
+        if self.slots.is_empty() {
+            self.base = id;
+        }
+        if id < self.base {
+            // An id older than the window (submitted late by another
+            // thread): grow the window backwards.
+            for _ in id..self.base {
+                self.slots.push_front(None);
+            }
+            self.base = id;
+        }
+        let i = (id - self.base) as usize;
+        while self.slots.len() <= i {
+            self.slots.push_back(None);
+        }
+        if self.slots[i].is_none() {
+            self.open += 1;
+        }
+        self.slots[i] = Some(Entry {
+            task,
+            attempts: 0,
+            history: Vec::new(),
+            running: false,
+            free: 0,
+        });
     }
 
     pub fn get(&self, id: TaskId) -> Option<&Entry> {
-        self.entries.get(&id)
+        self.index(id).and_then(|i| self.slots[i].as_ref())
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.open
     }
 
     pub fn ids(&self) -> Vec<TaskId> {
-        let mut v: Vec<TaskId> = self.entries.keys().copied().collect();
-        v.sort_unstable();
-        v
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.is_some())
+            .map(|(i, _)| self.base + i as TaskId)
+            .collect()
     }
 
     /// A new attempt starts; returns its number (from 1), or `None` when
     /// the task is not held or already running.
     pub fn start(&mut self, id: TaskId) -> Option<u32> {
-        let e = self.entries.get_mut(&id)?;
+        let e = self.slot(id)?;
         if e.running {
             return None;
         }
@@ -97,7 +148,7 @@ impl Ledger {
     /// The attempt was handed out but never began (its worker died with it
     /// still queued): it does not count.
     pub fn unstart(&mut self, id: TaskId) {
-        if let Some(e) = self.entries.get_mut(&id) {
+        if let Some(e) = self.slot(id) {
             if e.running {
                 e.running = false;
                 e.attempts = e.attempts.saturating_sub(1);
@@ -107,8 +158,8 @@ impl Ledger {
 
     /// The running attempt succeeded: the task is over.
     pub fn succeed(&mut self, id: TaskId) -> Option<Entry> {
-        match self.entries.get(&id) {
-            Some(e) if e.running => self.entries.remove(&id),
+        match self.get(id) {
+            Some(e) if e.running => self.take(id),
             _ => None,
         }
     }
@@ -116,7 +167,8 @@ impl Ledger {
     /// The running attempt failed: retry while attempts remain and
     /// `retryable`, else the task is over.
     pub fn fail(&mut self, id: TaskId, failure: Failure, retry: Retry) -> Option<AfterFailure> {
-        let e = self.entries.get_mut(&id)?;
+        let max_attempts = self.max_attempts;
+        let e = self.slot(id)?;
         if !e.running {
             return None;
         }
@@ -124,7 +176,7 @@ impl Ledger {
         let counted = e.attempts - e.free;
         let again = match retry {
             Retry::Never => false,
-            Retry::Counted => counted < self.max_attempts,
+            Retry::Counted => counted < max_attempts,
             Retry::Free => {
                 e.free += 1;
                 true
@@ -134,13 +186,13 @@ impl Ledger {
             e.history.push(failure);
             return Some(AfterFailure::Retry);
         }
-        let e = self.entries.remove(&id)?;
+        let e = self.take(id)?;
         Some(AfterFailure::Final(Box::new(e), failure))
     }
 
     /// The task is over without a result (cancelled, halted).
     pub fn cancel(&mut self, id: TaskId) -> Option<Entry> {
-        self.entries.remove(&id)
+        self.take(id)
     }
 }
 
@@ -171,6 +223,25 @@ mod tests {
             1 => any::<usize>().prop_map(Op::Crash),
             1 => any::<usize>().prop_map(Op::Cancel),
         ]
+    }
+
+    #[test]
+    fn ids_may_arrive_out_of_order_and_with_gaps() {
+        let mut l = Ledger::new(1);
+        for id in [5, 3, 9, 4] {
+            l.add(id, Task::command(["true"]));
+        }
+        assert_eq!(l.len(), 4);
+        assert_eq!(l.ids(), vec![3, 4, 5, 9]);
+        for id in [4, 9, 3, 5] {
+            assert!(l.start(id).is_some());
+            assert!(l.succeed(id).is_some(), "{id}");
+            assert!(l.get(id).is_none());
+        }
+        assert_eq!(l.len(), 0);
+        l.add(10, Task::command(["true"]));
+        assert_eq!(l.ids(), vec![10]);
+        assert!(l.cancel(10).is_some() && l.cancel(10).is_none());
     }
 
     proptest! {

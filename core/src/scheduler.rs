@@ -81,6 +81,24 @@ pub(crate) enum Event {
     },
 }
 
+/// Maps keyed by the three pool kinds, hashed by their discriminant (the
+/// default SipHash costs more than the lookups it serves, on every task).
+type KindMap<V> = HashMap<PoolKind, V, std::hash::BuildHasherDefault<KindHasher>>;
+
+#[derive(Default)]
+struct KindHasher(u64);
+
+impl std::hash::Hasher for KindHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.wrapping_mul(31).wrapping_add(u64::from(b));
+        }
+    }
+}
+
 /// Why a process is being stopped.
 #[derive(Debug, Clone, PartialEq)]
 enum StopCause {
@@ -165,8 +183,8 @@ pub(crate) struct Scheduler {
     results: Sender<TaskResult>,
     notices: Sender<Notice>,
     ledger: Ledger,
-    queues: HashMap<PoolKind, VecDeque<TaskId>>,
-    pools: HashMap<PoolKind, CallPool>,
+    queues: KindMap<VecDeque<TaskId>>,
+    pools: KindMap<CallPool>,
     slots: Vec<CmdSlot>,
     next_serial: u64,
     #[cfg_attr(not(unix), allow(dead_code))]
@@ -177,6 +195,8 @@ pub(crate) struct Scheduler {
     failed: u64,
     halted: Option<String>,
     shutdown: Option<bool>,
+    /// Tasks that run alone (suspects of a crash), one per worker.
+    isolated: std::collections::HashSet<TaskId>,
 }
 
 impl Scheduler {
@@ -196,8 +216,8 @@ impl Scheduler {
             events_tx,
             results,
             notices,
-            queues: HashMap::new(),
-            pools: HashMap::new(),
+            queues: KindMap::default(),
+            pools: KindMap::default(),
             slots: Vec::new(),
             next_serial: 1,
             socket_dir: None,
@@ -207,6 +227,7 @@ impl Scheduler {
             failed: 0,
             halted: None,
             shutdown: None,
+            isolated: std::collections::HashSet::new(),
         }
     }
 
@@ -519,6 +540,33 @@ impl Scheduler {
             self.kill_now(pid);
         }
         let mut in_flight = w.in_flight;
+        // Answers travel in groups (see worker::FLUSH_AFTER): a worker that
+        // dies with several tasks handed out may have finished some of
+        // them, and which one crashed it is not known. None is blamed; each
+        // runs again alone, where a crash is its own.
+        let live: Vec<TaskId> = in_flight
+            .iter()
+            .filter(|f| !f.dropped)
+            .map(|f| f.id)
+            .collect();
+        if w.stopping.is_none() && live.len() > 1 {
+            let _ = self.notices.send(Notice {
+                task: None,
+                message: format!(
+                    "worker {pid} died ({}) with {} tasks handed out; they run again one at a time, to find the one that crashed it",
+                    exit.map_or("exit status unknown".into(), |e| e.to_string()),
+                    live.len()
+                ),
+            });
+            for &id in live.iter().rev() {
+                self.ledger.unstart(id);
+                if self.ledger.get(id).is_some() {
+                    self.isolated.insert(id);
+                    self.queues.entry(kind).or_default().push_front(id);
+                }
+            }
+            in_flight.clear();
+        }
         if let Some(head) = in_flight.pop_front() {
             let details = Details {
                 started: w.head_started_wall,
@@ -816,6 +864,9 @@ impl Scheduler {
     }
 
     fn finish(&mut self, id: TaskId, entry: Entry, outcome: Outcome, details: Details) {
+        if !self.isolated.is_empty() {
+            self.isolated.remove(&id);
+        }
         match &outcome {
             Outcome::Succeeded { .. } => self.succeeded += 1,
             Outcome::Failed { .. } => self.failed += 1,
@@ -1294,8 +1345,13 @@ impl Scheduler {
             None => window,
         };
         let queue = self.queues.entry(kind).or_default();
+        let isolated = &self.isolated;
         for i in ready {
             let w = &mut pool.workers[i];
+            // A worker running a suspect gets nothing else until it answers.
+            if !isolated.is_empty() && w.in_flight.iter().any(|f| isolated.contains(&f.id)) {
+                continue;
+            }
             let room = window.saturating_sub(w.in_flight.len());
             if room == 0 || queue.is_empty() {
                 continue;
@@ -1311,6 +1367,11 @@ impl Scheduler {
             }
             let mut batch = Vec::with_capacity(room);
             while batch.len() < room {
+                let Some(&next) = queue.front() else { break };
+                let alone = !isolated.is_empty() && isolated.contains(&next);
+                if alone && !(batch.is_empty() && w.in_flight.is_empty()) {
+                    break;
+                }
                 let Some(id) = queue.pop_front() else { break };
                 let Some(entry) = self.ledger.get(id) else {
                     continue;
@@ -1326,6 +1387,9 @@ impl Scheduler {
                 };
                 if self.ledger.start(id).is_some() {
                     batch.push(wire);
+                }
+                if alone {
+                    break;
                 }
             }
             if batch.is_empty() {

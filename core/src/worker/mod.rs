@@ -192,6 +192,69 @@ fn private_channel_files() -> Option<(std::fs::File, std::fs::File)> {
     None
 }
 
+/// How long an answer may wait to be sent with others. Tiny tasks share
+/// one write (and one wake-up of the parent); a long task never holds back
+/// the answers before it by more than this, so the parent's view of which
+/// task is running (for timeouts and crash blame) stays within it.
+const FLUSH_AFTER: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Answers waiting to be written, shared with the flusher thread.
+struct Pending {
+    buf: Vec<u8>,
+    since: Option<std::time::Instant>,
+    out: Box<dyn Write + Send>,
+    broken: bool,
+    closed: bool,
+}
+
+impl Pending {
+    fn flush(&mut self) {
+        if !self.buf.is_empty() && !self.broken {
+            if self
+                .out
+                .write_all(&self.buf)
+                .and_then(|_| self.out.flush())
+                .is_err()
+            {
+                self.broken = true;
+            }
+        }
+        self.buf.clear();
+        self.since = None;
+    }
+}
+
+type Shared = std::sync::Arc<(std::sync::Mutex<Pending>, std::sync::Condvar)>;
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Pending> {
+    shared.0.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Write answers that waited `FLUSH_AFTER`, until the worker closes.
+fn flusher(shared: Shared) {
+    let mut p = lock(&shared);
+    loop {
+        while p.since.is_none() && !p.closed {
+            p = shared.1.wait(p).unwrap_or_else(|e| e.into_inner());
+        }
+        if p.closed {
+            return;
+        }
+        let due = p.since.map(|t| t + FLUSH_AFTER);
+        let now = std::time::Instant::now();
+        match due {
+            Some(due) if due > now => {
+                p = shared
+                    .1
+                    .wait_timeout(p, due - now)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            }
+            _ => p.flush(),
+        }
+    }
+}
+
 /// Say hello, then serve tasks until the parent says stop or goes away.
 pub(crate) fn serve_loop(
     registry: &Registry,
@@ -208,6 +271,33 @@ pub(crate) fn serve_loop(
     if protocol::write_line(&mut out, &hello).is_err() {
         return;
     }
+    let shared: Shared = std::sync::Arc::new((
+        std::sync::Mutex::new(Pending {
+            buf: Vec::with_capacity(1 << 16),
+            since: None,
+            out,
+            broken: false,
+            closed: false,
+        }),
+        std::sync::Condvar::new(),
+    ));
+    let flusher_shared = shared.clone();
+    let flusher = std::thread::Builder::new()
+        .name("caiclust-answers".into())
+        .spawn(move || flusher(flusher_shared));
+    serve_tasks(registry, inp, &shared);
+    {
+        let mut p = lock(&shared);
+        p.flush();
+        p.closed = true;
+    }
+    shared.1.notify_all();
+    if let Ok(f) = flusher {
+        let _ = f.join();
+    }
+}
+
+fn serve_tasks(registry: &Registry, inp: Box<dyn Read + Send>, shared: &Shared) {
     let mut reader = BufReader::with_capacity(1 << 16, inp);
     let mut line = Vec::new();
     let mut answer = Vec::with_capacity(256);
@@ -228,11 +318,27 @@ pub(crate) fn serve_loop(
             ToWorker::Stop { .. } => return,
             ToWorker::Run { run } => run,
         };
-        for task in tasks {
+        let n = tasks.len();
+        for (i, task) in tasks.into_iter().enumerate() {
             let result = registry.call(&task.f, task.a);
             answer.clear();
             protocol::encode_answer(&mut answer, task.id, result);
-            if out.write_all(&answer).and_then(|_| out.flush()).is_err() {
+            let mut p = lock(shared);
+            p.buf.extend_from_slice(&answer);
+            let last = i + 1 == n;
+            let now = std::time::Instant::now();
+            match p.since {
+                _ if last => p.flush(),
+                Some(t) if now - t >= FLUSH_AFTER => p.flush(),
+                Some(_) => {}
+                None => {
+                    p.since = Some(now);
+                    drop(p);
+                    shared.1.notify_one();
+                    continue;
+                }
+            }
+            if p.broken {
                 return;
             }
         }
