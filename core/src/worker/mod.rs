@@ -209,15 +209,15 @@ struct Pending {
 
 impl Pending {
     fn flush(&mut self) {
-        if !self.buf.is_empty() && !self.broken {
-            if self
+        if !self.buf.is_empty()
+            && !self.broken
+            && self
                 .out
                 .write_all(&self.buf)
                 .and_then(|_| self.out.flush())
                 .is_err()
-            {
-                self.broken = true;
-            }
+        {
+            self.broken = true;
         }
         self.buf.clear();
         self.since = None;
