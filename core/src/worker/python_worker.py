@@ -10,9 +10,10 @@
 #       Exits of forked workers are reported as {"exited": PID, ...}.
 #
 # Messages to a worker: {"run": [{"id": 1, "f": "pkg.mod:func", "a": ARGS}]}
-# or {"stop": true}. Answers, one line per task, flushed at once so that a
-# crash is blamed on the right task: {"id": 1, "ok": VALUE} or
+# or {"stop": true}. Answers, one line per task: {"id": 1, "ok": VALUE} or
 # {"id": 1, "err": {"type": ..., "message": ..., "traceback": ...}}.
+# Answers to a batch of tiny tasks are written together, at most about a
+# millisecond late (the Answers class).
 #
 # The protocol has private copies of the standard streams: whatever a task
 # prints to stdout goes to stderr and cannot corrupt it.
@@ -78,34 +79,103 @@ def error_of(exc):
     }
 
 
+class Answers:
+    """Answers waiting to be written. Tiny tasks share one write (and one
+    wake-up of the parent); a flusher thread sends whatever waited 1 ms, so
+    a long task never holds back the answers before it by more than that
+    (plus Python's thread switch interval)."""
+
+    AFTER = 0.001
+
+    def __init__(self, out):
+        import threading
+
+        self.out = out
+        self.buf = []
+        self.since = None
+        self.closed = False
+        self.broken = False
+        self.cv = threading.Condition()
+        threading.Thread(target=self._flusher, name="caiclust-answers", daemon=True).start()
+
+    def _flush(self):
+        if self.buf and not self.broken:
+            try:
+                self.out.write(b"".join(self.buf))
+                self.out.flush()
+            except OSError:
+                self.broken = True
+        self.buf.clear()
+        self.since = None
+
+    def add(self, data, last):
+        from time import monotonic
+
+        with self.cv:
+            self.buf.append(data)
+            now = monotonic()
+            if last or (self.since is not None and now - self.since >= self.AFTER):
+                self._flush()
+            elif self.since is None:
+                self.since = now
+                self.cv.notify()
+            return not self.broken
+
+    def _flusher(self):
+        from time import monotonic
+
+        with self.cv:
+            while not self.closed:
+                if self.since is None:
+                    self.cv.wait()
+                    continue
+                due = self.since + self.AFTER - monotonic()
+                if due > 0:
+                    self.cv.wait(due)
+                else:
+                    self._flush()
+
+    def close(self):
+        with self.cv:
+            self._flush()
+            self.closed = True
+            self.cv.notify()
+
+
 def serve(inp, out):
     dumps = json.dumps
     loads = json.loads
-    while True:
-        line = inp.readline()
-        if not line:
-            return
-        msg = loads(line)
-        if msg.get("stop"):
-            return
-        for task in msg.get("run", ()):
-            tid = task["id"]
-            try:
-                value = call(task)
+    answers = Answers(out)
+    try:
+        while True:
+            line = inp.readline()
+            if not line:
+                return
+            msg = loads(line)
+            if msg.get("stop"):
+                return
+            tasks = msg.get("run", ())
+            last = len(tasks) - 1
+            for i, task in enumerate(tasks):
+                tid = task["id"]
                 try:
-                    answer = dumps({"id": tid, "ok": value})
-                except (TypeError, ValueError) as exc:
+                    value = call(task)
+                    try:
+                        answer = dumps({"id": tid, "ok": value})
+                    except (TypeError, ValueError) as exc:
+                        answer = dumps({"id": tid, "err": {
+                            "type": "TypeError",
+                            "message": f"result is not JSON-serialisable: {exc}",
+                            "traceback": ""}})
+                except SystemExit as exc:
                     answer = dumps({"id": tid, "err": {
-                        "type": "TypeError",
-                        "message": f"result is not JSON-serialisable: {exc}",
-                        "traceback": ""}})
-            except SystemExit as exc:
-                answer = dumps({"id": tid, "err": {
-                    "type": "SystemExit", "message": str(exc.code), "traceback": ""}})
-            except BaseException as exc:  # noqa: BLE001 - every failure is reported
-                answer = dumps({"id": tid, "err": error_of(exc)})
-            out.write(answer.encode() + b"\n")
-            out.flush()
+                        "type": "SystemExit", "message": str(exc.code), "traceback": ""}})
+                except BaseException as exc:  # noqa: BLE001 - every failure is reported
+                    answer = dumps({"id": tid, "err": error_of(exc)})
+                if not answers.add(answer.encode() + b"\n", i == last):
+                    return
+    finally:
+        answers.close()
 
 
 def hello(out, worker):
