@@ -50,7 +50,8 @@ fn halt_now_stops_running_jobs_and_soon_waits_for_them() {
     // Job 1 fails after 0.5 s (job 2 has surely started by then, in
     // GNU parallel too, even on a loaded machine); job 2 would finish after
     // 2 s; job 3 waits.
-    let line = "echo {} >> started; if [ {} = 1 ]; then sleep 0.5; exit 7; fi; sleep 2; echo {} >> done";
+    let line =
+        "echo {} >> started; if [ {} = 1 ]; then sleep 0.5; exit 7; fi; sleep 2; echo {} >> done";
     for (policy, want_done, want_log) in [
         ("now,fail=1", vec![], vec![1u64]),
         ("soon,fail=1", vec!["2".to_string()], vec![1, 2]),

@@ -41,9 +41,10 @@ pub(crate) enum Event {
         pid: u32,
         writer: Box<dyn Write + Send>,
     },
-    FromWorker {
+    /// Answers read in one go.
+    FromWorkerBatch {
         serial: u64,
-        msg: ToParent,
+        msgs: Vec<ToParent>,
     },
     /// The worker's channel closed.
     WorkerEof {
@@ -309,7 +310,11 @@ impl Scheduler {
                     w.ready = true;
                 }
             }
-            Event::FromWorker { serial, msg } => self.on_worker_message(serial, msg),
+            Event::FromWorkerBatch { serial, msgs } => {
+                for msg in msgs {
+                    self.on_worker_message(serial, msg);
+                }
+            }
             Event::WorkerEof { serial } => {
                 if let Some(w) = self.worker_mut(serial) {
                     w.channel_closed = true;
@@ -1731,22 +1736,47 @@ fn spawn_reader(
     });
 }
 
-fn read_answers<R: BufRead>(serial: u64, mut reader: R, events: &Sender<Event>) {
+/// Read a worker's answers until EOF. Every complete line already read in
+/// goes to the scheduler in one event (answers to tiny tasks come in
+/// groups).
+fn read_answers<R: std::io::Read>(serial: u64, mut reader: BufReader<R>, events: &Sender<Event>) {
     let mut line = Vec::new();
     loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let trimmed = line.strip_suffix(b"\n").unwrap_or(&line);
-        match protocol::parse_from_worker(trimmed) {
-            Ok(msg) => {
-                if events.send(Event::FromWorker { serial, msg }).is_err() {
+        let mut batch = Vec::new();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => {
+                    if !batch.is_empty() {
+                        let _ = events.send(Event::FromWorkerBatch {
+                            serial,
+                            msgs: batch,
+                        });
+                    }
                     return;
                 }
+                Ok(_) => {}
             }
-            Err(e) => eprintln!("caiclust: unreadable message from a worker: {e}"),
+            let trimmed = line.strip_suffix(b"\n").unwrap_or(&line);
+            match protocol::parse_from_worker(trimmed) {
+                Ok(msg) => batch.push(msg),
+                Err(e) => eprintln!("caiclust: unreadable message from a worker: {e}"),
+            }
+            // Stop when no complete line is left in the buffer: reading
+            // further would wait.
+            if !reader.buffer().contains(&b'\n') {
+                break;
+            }
+        }
+        if !batch.is_empty()
+            && events
+                .send(Event::FromWorkerBatch {
+                    serial,
+                    msgs: batch,
+                })
+                .is_err()
+        {
+            return;
         }
     }
 }

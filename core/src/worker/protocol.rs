@@ -92,8 +92,35 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
     Value::deserialize(d).map(Some)
 }
 
+fn skip_ws(b: &[u8]) -> &[u8] {
+    let n = b.iter().take_while(|c| c.is_ascii_whitespace()).count();
+    &b[n..]
+}
+
+/// The hot path: `{"id": N, "ok": VALUE}` as both workers write it (with
+/// or without spaces), without the general decoder's field matching.
+fn fast_answer(line: &[u8]) -> Option<ToParent> {
+    let rest = skip_ws(line.strip_prefix(b"{\"id\":")?);
+    let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+    if digits == 0 || digits > 19 {
+        return None;
+    }
+    let id: u64 = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+    let rest = skip_ws(skip_ws(&rest[digits..]).strip_prefix(b",")?);
+    let rest = skip_ws(rest.strip_prefix(b"\"ok\":")?);
+    let end = rest.iter().rposition(|&c| c == b'}')?;
+    if !rest[end + 1..].iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    let ok: Value = serde_json::from_slice(&rest[..end]).ok()?;
+    Some(ToParent::Ok { id, ok })
+}
+
 /// Parse one line from a worker or server.
 pub(crate) fn parse_from_worker(line: &[u8]) -> Result<ToParent, String> {
+    if let Some(msg) = fast_answer(line) {
+        return Ok(msg);
+    }
     let m: AnyMessage = serde_json::from_slice(line).map_err(|e| {
         format!(
             "{e} in {:?}",
@@ -235,6 +262,39 @@ mod tests {
             }
         ));
         assert!(parse_from_worker(b"{\"what\": 1}").is_err());
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_general_decoder() {
+        for line in [
+            r#"{"id":7,"ok":49}"#,
+            r#"{"id": 7, "ok": {"a": [1, "}"]}}"#,
+            r#"{"id": 7, "ok": null}"#,
+            r#"{"id":7,"ok":"x\"}"}  "#,
+        ] {
+            let fast = fast_answer(line.as_bytes()).expect(line);
+            let general: AnyMessage = serde_json::from_slice(line.as_bytes()).unwrap();
+            match fast {
+                ToParent::Ok { id, ok } => {
+                    assert_eq!(Some(id), general.id);
+                    assert_eq!(Some(ok), general.ok, "{line}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Not answers, or not in the usual shape: the general decoder.
+        for line in [
+            r#"{"id": 7, "err": {"type": "E", "message": "m"}}"#,
+            r#"{"id": 7, "ok": 1, "extra": 2}"#,
+            r#"{"id": 7, "ok": }"#,
+            r#"{"id": -1, "ok": 1}"#,
+        ] {
+            assert!(fast_answer(line.as_bytes()).is_none(), "{line}");
+        }
+        assert!(matches!(
+            parse_from_worker(br#"{"id": 7, "ok": 1, "extra": 2}"#),
+            Ok(ToParent::Ok { id: 7, .. })
+        ));
     }
 
     #[test]
