@@ -1697,6 +1697,7 @@ fn send_fork(server: &mut Server, serial: u64) {
 }
 
 /// Read a fork server's reports until EOF.
+#[cfg(unix)]
 fn read_server(kind: PoolKind, out: Box<dyn std::io::Read + Send>, events: &Sender<Event>) {
     let mut reader = BufReader::new(out);
     let mut line = Vec::new();
