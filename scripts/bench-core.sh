@@ -87,19 +87,21 @@ PY
 export PYTHONPATH=$MOD
 seq 10000 > "$OUT/inputs-10k.txt"
 
-h() { # name, then hyperfine arguments
-    local name=$1; shift
-    hyperfine -N --runs "$RUNS" --warmup 1 --export-markdown "$OUT/$name.md" --export-json "$OUT/$name.json" "$@" | tee -a "$OUT/summary.txt"
+h() { # name, runs, then hyperfine arguments
+    local name=$1 runs=$2; shift 2
+    hyperfine -N --runs "$runs" --warmup 1 --export-markdown "$OUT/$name.md" --export-json "$OUT/$name.json" "$@" | tee -a "$OUT/summary.txt"
 }
 
 echo "== 1. 10 000 true commands, 2 workers" | tee -a "$OUT/summary.txt"
-h commands \
+# GNU parallel costs several ms per job: 3 runs of it are enough.
+h commands "$RUNS" \
     -n "caiclust map -j2" "sh -c '$CAICLUST map --no-auto -j2 --no-bar true < $OUT/inputs-10k.txt'" \
-    -n "xargs -P2" "sh -c 'xargs -P2 -n1 true < $OUT/inputs-10k.txt'" \
+    -n "xargs -P2" "sh -c 'xargs -P2 -n1 true < $OUT/inputs-10k.txt'"
+h commands-parallel 3 \
     -n "parallel -j2" "sh -c 'parallel -j2 true < $OUT/inputs-10k.txt'"
 
 echo "== 2. 100 000 tiny Rust tasks vs Python, 2 workers" | tee -a "$OUT/summary.txt"
-h rust-tasks \
+h rust-tasks "$RUNS" \
     -n "caiclust Rust tasks (spawn)" "$THROUGHPUT rust 100000 2 spawn" \
     -n "caiclust Rust tasks (forkserver)" "$THROUGHPUT rust 100000 2 forkserver" \
     -n "Pool.map fork" "$PY_PYPI $MOD/pool_map.py 100000 fork" \
@@ -107,7 +109,7 @@ h rust-tasks \
     -n "loky" "$PY_PYPI $MOD/loky_map.py 100000"
 
 echo "== 3. 10 000 tiny Python-callable tasks, 2 workers" | tee -a "$OUT/summary.txt"
-h python-tasks \
+h python-tasks "$RUNS" \
     -n "caiclust library (spawn)" "$THROUGHPUT python 10000 2 spawn $PY_PYPI" \
     -n "caiclust library (forkserver)" "$THROUGHPUT python 10000 2 forkserver $PY_PYPI" \
     -n "caiclust map -f" "sh -c '$CAICLUST map --no-auto -j2 --no-bar --start-method spawn --python $PY_PYPI -f tiny:f < $OUT/inputs-10k.txt > /dev/null'" \
@@ -116,7 +118,7 @@ h python-tasks \
     -n "loky" "$PY_PYPI $MOD/loky_map.py 10000"
 
 echo "== 4. worker start latency: one trivial task on 2 fresh workers" | tee -a "$OUT/summary.txt"
-h start-latency \
+h start-latency "$RUNS" \
     -n "caiclust spawn" "$THROUGHPUT python 2 2 spawn $PY_PYPI" \
     -n "caiclust forkserver" "$THROUGHPUT python 2 2 forkserver $PY_PYPI" \
     -n "caiclust fork" "$THROUGHPUT python 2 2 fork $PY_PYPI" \
@@ -130,7 +132,7 @@ echo "== 5. oversubscription: 2 workers, 8 numpy matmul tasks (pthreads OpenBLAS
 for mode in auto default; do
     echo "$mode: $($OVERSUB $mode $PY_NUMPY 8)" | tee -a "$OUT/summary.txt"
 done
-h oversubscription --runs 3 \
+h oversubscription 3 \
     -n "Cluster auto (recommended thread limits)" "$OVERSUB auto $PY_NUMPY 8" \
     -n "default environment" "$OVERSUB default $PY_NUMPY 8"
 echo "results in $OUT"
