@@ -214,7 +214,15 @@ fn engines_on_loopback_run_callables_commands_and_the_hazard_workload() {
     // The hazard workload.
     let hazard_first = tasks.len() as u64 + 1;
     tasks.extend((0..6).map(|i| Task::python("hazard:task", json!([i]))));
+    // Rust functions cannot run on engines: a failed result, at once.
+    tasks.push(Task::rust("double", json!(2)));
     let (mut r, _events) = run_all(&b, &tasks, Duration::from_secs(90));
+    assert_eq!(b.outstanding(), 0);
+    assert!(
+        matches!(&r[&(hazard_first + 6)].outcome, Outcome::Failed { failure: Failure::Start { message } } if message.contains("cannot run on ipyparallel engines")),
+        "{:?}",
+        r[&(hazard_first + 6)].outcome
+    );
 
     assert_eq!(value(&r[&1]), &json!(42));
     let env_seen = value(&r[&2]);
@@ -347,6 +355,7 @@ fn tasks_of_a_killed_engine_complete_elsewhere() {
     b.submit(2, &Task::python("ipphelp:slow", json!([3])))
         .unwrap();
     std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(b.outstanding(), 2);
     caiclust_core::tree::signal_tree(victim.pid, caiclust_core::tree::StopSignal::Kill);
     let t0 = Instant::now();
     let (r, events) = collect(&b, 2, Duration::from_secs(40));

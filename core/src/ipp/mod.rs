@@ -489,6 +489,9 @@ struct Shared {
     /// started, as it reported them.
     pids: BTreeSet<u32>,
     engines: BTreeMap<u32, EngineInfo>,
+    /// Submitted, no result from the driver yet.
+    pending: BTreeSet<TaskId>,
+    /// Submitted, result not received by the caller yet.
     outstanding: BTreeSet<TaskId>,
     stopped: Option<Vec<u32>>,
     log: VecDeque<String>,
@@ -756,15 +759,22 @@ impl IppBackend {
                 return Ok(());
             }
         };
-        lock(&self.shared).outstanding.insert(id);
+        {
+            let mut s = lock(&self.shared);
+            s.pending.insert(id);
+            s.outstanding.insert(id);
+        }
         if let Err(e) = self.send(&msg) {
-            lock(&self.shared).outstanding.remove(&id);
+            let mut s = lock(&self.shared);
+            s.pending.remove(&id);
+            s.outstanding.remove(&id);
             return Err(e);
         }
         Ok(())
     }
 
     fn fail_now(&self, id: TaskId, message: String) {
+        lock(&self.shared).outstanding.insert(id);
         let _ = self.events_tx.send(IppEvent::Result(wire::bare_result(
             id,
             Outcome::Failed {
@@ -801,28 +811,38 @@ impl IppBackend {
     /// received.
     pub fn recv(&self) -> Option<IppEvent> {
         if let Some(ev) = self.early_lock().pop_front() {
-            return Some(ev);
+            return Some(self.received(ev));
         }
-        self.events.recv().ok()
+        self.events.recv().ok().map(|ev| self.received(ev))
     }
 
     /// As [`IppBackend::recv`], waiting at most `timeout`.
     pub fn recv_timeout(&self, timeout: Duration) -> Option<IppEvent> {
         if let Some(ev) = self.early_lock().pop_front() {
-            return Some(ev);
+            return Some(self.received(ev));
         }
-        self.events.recv_timeout(timeout).ok()
+        self.events
+            .recv_timeout(timeout)
+            .ok()
+            .map(|ev| self.received(ev))
     }
 
     /// An event if one is waiting.
     pub fn try_recv(&self) -> Option<IppEvent> {
         if let Some(ev) = self.early_lock().pop_front() {
-            return Some(ev);
+            return Some(self.received(ev));
         }
-        self.events.try_recv().ok()
+        self.events.try_recv().ok().map(|ev| self.received(ev))
     }
 
-    /// Tasks submitted whose results the driver has not sent yet.
+    fn received(&self, ev: IppEvent) -> IppEvent {
+        if let IppEvent::Result(r) = &ev {
+            lock(&self.shared).outstanding.remove(&r.id);
+        }
+        ev
+    }
+
+    /// Tasks submitted whose results were not received yet.
     pub fn outstanding(&self) -> usize {
         lock(&self.shared).outstanding.len()
     }
@@ -1031,7 +1051,7 @@ fn read_driver<R: BufRead>(
             let s = &mut *s;
             let ev = wire::apply(&msg, &mut s.pids, &mut s.engines);
             if let Some(IppEvent::Result(r)) = &ev {
-                s.outstanding.remove(&r.id);
+                s.pending.remove(&r.id);
             }
             ev
         };
@@ -1061,7 +1081,7 @@ fn read_driver<R: BufRead>(
     let (outstanding, ready) = {
         let mut s = lock(shared);
         s.eof = true;
-        (std::mem::take(&mut s.outstanding), s.ready.is_some())
+        (std::mem::take(&mut s.pending), s.ready.is_some())
     };
     if ready && !stopped {
         for id in &outstanding {
