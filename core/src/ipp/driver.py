@@ -2,6 +2,10 @@
 #
 #   python -c DRIVER CONFIG_JSON      (or CONFIG_JSON as the first stdin line)
 #
+# (caiclust-core sends this source as the first input line to a one-line
+# `python -c` bootstrap, then CONFIG_JSON: the same thing, shorter than a
+# Windows command line.)
+#
 # It starts an ipyparallel cluster with ipyparallel's own Python API (or
 # attaches to a running one), waits for the engines with a deadline, then
 # serves tasks read as JSON lines on stdin and answers with JSON lines on
@@ -988,7 +992,7 @@ def main():
     sys.dont_write_bytecode = True
     OUT = private_stdout()
     inp = sys.stdin
-    if len(sys.argv) > 1 and sys.argv[1].strip():
+    if len(sys.argv) > 1 and sys.argv[1].strip().startswith("{"):
         cfg_text = sys.argv[1]
     else:
         cfg_text = inp.readline()

@@ -74,8 +74,15 @@ use serde_json::{json, Value};
 use crate::task::{Failure, Outcome, Task, TaskId, TaskKind, TaskResult};
 use crate::tree::{self, StopSignal};
 
-/// The driver program, run with `python -c`.
+/// The driver program.
 pub const DRIVER: &str = include_str!("driver.py");
+
+/// What `python -c` runs: it reads the driver's source (a JSON string) from
+/// the first line of its input and runs it as `__main__`; the driver reads
+/// its configuration from the second. (The driver itself is too long for
+/// a Windows command line.)
+const BOOTSTRAP: &str = "import sys, json; \
+    exec(compile(json.loads(sys.stdin.readline()), 'caiclust-ipp-driver.py', 'exec'))";
 
 /// How long the Rust side waits, past the startup deadline, for the driver
 /// to report (importing ipyparallel, cleaning up after a failure).
@@ -563,8 +570,7 @@ impl IppBackend {
 
         let mut cmd = Command::new(&config.python);
         cmd.arg("-c")
-            .arg(DRIVER)
-            .arg(driver_config.to_string())
+            .arg(BOOTSTRAP)
             .env("IPYTHONDIR", &ipython_dir)
             .envs(config.env.iter())
             .stdin(Stdio::piped())
@@ -603,7 +609,16 @@ impl IppBackend {
                 read_log(BufReader::new(err), &shared)
             }));
         }
-        let stdin = child.stdin.take();
+        let mut stdin = child.stdin.take();
+        if let Some(input) = stdin.as_mut() {
+            // Both lines at once; a driver that died at start shows in the
+            // startup wait (its log says why).
+            let mut head = serde_json::to_string(DRIVER).unwrap_or_default();
+            head.push('\n');
+            head.push_str(&driver_config.to_string());
+            head.push('\n');
+            let _ = input.write_all(head.as_bytes()).and_then(|_| input.flush());
+        }
         let mut backend = IppBackend {
             config,
             child: Some(child),
