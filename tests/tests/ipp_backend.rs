@@ -676,3 +676,57 @@ fn bad_configuration_is_named() {
     let left = orphans_after(&s.tag, Duration::from_secs(5));
     assert!(left.is_empty(), "{left:#?}");
 }
+
+/// The driver itself dies (SIGKILL): its tasks get a result naming it, and
+/// the backend still stops the engines and controller it reported.
+#[test]
+fn a_killed_driver_is_reported_and_cleaned_up_after() {
+    let s = setup("ipp-driver");
+    let b = IppBackend::start(s.config(1)).unwrap();
+    let run_dir = b.run_dir().unwrap().to_path_buf();
+    let cluster = b.cluster_pids();
+    let engine = b.engines()[0].pid;
+    assert!(cluster.contains(&engine), "{cluster:?} has engine {engine}");
+    b.submit(1, &Task::python("ipphelp:slow", json!([60])))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    // SAFETY: kill takes plain integers; the driver is our child.
+    unsafe {
+        libc::kill(b.driver_pid() as libc::pid_t, libc::SIGKILL);
+    }
+    let (r, events) = collect(&b, 1, Duration::from_secs(20));
+    assert_eq!(
+        r[&1].outcome,
+        Outcome::Failed {
+            failure: Failure::WorkerDied {
+                exit: None,
+                pid: b.driver_pid()
+            }
+        }
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut exited = events
+        .iter()
+        .any(|e| matches!(e, IppEvent::DriverExited { .. }));
+    while !exited && Instant::now() < deadline {
+        exited = matches!(
+            b.recv_timeout(Duration::from_millis(200)),
+            Some(IppEvent::DriverExited { .. })
+        );
+    }
+    assert!(exited);
+    assert!(
+        caiclust_core::tree::alive(engine),
+        "the engine outlives its driver"
+    );
+    let err = b
+        .submit(2, &Task::python("operator:neg", json!([1])))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("driver"), "{err}");
+    assert_eq!(b.outstanding(), 0);
+    let report = b.shutdown();
+    assert!(!report.clean);
+    assert!(report.killed.contains(&engine), "{report:?}");
+    s.assert_clean(&run_dir);
+}
