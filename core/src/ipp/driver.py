@@ -41,6 +41,7 @@
 # ipyparallel or a library prints goes to stderr and cannot corrupt it.
 
 import base64
+import itertools
 import json
 import os
 import queue
@@ -339,7 +340,13 @@ class Driver:
         self.known_ids = set()
         self.whoami = {}  # engine id -> AsyncResult
         self.tasks = {}  # id -> Task
-        self.by_msg = {}  # msg_id -> Task (current attempt only)
+        # Current attempts by msg_id: all, those not seen starting yet (in
+        # submission order), those running, those whose result came.
+        self.by_msg = {}
+        self.waiting = {}
+        self.running = {}
+        self.finishing = {}
+        self.done_q = queue.Queue()  # msg_ids, from the AsyncResults' callbacks
         self.ops = queue.Queue()
         self.parent_gone = threading.Event()
         self.pids = set()  # every process of the cluster this driver started
@@ -601,15 +608,26 @@ class Driver:
             self.finish(t, err={"kind": "start", "message": f"submission failed: {exc}"})
             return
         t.ar = ar
-        t.msg_id = ar.msg_ids[0]
-        self.by_msg[t.msg_id] = t
+        t.msg_id = msg_id = ar.msg_ids[0]
+        self.by_msg[msg_id] = t
+        self.waiting[msg_id] = t
+        ar.add_done_callback(lambda _f: self.done_q.put(msg_id))
+
+    def forget_attempt(self, t):
+        for d in (self.by_msg, self.waiting, self.running, self.finishing):
+            d.pop(t.msg_id, None)
 
     def finish(self, t, ok=None, err=None, res=None, **extra):
         if t.done:
             return
         t.done = True
         if t.msg_id:
-            self.by_msg.pop(t.msg_id, None)
+            self.forget_attempt(t)
+            # The client keeps every result; this one is delivered.
+            try:
+                self.client.results.pop(t.msg_id, None)
+            except Exception:  # noqa: BLE001
+                pass
         self.tasks.pop(t.id, None)
         msg = {"id": t.id, "attempts": t.attempts, "history": t.history,
                "engine": t.engine, "pid": t.pid, "host": t.host}
@@ -699,7 +717,7 @@ class Driver:
             return
         t.history.append({"kind": "worker_died", "exit": None, "pid": t.pid or 0,
                           "reason": reason})
-        self.by_msg.pop(t.msg_id, None)
+        self.forget_attempt(t)
         if t.attempts <= self.retries:
             send({"event": "notice", "task": t.id,
                   "message": f"task {t.id}: {reason}; retrying on another engine "
@@ -711,38 +729,52 @@ class Driver:
 
     def watch_tasks(self):
         now = time.monotonic()
-        for t in list(self.by_msg.values()):
-            if t.done:
-                continue
-            if t.ar.ready():
-                # The output (iopub) may come just after the result.
-                if t.result_seen is None:
-                    t.result_seen = now
-                if t.ar.wait_for_output(0) or now - t.result_seen > 1.0:
-                    self.on_result(t)
-                continue
+        # Results, as the AsyncResults' callbacks announced them.
+        while True:
+            try:
+                msg_id = self.done_q.get_nowait()
+            except queue.Empty:
+                break
+            t = self.by_msg.get(msg_id)
+            if t is not None and not t.done and t.result_seen is None:
+                t.result_seen = now
+                self.waiting.pop(msg_id, None)
+                self.running.pop(msg_id, None)
+                self.finishing[msg_id] = t
+        for t in list(self.finishing.values()):
+            # The output (iopub) may come just after the result.
+            if t.ar.wait_for_output(0) or now - t.result_seen > 1.0:
+                self.finishing.pop(t.msg_id, None)
+                self.on_result(t)
+        # Starts: the scheduler hands tasks out in order, one per engine, so
+        # only the oldest waiting ones can have started.
+        window = 4 * max(1, len(self.engines)) + 8
+        for t in list(itertools.islice(self.waiting.values(), window)):
             md = task_metadata(t)
             if md is None:
                 continue
-            if t.started is None:
-                data = (md.get("data") or {}).get("caiclust")
-                if data or md.get("engine_id") is not None:
-                    t.started = now
-                    t.started_wall = (data or {}).get("started") or time.time()
-                    t.engine = md.get("engine_id")
-                    if data:
-                        t.pid, t.host = data.get("pid"), data.get("host")
-                    else:
-                        info = self.engines.get(t.engine) or {}
-                        t.pid, t.host = info.get("pid"), info.get("host")
-            elif t.pid is None:
-                data = (md.get("data") or {}).get("caiclust")
+            data = (md.get("data") or {}).get("caiclust")
+            if data or md.get("engine_id") is not None:
+                t.started = now
+                t.started_wall = (data or {}).get("started") or time.time()
+                t.engine = md.get("engine_id")
                 if data:
                     t.pid, t.host = data.get("pid"), data.get("host")
-            if t.started is None:
+                else:
+                    info = self.engines.get(t.engine) or {}
+                    t.pid, t.host = info.get("pid"), info.get("host")
+                self.waiting.pop(t.msg_id, None)
+                self.running[t.msg_id] = t
+        for t in list(self.running.values()):
+            if t.done:
                 continue
-            if t.engine is None and md.get("engine_id") is not None:
-                t.engine = md.get("engine_id")
+            if t.pid is None or t.engine is None:
+                md = task_metadata(t) or {}
+                data = (md.get("data") or {}).get("caiclust")
+                if data and t.pid is None:
+                    t.pid, t.host = data.get("pid"), data.get("host")
+                if t.engine is None and md.get("engine_id") is not None:
+                    t.engine = md.get("engine_id")
             if t.stopping is None and t.timeout and now - t.started > t.timeout:
                 if t.msg.get("kind") == "command":
                     # The engine stops its own command at the timeout; the
@@ -807,11 +839,14 @@ class Driver:
         if eid not in self.engines:
             return
         del self.engines[eid]
-        tasks = [t.id for t in self.by_msg.values() if t.engine == eid and not t.done]
+        # Tasks whose result already came are not lost.
+        lost = [t for t in self.by_msg.values()
+                if t.engine == eid and not t.done and t.result_seen is None]
+        tasks = [t.id for t in lost]
         send({"event": "engine_died", "engine": eid, "pid": pid, "host": host,
               "tasks": tasks, "reason": reason, "expected": expected})
-        for t in list(self.by_msg.values()):
-            if t.engine == eid and not t.done:
+        for t in lost:
+            if not t.done:
                 self.lost(t, f"engine {eid} (pid {pid} on {host}) {reason}")
 
     def watch_engines(self):
