@@ -348,13 +348,27 @@ fn tasks_of_a_killed_engine_complete_elsewhere() {
     let b = IppBackend::start(config).unwrap();
     let run_dir = b.run_dir().unwrap().to_path_buf();
     let engines = b.engines();
-    let victim = engines[0].clone();
     // One long task per engine (the scheduler gives each engine one).
     b.submit(1, &Task::python("ipphelp:slow", json!([3])))
         .unwrap();
     b.submit(2, &Task::python("ipphelp:slow", json!([3])))
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1200));
+    let mut running = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while running.len() < 2 && Instant::now() < deadline {
+        if let Some(IppEvent::Started { id, engine, .. }) =
+            b.recv_timeout(Duration::from_millis(100))
+        {
+            running.insert(id, engine.unwrap());
+        }
+    }
+    assert_eq!(running.len(), 2, "both tasks started: {running:?}");
+    let victim = engines
+        .iter()
+        .find(|e| e.id == running[&1])
+        .unwrap()
+        .clone();
+    std::thread::sleep(Duration::from_millis(300));
     assert_eq!(b.outstanding(), 2);
     caiclust_core::tree::signal_tree(victim.pid, caiclust_core::tree::StopSignal::Kill);
     let t0 = Instant::now();
@@ -373,9 +387,9 @@ fn tasks_of_a_killed_engine_complete_elsewhere() {
         unreachable!()
     };
     assert!(!expected);
-    assert_eq!(tasks.len(), 1, "{events:#?}");
-    let moved = &r[&tasks[0]];
-    let other = &r[&(3 - tasks[0])];
+    assert_eq!(tasks, &[1], "{events:#?}");
+    let moved = &r[&1];
+    let other = &r[&2];
     assert_eq!(moved.attempts, 2, "{moved:?}");
     assert!(
         matches!(moved.history.as_slice(), [Failure::WorkerDied { pid, .. }] if *pid == victim.pid),
@@ -393,6 +407,12 @@ fn tasks_of_a_killed_engine_complete_elsewhere() {
         "{events:#?}"
     );
     assert_eq!(b.engines().len(), 1);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, IppEvent::Started { id: 1, attempt: 2, engine, .. } if *engine != Some(victim.id))),
+        "{events:#?}"
+    );
 
     drop(b);
     s.assert_clean(&run_dir);

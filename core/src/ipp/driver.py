@@ -29,6 +29,8 @@
 #   {"event": "failed", "message": ..., "engines": [{...}]}      (startup)
 #   {"event": "engine_died", "engine": K, "pid": P, "host": H,
 #    "tasks": [N, ...], "reason": ...}
+#   {"event": "started", "id": N, "engine": K, "pid": P, "host": H,
+#    "attempt": A}                       (when seen; quick tasks may not be)
 #   {"event": "notice", "message": ...}
 #   {"id": N, "ok": VALUE, ...details}
 #   {"id": N, "err": {"kind": ..., ...}, ...details}
@@ -765,6 +767,8 @@ class Driver:
                     t.pid, t.host = info.get("pid"), info.get("host")
                 self.waiting.pop(t.msg_id, None)
                 self.running[t.msg_id] = t
+                send({"event": "started", "id": t.id, "engine": t.engine, "pid": t.pid,
+                      "host": t.host, "attempt": t.attempts})
         for t in list(self.running.values()):
             if t.done:
                 continue

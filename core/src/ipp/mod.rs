@@ -460,6 +460,15 @@ pub enum IppEvent {
     Result(TaskResult),
     /// An engine registered (at startup, or a replacement).
     EngineStarted(EngineInfo),
+    /// A task began running on an engine (as soon as the driver saw it;
+    /// a task that ends quickly may have no such event).
+    Started {
+        id: TaskId,
+        engine: Option<u32>,
+        pid: Option<u32>,
+        /// 1 for the first attempt.
+        attempt: u32,
+    },
     /// An engine went away; `tasks` were running on it (they are retried
     /// or reported). `expected`: caiclust stopped it (timeout, cancel).
     EngineDied {

@@ -55,6 +55,12 @@ pub(super) fn apply(
                 expected: msg["expected"].as_bool().unwrap_or(false),
             })
         }
+        "started" => Some(IppEvent::Started {
+            id: msg["id"].as_u64()?,
+            engine: as_u32(&msg["engine"]),
+            pid: as_u32(&msg["pid"]),
+            attempt: as_u32(&msg["attempt"]).unwrap_or(1),
+        }),
         "notice" => Some(IppEvent::Notice {
             task: msg["task"].as_u64(),
             message: msg["message"].as_str().unwrap_or_default().to_string(),
@@ -354,6 +360,20 @@ mod tests {
         );
         assert_eq!(pids.iter().copied().collect::<Vec<_>>(), vec![10, 11, 12]);
         assert!(engines.is_empty());
+        let ev = apply(
+            &json!({"event": "started", "id": 9, "engine": 1, "pid": 33, "attempt": 2}),
+            &mut pids,
+            &mut engines,
+        );
+        assert!(matches!(
+            ev,
+            Some(IppEvent::Started {
+                id: 9,
+                engine: Some(1),
+                pid: Some(33),
+                attempt: 2
+            })
+        ));
         // Garbage is ignored, never a panic.
         for junk in [
             json!(null),
