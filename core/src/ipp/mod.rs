@@ -1155,3 +1155,106 @@ fn read_log<R: BufRead>(reader: R, shared: &Mutex<Shared>) {
         s.log.push_back(line);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backend_can_move_to_another_thread() {
+        fn is_send<T: Send>() {}
+        is_send::<IppBackend>();
+        is_send::<IppEvent>();
+    }
+
+    #[test]
+    fn launchers_parse_by_ipyparallel_name_or_class() {
+        for l in [
+            Launcher::Local,
+            Launcher::Mpi,
+            Launcher::Ssh,
+            Launcher::Slurm,
+            Launcher::Pbs,
+            Launcher::Sge,
+            Launcher::Lsf,
+            Launcher::Class("my_pkg.launch.Engines".into()),
+        ] {
+            assert_eq!(l.as_str().parse::<Launcher>().unwrap(), l);
+        }
+        assert_eq!("MPIEXEC".parse::<Launcher>().unwrap(), Launcher::Mpi);
+        for bad in ["", "torque", "a..b", "1pkg.X", "pkg.", "has space.X"] {
+            let e = bad.parse::<Launcher>().unwrap_err().to_string();
+            assert!(e.contains(&format!("'{bad}'")), "{e}");
+        }
+    }
+
+    #[test]
+    fn bad_configurations_are_refused_with_their_reason() {
+        let ok = IppConfig::new("python3", 2);
+        assert!(ok.validate().is_ok());
+        let mut cases: Vec<(IppConfig, &str)> = Vec::new();
+        let mut c = ok.clone();
+        c.engines = 0;
+        cases.push((c, "at least one engine"));
+        let mut c = ok.clone();
+        c.startup_timeout = Duration::ZERO;
+        cases.push((c, "startup deadline"));
+        let mut c = ok.clone();
+        c.timeout = Some(Duration::ZERO);
+        cases.push((c, "task timeout"));
+        let mut c = ok.clone();
+        c.heartbeat = Duration::from_millis(10);
+        cases.push((c, "heartbeat"));
+        let mut c = ok.clone();
+        c.env.insert("A=B".into(), "x".into());
+        cases.push((c, "\"A=B\""));
+        let mut c = ok.clone();
+        c.launcher_config
+            .insert("Slurm Engines".into(), BTreeMap::new());
+        cases.push((c, "'Slurm Engines'"));
+        let mut c = ok.clone();
+        c.work_dir = Some(PathBuf::from("/no/such/work/dir"));
+        cases.push((c, "/no/such/work/dir"));
+        for (c, want) in cases {
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(want), "{e} should mention {want}");
+        }
+        // Attaching needs no engine count.
+        let mut c = ok.clone();
+        c.engines = 0;
+        c.attach = Some(Attach::Profile {
+            profile: "default".into(),
+            cluster_id: None,
+        });
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn the_driver_configuration_carries_every_choice() {
+        let mut c = IppConfig::new("python3", 3);
+        c.engine_launcher = Launcher::Slurm;
+        c.env.insert("OMP_NUM_THREADS".into(), "1".into());
+        c.timeout = Some(Duration::from_secs(5));
+        c.launcher_config.insert(
+            "SlurmEngineSetLauncher".into(),
+            BTreeMap::from([("account".to_string(), json!("lab"))]),
+        );
+        let v = driver_config(&c, Path::new("/tmp/p"), "cid");
+        assert_eq!(v["mode"], "start");
+        assert_eq!(v["engines"], 3);
+        assert_eq!(v["engine_launcher"], "slurm");
+        assert_eq!(v["controller_ip"], "127.0.0.1", "loopback by default");
+        assert_eq!(v["engine_env"]["OMP_NUM_THREADS"], "1");
+        assert_eq!(
+            v["launcher_config"]["SlurmEngineSetLauncher"]["account"],
+            "lab"
+        );
+        assert_eq!(v["cluster_id"], "cid");
+        assert_eq!(v["heartbeat_ms"], 1000);
+        c.attach = Some(Attach::ConnectionFile("/x/client.json".into()));
+        let v = driver_config(&c, Path::new("/tmp/p"), "cid");
+        assert_eq!(v["mode"], "attach");
+        assert_eq!(v["attach"]["url_file"], "/x/client.json");
+        assert_ne!(fresh_cluster_id(), fresh_cluster_id());
+    }
+}
