@@ -168,6 +168,12 @@ fn engines_on_loopback_run_callables_commands_and_the_hazard_workload() {
         .env
         .insert("CAICLUST_IPP_ONLY".into(), "engines".into());
     config.work_dir = Some(work.path().to_path_buf());
+    // Nothing lands in the home folder (no ~/.ipython profile, no pid or
+    // connection files): everything stays in the run folder.
+    let home = tempfile::tempdir().unwrap();
+    config
+        .env
+        .insert("HOME".into(), home.path().to_string_lossy().into_owned());
 
     let t0 = Instant::now();
     let b = IppBackend::start(config).unwrap();
@@ -319,6 +325,8 @@ fn engines_on_loopback_run_callables_commands_and_the_hazard_workload() {
     let report = b.shutdown();
     assert!(report.clean, "{report:?}");
     s.assert_clean(&run_dir);
+    let in_home: Vec<_> = std::fs::read_dir(home.path()).unwrap().collect();
+    assert!(in_home.is_empty(), "written to HOME: {in_home:?}");
     eprintln!("started in {started_in:?}, whole test {:?}", t0.elapsed());
 }
 
