@@ -816,6 +816,12 @@ impl IppBackend {
     }
 
     fn send(&self, msg: &Value) -> Result<(), IppError> {
+        if lock(&self.shared).eof {
+            return Err(IppError::Driver(format!(
+                "the ipyparallel driver (pid {}) has exited",
+                self.driver_pid
+            )));
+        }
         let mut guard = self
             .stdin
             .lock()
