@@ -340,7 +340,7 @@ class Driver:
         self.retries = int(cfg.get("retries") or 0)
         self.engines = {}  # id -> {"pid", "host", "pids"}
         self.known_ids = set()
-        self.whoami = {}  # engine id -> AsyncResult
+        self.whoami = {}  # engine id -> {"ars": [AsyncResult], "last": when sent}
         self.tasks = {}  # id -> Task
         # Current attempts by msg_id: all, those not seen starting yet (in
         # submission order), those running, those whose result came.
@@ -524,14 +524,25 @@ class Driver:
         want = int(self.cfg.get("engines") or 0)
         if not self.owned:
             want = int(self.cfg.get("min_engines") or 1)
+        all_registered = None
         while True:
             if self.parent_gone.is_set():
                 orphaned()
                 return ("the caller went away during startup", [])
             ids = set(self.client.ids)
             self.identify(ids)
-            if len(ids) >= want and all(i in self.engines for i in ids):
-                return None
+            if len(ids) >= want:
+                if all(i in self.engines for i in ids):
+                    return None
+                # An engine that registered but does not say which process
+                # it is still takes tasks (they report their process).
+                all_registered = all_registered or time.monotonic()
+                if time.monotonic() - all_registered > 10.0:
+                    silent = sorted(i for i in ids if i not in self.engines)
+                    send({"event": "notice",
+                          "message": f"engines {silent} registered but did not say which "
+                                     f"process they are"})
+                    return None
             if self.owned:
                 self.report_launcher_pids()
                 if self.controller_gone():
@@ -553,25 +564,31 @@ class Driver:
             time.sleep(0.05)
 
     def identify(self, ids):
-        """Ask each new engine which process it is (while it is idle)."""
+        """Ask each new engine which process it is (while it is idle). A
+        request sent just as an engine registers can be lost (its sockets
+        may not be connected yet): unanswered ones are sent again, up to
+        three times (a busy engine answers after its task)."""
+        now = time.monotonic()
         for eid in ids:
             if eid in self.engines:
                 continue
-            ar = self.whoami.get(eid)
-            if ar is None:
-                try:
-                    self.whoami[eid] = self.client[eid].apply_async(_caiclust_whoami)
-                except Exception as exc:  # noqa: BLE001
-                    log(f"cannot ask engine {eid} who it is: {exc}")
-                continue
-            if ar.ready():
+            asked = self.whoami.setdefault(eid, {"ars": [], "last": None})
+            answered = next((ar for ar in asked["ars"] if ar.ready()), None)
+            if answered is not None:
                 del self.whoami[eid]
                 try:
-                    info = ar.get(0)
+                    info = answered.get(0)
                 except Exception as exc:  # noqa: BLE001
                     log(f"engine {eid} did not say who it is: {exc}")
                     continue
                 self.add_engine(eid, info["pid"], info["host"])
+                continue
+            if len(asked["ars"]) < 3 and (asked["last"] is None or now - asked["last"] > 3.0):
+                try:
+                    asked["ars"].append(self.client[eid].apply_async(_caiclust_whoami))
+                    asked["last"] = now
+                except Exception as exc:  # noqa: BLE001
+                    log(f"cannot ask engine {eid} who it is: {exc}")
 
     def add_engine(self, eid, pid, host):
         pids = [pid]
