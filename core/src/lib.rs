@@ -28,6 +28,7 @@ pub use caiclust_rules as rules;
 
 mod cluster;
 mod command;
+pub mod ipp;
 mod ledger;
 pub mod plan;
 mod scheduler;

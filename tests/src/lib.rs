@@ -12,6 +12,8 @@
 //!   `libblas.so.3` alternative points at the OpenMP build of OpenBLAS (the
 //!   pthreads build is in [`Fixtures::openblas_pthread_dir`], reachable with
 //!   `LD_LIBRARY_PATH`);
+//! * `venv-ipp/`: a CPython venv with PyPI ipyparallel, numpy and
+//!   scikit-learn, for the ipyparallel backend;
 //! * `wheels/<name>/`: unpacked foreign wheels (macOS, Windows), one per
 //!   folder; the names are in [`wheel`].
 //!
@@ -105,6 +107,9 @@ pub struct Fixtures {
     /// The interpreter of a venv with PyPI numpy alone
     /// (`<root>/venv-numpy/bin/python`): pthreads OpenBLAS, no OpenMP.
     pub venv_numpy: PathBuf,
+    /// The interpreter of a venv with PyPI ipyparallel, numpy and
+    /// scikit-learn (`<root>/venv-ipp/bin/python`).
+    pub venv_ipp: PathBuf,
     /// Debian's interpreter with `python3-numpy` (`/usr/bin/python3`).
     pub debian_python: PathBuf,
     /// The machine's multiarch triplet, e.g. `x86_64-linux-gnu`.
@@ -147,6 +152,10 @@ struct Manifest {
     venv_numba: PathBuf,
     venv_mkl: PathBuf,
     venv_numpy: PathBuf,
+    /// Older manifests lack it: then `<root>/venv-ipp/bin/python`, checked
+    /// like the others.
+    #[serde(default)]
+    venv_ipp: Option<PathBuf>,
     debian_python: PathBuf,
     multiarch: String,
     openblas_pthread_dir: PathBuf,
@@ -286,6 +295,9 @@ fn load_fixtures(root: &Path) -> Result<Fixtures, String> {
         venv_numba: m.venv_numba,
         venv_mkl: m.venv_mkl,
         venv_numpy: m.venv_numpy,
+        venv_ipp: m
+            .venv_ipp
+            .unwrap_or_else(|| root.join("venv-ipp").join("bin").join("python")),
         debian_python: m.debian_python,
         multiarch: m.multiarch,
         openblas_pthread_dir: m.openblas_pthread_dir,
@@ -300,6 +312,7 @@ fn load_fixtures(root: &Path) -> Result<Fixtures, String> {
         ("numba venv interpreter", &fx.venv_numba, false),
         ("MKL venv interpreter", &fx.venv_mkl, false),
         ("numpy venv interpreter", &fx.venv_numpy, false),
+        ("ipyparallel venv interpreter", &fx.venv_ipp, false),
         ("Debian interpreter", &fx.debian_python, false),
         ("pthreads OpenBLAS folder", &fx.openblas_pthread_dir, true),
         ("OpenMP OpenBLAS folder", &fx.openblas_openmp_dir, true),
@@ -551,6 +564,7 @@ mod tests {
             "venv_numba": dir.path().join("venv-numba/bin/python"),
             "venv_mkl": dir.path().join("venv-mkl/bin/python"),
             "venv_numpy": dir.path().join("venv-numpy/bin/python"),
+            "venv_ipp": dir.path().join("venv-ipp/bin/python"),
             "debian_python": dir.path().join("nope/python3"),
             "multiarch": "x86_64-linux-gnu",
             "openblas_pthread_dir": dir.path(),
@@ -567,6 +581,7 @@ mod tests {
         assert!(err.contains("PyPI venv interpreter"), "{err}");
         assert!(err.contains("Debian interpreter"), "{err}");
         assert!(err.contains("numba venv interpreter"), "{err}");
+        assert!(err.contains("ipyparallel venv interpreter"), "{err}");
         assert!(err.contains("wheel numpy-win-amd64"), "{err}");
         assert!(
             err.contains("run scripts/setup-test-envs.sh first"),

@@ -1,0 +1,1114 @@
+# caiclust's ipyparallel driver. Started by caiclust-core as
+#
+#   python -c DRIVER CONFIG_JSON      (or CONFIG_JSON as the first stdin line)
+#
+# (caiclust-core sends this source as the first input line to a one-line
+# `python -c` bootstrap, then CONFIG_JSON: the same thing, shorter than a
+# Windows command line.)
+#
+# It starts an ipyparallel cluster with ipyparallel's own Python API (or
+# attaches to a running one), waits for the engines with a deadline, then
+# serves tasks read as JSON lines on stdin and answers with JSON lines on
+# stdout. Nothing here reimplements ipyparallel's protocols: engines,
+# controller, launchers, heartbeats and the load-balancing scheduler are
+# ipyparallel's.
+#
+# To the driver (one JSON object a line):
+#   {"op": "run", "id": N, "kind": "python", "f": "pkg.mod:func", "a": ARGS,
+#    "timeout": S | null}
+#   {"op": "run", "id": N, "kind": "command", "argv": [...], "env": {...},
+#    "cwd": DIR | null, "stdin": BASE64 | null, "timeout": S | null}
+#   {"op": "cancel", "id": N}
+#   {"op": "shutdown"}
+# End of input means shutdown too: the driver never outlives its parent.
+#
+# From the driver:
+#   {"event": "controller", "pid": P, "host": H}
+#   {"event": "engine", "engine": K, "pid": P, "host": H, "pids": [...]}
+#   {"event": "ready", "engines": [K, ...], "cluster_id": ..., ...}
+#   {"event": "failed", "message": ..., "engines": [{...}]}      (startup)
+#   {"event": "engine_died", "engine": K, "pid": P, "host": H,
+#    "tasks": [N, ...], "reason": ...}
+#   {"event": "started", "id": N, "engine": K, "pid": P, "host": H,
+#    "attempt": A}                       (when seen; quick tasks may not be)
+#   {"event": "notice", "message": ...}
+#   {"id": N, "ok": VALUE, ...details}
+#   {"id": N, "err": {"kind": ..., ...}, ...details}
+#   {"event": "stopped", "left": [pids still alive]}
+# Details: "attempts", "history" (failures of earlier attempts), "engine",
+# "pid", "host", "started" (unix seconds), "runtime" (seconds), "stdout",
+# "stderr" (base64), "exit" ({"code": C} or {"signal": S}, commands).
+#
+# The protocol has a private copy of the standard output: whatever
+# ipyparallel or a library prints goes to stderr and cannot corrupt it.
+
+import base64
+import itertools
+import json
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+
+HOST = socket.gethostname()
+
+
+def private_stdout():
+    wfd = os.dup(1)
+    os.dup2(2, 1)
+    return os.fdopen(wfd, "w", buffering=1)
+
+
+OUT = None
+OUT_LOCK = threading.Lock()
+
+
+def send(msg):
+    # Never raises: when the parent is gone, the cluster must still be
+    # stopped.
+    global OUT
+    line = json.dumps(msg)
+    with OUT_LOCK:
+        if OUT is None:
+            return
+        try:
+            OUT.write(line + "\n")
+            OUT.flush()
+        except (OSError, ValueError):
+            OUT = None
+
+
+def log(text):
+    try:
+        sys.stderr.write(f"[caiclust-ipp] {text}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def orphaned():
+    # The parent is gone: nobody reads our standard error any more, and a
+    # write to it must not fail the cleanup.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    except OSError:
+        pass
+
+
+def b64(data):
+    if not data:
+        return None
+    if isinstance(data, str):
+        data = data.encode("utf-8", "replace")
+    return base64.b64encode(data).decode("ascii")
+
+
+# ---------------------------------------------------------------------------
+# What runs on the engines. These functions are defined in __main__, so
+# ipyparallel sends them by value (their code), and they import what they
+# need themselves: the engine has nothing of this program.
+# ---------------------------------------------------------------------------
+
+
+def _caiclust_whoami():
+    import os
+    import socket
+
+    return {"pid": os.getpid(), "host": socket.gethostname(), "cwd": os.getcwd()}
+
+
+# Each engine function is sent alone: it cannot call another function of
+# this program, so the shared steps are repeated in each.
+#
+# First, each tells the driver which process runs the task, as soon as it
+# starts (ipyparallel's data publication).
+#
+# Python tasks get a last resort for a task past its timeout on an engine
+# the driver cannot reach (another host): faulthandler's watchdog is a C
+# thread, it fires even while the task holds the GIL, dumps the stacks to
+# the engine's log and exits the engine.
+
+
+def _caiclust_call(name, args, timeout, backstop):
+    import faulthandler
+    import importlib
+    import json
+    import os
+    import socket
+    import sys
+    import time
+    import traceback
+
+    started = time.time()
+    try:
+        from ipyparallel.datapub import publish_data
+
+        publish_data({"caiclust": {"pid": os.getpid(), "host": socket.gethostname(),
+                                   "started": started}})
+    except Exception:  # noqa: BLE001 - only an optimisation
+        pass
+    if backstop:
+        try:
+            faulthandler.dump_traceback_later(backstop, exit=True, file=sys.__stderr__)
+        except Exception:  # noqa: BLE001
+            pass
+    try:
+        module, sep, attr = name.partition(":")
+        if not sep or not module or not attr:
+            raise ValueError(f"expected package.module:function, got {name!r}")
+        obj = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        if not callable(obj):
+            raise TypeError(f"{name} is not callable")
+        if isinstance(args, list):
+            value = obj(*args)
+        elif isinstance(args, dict):
+            value = obj(**args)
+        elif args is None:
+            value = obj()
+        else:
+            value = obj(args)
+        try:
+            text = json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            return {"err": {"kind": "exception", "type_name": "TypeError",
+                            "message": f"result is not JSON-serialisable: {exc}",
+                            "traceback": ""},
+                    "pid": os.getpid(), "started": started, "ended": time.time()}
+        return {"ok": text, "pid": os.getpid(), "started": started, "ended": time.time()}
+    except KeyboardInterrupt:
+        return {"err": {"kind": "interrupted"}, "pid": os.getpid(), "started": started,
+                "ended": time.time()}
+    except SystemExit as exc:
+        return {"err": {"kind": "exception", "type_name": "SystemExit",
+                        "message": str(exc.code), "traceback": ""},
+                "pid": os.getpid(), "started": started, "ended": time.time()}
+    except BaseException as exc:  # noqa: BLE001 - every failure is reported
+        return {"err": {"kind": "exception", "type_name": type(exc).__name__,
+                        "message": str(exc),
+                        "traceback": "".join(traceback.format_exception(
+                            type(exc), exc, exc.__traceback__))},
+                "pid": os.getpid(), "started": started, "ended": time.time()}
+    finally:
+        if backstop:
+            try:
+                faulthandler.cancel_dump_traceback_later()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def _caiclust_command(argv, env, cwd, stdin_b64, timeout, grace):
+    # One external command, in a session of its own, its output captured;
+    # past its timeout the whole group gets TERM, then KILL after the grace.
+    import base64
+    import os
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    started = time.time()
+    try:
+        from ipyparallel.datapub import publish_data
+
+        publish_data({"caiclust": {"pid": os.getpid(), "host": socket.gethostname(),
+                                   "started": started}})
+    except Exception:  # noqa: BLE001 - only an optimisation
+        pass
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    data = base64.b64decode(stdin_b64) if stdin_b64 else b""
+
+    def enc(b):
+        return base64.b64encode(b).decode("ascii") if b else None
+
+    def stop_group(proc, sig):
+        try:
+            if hasattr(os, "killpg"):
+                os.killpg(proc.pid, sig)
+            else:
+                proc.kill()
+        except OSError:
+            pass
+
+    try:
+        proc = subprocess.Popen(argv, env=full_env, cwd=cwd or None, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
+    except Exception as exc:  # noqa: BLE001 - not found, bad cwd, ...
+        return {"err": {"kind": "start", "message": f"{argv[0] if argv else ''}: {exc}"},
+                "pid": os.getpid(), "started": started, "ended": time.time()}
+    timed_out = False
+    interrupted = False
+    try:
+        out, err = proc.communicate(data, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+    except KeyboardInterrupt:
+        interrupted = True
+    if timed_out or interrupted:
+        stop_group(proc, signal.SIGTERM)
+        try:
+            out, err = proc.communicate(timeout=grace)
+        except subprocess.TimeoutExpired:
+            stop_group(proc, getattr(signal, "SIGKILL", signal.SIGTERM))
+            out, err = proc.communicate()
+    # Whatever the command left in its group goes too.
+    stop_group(proc, getattr(signal, "SIGKILL", signal.SIGTERM))
+    code = proc.returncode
+    exit_info = {"signal": -code} if code < 0 else {"code": code}
+    result = {"exit": exit_info, "stdout": enc(out), "stderr": enc(err), "cmd_pid": proc.pid,
+              "pid": os.getpid(), "started": started, "ended": time.time()}
+    if timed_out:
+        result["err"] = {"kind": "timed_out", "after_ms": int(timeout * 1000)}
+    elif interrupted:
+        result["err"] = {"kind": "interrupted"}
+    elif code == 0:
+        result["ok"] = "null"
+    else:
+        result["err"] = {"kind": "exit", "exit": exit_info}
+    return result
+
+
+# ---------------------------------------------------------------------------
+# The driver
+# ---------------------------------------------------------------------------
+
+
+def tail(text, lines=30):
+    return "".join((text or "").splitlines(True)[-lines:])
+
+
+def proc_tree(pid):
+    """pid and its descendants (psutil ships with ipyparallel)."""
+    import psutil
+
+    try:
+        p = psutil.Process(pid)
+        return [p] + p.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def kill_tree(pid):
+    import psutil
+
+    procs = proc_tree(pid)
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    return [p.pid for p in procs]
+
+
+class Task:
+    def __init__(self, msg):
+        self.id = msg["id"]
+        self.msg = msg
+        self.timeout = msg.get("timeout")
+        self.attempts = 0
+        self.history = []
+        self.ar = None
+        self.msg_id = None
+        self.engine = None
+        self.pid = None
+        self.host = None
+        self.started = None  # driver clock (monotonic) of the attempt's start
+        self.started_wall = None
+        self.stopping = None  # (why, since)
+        self.stopping_killed = False
+        self.result_seen = None
+        self.done = False
+
+
+class Driver:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.cluster = None
+        self.client = None
+        self.view = None
+        self.owned = cfg.get("mode", "start") == "start"
+        self.grace = float(cfg.get("grace") or 2.0)
+        self.retries = int(cfg.get("retries") or 0)
+        self.engines = {}  # id -> {"pid", "host", "pids"}
+        self.known_ids = set()
+        self.whoami = {}  # engine id -> {"ars": [AsyncResult], "last": when sent}
+        self.tasks = {}  # id -> Task
+        # Current attempts by msg_id: all, those not seen starting yet (in
+        # submission order), those running, those whose result came.
+        self.by_msg = {}
+        self.waiting = {}
+        self.running = {}
+        self.finishing = {}
+        self.done_q = queue.Queue()  # msg_ids, from the AsyncResults' callbacks
+        self.ops = queue.Queue()
+        self.parent_gone = threading.Event()
+        self.pids = set()  # every process of the cluster this driver started
+        self.controller_pid = None
+        self.next_engine_check = 0.0
+
+    # -- startup ------------------------------------------------------------
+
+    def launcher_config(self):
+        from traitlets.config import Config
+
+        c = Config()
+        for section, values in (self.cfg.get("launcher_config") or {}).items():
+            for key, value in values.items():
+                c[section][key] = value
+        # Local engines also inherit this process's environment; engines
+        # on other hosts get exactly this.
+        c.EngineLauncher.environment = dict(self.cfg.get("engine_env") or {})
+        engine_args = list(self.cfg.get("engine_args") or [])
+        if self.cfg.get("work_dir"):
+            engine_args.append(f"--work-dir={self.cfg['work_dir']}")
+        if engine_args:
+            c.EngineLauncher.engine_args = engine_args
+        return c
+
+    def in_cluster_thread(self, fn, *args):
+        # The cluster's own event loop thread: the launchers' callbacks
+        # (process exits, output collection) run there.
+        runner = getattr(self.cluster, "_in_thread", None)
+        if runner is not None:
+            return runner(fn, *args)
+        import asyncio
+
+        return asyncio.run(fn(*args))
+
+    def start_cluster(self):
+        import ipyparallel as ipp
+
+        cfg = self.cfg
+        heartbeat = int(cfg.get("heartbeat_ms") or 1000)
+        controller_args = [f"--HeartMonitor.period={heartbeat}",
+                           "--HeartMonitor.max_heartmonitor_misses=3"]
+        controller_args += list(cfg.get("controller_args") or [])
+        kwargs = dict(
+            n=int(cfg["engines"]),
+            profile_dir=cfg["profile_dir"],
+            cluster_id=cfg["cluster_id"],
+            engines=cfg.get("engine_launcher") or "local",
+            controller=cfg.get("controller_launcher") or "local",
+            controller_args=controller_args,
+            config=self.launcher_config(),
+            shutdown_atexit=True,
+            delay=0,
+            load_profile=False,
+        )
+        if cfg.get("controller_ip"):
+            kwargs["controller_ip"] = cfg["controller_ip"]
+        if cfg.get("controller_location"):
+            kwargs["controller_location"] = cfg["controller_location"]
+        self.cluster = ipp.Cluster(**kwargs)
+        self.in_cluster_thread(self.cluster.start_controller)
+        pid = getattr(self.cluster.controller, "pid", -1)
+        if isinstance(pid, int) and pid > 0:
+            self.controller_pid = pid
+            self.pids.add(pid)
+        send({"event": "controller", "pid": self.controller_pid, "host": HOST})
+        self.in_cluster_thread(self.cluster.start_engines, int(cfg["engines"]))
+        self.report_launcher_pids()
+        self.client = self.in_cluster_thread(self.cluster.connect_client)
+
+    def attach(self):
+        import ipyparallel as ipp
+
+        a = self.cfg.get("attach") or {}
+        if a.get("url_file"):
+            self.client = ipp.Client(a["url_file"])
+        else:
+            kwargs = {}
+            if a.get("profile_dir"):
+                kwargs["profile_dir"] = a["profile_dir"]
+            if a.get("profile"):
+                kwargs["profile"] = a["profile"]
+            if a.get("cluster_id"):
+                kwargs["cluster_id"] = a["cluster_id"]
+            self.client = ipp.Client(**kwargs)
+
+    def launcher_pids(self):
+        """(identifier, pid) of every local engine process the launchers started."""
+        out = []
+        if self.cluster is None:
+            return out
+        for es in list(self.cluster.engines.values()):
+            for ident, el in list(getattr(es, "launchers", {}).items()):
+                pid = getattr(el, "pid", -1)
+                if isinstance(pid, int) and pid > 0:
+                    out.append((ident, pid))
+            pid = getattr(es, "pid", -1)
+            if isinstance(pid, int) and pid > 0:
+                out.append(("set", pid))
+        return out
+
+    def report_launcher_pids(self):
+        new = []
+        for _, pid in self.launcher_pids():
+            for p in [pid] + [c.pid for c in proc_tree(pid)]:
+                if p not in self.pids:
+                    self.pids.add(p)
+                    new.append(p)
+        if self.controller_pid:
+            for p in [c.pid for c in proc_tree(self.controller_pid)]:
+                if p not in self.pids:
+                    self.pids.add(p)
+                    new.append(p)
+        if new:
+            send({"event": "pids", "pids": sorted(new)})
+
+    def engine_failures(self):
+        """What became of the engines that did not register, and why."""
+        out = []
+        if self.cluster is None:
+            return out
+        for es_id, es in list(self.cluster.engines.items()):
+            launchers = getattr(es, "launchers", None)
+            if launchers is None:
+                out.append({"engine": es_id, "state": getattr(es, "state", "?"),
+                            "output": tail(safe_output(es))})
+                continue
+            stopped = (getattr(es, "stop_data", None) or {}).get("engines", {})
+            outputs = getattr(es, "outputs", {}) or {}
+            for ident, data in stopped.items():
+                out.append({"engine": ident, "state": "exited",
+                            "exit_code": data.get("exit_code"), "pid": data.get("pid"),
+                            "output": tail(outputs.get(ident, ""))})
+            for ident, el in list(launchers.items()):
+                alive = el.process is not None and el.process.is_running()
+                item = {"engine": ident, "pid": el.pid,
+                        "state": "running, not registered" if alive else "exited",
+                        "output": tail(safe_output(el))}
+                if not alive:
+                    try:
+                        item["exit_code"] = el.process.wait(0)
+                    except Exception:  # noqa: BLE001
+                        pass
+                out.append(item)
+        return out
+
+    def all_engines_gone(self):
+        if self.cluster is None:
+            return False
+        for es in list(self.cluster.engines.values()):
+            launchers = getattr(es, "launchers", None)
+            if launchers is None:
+                if getattr(es, "state", "") != "after":
+                    return False
+                continue
+            for el in list(launchers.values()):
+                if el.process is not None and el.process.is_running() \
+                        and el.process.status() != "zombie":
+                    return False
+        return True
+
+    def controller_gone(self):
+        if self.controller_pid is None:
+            return False
+        import psutil
+
+        try:
+            return psutil.Process(self.controller_pid).status() == "zombie"
+        except psutil.Error:
+            return True
+
+    def wait_for_engines(self, deadline):
+        want = int(self.cfg.get("engines") or 0)
+        if not self.owned:
+            want = int(self.cfg.get("min_engines") or 1)
+        all_registered = None
+        while True:
+            if self.parent_gone.is_set():
+                orphaned()
+                return ("the caller went away during startup", [])
+            ids = set(self.client.ids)
+            self.identify(ids)
+            if len(ids) >= want:
+                if all(i in self.engines for i in ids):
+                    return None
+                # An engine that registered but does not say which process
+                # it is still takes tasks (they report their process).
+                all_registered = all_registered or time.monotonic()
+                if time.monotonic() - all_registered > 10.0:
+                    silent = sorted(i for i in ids if i not in self.engines)
+                    send({"event": "notice",
+                          "message": f"engines {silent} registered but did not say which "
+                                     f"process they are"})
+                    return None
+            if self.owned:
+                self.report_launcher_pids()
+                if self.controller_gone():
+                    out = ""
+                    if self.cluster.controller is not None:
+                        out = tail(safe_output(self.cluster.controller))
+                    return ("the ipyparallel controller exited during startup:\n" + out,
+                            self.engine_failures())
+                if len(ids) < want and self.all_engines_gone():
+                    # Give the launchers' callbacks a moment to collect output.
+                    time.sleep(0.3)
+                    return (f"every engine exited before registering "
+                            f"({len(ids)} of {want} registered)", self.engine_failures())
+            if time.monotonic() >= deadline:
+                registered = sorted(ids)
+                return (f"{len(registered)} of {want} engines registered within the "
+                        f"{self.cfg.get('startup_timeout')} s startup deadline "
+                        f"(registered: {registered})", self.engine_failures())
+            time.sleep(0.05)
+
+    def identify(self, ids):
+        """Ask each new engine which process it is (while it is idle). A
+        request sent just as an engine registers can be lost (its sockets
+        may not be connected yet): unanswered ones are sent again, up to
+        three times (a busy engine answers after its task)."""
+        now = time.monotonic()
+        for eid in ids:
+            if eid in self.engines:
+                continue
+            asked = self.whoami.setdefault(eid, {"ars": [], "last": None})
+            answered = next((ar for ar in asked["ars"] if ar.ready()), None)
+            if answered is not None:
+                del self.whoami[eid]
+                try:
+                    info = answered.get(0)
+                except Exception as exc:  # noqa: BLE001
+                    log(f"engine {eid} did not say who it is: {exc}")
+                    continue
+                self.add_engine(eid, info["pid"], info["host"])
+                continue
+            if len(asked["ars"]) < 3 and (asked["last"] is None or now - asked["last"] > 3.0):
+                try:
+                    asked["ars"].append(self.client[eid].apply_async(_caiclust_whoami))
+                    asked["last"] = now
+                except Exception as exc:  # noqa: BLE001
+                    log(f"cannot ask engine {eid} who it is: {exc}")
+
+    def add_engine(self, eid, pid, host):
+        pids = [pid]
+        if host == HOST:
+            pids = [p.pid for p in proc_tree(pid)] or [pid]
+        self.engines[eid] = {"pid": pid, "host": host, "pids": pids}
+        self.known_ids.add(eid)
+        if self.owned and host == HOST:
+            self.pids.update(pids)
+        send({"event": "engine", "engine": eid, "pid": pid, "host": host, "pids": pids})
+
+    # -- tasks --------------------------------------------------------------
+
+    def submit(self, t):
+        kind = t.msg.get("kind")
+        t.attempts += 1
+        t.engine = t.pid = t.host = t.started = t.started_wall = None
+        t.stopping = None
+        t.result_seen = None
+        timeout = t.timeout
+        # The engine-side backstop fires a little after the driver would
+        # have stopped the task, for engines the driver cannot reach.
+        backstop = (timeout + self.grace + 5.0) if timeout else None
+        try:
+            if kind == "python":
+                ar = self.view.apply_async(_caiclust_call, t.msg["f"], t.msg.get("a"),
+                                           timeout, backstop)
+            elif kind == "command":
+                ar = self.view.apply_async(_caiclust_command, t.msg["argv"],
+                                           t.msg.get("env") or {}, t.msg.get("cwd"),
+                                           t.msg.get("stdin"), timeout, self.grace)
+            else:
+                self.finish(t, err={"kind": "start", "message": f"unknown task kind {kind!r}"})
+                return
+        except Exception as exc:  # noqa: BLE001
+            self.finish(t, err={"kind": "start", "message": f"submission failed: {exc}"})
+            return
+        t.ar = ar
+        t.msg_id = msg_id = ar.msg_ids[0]
+        self.by_msg[msg_id] = t
+        self.waiting[msg_id] = t
+        ar.add_done_callback(lambda _f: self.done_q.put(msg_id))
+
+    def forget_attempt(self, t):
+        for d in (self.by_msg, self.waiting, self.running, self.finishing):
+            d.pop(t.msg_id, None)
+
+    def finish(self, t, ok=None, err=None, res=None, **extra):
+        if t.done:
+            return
+        t.done = True
+        if t.msg_id:
+            self.forget_attempt(t)
+            # The client keeps every result; this one is delivered.
+            try:
+                self.client.results.pop(t.msg_id, None)
+            except Exception:  # noqa: BLE001
+                pass
+        self.tasks.pop(t.id, None)
+        msg = {"id": t.id, "attempts": t.attempts, "history": t.history,
+               "engine": t.engine, "pid": t.pid, "host": t.host}
+        res = res or {}
+        if t.started_wall is not None or res.get("started"):
+            msg["started"] = res.get("started") or t.started_wall
+        if res.get("started") and res.get("ended"):
+            msg["runtime"] = max(0.0, res["ended"] - res["started"])
+        elif t.started is not None:
+            msg["runtime"] = time.monotonic() - t.started
+        for k in ("stdout", "stderr", "exit"):
+            if res.get(k) is not None:
+                msg[k] = res[k]
+        if res.get("pid"):
+            msg["pid"] = res["pid"]
+        msg.update(extra)
+        if err is None:
+            try:
+                msg["ok"] = json.loads(ok) if isinstance(ok, str) else ok
+            except ValueError as exc:
+                err = {"kind": "error", "message": f"the engine's answer is not JSON: {exc}"}
+        if err is not None:
+            msg["err"] = err
+        send(msg)
+
+    def on_result(self, t):
+        ar = t.ar
+        md = task_metadata(t)
+        eid = md.get("engine_id")
+        if eid is not None:
+            t.engine = eid
+        out_streams = {}
+        for name in ("stdout", "stderr"):
+            if md.get(name):
+                out_streams[name] = b64(md[name])
+        try:
+            res = ar.get(0)
+        except Exception as exc:  # noqa: BLE001 - RemoteError, EngineError, ...
+            ename = getattr(exc, "ename", type(exc).__name__)
+            if ename == "EngineError" or type(exc).__name__ == "EngineError":
+                self.lost(t, f"engine {t.engine if t.engine is not None else '?'} died "
+                             f"while running it ({getattr(exc, 'evalue', exc)})")
+                return
+            if t.stopping is not None:
+                self.stopped(t)
+                return
+            self.finish(t, err={"kind": "exception", "type_name": ename,
+                                "message": str(getattr(exc, "evalue", exc)),
+                                "traceback": "\n".join(
+                                    getattr(exc, "traceback", None) or [])},
+                        res=out_streams)
+            return
+        res = dict(res)
+        if res.get("pid") and t.pid is None:
+            t.pid = res["pid"]
+        for k, v in out_streams.items():
+            res.setdefault(k, v)
+        err = res.get("err")
+        if err is not None and err.get("kind") == "interrupted":
+            if t.stopping is not None:
+                self.stopped(t, res)
+                return
+            err = {"kind": "exception", "type_name": "KeyboardInterrupt",
+                   "message": "interrupted", "traceback": ""}
+        if t.stopping is not None and t.stopping[0] == "cancel":
+            self.stopped(t, res)
+            return
+        if err is not None:
+            self.finish(t, err=err, res=res)
+        else:
+            self.finish(t, ok=res.get("ok", "null"), res=res)
+
+    def stopped(self, t, res=None):
+        why, _ = t.stopping
+        if why == "timeout":
+            self.finish(t, err={"kind": "timed_out", "after_ms": int(t.timeout * 1000)},
+                        res=res)
+        else:
+            self.finish(t, err={"kind": "cancelled", "reason": why_text(why)}, res=res)
+
+    def lost(self, t, reason):
+        """The attempt's engine died: retry elsewhere, within the limit."""
+        if t.done:
+            return
+        if t.stopping is not None:
+            self.stopped(t)
+            return
+        t.history.append({"kind": "worker_died", "exit": None, "pid": t.pid or 0,
+                          "reason": reason})
+        self.forget_attempt(t)
+        if t.attempts <= self.retries:
+            send({"event": "notice", "task": t.id,
+                  "message": f"task {t.id}: {reason}; retrying on another engine "
+                             f"(attempt {t.attempts + 1} of {self.retries + 1})"})
+            self.submit(t)
+        else:
+            last = t.history.pop()
+            self.finish(t, err=last)
+
+    def watch_tasks(self):
+        now = time.monotonic()
+        # Results, as the AsyncResults' callbacks announced them.
+        while True:
+            try:
+                msg_id = self.done_q.get_nowait()
+            except queue.Empty:
+                break
+            t = self.by_msg.get(msg_id)
+            if t is not None and not t.done and t.result_seen is None:
+                t.result_seen = now
+                self.waiting.pop(msg_id, None)
+                self.running.pop(msg_id, None)
+                self.finishing[msg_id] = t
+        for t in list(self.finishing.values()):
+            # The output (iopub) may come just after the result.
+            if t.ar.wait_for_output(0) or now - t.result_seen > 1.0:
+                self.finishing.pop(t.msg_id, None)
+                self.on_result(t)
+        # Starts: the scheduler hands tasks out in order, one per engine, so
+        # only the oldest waiting ones can have started.
+        window = 4 * max(1, len(self.engines)) + 8
+        for t in list(itertools.islice(self.waiting.values(), window)):
+            md = task_metadata(t)
+            if md is None:
+                continue
+            data = (md.get("data") or {}).get("caiclust")
+            if data or md.get("engine_id") is not None:
+                t.started = now
+                t.started_wall = (data or {}).get("started") or time.time()
+                t.engine = md.get("engine_id")
+                if data:
+                    t.pid, t.host = data.get("pid"), data.get("host")
+                else:
+                    info = self.engines.get(t.engine) or {}
+                    t.pid, t.host = info.get("pid"), info.get("host")
+                self.waiting.pop(t.msg_id, None)
+                self.running[t.msg_id] = t
+                send({"event": "started", "id": t.id, "engine": t.engine, "pid": t.pid,
+                      "host": t.host, "attempt": t.attempts})
+        for t in list(self.running.values()):
+            if t.done:
+                continue
+            if t.pid is None or t.engine is None:
+                md = task_metadata(t) or {}
+                data = (md.get("data") or {}).get("caiclust")
+                if data and t.pid is None:
+                    t.pid, t.host = data.get("pid"), data.get("host")
+                if t.engine is None and md.get("engine_id") is not None:
+                    t.engine = md.get("engine_id")
+            if t.stopping is None and t.timeout and now - t.started > t.timeout:
+                if t.msg.get("kind") == "command":
+                    # The engine stops its own command at the timeout; the
+                    # driver steps in only when the engine does not answer.
+                    if now - t.started > t.timeout + 2 * self.grace + 5.0:
+                        self.stop_running(t, "timeout")
+                else:
+                    self.stop_running(t, "timeout")
+            elif t.stopping is not None:
+                why, since = t.stopping
+                if now - since > self.grace and not t.stopping_killed:
+                    t.stopping_killed = True
+                    self.kill_engine_of(t, why)
+
+    def stop_running(self, t, why):
+        """Interrupt a running task (SIGINT through the engine's nanny); the
+        engine is killed and replaced when it does not stop within the grace."""
+        t.stopping = (why, time.monotonic())
+        t.stopping_killed = False
+        if t.msg.get("kind") == "python" and why == "timeout":
+            # A Python task past its timeout may hold the GIL or catch
+            # KeyboardInterrupt: no second chance, stop its engine.
+            t.stopping_killed = True
+            self.kill_engine_of(t, why)
+            return
+        if t.engine is not None:
+            try:
+                self.client.send_signal(signal.SIGINT, targets=[t.engine], block=False)
+            except Exception as exc:  # noqa: BLE001
+                log(f"cannot interrupt engine {t.engine}: {exc}")
+
+    def kill_engine_of(self, t, why):
+        info = self.engines.get(t.engine) or {}
+        pid = t.pid or info.get("pid")
+        host = t.host or info.get("host")
+        if pid and host == HOST:
+            killed = kill_tree(pid)
+            send({"event": "notice", "task": t.id,
+                  "message": f"task {t.id}: {why_text(why)}; stopped engine {t.engine} "
+                             f"(pid {pid}, processes {killed})"})
+            self.forget_engine(t.engine, pid, host, f"stopped by caiclust: task {t.id} "
+                                                    f"{why_text(why)}", expected=True)
+            self.stopped(t)
+            self.replace_engine()
+        else:
+            # Another host: the engine-side backstop (faulthandler) ends it.
+            send({"event": "notice", "task": t.id,
+                  "message": f"task {t.id}: {why_text(why)}; engine {t.engine} on "
+                             f"{host or 'an unknown host'} cannot be stopped from here, "
+                             f"its own watchdog will end it"})
+
+    def replace_engine(self):
+        if not self.owned or not self.cfg.get("replace_engines", True):
+            return
+        try:
+            self.in_cluster_thread(self.cluster.start_engines, 1)
+            self.report_launcher_pids()
+        except Exception as exc:  # noqa: BLE001
+            send({"event": "notice", "message": f"could not start a replacement engine: {exc}"})
+
+    def forget_engine(self, eid, pid, host, reason, expected=False):
+        if eid not in self.engines:
+            return
+        del self.engines[eid]
+        # Tasks whose result already came are not lost.
+        lost = [t for t in self.by_msg.values()
+                if t.engine == eid and not t.done and t.result_seen is None]
+        tasks = [t.id for t in lost]
+        send({"event": "engine_died", "engine": eid, "pid": pid, "host": host,
+              "tasks": tasks, "reason": reason, "expected": expected})
+        for t in lost:
+            if not t.done:
+                self.lost(t, f"engine {eid} (pid {pid} on {host}) {reason}")
+
+    def watch_engines(self):
+        ids = set(self.client.ids)
+        self.identify(ids)
+        for eid in list(self.engines):
+            info = self.engines[eid]
+            if eid not in ids:
+                self.forget_engine(eid, info["pid"], info["host"],
+                                   "unregistered (heartbeat or nanny)")
+                continue
+            if info["host"] == HOST and not pid_alive(info["pid"]):
+                self.forget_engine(eid, info["pid"], info["host"], "exited")
+
+    def cancel(self, tid):
+        t = self.tasks.get(tid)
+        if t is None or t.done:
+            return
+        if t.started is None and t.ar is not None:
+            try:
+                t.ar.abort()
+            except Exception:  # noqa: BLE001 - it started meanwhile
+                pass
+            else:
+                self.finish(t, err={"kind": "cancelled", "reason": "cancelled"})
+                return
+        if t.ar is None:
+            self.finish(t, err={"kind": "cancelled", "reason": "cancelled"})
+            return
+        self.stop_running(t, "cancel")
+
+    # -- the loop -----------------------------------------------------------
+
+    def serve(self):
+        while True:
+            try:
+                op = self.ops.get(timeout=0.02)
+            except queue.Empty:
+                op = None
+            while op is not None:
+                if op.get("op") == "eof":
+                    orphaned()
+                    return "eof"
+                if op.get("op") == "shutdown":
+                    return "shutdown"
+                self.handle(op)
+                try:
+                    op = self.ops.get_nowait()
+                except queue.Empty:
+                    op = None
+            now = time.monotonic()
+            if now >= self.next_engine_check:
+                self.next_engine_check = now + 0.1
+                self.watch_engines()
+            self.watch_tasks()
+
+    def handle(self, op):
+        kind = op.get("op")
+        if kind == "run":
+            t = Task(op)
+            self.tasks[t.id] = t
+            self.submit(t)
+        elif kind == "cancel":
+            self.cancel(op.get("id"))
+        else:
+            send({"event": "notice", "message": f"unknown op {kind!r}"})
+
+    def shutdown(self):
+        for t in list(self.tasks.values()):
+            self.finish(t, err={"kind": "cancelled", "reason": "the backend shut down"})
+        if self.client is not None:
+            try:
+                self.client.close()
+            except Exception:  # noqa: BLE001
+                pass
+        if self.owned and self.cluster is not None:
+            self.report_launcher_pids()
+            try:
+                for es in self.cluster.engines.values():
+                    # Quick: TERM, then KILL after a second.
+                    for el in list(getattr(es, "launchers", {}).values()):
+                        el.stop_seconds_until_kill = 1
+                if self.cluster.controller is not None:
+                    self.cluster.controller.stop_seconds_until_kill = 1
+                self.in_cluster_thread(self.cluster.stop_cluster)
+            except Exception as exc:  # noqa: BLE001
+                log(f"stopping the cluster: {exc}")
+            self.cluster.shutdown_atexit = False
+        left = []
+        if self.owned:
+            # Nannies notice their engine's end within a second or so; no
+            # need to wait for that.
+            deadline = time.monotonic() + 0.3
+            while time.monotonic() < deadline:
+                left = [p for p in self.pids if pid_alive(p)]
+                if not left:
+                    break
+                time.sleep(0.05)
+            if left:
+                log(f"still running after the stop: {describe(left)}; killed")
+            for p in left:
+                kill_tree(p)
+            deadline = time.monotonic() + 2.0
+            while left and time.monotonic() < deadline:
+                time.sleep(0.05)
+                left = [p for p in left if pid_alive(p)]
+        # The run's folder (profile, logs, connection files) goes too: the
+        # caller may be gone (Ctrl-C) and cannot remove it.
+        run_dir = self.cfg.get("run_dir")
+        if run_dir and os.path.isdir(run_dir):
+            import shutil
+
+            shutil.rmtree(run_dir, ignore_errors=True)
+        send({"event": "stopped", "left": sorted(left)})
+
+
+def task_metadata(t):
+    # The AsyncResult keeps its own reference: the client forgets a task's
+    # metadata once its output is complete.
+    try:
+        md = t.ar.metadata
+    except Exception:  # noqa: BLE001
+        return None
+    return md if isinstance(md, dict) else None
+
+
+def why_text(why):
+    return {"timeout": "ran past its timeout", "cancel": "cancelled"}.get(why, why)
+
+
+def safe_output(launcher):
+    try:
+        return launcher.get_output() or ""
+    except Exception as exc:  # noqa: BLE001
+        return f"(no output: {exc})"
+
+
+def describe(pids):
+    import psutil
+
+    out = []
+    for p in pids:
+        try:
+            out.append(f"{p} ({' '.join(psutil.Process(p).cmdline())[:80]})")
+        except psutil.Error:
+            out.append(str(p))
+    return ", ".join(out)
+
+
+def pid_alive(pid):
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() not in ("zombie", "dead")
+    except psutil.Error:
+        return False
+
+
+def on_term(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def read_ops(driver, inp):
+    for line in inp:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            driver.ops.put(json.loads(line))
+        except ValueError as exc:
+            send({"event": "notice", "message": f"bad message to the driver: {exc}"})
+    driver.parent_gone.set()
+    driver.ops.put({"op": "eof"})
+
+
+def main():
+    global OUT
+    sys.dont_write_bytecode = True
+    OUT = private_stdout()
+    inp = sys.stdin
+    if len(sys.argv) > 1 and sys.argv[1].strip().startswith("{"):
+        cfg_text = sys.argv[1]
+    else:
+        cfg_text = inp.readline()
+    try:
+        cfg = json.loads(cfg_text)
+    except ValueError as exc:
+        send({"event": "failed", "message": f"bad driver configuration: {exc}", "engines": []})
+        return 2
+    # Stop on TERM as on end of input: the cluster goes down with us.
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        import ipyparallel  # noqa: F401
+    except Exception as exc:  # noqa: BLE001
+        send({"event": "failed", "engines": [],
+              "message": f"cannot import ipyparallel in {sys.executable}: {exc}"})
+        return 3
+    driver = Driver(cfg)
+    reader = threading.Thread(target=read_ops, args=(driver, inp), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + float(cfg.get("startup_timeout") or 60)
+    code = 0
+    try:
+        if driver.owned:
+            driver.start_cluster()
+        else:
+            driver.attach()
+        failure = driver.wait_for_engines(deadline)
+        if failure is not None:
+            message, engines = failure
+            send({"event": "failed", "message": message, "engines": engines})
+            code = 1
+        else:
+            driver.view = driver.client.load_balanced_view()
+            driver.view.retries = 0
+            ready = {"event": "ready", "engines": sorted(driver.engines),
+                     "cluster_id": driver.cluster.cluster_id if driver.cluster else
+                     getattr(driver.client, "cluster_id", None),
+                     "python": sys.version.split()[0],
+                     "ipyparallel": ipyparallel.__version__}
+            if driver.cluster is not None:
+                ready["connection_file"] = os.path.join(
+                    driver.cluster.profile_dir, "security",
+                    f"ipcontroller-{driver.cluster.cluster_id}-client.json")
+            send(ready)
+            driver.serve()
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException as exc:  # noqa: BLE001
+        send({"event": "failed", "engines": driver.engine_failures() if driver.owned else [],
+              "message": f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"})
+        code = 1
+    finally:
+        try:
+            driver.shutdown()
+        except BaseException as exc:  # noqa: BLE001
+            log(f"shutdown failed: {exc}")
+    return code
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stderr.flush()
+    os._exit(code)
