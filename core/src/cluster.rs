@@ -6,14 +6,17 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use caiclust_probe::{probe_pid, probe_python, Facts, LiveOptions, ProbeError, ProbeOptions};
 use caiclust_rules::{
-    evaluate, find_rule, recommend, Category, Config, ConfigError, Level, Plan, Recommendation,
-    Report,
+    evaluate, find_rule, recommend, Backend, Category, Config, ConfigError, Level, Plan,
+    Recommendation, Report,
 };
+
+use crate::ipp::{IppBackend, IppConfig, IppError, IppEvent};
 
 use crate::plan::{host_only_facts, HaltPolicy, Settings, StartMethod};
 use crate::scheduler::{Event, Notice, Scheduler};
@@ -33,6 +36,8 @@ pub enum CoreError {
     Unsupported { method: StartMethod },
     #[error("cannot start the scheduler: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the ipyparallel backend could not start: {0}")]
+    Ipyparallel(#[from] IppError),
 }
 
 /// What the probe and the rules said, when the cluster asked them.
@@ -64,6 +69,8 @@ pub struct ClusterBuilder {
     output_memory_limit: Option<usize>,
     force_fork: bool,
     registry: Option<Registry>,
+    backend: Option<Backend>,
+    ipp: Option<IppConfig>,
     config: Option<Config>,
     config_dir: Option<PathBuf>,
 }
@@ -141,6 +148,21 @@ impl ClusterBuilder {
     /// workers are forks of this process and run them from here).
     pub fn registry(mut self, r: Registry) -> Self {
         self.registry = Some(r);
+        self
+    }
+    /// Where the work runs: local worker pools (multiprocessing), one
+    /// worker (single), or ipyparallel engines. Default: the
+    /// recommendation's with `auto`, else local pools.
+    pub fn backend(mut self, b: Backend) -> Self {
+        self.backend = Some(b);
+        self
+    }
+    /// The ipyparallel cluster to start or attach to (launcher, engines,
+    /// controller address, ...); implies the ipyparallel backend. The
+    /// cluster's environment, timeout and attempts are added to it.
+    pub fn ipp(mut self, config: IppConfig) -> Self {
+        self.ipp = Some(config);
+        self.backend = Some(Backend::Ipyparallel);
         self
     }
     /// Use fork even when the rules see a hazard.
@@ -280,13 +302,146 @@ impl ClusterBuilder {
             }
         }
         settings.registry = self.registry.clone();
+        let backend = match self.backend {
+            Some(b) => b,
+            None if self.auto => rec.backend.value,
+            None => Backend::Multiprocessing,
+        };
         let advice = Advice {
             facts,
             recommendation: rec,
             report,
         };
-        Cluster::start(settings, Some(advice))
+        match backend {
+            Backend::Ipyparallel => {
+                let mut ipp = self
+                    .ipp
+                    .clone()
+                    .unwrap_or_else(|| IppConfig::new(&settings.python, settings.workers));
+                for (k, v) in &settings.env {
+                    ipp.env.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+                if ipp.timeout.is_none() {
+                    ipp.timeout = settings.timeout;
+                }
+                if let Some(n) = self.max_attempts {
+                    ipp.retries = n.saturating_sub(1);
+                }
+                let backend = IppBackend::start(ipp)?;
+                Cluster::start_ipp(settings, backend, Some(advice))
+            }
+            Backend::Single => {
+                settings.workers = 1;
+                Cluster::start(settings, Some(advice))
+            }
+            Backend::Multiprocessing => Cluster::start(settings, Some(advice)),
+        }
     }
+}
+
+/// The ipyparallel side of a cluster: submissions and cancels go to the
+/// backend, its results and reports come back, until shutdown.
+fn run_ipp(
+    backend: IppBackend,
+    events: mpsc::Receiver<Event>,
+    results: Sender<TaskResult>,
+    notices: Sender<crate::scheduler::Notice>,
+) {
+    use crate::task::{Failure, Outcome};
+    let mut shutdown: Option<bool> = None;
+    let mut submitted: Vec<TaskId> = Vec::new();
+    loop {
+        loop {
+            match events.try_recv() {
+                Ok(Event::Submit(id, task)) => {
+                    if let Err(e) = backend.submit(id, &task) {
+                        let mut r = crate::task::TaskResult::failed_to_start(id);
+                        r.outcome = Outcome::Failed {
+                            failure: Failure::Start {
+                                message: e.to_string(),
+                            },
+                        };
+                        let _ = results.send(r);
+                    } else {
+                        submitted.push(id);
+                    }
+                }
+                Ok(Event::Cancel(id)) => {
+                    let _ = backend.cancel(id);
+                }
+                Ok(Event::Shutdown { kill }) => {
+                    shutdown = Some(kill || shutdown == Some(true));
+                }
+                Ok(_) => {}
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    shutdown = Some(true);
+                    break;
+                }
+            }
+        }
+        match shutdown {
+            Some(true) => {
+                if backend.outstanding() > 0 {
+                    for id in submitted.drain(..) {
+                        let _ = backend.cancel(id);
+                    }
+                    // Results of the cancelled tasks, briefly.
+                    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                    while backend.outstanding() > 0 && std::time::Instant::now() < deadline {
+                        if let Some(IppEvent::Result(r)) = backend.recv_timeout(Duration::from_millis(50)) {
+                            let _ = results.send(r);
+                        }
+                    }
+                }
+                break;
+            }
+            Some(false) if backend.outstanding() == 0 => break,
+            _ => {}
+        }
+        match backend.recv_timeout(Duration::from_millis(5)) {
+            Some(IppEvent::Result(r)) => {
+                let _ = results.send(r);
+            }
+            Some(IppEvent::Notice { task, message }) => {
+                let _ = notices.send(crate::scheduler::Notice { task, message });
+            }
+            Some(IppEvent::EngineDied {
+                engine,
+                pid,
+                host,
+                tasks,
+                reason,
+                expected: false,
+            }) => {
+                let _ = notices.send(crate::scheduler::Notice {
+                    task: tasks.first().copied(),
+                    message: format!(
+                        "engine {engine}{}{} died ({reason}){}",
+                        pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                        host.map(|h| format!(" on {h}")).unwrap_or_default(),
+                        if tasks.is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                " while running task{} {}",
+                                if tasks.len() == 1 { "" } else { "s" },
+                                tasks.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+                            )
+                        }
+                    ),
+                });
+            }
+            Some(IppEvent::DriverExited { message }) => {
+                let _ = notices.send(crate::scheduler::Notice {
+                    task: None,
+                    message: format!("the ipyparallel driver exited: {message}"),
+                });
+            }
+            Some(_) | None => {}
+        }
+    }
+    backend.shutdown();
 }
 
 /// The error-level hang-or-crash findings: what makes fork unsafe.
@@ -346,6 +501,31 @@ impl Cluster {
         let handle = std::thread::Builder::new()
             .name("caiclust-scheduler".into())
             .spawn(move || scheduler.run())?;
+        Ok(Cluster {
+            events: events_tx,
+            results: results_rx,
+            notices: notices_rx,
+            next_id: AtomicU64::new(1),
+            received: AtomicU64::new(0),
+            scheduler: Some(handle),
+            settings,
+            advice,
+        })
+    }
+
+    /// Run on ipyparallel engines: tasks go through the backend's driver;
+    /// results and notices arrive as from local pools.
+    fn start_ipp(
+        settings: Settings,
+        backend: IppBackend,
+        advice: Option<Advice>,
+    ) -> Result<Cluster, CoreError> {
+        let (events_tx, events_rx) = mpsc::channel();
+        let (results_tx, results_rx) = mpsc::channel();
+        let (notices_tx, notices_rx) = mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("caiclust-ipyparallel".into())
+            .spawn(move || run_ipp(backend, events_rx, results_tx, notices_tx))?;
         Ok(Cluster {
             events: events_tx,
             results: results_rx,

@@ -370,6 +370,26 @@ pub struct TaskResult {
 }
 
 impl TaskResult {
+    /// A result for a task that never ran (the outcome is filled in by the
+    /// caller).
+    pub(crate) fn failed_to_start(id: TaskId) -> TaskResult {
+        TaskResult {
+            id,
+            outcome: Outcome::Cancelled {
+                reason: String::new(),
+            },
+            attempts: 0,
+            history: Vec::new(),
+            started: None,
+            runtime: Duration::ZERO,
+            exit: None,
+            pid: None,
+            slot: None,
+            stdout: Output::Empty,
+            stderr: Output::Empty,
+        }
+    }
+
     /// The value a call returned, or `None` when it did not succeed.
     pub fn value(&self) -> Option<&serde_json::Value> {
         match &self.outcome {
