@@ -318,6 +318,9 @@ impl ClusterBuilder {
                     .ipp
                     .clone()
                     .unwrap_or_else(|| IppConfig::new(&settings.python, settings.workers));
+                if ipp.engines == 0 {
+                    ipp.engines = settings.workers;
+                }
                 for (k, v) in &settings.env {
                     ipp.env.entry(k.clone()).or_insert_with(|| v.clone());
                 }
@@ -389,7 +392,9 @@ fn run_ipp(
                     // Results of the cancelled tasks, briefly.
                     let deadline = std::time::Instant::now() + Duration::from_secs(5);
                     while backend.outstanding() > 0 && std::time::Instant::now() < deadline {
-                        if let Some(IppEvent::Result(r)) = backend.recv_timeout(Duration::from_millis(50)) {
+                        if let Some(IppEvent::Result(r)) =
+                            backend.recv_timeout(Duration::from_millis(50))
+                        {
                             let _ = results.send(r);
                         }
                     }
@@ -426,7 +431,11 @@ fn run_ipp(
                             format!(
                                 " while running task{} {}",
                                 if tasks.len() == 1 { "" } else { "s" },
-                                tasks.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+                                tasks
+                                    .iter()
+                                    .map(|t| t.to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             )
                         }
                     ),

@@ -46,7 +46,9 @@ fn a_cluster_on_ipyparallel_engines_runs_tasks_with_the_recommended_environment(
             "the venv has scikit-learn's libgomp: {recommended:?}"
         );
         let names: Vec<&str> = recommended.iter().map(|(k, _)| k.as_str()).collect();
-        let mut tasks: Vec<Task> = (0..10).map(|i| Task::python("ippmod:square", json!([i]))).collect();
+        let mut tasks: Vec<Task> = (0..10)
+            .map(|i| Task::python("ippmod:square", json!([i])))
+            .collect();
         tasks.push(Task::python("ippmod:env", json!([names])));
         tasks.push(Task::python("ippmod:boom", json!(null)));
         tasks.push(Task::command(["sh", "-c", "echo on an engine; exit 3"]));
@@ -59,8 +61,16 @@ fn a_cluster_on_ipyparallel_engines_runs_tasks_with_the_recommended_environment(
         for (k, v) in &recommended {
             assert_eq!(seen[k], json!(v), "engines see {k}");
         }
-        assert!(matches!(&results[11].outcome, Outcome::Failed { failure: caiclust_core::Failure::Exception { type_name, .. } } if type_name == "KeyError"), "{:?}", results[11].outcome);
-        assert!(matches!(results[12].exit, Some(caiclust_core::ExitInfo::Code(3))), "{:?}", results[12]);
+        assert!(
+            matches!(&results[11].outcome, Outcome::Failed { failure: caiclust_core::Failure::Exception { type_name, .. } } if type_name == "KeyError"),
+            "{:?}",
+            results[11].outcome
+        );
+        assert!(
+            matches!(results[12].exit, Some(caiclust_core::ExitInfo::Code(3))),
+            "{:?}",
+            results[12]
+        );
         assert_eq!(results[12].stdout.to_string_lossy(), "on an engine\n");
         cluster.shutdown();
     }

@@ -90,6 +90,20 @@ pub struct MapArgs {
     /// Use fork even when the rules see a fork hazard.
     #[arg(long)]
     pub force_fork: bool,
+    /// Where jobs run: local (worker pools on this machine), ipyparallel
+    /// (engines, started for this run with the recommended environment, or
+    /// an existing cluster with --connection-file), or single. Default:
+    /// the recommended one (ipyparallel on a multi-node Slurm allocation).
+    #[arg(long, value_name = "BACKEND")]
+    pub backend: Option<caiclust_core::rules::Backend>,
+    /// ipyparallel: the engine launcher (local, mpi, ssh, slurm, pbs, sge,
+    /// lsf, or a launcher class name). -j is the number of engines.
+    #[arg(long, value_name = "LAUNCHER", requires = "backend")]
+    pub launcher: Option<String>,
+    /// ipyparallel: attach to the running cluster of this client
+    /// connection file (ipcontroller-client.json) instead of starting one.
+    #[arg(long, value_name = "FILE", requires = "backend")]
+    pub connection_file: Option<PathBuf>,
     /// Inspect a job that made no progress for this long and report why it
     /// hangs (same units as --timeout, no percentage).
     #[arg(long, value_name = "DURATION")]

@@ -190,6 +190,12 @@ pub fn run(args: MapArgs) -> Result<u8, MapError> {
     if let Some(p) = &args.python {
         builder = builder.python(p);
     }
+    if let Some(b) = args.backend {
+        builder = builder.backend(b);
+    }
+    if args.backend == Some(caiclust_core::rules::Backend::Ipyparallel) {
+        builder = builder.ipp(ipp_config(&args)?);
+    }
     // With fork, the template imports the function's module first, as the
     // parent of Python's fork Pool has (its state is what workers inherit).
     if let Some((module, _)) = args.function.as_deref().and_then(|f| f.split_once(':')) {
@@ -459,6 +465,33 @@ pub fn run(args: MapArgs) -> Result<u8, MapError> {
 }
 
 /// 0, the number of failures up to 100, or 101.
+/// The ipyparallel cluster of `--backend ipyparallel`: engines as -j (0:
+/// the recommended worker count), the launcher, or an existing cluster.
+fn ipp_config(args: &MapArgs) -> Result<caiclust_core::ipp::IppConfig, MapError> {
+    use caiclust_core::ipp::{Attach, IppConfig, Launcher};
+    let python = args
+        .python
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from("python3"));
+    let mut c = IppConfig::new(python, args.jobs.unwrap_or(0));
+    if let Some(l) = &args.launcher {
+        c.engine_launcher = l.parse::<Launcher>().map_err(|e| MapError::Input {
+            what: format!("--launcher {l}"),
+            message: e.to_string(),
+        })?;
+    }
+    if let Some(f) = &args.connection_file {
+        if !f.is_file() {
+            return Err(MapError::Input {
+                what: format!("--connection-file {}", f.display()),
+                message: "no such file".into(),
+            });
+        }
+        c.attach = Some(Attach::ConnectionFile(f.clone()));
+    }
+    Ok(c)
+}
+
 fn failures_status(failed: u64) -> u8 {
     failed.min(101) as u8
 }

@@ -54,6 +54,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The program and its arguments.
+    /// Start an ipyparallel cluster of N engines for the program (engines
+    /// with the recommended environment, controller on loopback, a fresh
+    /// profile), pass its connection file in CAICLUST_IPP_CONNECTION_FILE,
+    /// and stop it when the program ends.
+    #[arg(long, value_name = "N")]
+    pub engines: Option<usize>,
     #[arg(trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
@@ -301,6 +307,12 @@ pub fn main(args: RunArgs) -> u8 {
     }
 }
 
+/// Where `--engines` tells the program its cluster's client connection
+/// file is.
+pub const IPP_CONNECTION_ENV: &str = "CAICLUST_IPP_CONNECTION_FILE";
+/// And its cluster id.
+pub const IPP_CLUSTER_ID_ENV: &str = "CAICLUST_IPP_CLUSTER_ID";
+
 fn run(args: RunArgs) -> anyhow::Result<u8> {
     if args.command.is_empty() && !args.print_env {
         anyhow::bail!("no command: caiclust run [OPTIONS] -- COMMAND [ARGS...]");
@@ -350,8 +362,49 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
             }
         }
     }
-    let env: Vec<(String, String)> = applied.into_iter().map(|a| (a.name, a.value)).collect();
-    match child::run(&args.command, &env) {
+    let mut env: Vec<(String, String)> = applied.into_iter().map(|a| (a.name, a.value)).collect();
+    // --engines N: an ipyparallel cluster for the program, its engines
+    // with the same environment, on loopback; stopped when it ends.
+    let cluster = match args.engines {
+        Some(n) => {
+            let python = args
+                .python
+                .clone()
+                .or_else(|| facts.python.as_ref().map(|p| p.executable.clone()))
+                .unwrap_or_else(|| PathBuf::from("python3"));
+            let mut c = caiclust_core::ipp::IppConfig::new(python, n.max(1));
+            let rec_n = recommend(
+                &facts,
+                &caiclust_core::rules::Config {
+                    workers: Some(n.max(1)),
+                    ..config.clone()
+                },
+            );
+            c.apply_recommendation(&rec_n);
+            for (k, v) in &explicit {
+                c.env.insert(k.clone(), v.clone());
+            }
+            let backend = caiclust_core::ipp::IppBackend::start(c)
+                .map_err(|e| anyhow::anyhow!("the ipyparallel cluster did not start: {e}"))?;
+            if let Some(f) = backend.connection_file() {
+                env.push((IPP_CONNECTION_ENV.into(), f.display().to_string()));
+            }
+            env.push((IPP_CLUSTER_ID_ENV.into(), backend.cluster_id().to_string()));
+            if !args.quiet {
+                eprintln!(
+                    "caiclust: {} {n} ipyparallel engines ready; connect with ipyparallel.Client(os.environ[\"{IPP_CONNECTION_ENV}\"])",
+                    "note:".bold()
+                );
+            }
+            Some(backend)
+        }
+        None => None,
+    };
+    let outcome = child::run(&args.command, &env);
+    if let Some(backend) = cluster {
+        backend.shutdown();
+    }
+    match outcome {
         Ok(code) => Ok(code),
         Err(e) => {
             eprintln!("caiclust run: error: {e}");
