@@ -95,7 +95,7 @@ enum Command {
     Run(RunArgs),
     /// Run a command or Python function once per input, GNU parallel style:
     /// `caiclust map -j 4 --joblog log -- CMD {} ::: inputs`.
-    Map(MapArgs),
+    Map(Box<MapArgs>),
 }
 
 fn main() -> ExitCode {
@@ -199,6 +199,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => Ok(ExitCode::from(caiclust_cli::run::main(args))),
-        Command::Map(args) => Ok(ExitCode::from(caiclust_cli::map::main(args))),
+        Command::Map(args) => Ok(ExitCode::from(caiclust_cli::map::main(*args))),
     }
 }
