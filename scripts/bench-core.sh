@@ -18,7 +18,8 @@
 # Not part of the test suite. Needs the fixtures (scripts/setup-test-envs.sh:
 # venv-pypi has joblib's loky, venv-numpy has numpy) and hyperfine and GNU
 # parallel (Debian packages, installed by the setup script).
-# Knobs: BENCH_RUNS (default 10), BENCH_MAX_LOAD (default 0.5).
+# Knobs: BENCH_RUNS (default 10), BENCH_MAX_LOAD (default 0.5),
+# BENCH_ONLY="1 3" (run only these groups).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -87,11 +88,13 @@ PY
 export PYTHONPATH=$MOD
 seq 10000 > "$OUT/inputs-10k.txt"
 
+want() { [ -z "${BENCH_ONLY:-}" ] || [[ " $BENCH_ONLY " == *" $1 "* ]]; }
 h() { # name, runs, then hyperfine arguments
     local name=$1 runs=$2; shift 2
     hyperfine -N --runs "$runs" --warmup 1 --export-markdown "$OUT/$name.md" --export-json "$OUT/$name.json" "$@" | tee -a "$OUT/summary.txt"
 }
 
+if want 1; then
 echo "== 1. 10 000 true commands, 2 workers" | tee -a "$OUT/summary.txt"
 # GNU parallel costs several ms per job: 3 runs of it are enough.
 h commands "$RUNS" \
@@ -100,6 +103,8 @@ h commands "$RUNS" \
 h commands-parallel 3 \
     -n "parallel -j2" "sh -c 'parallel -j2 true < $OUT/inputs-10k.txt'"
 
+fi
+if want 2; then
 echo "== 2. 100 000 tiny Rust tasks vs Python, 2 workers" | tee -a "$OUT/summary.txt"
 h rust-tasks "$RUNS" \
     -n "caiclust Rust tasks (spawn)" "$THROUGHPUT rust 100000 2 spawn" \
@@ -108,6 +113,8 @@ h rust-tasks "$RUNS" \
     -n "Pool.map spawn" "$PY_PYPI $MOD/pool_map.py 100000 spawn" \
     -n "loky" "$PY_PYPI $MOD/loky_map.py 100000"
 
+fi
+if want 3; then
 echo "== 3. 10 000 tiny Python-callable tasks, 2 workers" | tee -a "$OUT/summary.txt"
 h python-tasks "$RUNS" \
     -n "caiclust library (spawn)" "$THROUGHPUT python 10000 2 spawn $PY_PYPI" \
@@ -117,17 +124,21 @@ h python-tasks "$RUNS" \
     -n "Pool.map spawn" "$PY_PYPI $MOD/pool_map.py 10000 spawn" \
     -n "loky" "$PY_PYPI $MOD/loky_map.py 10000"
 
+fi
+if want 4; then
 echo "== 4. worker start latency: one trivial task on 2 fresh workers" | tee -a "$OUT/summary.txt"
 h start-latency "$RUNS" \
     -n "caiclust spawn" "$THROUGHPUT python 2 2 spawn $PY_PYPI" \
     -n "caiclust forkserver" "$THROUGHPUT python 2 2 forkserver $PY_PYPI" \
-    -n "caiclust fork" "$THROUGHPUT python 2 2 fork $PY_PYPI" \
+    -n "caiclust fork" "env FORCE_FORK=1 $THROUGHPUT python 2 2 fork $PY_PYPI" \
     -n "Pool spawn" "$PY_PYPI $MOD/pool_map.py 2 spawn" \
     -n "Pool forkserver" "$PY_PYPI $MOD/pool_map.py 2 forkserver" \
     -n "Pool fork" "$PY_PYPI $MOD/pool_map.py 2 fork" \
     -n "caiclust Rust spawn" "$THROUGHPUT rust 2 2 spawn" \
     -n "caiclust Rust forkserver" "$THROUGHPUT rust 2 2 forkserver"
 
+fi
+if want 5; then
 echo "== 5. oversubscription: 2 workers, 8 numpy matmul tasks (pthreads OpenBLAS)" | tee -a "$OUT/summary.txt"
 for mode in auto default; do
     echo "$mode: $($OVERSUB $mode $PY_NUMPY 8)" | tee -a "$OUT/summary.txt"
@@ -135,4 +146,5 @@ done
 h oversubscription 3 \
     -n "Cluster auto (recommended thread limits)" "$OVERSUB auto $PY_NUMPY 8" \
     -n "default environment" "$OVERSUB default $PY_NUMPY 8"
+fi
 echo "results in $OUT"
