@@ -260,7 +260,16 @@ pub fn run(args: MapArgs) -> Result<u8, MapError> {
 
     let mut queue = todo.iter().copied();
     let mut running: HashMap<TaskId, Running> = HashMap::new();
-    let mut free_slots: BTreeSet<usize> = (1..=workers).collect();
+    // Python functions have no `{%}`: keep more calls queued in the
+    // cluster than there are workers, so tiny calls travel in batches
+    // instead of one round trip each (commands keep one per slot: `{%}`
+    // names a slot no other running job has).
+    let ahead = if args.function.is_some() {
+        workers * 16
+    } else {
+        workers
+    };
+    let mut free_slots: BTreeSet<usize> = (1..=ahead).collect();
     let (mut succeeded, mut failed, mut cancelled) = (0u64, 0u64, 0u64);
     let mut stop: Option<Stop> = None;
     let mut halt_exit: Option<u8> = None;
@@ -292,7 +301,7 @@ pub fn run(args: MapArgs) -> Result<u8, MapError> {
         if stop.is_none() && printer.stdout_closed() {
             stop = Some(Stop::OutputClosed);
         }
-        while stop.is_none() && running.len() < workers {
+        while stop.is_none() && running.len() < ahead {
             let Some(i) = queue.next() else { break };
             let seq = i as u64 + 1;
             let slot = free_slots.pop_first().unwrap_or(1);
