@@ -453,8 +453,9 @@ fn run_ipp(
     backend.shutdown();
 }
 
-/// The error-level hang-or-crash findings: what makes fork unsafe.
-fn fork_hazards(report: &Report) -> Vec<String> {
+/// The error-level hang-or-crash findings, as `ID name: message`: what
+/// makes fork unsafe, and what the watchdog names as a hang's cause.
+pub(crate) fn fork_hazards(report: &Report) -> Vec<String> {
     report
         .findings
         .iter()

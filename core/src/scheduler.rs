@@ -1699,21 +1699,10 @@ fn send_fork(server: &mut Server, serial: u64) {
 /// Read a fork server's reports until EOF.
 #[cfg(unix)]
 fn read_server(kind: PoolKind, out: Box<dyn std::io::Read + Send>, events: &Sender<Event>) {
-    let mut reader = BufReader::new(out);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let trimmed = line.strip_suffix(b"\n").unwrap_or(&line);
-        if let Ok(msg) = protocol::parse_from_worker(trimmed) {
-            if events.send(Event::FromServer { pool: kind, msg }).is_err() {
-                return;
-            }
-        }
-    }
+    read_messages(BufReader::new(out), |msgs| {
+        msgs.into_iter()
+            .all(|msg| events.send(Event::FromServer { pool: kind, msg }).is_ok())
+    });
 }
 
 /// Read a worker's answers until EOF; a second thread waits for the
@@ -1737,24 +1726,30 @@ fn spawn_reader(
     });
 }
 
-/// Read a worker's answers until EOF. Every complete line already read in
-/// goes to the scheduler in one event (answers to tiny tasks come in
-/// groups).
-fn read_answers<R: std::io::Read>(serial: u64, mut reader: BufReader<R>, events: &Sender<Event>) {
+/// Read a worker's answers until EOF, each group in one event.
+fn read_answers<R: std::io::Read>(serial: u64, reader: BufReader<R>, events: &Sender<Event>) {
+    read_messages(reader, |msgs| {
+        events.send(Event::FromWorkerBatch { serial, msgs }).is_ok()
+    });
+}
+
+/// Read protocol lines until EOF, handing `deliver` every complete line
+/// already read in as one group (answers to tiny tasks come in groups);
+/// stop early when it returns false. Unreadable lines are reported.
+fn read_messages<R: std::io::Read>(
+    mut reader: BufReader<R>,
+    mut deliver: impl FnMut(Vec<ToParent>) -> bool,
+) {
     let mut line = Vec::new();
     loop {
         let mut batch = Vec::new();
+        let mut eof = false;
         loop {
             line.clear();
             match reader.read_until(b'\n', &mut line) {
                 Ok(0) | Err(_) => {
-                    if !batch.is_empty() {
-                        let _ = events.send(Event::FromWorkerBatch {
-                            serial,
-                            msgs: batch,
-                        });
-                    }
-                    return;
+                    eof = true;
+                    break;
                 }
                 Ok(_) => {}
             }
@@ -1769,14 +1764,7 @@ fn read_answers<R: std::io::Read>(serial: u64, mut reader: BufReader<R>, events:
                 break;
             }
         }
-        if !batch.is_empty()
-            && events
-                .send(Event::FromWorkerBatch {
-                    serial,
-                    msgs: batch,
-                })
-                .is_err()
-        {
+        if (!batch.is_empty() && !deliver(batch)) || eof {
             return;
         }
     }

@@ -22,15 +22,23 @@ pub enum StopSignal {
 /// platform can tell. Linux reads `/proc`; elsewhere the answer is empty
 /// and the process group does the work.
 pub fn descendants(pid: u32) -> Vec<u32> {
+    descendants_with_parents(pid)
+        .into_iter()
+        .map(|(child, _)| child)
+        .collect()
+}
+
+/// As [`descendants`], each with its parent's pid.
+pub fn descendants_with_parents(pid: u32) -> Vec<(u32, u32)> {
     #[cfg(target_os = "linux")]
     {
         let table = linux::parent_table();
-        let mut out = Vec::new();
+        let mut out: Vec<(u32, u32)> = Vec::new();
         let mut frontier = vec![pid];
         while let Some(p) = frontier.pop() {
             for &(child, parent) in &table {
-                if parent == p && !out.contains(&child) && child != pid {
-                    out.push(child);
+                if parent == p && child != pid && !out.iter().any(|&(c, _)| c == child) {
+                    out.push((child, parent));
                     frontier.push(child);
                 }
             }

@@ -6,7 +6,7 @@
 //! CC001, GNU OpenMP used after fork) is the likely cause.
 
 use caiclust_probe::{probe_pid, LiveOptions};
-use caiclust_rules::{evaluate, find_rule, Category, Config, Level, Plan};
+use caiclust_rules::{evaluate, Config, Plan};
 
 use crate::plan::StartMethod;
 use crate::tree::TreeSample;
@@ -90,35 +90,16 @@ fn hang_causes(facts: &caiclust_probe::Facts, method: &str, workers: usize) -> V
         start_method: Some(method.to_string()),
         workers: Some(workers),
     };
-    let report = evaluate(facts, &plan, &Config::default());
-    report
-        .findings
-        .iter()
-        .filter(|f| {
-            f.level == Level::Error
-                && find_rule(&f.rule_id).is_some_and(|r| r.info().category == Category::HangOrCrash)
-        })
-        .map(|f| format!("{} {}: {}", f.rule_id, f.rule_name, f.message))
-        .collect()
+    crate::cluster::fork_hazards(&evaluate(facts, &plan, &Config::default()))
 }
 
 /// Descendants of `pid` that were forked without exec: the same program as
 /// their parent.
 fn forked_children(pid: u32) -> Vec<u32> {
     let exe = |p: u32| std::fs::read_link(format!("/proc/{p}/exe")).ok();
-    crate::tree::descendants(pid)
+    crate::tree::descendants_with_parents(pid)
         .into_iter()
-        .filter(|&c| {
-            let parent = std::fs::read_to_string(format!("/proc/{c}/stat"))
-                .ok()
-                .and_then(|st| {
-                    let after = st.get(st.rfind(')')? + 2..)?.to_string();
-                    after.split_whitespace().nth(1)?.parse::<u32>().ok()
-                });
-            match (parent, exe(c)) {
-                (Some(pp), Some(e)) => exe(pp).as_ref() == Some(&e),
-                _ => false,
-            }
-        })
+        .filter(|&(child, parent)| exe(child).is_some_and(|e| exe(parent) == Some(e)))
+        .map(|(child, _)| child)
         .collect()
 }

@@ -510,6 +510,83 @@ pub fn orphans_after(tag: &str, within: std::time::Duration) -> Vec<(u32, String
     }
 }
 
+/// The hang of HAZARDS H01 as Python modules: each defines `task(i)` (an
+/// int or its string) and uses GNU OpenMP at import, as the parent of a
+/// fork would have. Shared by the core and `caiclust map` tests.
+pub mod hazard {
+    use std::path::{Path, PathBuf};
+
+    /// PyPI scikit-learn's vendored libgomp (KMeans).
+    pub const SKLEARN: &str = r#"
+import numpy as np
+from sklearn.cluster import KMeans
+X = np.random.RandomState(0).rand(4000, 8)
+def task(seed):
+    return int(KMeans(n_clusters=4, n_init=1, random_state=int(seed)).fit(X).n_iter_)
+task(0)
+"#;
+
+    /// numpy on an OpenMP OpenBLAS (Debian's openblas-openmp).
+    pub const OPENBLAS: &str = r#"
+import numpy as np
+A = np.random.RandomState(0).rand(700, 700)
+def task(seed):
+    B = np.random.RandomState(int(seed)).rand(700, 700)
+    return float((A @ B).sum())
+task(0)
+"#;
+
+    /// A C library built with `gcc -fopenmp` ([`OMPWORK_C`]), loaded with
+    /// ctypes from `$OMPWORK_LIB`.
+    pub const GOMP: &str = r#"
+import ctypes, os
+lib = ctypes.CDLL(os.environ["OMPWORK_LIB"])
+lib.work.restype = ctypes.c_double
+lib.work.argtypes = [ctypes.c_int]
+def task(n):
+    return lib.work(1000 + int(n))
+task(0)
+"#;
+
+    /// `double work(int n)`: an OpenMP reduction whose result does not
+    /// depend on the thread count (sums of halves are exact).
+    pub const OMPWORK_C: &str = r#"
+double work(int n) {
+    double s = 0;
+    #pragma omp parallel for reduction(+:s)
+    for (long i = 0; i < (long)n * 20000; i++) s += (i % 7) * 0.5;
+    return s;
+}
+"#;
+
+    /// Build [`OMPWORK_C`] into `dir/libompwork.so` with `gcc -fopenmp`.
+    pub fn build_ompwork(dir: &Path) -> PathBuf {
+        let src = dir.join("ompwork.c");
+        let lib = dir.join("libompwork.so");
+        std::fs::write(&src, OMPWORK_C).expect("write ompwork.c");
+        let st = std::process::Command::new("gcc")
+            .args(["-O2", "-fopenmp", "-shared", "-fPIC", "-o"])
+            .arg(&lib)
+            .arg(&src)
+            .status()
+            .expect("gcc (installed by scripts/setup-test-envs.sh)");
+        assert!(st.success(), "gcc -fopenmp failed");
+        lib
+    }
+
+    /// Write `module` as `dir/hazard.py` (building the C library for
+    /// [`GOMP`]); the environment that makes `import hazard` work.
+    pub fn install(dir: &Path, module: &str) -> Vec<(String, String)> {
+        std::fs::write(dir.join("hazard.py"), module).expect("write hazard.py");
+        let mut env = vec![("PYTHONPATH".to_string(), dir.to_string_lossy().into_owned())];
+        if module == GOMP {
+            let lib = build_ompwork(dir);
+            env.push(("OMPWORK_LIB".into(), lib.to_string_lossy().into_owned()));
+        }
+        env
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use caiclust_core::{Cluster, Failure, Outcome, StartMethod, Task};
+use caiclust_tests::hazard::{self, GOMP, OPENBLAS, SKLEARN};
 use caiclust_tests::{fixtures, orphans_after, unique_tag, TAG_VAR};
 use serde_json::{json, Value};
 
@@ -24,65 +25,11 @@ struct Workload {
     dir: tempfile::TempDir,
 }
 
-const SKLEARN: &str = r#"
-import numpy as np
-from sklearn.cluster import KMeans
-X = np.random.RandomState(0).rand(4000, 8)
-def task(seed):
-    return int(KMeans(n_clusters=4, n_init=1, random_state=seed).fit(X).n_iter_)
-task(0)
-"#;
-
-const OPENBLAS: &str = r#"
-import numpy as np
-A = np.random.RandomState(0).rand(700, 700)
-def task(seed):
-    B = np.random.RandomState(seed).rand(700, 700)
-    return float((A @ B).sum())
-task(0)
-"#;
-
-const GOMP: &str = r#"
-import ctypes, os
-lib = ctypes.CDLL(os.environ["OMPWORK_LIB"])
-lib.work.restype = ctypes.c_double
-lib.work.argtypes = [ctypes.c_int]
-def task(n):
-    return lib.work(1000 + n)
-task(0)
-"#;
-
-const GOMP_C: &str = r#"
-double work(int n) {
-    double s = 0;
-    #pragma omp parallel for reduction(+:s)
-    for (long i = 0; i < (long)n * 20000; i++) s += (i % 7) * 0.5;
-    return s;
-}
-"#;
-
-/// `module` defines `task(i)` and uses the runtime at import, as the parent
-/// of a fork would have.
+/// `module` (one of [`hazard`]'s) defines `task(i)` and uses the runtime at
+/// import, as the parent of a fork would have.
 fn workload(python: &Path, module: &'static str) -> Workload {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("hazard.py"), module).unwrap();
-    let mut env = vec![(
-        "PYTHONPATH".to_string(),
-        dir.path().to_string_lossy().into_owned(),
-    )];
-    if module == GOMP {
-        let src = dir.path().join("ompwork.c");
-        let lib = dir.path().join("libompwork.so");
-        std::fs::write(&src, GOMP_C).unwrap();
-        let st = Command::new("gcc")
-            .args(["-O2", "-fopenmp", "-shared", "-fPIC", "-o"])
-            .arg(&lib)
-            .arg(&src)
-            .status()
-            .expect("gcc (installed by scripts/setup-test-envs.sh)");
-        assert!(st.success());
-        env.push(("OMPWORK_LIB".into(), lib.to_string_lossy().into_owned()));
-    }
+    let env = hazard::install(dir.path(), module);
     Workload {
         python: python.to_path_buf(),
         env,

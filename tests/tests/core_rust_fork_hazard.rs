@@ -7,22 +7,12 @@
 //! stays conservative: other runtimes keep process-wide pools. (Its own
 //! test binary: the OpenMP threads must not leak into other tests.)
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use caiclust_core::worker::Registry;
 use caiclust_core::{Cluster, CoreError, StartMethod, Task};
 use caiclust_tests::{orphans_after, unique_tag, TAG_VAR};
 use serde_json::json;
-
-const OMPWORK: &str = r#"
-double work(int n) {
-    double s = 0;
-    #pragma omp parallel for reduction(+:s)
-    for (long i = 0; i < (long)n * 20000; i++) s += (i % 7) * 0.5;
-    return s;
-}
-"#;
 
 static LIB: std::sync::OnceLock<libloading::Library> = std::sync::OnceLock::new();
 
@@ -38,16 +28,7 @@ fn work(n: i32) -> f64 {
 #[test]
 fn fork_after_gnu_openmp_is_refused_and_forced_fork_is_caught() {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("ompwork.c");
-    let so = dir.path().join("libompwork.so");
-    std::fs::write(&src, OMPWORK).unwrap();
-    let st = Command::new("gcc")
-        .args(["-O2", "-fopenmp", "-shared", "-fPIC", "-o"])
-        .arg(&so)
-        .arg(&src)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let so = caiclust_tests::hazard::build_ompwork(dir.path());
     // SAFETY: our own library; its constructor is libgomp's.
     LIB.get_or_init(|| unsafe { libloading::Library::new(&so).unwrap() });
     let expected = work(10);
