@@ -23,6 +23,14 @@ def threads(_):
 
 def die(_):
     os._exit(3)
+
+def slow(x):
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "started"), "a") as f:
+        f.write(f"{x}\n")
+    import time
+    time.sleep(0.5)
+    return x
 "#;
 
 fn setup() -> (Work, String) {
@@ -228,4 +236,57 @@ fn fork_is_refused_where_the_rules_see_a_hazard_unless_forced() {
     ]));
     expect_status(&o, 0);
     assert_eq!(lines(&o)[0]["value"], 4);
+}
+
+/// Calls are handed to the cluster well ahead of free workers (so tiny
+/// ones travel in batches); a first Ctrl-C still starts nothing more:
+/// what the cluster holds and has not begun is withdrawn, the running
+/// calls finish and are logged, and the rest are reported as not run.
+#[test]
+fn first_ctrl_c_starts_no_more_calls() {
+    let (w, py) = setup();
+    let inputs = numbers(40);
+    let mut args = vec![
+        "map",
+        "--python",
+        &py,
+        "-j",
+        "2",
+        "--joblog",
+        "run.log",
+        "-f",
+        "tasks:slow",
+        ":::",
+    ];
+    args.extend(strs(&inputs));
+    let child = w
+        .caiclust(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    assert!(wait_for(std::time::Duration::from_secs(30), || w
+        .read("started")
+        .lines()
+        .count()
+        >= 2));
+    let t0 = std::time::Instant::now();
+    signal(child.id(), "INT");
+    let o = child.wait_with_output().expect("wait");
+    let waited = t0.elapsed();
+    assert_eq!(o.status.code(), Some(130), "{}", both(&o));
+    assert!(
+        waited < std::time::Duration::from_secs(5),
+        "the queued calls were not run: {waited:?}"
+    );
+    let started = w.read("started").lines().count();
+    assert!((2..=4).contains(&started), "{started} calls started");
+    let logged = joblog_seqs(&w.read("run.log")).len();
+    assert_eq!(logged, started, "every call that ran is logged");
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("{} not run (interrupted)", 40 - logged)),
+        "{err}"
+    );
+    assert!(!err.contains("stopped while running"), "{err}");
 }

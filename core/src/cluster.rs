@@ -2,7 +2,8 @@
 //! recommendation ([`Cluster::auto`]) or explicit choices
 //! ([`Cluster::builder`]), that takes tasks and gives back one result each.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -19,7 +20,7 @@ use caiclust_rules::{
 use crate::ipp::{IppBackend, IppConfig, IppError, IppEvent};
 
 use crate::plan::{host_only_facts, HaltPolicy, Settings, StartMethod};
-use crate::scheduler::{Event, Notice, Scheduler};
+use crate::scheduler::{Event, Notice, Scheduler, Spare};
 use crate::task::{Task, TaskId, TaskResult};
 use crate::worker::Registry;
 
@@ -347,7 +348,7 @@ impl ClusterBuilder {
 fn run_ipp(
     backend: IppBackend,
     events: mpsc::Receiver<Event>,
-    results: Sender<TaskResult>,
+    results: Sender<Vec<TaskResult>>,
     notices: Sender<crate::scheduler::Notice>,
 ) {
     use crate::task::{Failure, Outcome};
@@ -364,7 +365,7 @@ fn run_ipp(
                                 message: e.to_string(),
                             },
                         };
-                        let _ = results.send(r);
+                        let _ = results.send(vec![r]);
                     } else {
                         submitted.push(id);
                     }
@@ -395,7 +396,7 @@ fn run_ipp(
                         if let Some(IppEvent::Result(r)) =
                             backend.recv_timeout(Duration::from_millis(50))
                         {
-                            let _ = results.send(r);
+                            let _ = results.send(vec![r]);
                         }
                     }
                 }
@@ -406,7 +407,7 @@ fn run_ipp(
         }
         match backend.recv_timeout(Duration::from_millis(5)) {
             Some(IppEvent::Result(r)) => {
-                let _ = results.send(r);
+                let _ = results.send(vec![r]);
             }
             Some(IppEvent::Notice { task, message }) => {
                 let _ = notices.send(crate::scheduler::Notice { task, message });
@@ -467,11 +468,22 @@ pub(crate) fn fork_hazards(report: &Report) -> Vec<String> {
         .collect()
 }
 
+/// How many tasks [`Cluster::submit_many`] sends in one event.
+const SUBMIT_SLICE: usize = 512;
+
+/// How many of its tasks [`Cluster::map`] keeps in play at once.
+const MAP_AHEAD: usize = 16384;
+
 /// Worker processes running tasks. Dropping it stops everything it
 /// started.
 pub struct Cluster {
     events: Sender<Event>,
-    results: Receiver<TaskResult>,
+    /// Results arrive in groups (one per turn of the scheduler's loop).
+    results: Receiver<Vec<TaskResult>>,
+    /// Received and not yet handed out.
+    arrived: RefCell<VecDeque<TaskResult>>,
+    /// Emptied groups, for the scheduler to fill again.
+    spare: Spare,
     notices: Receiver<Notice>,
     next_id: AtomicU64,
     received: AtomicU64,
@@ -501,11 +513,12 @@ impl Cluster {
         let (events_tx, events_rx) = mpsc::channel();
         let (results_tx, results_rx) = mpsc::channel();
         let (notices_tx, notices_rx) = mpsc::channel();
+        let spare = Spare::default();
         let scheduler = Scheduler::new(
             settings.clone(),
             events_rx,
             events_tx.clone(),
-            results_tx,
+            (results_tx, spare.clone()),
             notices_tx,
         );
         let handle = std::thread::Builder::new()
@@ -514,6 +527,8 @@ impl Cluster {
         Ok(Cluster {
             events: events_tx,
             results: results_rx,
+            arrived: RefCell::default(),
+            spare,
             notices: notices_rx,
             next_id: AtomicU64::new(1),
             received: AtomicU64::new(0),
@@ -533,12 +548,15 @@ impl Cluster {
         let (events_tx, events_rx) = mpsc::channel();
         let (results_tx, results_rx) = mpsc::channel();
         let (notices_tx, notices_rx) = mpsc::channel();
+        let spare = Spare::default();
         let handle = std::thread::Builder::new()
             .name("caiclust-ipyparallel".into())
             .spawn(move || run_ipp(backend, events_rx, results_tx, notices_tx))?;
         Ok(Cluster {
             events: events_tx,
             results: results_rx,
+            arrived: RefCell::default(),
+            spare,
             notices: notices_rx,
             next_id: AtomicU64::new(1),
             received: AtomicU64::new(0),
@@ -565,33 +583,97 @@ impl Cluster {
         id
     }
 
+    /// Queue many tasks at once, much cheaper than one [`Cluster::submit`]
+    /// each; their ids, in the order given (consecutive unless the
+    /// iterator itself submits to this cluster).
+    pub fn submit_many(&self, tasks: impl IntoIterator<Item = Task>) -> Vec<TaskId> {
+        let mut ids = Vec::new();
+        self.submit_slices(tasks, |range| ids.extend(range));
+        ids
+    }
+
+    /// Send `tasks` in slices of consecutive ids, reading the iterator as
+    /// it goes (workers start on the first slices while the rest are
+    /// made); `each` sees every slice's ids.
+    fn submit_slices(
+        &self,
+        tasks: impl IntoIterator<Item = Task>,
+        mut each: impl FnMut(std::ops::Range<TaskId>),
+    ) {
+        let mut tasks = tasks.into_iter();
+        loop {
+            let slice: Vec<Task> = tasks.by_ref().take(SUBMIT_SLICE).collect();
+            if slice.is_empty() {
+                return;
+            }
+            each(self.send_slice(slice));
+        }
+    }
+
+    /// Queue one slice of tasks under consecutive ids.
+    fn send_slice(&self, tasks: Vec<Task>) -> std::ops::Range<TaskId> {
+        let n = tasks.len() as u64;
+        let first = self.next_id.fetch_add(n, Ordering::SeqCst);
+        let _ = self.events.send(Event::SubmitMany { first, tasks });
+        first..first + n
+    }
+
+    /// Hand an emptied group back to the scheduler, to fill again (large
+    /// buffers freed and allocated anew cost fresh pages each time).
+    fn recycle(&self, group: Vec<TaskResult>) {
+        if let Ok(mut spare) = self.spare.lock() {
+            if spare.len() < 4 {
+                spare.push(group);
+            }
+        }
+    }
+
     /// Tasks submitted and not yet received.
     pub fn outstanding(&self) -> u64 {
         self.next_id.load(Ordering::SeqCst) - 1 - self.received.load(Ordering::SeqCst)
     }
 
-    /// The next result in completion order; `None` when nothing is
-    /// outstanding.
-    pub fn recv(&self) -> Option<TaskResult> {
-        if self.outstanding() == 0 {
-            return None;
-        }
-        let r = self.results.recv().ok()?;
+    /// Take the next result already received, if any.
+    fn take_arrived(&self) -> Option<TaskResult> {
+        let r = self.arrived.borrow_mut().pop_front()?;
         self.received.fetch_add(1, Ordering::SeqCst);
         Some(r)
     }
 
+    /// The next result in completion order; `None` when nothing is
+    /// outstanding.
+    pub fn recv(&self) -> Option<TaskResult> {
+        loop {
+            if let Some(r) = self.take_arrived() {
+                return Some(r);
+            }
+            if self.outstanding() == 0 {
+                return None;
+            }
+            let mut group = self.results.recv().ok()?;
+            self.arrived.borrow_mut().extend(group.drain(..));
+            self.recycle(group);
+        }
+    }
+
     /// As [`Cluster::recv`], waiting at most `timeout`.
     pub fn recv_timeout(&self, timeout: Duration) -> Option<TaskResult> {
-        if self.outstanding() == 0 {
-            return None;
-        }
-        match self.results.recv_timeout(timeout) {
-            Ok(r) => {
-                self.received.fetch_add(1, Ordering::SeqCst);
-                Some(r)
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(r) = self.take_arrived() {
+                return Some(r);
             }
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+            if self.outstanding() == 0 {
+                return None;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.results.recv_timeout(left) {
+                Ok(mut group) => {
+                    self.arrived.borrow_mut().extend(group.drain(..));
+                    self.recycle(group);
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
+            }
         }
     }
 
@@ -611,18 +693,67 @@ impl Cluster {
     }
 
     /// Submit every task and return their results in submission order.
+    /// Tasks are taken from the iterator as the work goes on (at most
+    /// `MAP_AHEAD` of them in play), so a long iterator never sits in
+    /// memory whole. Results of tasks submitted earlier that arrive
+    /// meanwhile stay for [`Cluster::recv`].
     pub fn map(&self, tasks: impl IntoIterator<Item = Task>) -> Vec<TaskResult> {
-        let ids: Vec<TaskId> = tasks.into_iter().map(|t| self.submit(t)).collect();
-        let mut by_id: BTreeMap<TaskId, TaskResult> = BTreeMap::new();
-        while by_id.len() < ids.len() {
-            match self.recv() {
-                Some(r) => {
-                    by_id.insert(r.id, r);
+        let mut tasks = tasks.into_iter();
+        let mut more = true;
+        // Runs of consecutive ids and where each begins in the output.
+        let mut runs: Vec<(std::ops::Range<TaskId>, usize)> = Vec::new();
+        let mut slots: Vec<Option<TaskResult>> = Vec::new();
+        let mut others = Vec::new();
+        let mut got = 0usize;
+        loop {
+            while more && slots.len() - got < MAP_AHEAD {
+                let slice: Vec<Task> = tasks.by_ref().take(SUBMIT_SLICE).collect();
+                if slice.is_empty() {
+                    more = false;
+                    break;
                 }
-                None => break,
+                let ids = self.send_slice(slice);
+                let base = slots.len();
+                slots.resize_with(base + (ids.end - ids.start) as usize, || None);
+                match runs.last_mut() {
+                    Some((last, _)) if last.end == ids.start => last.end = ids.end,
+                    _ => runs.push((ids, base)),
+                }
             }
+            if got == slots.len() && !more {
+                break;
+            }
+            // Groups straight from the channel into place (each result
+            // moved once).
+            let Ok(mut group) = self.results.recv() else {
+                break;
+            };
+            self.received
+                .fetch_add(group.len() as u64, Ordering::SeqCst);
+            for r in group.drain(..) {
+                let i = runs.partition_point(|(ids, _)| ids.end <= r.id);
+                match runs.get(i) {
+                    Some((ids, base)) if ids.contains(&r.id) => {
+                        let slot = &mut slots[base + (r.id - ids.start) as usize];
+                        if slot.replace(r).is_none() {
+                            got += 1;
+                        }
+                    }
+                    _ => others.push(r),
+                }
+            }
+            self.recycle(group);
         }
-        ids.iter().filter_map(|id| by_id.remove(id)).collect()
+        if !others.is_empty() {
+            // Not ours: kept for recv, uncounted.
+            self.received
+                .fetch_sub(others.len() as u64, Ordering::SeqCst);
+            self.arrived.borrow_mut().extend(others);
+        }
+        // In place: an Option<TaskResult> is the size of a TaskResult, and
+        // filter_map (unlike flatten) reuses the allocation.
+        #[allow(clippy::filter_map_identity)]
+        slots.into_iter().filter_map(|r| r).collect()
     }
 
     /// Messages about workers and stalls received so far.
@@ -634,6 +765,17 @@ impl Cluster {
     /// (its whole process tree). Its result says cancelled.
     pub fn cancel(&self, id: TaskId) {
         let _ = self.events.send(Event::Cancel(id));
+    }
+
+    /// Cancel those of `ids` that have not begun (queued, or waiting in a
+    /// worker behind its current task); running ones go on. How a run
+    /// stops "starting no more jobs" with many tasks submitted ahead.
+    /// Withdrawn tasks end as cancelled with `attempts == 0`.
+    pub fn withdraw(&self, ids: impl IntoIterator<Item = TaskId>) {
+        let ids: Vec<TaskId> = ids.into_iter().collect();
+        if !ids.is_empty() {
+            let _ = self.events.send(Event::Withdraw(ids));
+        }
     }
 
     /// Wait for every task to finish, then stop the workers.

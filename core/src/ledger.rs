@@ -21,6 +21,16 @@ pub(crate) struct Entry {
     pub free: u32,
 }
 
+/// What is left of a task that is over: how it got there (the task
+/// itself is dropped where it lay).
+#[derive(Debug)]
+pub(crate) struct Closed {
+    /// Attempts started.
+    pub attempts: u32,
+    /// Failures of earlier attempts.
+    pub history: Vec<Failure>,
+}
+
 /// May a failed attempt be retried?
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Retry {
@@ -37,8 +47,8 @@ pub(crate) enum Retry {
 pub(crate) enum AfterFailure {
     /// Queue it again.
     Retry,
-    /// It is over: the entry, with the last failure.
-    Final(Box<Entry>, Failure),
+    /// It is over, with the last failure.
+    Final(Closed, Failure),
 }
 
 /// Entries by id: ids are handed out in sequence, so a window of slots
@@ -73,9 +83,14 @@ impl Ledger {
         self.slots[i].as_mut()
     }
 
-    fn take(&mut self, id: TaskId) -> Option<Entry> {
+    fn take(&mut self, id: TaskId) -> Option<Closed> {
         let i = self.index(id)?;
-        let e = self.slots[i].take()?;
+        let e = self.slots[i].as_mut()?;
+        let closed = Closed {
+            attempts: e.attempts,
+            history: std::mem::take(&mut e.history),
+        };
+        self.slots[i] = None;
         self.open -= 1;
         while matches!(self.slots.front(), Some(None)) {
             self.slots.pop_front();
@@ -85,7 +100,7 @@ impl Ledger {
             // Nothing open: the next id starts the window afresh.
             self.base = id + 1;
         }
-        Some(e)
+        Some(closed)
     }
 
     pub fn add(&mut self, id: TaskId, task: Task) {
@@ -157,7 +172,7 @@ impl Ledger {
     }
 
     /// The running attempt succeeded: the task is over.
-    pub fn succeed(&mut self, id: TaskId) -> Option<Entry> {
+    pub fn succeed(&mut self, id: TaskId) -> Option<Closed> {
         match self.get(id) {
             Some(e) if e.running => self.take(id),
             _ => None,
@@ -186,12 +201,12 @@ impl Ledger {
             e.history.push(failure);
             return Some(AfterFailure::Retry);
         }
-        let e = self.take(id)?;
-        Some(AfterFailure::Final(Box::new(e), failure))
+        let closed = self.take(id)?;
+        Some(AfterFailure::Final(closed, failure))
     }
 
     /// The task is over without a result (cancelled, halted).
-    pub fn cancel(&mut self, id: TaskId) -> Option<Entry> {
+    pub fn cancel(&mut self, id: TaskId) -> Option<Closed> {
         self.take(id)
     }
 }

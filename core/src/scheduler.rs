@@ -10,15 +10,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::command::{slot_thread, CmdDone, CmdJob};
-use crate::ledger::{AfterFailure, Entry, Ledger, Retry};
+use crate::ledger::{AfterFailure, Closed, Ledger, Retry};
 use crate::plan::{HaltWhen, Settings, StartMethod};
 use crate::task::{
     ExitInfo, Failure, Outcome, Output, PoolKind, Task, TaskId, TaskKind, TaskResult,
 };
 use crate::tree::{self, StopSignal, TreeSample};
 use crate::watchdog;
-use crate::worker::protocol::{self, ToParent, WireTask};
+use crate::worker::protocol::{self, RunRef, ToParent};
 use crate::worker::{PYTHON_WORKER, WORKER_ENV, WORKER_SOCKET_ENV};
+
+/// Emptied result groups, handed back by the cluster for reuse.
+pub(crate) type Spare = Arc<std::sync::Mutex<Vec<Vec<TaskResult>>>>;
 
 /// Something the cluster reports besides results: a worker that died while
 /// idle, a stalled task, a halt.
@@ -32,7 +35,14 @@ pub struct Notice {
 #[cfg_attr(not(unix), allow(dead_code))]
 pub(crate) enum Event {
     Submit(TaskId, Box<Task>),
+    /// Tasks with consecutive ids from `first` (one event for a batch).
+    SubmitMany {
+        first: TaskId,
+        tasks: Vec<Task>,
+    },
     Cancel(TaskId),
+    /// Cancel these where they have not begun; leave the running ones.
+    Withdraw(Vec<TaskId>),
     Shutdown {
         kill: bool,
     },
@@ -98,6 +108,21 @@ impl std::hash::Hasher for KindHasher {
             self.0 = self.0.wrapping_mul(31).wrapping_add(u64::from(b));
         }
     }
+}
+
+/// Pending tasks are taken into the ledger while fewer than this many are
+/// queued (enough for every worker's next batches).
+const ADMIT_AHEAD: usize = 8192;
+
+/// At most this many events between two hand-outs of tasks.
+const EVENTS_PER_TURN: usize = 64;
+
+/// When a group of answers arrived, and each one's share of the time since
+/// the first of them began (`None` for a lone answer).
+#[derive(Debug, Clone, Copy)]
+struct GroupClock {
+    now: Instant,
+    share: Option<Duration>,
 }
 
 /// Why a process is being stopped.
@@ -181,9 +206,18 @@ pub(crate) struct Scheduler {
     env: Arc<BTreeMap<String, String>>,
     events: Receiver<Event>,
     events_tx: Sender<Event>,
-    results: Sender<TaskResult>,
+    results: Sender<Vec<TaskResult>>,
+    /// Emptied groups the cluster handed back.
+    spare: Spare,
+    /// Results finished since the last send: they go to the cluster in
+    /// one message per turn of the event loop.
+    outbox: Vec<TaskResult>,
     notices: Sender<Notice>,
     ledger: Ledger,
+    /// Submitted, not yet in the ledger: large submissions are taken in
+    /// as the queues run low (a ledger the size of what is in play, not
+    /// of everything submitted). Runs of consecutive ids.
+    pending: VecDeque<(TaskId, std::vec::IntoIter<Task>)>,
     queues: KindMap<VecDeque<TaskId>>,
     pools: KindMap<CallPool>,
     slots: Vec<CmdSlot>,
@@ -205,7 +239,7 @@ impl Scheduler {
         settings: Settings,
         events: Receiver<Event>,
         events_tx: Sender<Event>,
-        results: Sender<TaskResult>,
+        (results, spare): (Sender<Vec<TaskResult>>, Spare),
         notices: Sender<Notice>,
     ) -> Scheduler {
         let env = Arc::new(settings.env.clone());
@@ -216,7 +250,10 @@ impl Scheduler {
             events,
             events_tx,
             results,
+            spare,
+            outbox: Vec::new(),
             notices,
+            pending: VecDeque::new(),
             queues: KindMap::default(),
             pools: KindMap::default(),
             slots: Vec::new(),
@@ -237,10 +274,21 @@ impl Scheduler {
             let timeout = self.tick_interval();
             match self.events.recv_timeout(timeout) {
                 Ok(ev) => {
-                    self.handle(ev);
-                    // Take whatever else is already waiting before pumping.
-                    while let Ok(ev) = self.events.try_recv() {
+                    // Take what else is already waiting before pumping, but
+                    // not too much: workers start on the first slices of a
+                    // large submission while the rest is queued, and
+                    // results go out between groups of answers.
+                    let mut budget = EVENTS_PER_TURN;
+                    let mut next = Some(ev);
+                    while let Some(ev) = next.take() {
+                        budget = budget.saturating_sub(match &ev {
+                            Event::SubmitMany { .. } => EVENTS_PER_TURN,
+                            _ => 1,
+                        });
                         self.handle(ev);
+                        if budget > 0 {
+                            next = self.events.try_recv().ok();
+                        }
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
@@ -252,11 +300,25 @@ impl Scheduler {
             }
             self.tick();
             self.pump();
+            self.send_results();
             if self.finished() {
                 break;
             }
         }
         self.stop_everything();
+        self.send_results();
+    }
+
+    fn send_results(&mut self) {
+        if !self.outbox.is_empty() {
+            let next = self
+                .spare
+                .lock()
+                .ok()
+                .and_then(|mut s| s.pop())
+                .unwrap_or_default();
+            let _ = self.results.send(std::mem::replace(&mut self.outbox, next));
+        }
     }
 
     fn tick_interval(&self) -> Duration {
@@ -275,7 +337,7 @@ impl Scheduler {
     }
 
     fn finished(&self) -> bool {
-        self.shutdown.is_some() && self.ledger.len() == 0
+        self.shutdown.is_some() && self.ledger.len() == 0 && self.pending.is_empty()
     }
 
     // ---------------------------------------------------------------
@@ -285,19 +347,23 @@ impl Scheduler {
         match ev {
             Event::Submit(id, task) => {
                 self.submitted += 1;
-                let pool = task.pool();
-                self.ledger.add(id, *task);
-                if self.halted.is_some() || self.shutdown == Some(true) {
-                    let reason = self
-                        .halted
-                        .clone()
-                        .unwrap_or_else(|| "the cluster is shutting down".into());
-                    self.cancel_queued(id, &reason);
+                if self.pending.is_empty() {
+                    self.admit_one(id, *task);
                 } else {
-                    self.queues.entry(pool).or_default().push_back(id);
+                    // After the tasks submitted before it.
+                    self.pending.push_back((id, vec![*task].into_iter()));
                 }
             }
-            Event::Cancel(id) => self.cancel(id, "cancelled"),
+            Event::SubmitMany { first, tasks } => {
+                self.submitted += tasks.len() as u64;
+                self.pending.push_back((first, tasks.into_iter()));
+                self.admit(false);
+            }
+            Event::Cancel(id) => {
+                self.admit(true);
+                self.cancel(id, "cancelled")
+            }
+            Event::Withdraw(ids) => self.withdraw(ids),
             Event::Shutdown { kill } => self.begin_shutdown(kill),
             Event::Connected {
                 serial,
@@ -311,8 +377,25 @@ impl Scheduler {
                 }
             }
             Event::FromWorkerBatch { serial, msgs } => {
+                // One clock reading for the group: its answers were
+                // written together, and the time since the first of them
+                // began is shared out among them.
+                let now = Instant::now();
+                let mut at = self.locate(serial);
+                let answers = msgs
+                    .iter()
+                    .filter(|m| matches!(m, ToParent::Ok { .. } | ToParent::Err { .. }))
+                    .count() as u32;
+                let share = match at {
+                    Some((kind, i)) if answers > 1 => self.pools[&kind].workers[i]
+                        .head_since
+                        .map(|t| now.saturating_duration_since(t) / answers),
+                    _ => None,
+                };
+                let clock = GroupClock { now, share };
                 for msg in msgs {
-                    self.on_worker_message(serial, msg);
+                    let Some((kind, i)) = at else { return };
+                    at = self.on_worker_message(serial, kind, i, msg, clock);
                 }
             }
             Event::WorkerEof { serial } => {
@@ -358,6 +441,40 @@ impl Scheduler {
         }
     }
 
+    /// Take pending tasks into the ledger and the queues: until enough
+    /// are queued, or (`all`) every one, as a cancel, halt or kill needs.
+    fn admit(&mut self, all: bool) {
+        let mut queued: usize = self.queues.values().map(VecDeque::len).sum();
+        let ahead = ADMIT_AHEAD.max(self.settings.workers * 1024);
+        while all || queued < ahead {
+            let Some((next, tasks)) = self.pending.front_mut() else {
+                return;
+            };
+            let Some(task) = tasks.next() else {
+                self.pending.pop_front();
+                continue;
+            };
+            let id = *next;
+            *next += 1;
+            self.admit_one(id, task);
+            queued += 1;
+        }
+    }
+
+    fn admit_one(&mut self, id: TaskId, task: Task) {
+        let pool = task.pool();
+        self.ledger.add(id, task);
+        if self.halted.is_some() || self.shutdown == Some(true) {
+            let reason = self
+                .halted
+                .clone()
+                .unwrap_or_else(|| "the cluster is shutting down".into());
+            self.cancel_queued(id, &reason);
+        } else {
+            self.queues.entry(pool).or_default().push_back(id);
+        }
+    }
+
     fn worker_mut(&mut self, serial: u64) -> Option<&mut Worker> {
         self.pools
             .values_mut()
@@ -374,10 +491,35 @@ impl Scheduler {
         None
     }
 
-    fn on_worker_message(&mut self, serial: u64, msg: ToParent) {
-        let Some((kind, i)) = self.locate(serial) else {
-            return;
-        };
+    /// Where worker `serial` is now, trying `(kind, i)` first.
+    fn relocate(&self, serial: u64, kind: PoolKind, i: usize) -> Option<(PoolKind, usize)> {
+        let here = self
+            .pools
+            .get(&kind)
+            .and_then(|p| p.workers.get(i))
+            .is_some_and(|w| w.serial == serial);
+        if here {
+            Some((kind, i))
+        } else {
+            self.locate(serial)
+        }
+    }
+
+    /// Handle one message of worker `serial` (at `kind`, `i`), answered at
+    /// `now`; returns where the worker is afterwards.
+    fn on_worker_message(
+        &mut self,
+        serial: u64,
+        kind: PoolKind,
+        i: usize,
+        msg: ToParent,
+        clock: GroupClock,
+    ) -> Option<(PoolKind, usize)> {
+        self.answered(kind, i, msg, clock);
+        self.relocate(serial, kind, i)
+    }
+
+    fn answered(&mut self, kind: PoolKind, i: usize, msg: ToParent, clock: GroupClock) {
         let (id, result) = match msg {
             ToParent::Hello { hello } => {
                 let pool = self.pools.get_mut(&kind).expect("located pool");
@@ -391,7 +533,7 @@ impl Scheduler {
             ToParent::Err { id, err } => (id, Err(err)),
             _ => return,
         };
-        let now = Instant::now();
+        let now = clock.now;
         let pool = self.pools.get_mut(&kind).expect("located pool");
         let w = &mut pool.workers[i];
         let Some(head) = w.in_flight.pop_front() else {
@@ -410,7 +552,11 @@ impl Scheduler {
             self.stop_worker(kind, i, StopCause::Cancelled("protocol error".into()));
             return;
         }
-        let runtime = w.head_since.map_or(Duration::ZERO, |t| now - t);
+        let runtime = match (clock.share, w.head_since) {
+            (Some(share), _) => share,
+            (None, Some(t)) => now.saturating_duration_since(t),
+            (None, None) => Duration::ZERO,
+        };
         let started = w.head_started_wall;
         let pid = w.pid;
         let slot = w.slot;
@@ -420,8 +566,9 @@ impl Scheduler {
             w.head_since = None;
             w.head_started_wall = None;
         } else {
-            w.head_since = Some(now);
-            w.head_started_wall = Some(SystemTime::now());
+            // The next one began as this one ended.
+            w.head_since = Some(w.head_since.map_or(now, |t| t + runtime).min(now));
+            w.head_started_wall = Some(started.map_or_else(SystemTime::now, |t| t + runtime));
         }
         pool.mean_task = if pool.mean_task == 0.0 {
             runtime.as_secs_f64()
@@ -784,7 +931,7 @@ impl Scheduler {
                     self.ledger
                         .fail(id, Failure::Start { message }, Retry::Never)
                 {
-                    self.finish(id, *e, Outcome::Failed { failure: f }, details);
+                    self.finish(id, e, Outcome::Failed { failure: f }, details);
                 }
             }
         }
@@ -862,13 +1009,13 @@ impl Scheduler {
                 }
             }
             Some(AfterFailure::Final(e, failure)) => {
-                self.finish(id, *e, Outcome::Failed { failure }, details)
+                self.finish(id, e, Outcome::Failed { failure }, details)
             }
             None => {}
         }
     }
 
-    fn finish(&mut self, id: TaskId, entry: Entry, outcome: Outcome, details: Details) {
+    fn finish(&mut self, id: TaskId, entry: Closed, outcome: Outcome, details: Details) {
         if !self.isolated.is_empty() {
             self.isolated.remove(&id);
         }
@@ -890,7 +1037,7 @@ impl Scheduler {
             stdout: details.stdout,
             stderr: details.stderr,
         };
-        let _ = self.results.send(result);
+        self.outbox.push(result);
         self.check_halt();
     }
 
@@ -911,6 +1058,7 @@ impl Scheduler {
             message: reason.clone(),
         });
         self.halted = Some(reason.clone());
+        self.admit(true);
         let queued: Vec<TaskId> = self.queues.values_mut().flat_map(|q| q.drain(..)).collect();
         for id in queued {
             self.cancel_queued(id, &reason);
@@ -989,6 +1137,44 @@ impl Scheduler {
         }
     }
 
+    /// Cancel the tasks of `ids` that have not begun: queued ones, and
+    /// ones handed to a worker behind the task it is running (as far as
+    /// the parent knows: answers come back in groups). They end as
+    /// cancelled with no attempt made.
+    fn withdraw(&mut self, ids: Vec<TaskId>) {
+        const REASON: &str = "withdrawn before it started";
+        self.admit(true);
+        let ids: std::collections::HashSet<TaskId> = ids.into_iter().collect();
+        let mut queued = Vec::new();
+        for q in self.queues.values_mut() {
+            q.retain(|id| {
+                let hit = ids.contains(id);
+                if hit {
+                    queued.push(*id);
+                }
+                !hit
+            });
+        }
+        let mut waiting = Vec::new();
+        for p in self.pools.values_mut() {
+            for w in &mut p.workers {
+                for f in w.in_flight.iter_mut().skip(1) {
+                    if !f.dropped && ids.contains(&f.id) {
+                        f.dropped = true;
+                        waiting.push(f.id);
+                    }
+                }
+            }
+        }
+        for &id in &waiting {
+            self.ledger.unstart(id);
+        }
+        queued.sort_unstable();
+        for id in queued.into_iter().chain(waiting) {
+            self.cancel_queued(id, REASON);
+        }
+    }
+
     fn stop_all_running(&mut self, reason: &str) {
         let ids: Vec<TaskId> = self
             .ledger
@@ -1007,6 +1193,7 @@ impl Scheduler {
         }
         self.shutdown = Some(kill);
         if kill {
+            self.admit(true);
             let reason = "the cluster was shut down";
             let queued: Vec<TaskId> = self.queues.values_mut().flat_map(|q| q.drain(..)).collect();
             for id in queued {
@@ -1202,6 +1389,7 @@ impl Scheduler {
         if self.halted.is_some() {
             return;
         }
+        self.admit(false);
         self.pump_commands();
         for kind in [PoolKind::Python, PoolKind::Rust] {
             self.pump_pool(kind);
@@ -1303,7 +1491,7 @@ impl Scheduler {
                         },
                         Retry::Never,
                     ) {
-                        self.finish(id, *e, Outcome::Failed { failure: f }, Details::none());
+                        self.finish(id, e, Outcome::Failed { failure: f }, Details::none());
                     }
                 }
             }
@@ -1349,77 +1537,83 @@ impl Scheduler {
             Some(n) => window.min(n as usize),
             None => window,
         };
+        // Tiny tasks: a second batch waits in the worker's pipe while it
+        // runs the first, so it never idles waiting for the parent.
+        let depth = if window > 1 { 2 * window } else { window };
         let queue = self.queues.entry(kind).or_default();
         let isolated = &self.isolated;
+        let mut line = Vec::new();
+        let mut ids = Vec::new();
         for i in ready {
             let w = &mut pool.workers[i];
-            // A worker running a suspect gets nothing else until it answers.
-            if !isolated.is_empty() && w.in_flight.iter().any(|f| isolated.contains(&f.id)) {
-                continue;
-            }
-            let room = window.saturating_sub(w.in_flight.len());
-            if room == 0 || queue.is_empty() {
-                continue;
-            }
-            let room = match self.settings.recycle_after {
-                Some(n) => {
-                    room.min((n.saturating_sub(w.served + w.in_flight.len() as u64)) as usize)
-                }
-                None => room,
-            };
-            if room == 0 {
-                continue;
-            }
-            let mut batch = Vec::with_capacity(room);
-            while batch.len() < room {
-                let Some(&next) = queue.front() else { break };
-                let alone = !isolated.is_empty() && isolated.contains(&next);
-                if alone && !(batch.is_empty() && w.in_flight.is_empty()) {
+            loop {
+                // A worker running a suspect gets nothing else until it
+                // answers.
+                if !isolated.is_empty() && w.in_flight.iter().any(|f| isolated.contains(&f.id)) {
                     break;
                 }
-                let Some(id) = queue.pop_front() else { break };
-                let Some(entry) = self.ledger.get(id) else {
-                    continue;
+                let room = depth.saturating_sub(w.in_flight.len()).min(window);
+                let room = match self.settings.recycle_after {
+                    Some(n) => {
+                        room.min((n.saturating_sub(w.served + w.in_flight.len() as u64)) as usize)
+                    }
+                    None => room,
                 };
-                let call = match &entry.task.kind {
-                    TaskKind::Python(c) | TaskKind::Rust(c) => c,
-                    TaskKind::Command(_) => continue,
-                };
-                let wire = WireTask {
-                    id,
-                    f: call.function.clone(),
-                    a: call.args.clone(),
-                };
-                if self.ledger.start(id).is_some() {
-                    batch.push(wire);
-                }
-                if alone {
+                if room == 0 || queue.is_empty() || w.writer.is_none() {
                     break;
                 }
-            }
-            if batch.is_empty() {
-                continue;
-            }
-            let was_idle = w.in_flight.is_empty();
-            for t in &batch {
-                w.in_flight.push_back(InFlight {
-                    id: t.id,
-                    dropped: false,
-                });
-            }
-            if was_idle {
-                w.head_since = Some(Instant::now());
-                w.head_started_wall = Some(SystemTime::now());
-            }
-            let msg = protocol::ToWorker::Run { run: batch };
-            let sent = w
-                .writer
-                .as_mut()
-                .map(|wr| protocol::write_line(wr.as_mut(), &msg).is_ok())
-                .unwrap_or(false);
-            if !sent {
-                // The worker is going away; its EOF hands the tasks back.
-                w.writer = None;
+                let mut batch = Vec::with_capacity(room);
+                while batch.len() < room {
+                    let Some(&next) = queue.front() else { break };
+                    let alone = !isolated.is_empty() && isolated.contains(&next);
+                    if alone && !(batch.is_empty() && w.in_flight.is_empty()) {
+                        break;
+                    }
+                    let Some(id) = queue.pop_front() else { break };
+                    let is_call = self.ledger.get(id).is_some_and(|e| {
+                        matches!(e.task.kind, TaskKind::Python(_) | TaskKind::Rust(_))
+                    });
+                    if is_call && self.ledger.start(id).is_some() {
+                        batch.push(id);
+                    }
+                    if alone {
+                        break;
+                    }
+                }
+                if batch.is_empty() {
+                    break;
+                }
+                let was_idle = w.in_flight.is_empty();
+                w.in_flight
+                    .extend(batch.iter().map(|&id| InFlight { id, dropped: false }));
+                if was_idle {
+                    w.head_since = Some(Instant::now());
+                    w.head_started_wall = Some(SystemTime::now());
+                }
+                // The tasks as borrowed from the ledger, written in one line.
+                let ledger = &self.ledger;
+                let calls: Vec<(u64, &str, &serde_json::Value)> = batch
+                    .iter()
+                    .filter_map(|&id| match &ledger.get(id)?.task.kind {
+                        TaskKind::Python(c) | TaskKind::Rust(c) => {
+                            Some((id, c.function.as_str(), &c.args))
+                        }
+                        TaskKind::Command(_) => None,
+                    })
+                    .collect();
+                line.clear();
+                let encoded =
+                    serde_json::to_writer(&mut line, &RunRef::new(&calls, &mut ids)).is_ok();
+                line.push(b'\n');
+                let sent = encoded
+                    && w.writer
+                        .as_mut()
+                        .is_some_and(|wr| wr.write_all(&line).and_then(|_| wr.flush()).is_ok());
+                if !sent {
+                    // The worker is going away; its EOF hands the tasks
+                    // back.
+                    w.writer = None;
+                }
             }
         }
     }

@@ -47,6 +47,28 @@ def kwargs(a, b=2):
 
 def unserialisable():
     return object()
+
+def nan():
+    return float("nan")
+
+def half_bad(x):
+    return [[x], object()]
+
+def nested(x):
+    return [[x], {"k": x}]
+
+class Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("no")
+
+def unprintable():
+    raise Unprintable()
+
+def surrogate():
+    return "\ud800"
+
+def text(x):
+    return f"h\u00e9llo \u2603 \U0001d11e \"{x}\"\n"
 "#;
 
 fn module_dir() -> tempfile::TempDir {
@@ -243,5 +265,74 @@ fn workers_are_recycled_after_n_tasks() {
         distinct.len(),
         3,
         "three workers of three tasks each: {pids:?}"
+    );
+}
+
+/// Batches of tiny calls to different functions, in one worker (so they
+/// travel many to a message, by column), with results JSON cannot carry
+/// among them: each bad one fails alone with its reason, and every other
+/// result is exact, in order.
+#[test]
+fn mixed_batches_and_results_json_cannot_carry() {
+    let fx = fixtures();
+    let dir = module_dir();
+    let cluster = Cluster::builder()
+        .workers(1)
+        .start_method(StartMethod::Spawn)
+        .python(&fx.venv_numpy)
+        .env("PYTHONPATH", dir.path().to_string_lossy())
+        .build()
+        .unwrap();
+    let special = |i: usize| match i {
+        100 => Some("nan"),
+        200 => Some("half_bad"),
+        300 => Some("unprintable"),
+        400 => Some("surrogate"),
+        _ => None,
+    };
+    let tasks = (0..3000).map(|i| match special(i) {
+        Some("half_bad") => Task::python("faulty:half_bad", json!([i])),
+        Some(name) => Task::python(format!("faulty:{name}"), json!(null)),
+        None if i % 2 == 0 => Task::python("faulty:nested", json!([i])),
+        None => Task::python("faulty:text", json!([i])),
+    });
+    let results = cluster.map(tasks);
+    assert_eq!(results.len(), 3000);
+    for (i, r) in results.iter().enumerate() {
+        match special(i) {
+            Some("nan") | Some("half_bad") => assert!(
+                matches!(failure(r), Failure::Exception { message, .. } if message.contains("JSON")),
+                "task {i}: {:?}",
+                r.outcome
+            ),
+            Some("unprintable") => assert!(
+                matches!(failure(r), Failure::Exception { type_name, message, .. }
+                    if type_name == "Unprintable" && message.contains("cannot be shown")),
+                "task {i}: {:?}",
+                r.outcome
+            ),
+            Some(_) => assert!(
+                matches!(failure(r), Failure::Exception { type_name, .. } if type_name == "ProtocolError"),
+                "task {i}: {:?}",
+                r.outcome
+            ),
+            None if i % 2 == 0 => {
+                assert_eq!(r.value(), Some(&json!([[i], {"k": i}])), "task {i}")
+            }
+            None => assert_eq!(
+                r.value(),
+                Some(&json!(format!("h\u{e9}llo \u{2603} \u{1d11e} \"{i}\"\n"))),
+                "task {i}"
+            ),
+        }
+    }
+    // One worker served them all: no bad result took it down.
+    assert!(
+        cluster
+            .notices()
+            .iter()
+            .all(|n| !n.message.contains("died")),
+        "{:?}",
+        cluster.notices()
     );
 }

@@ -2,10 +2,12 @@
 //! start the cluster, keep every slot busy, and report each job as it
 //! ends.
 //!
-//! caiclust hands the cluster one job per free slot rather than all at
-//! once: it then knows each job's slot when building its command (`{%}`),
-//! stops starting jobs the moment it should (halt, Ctrl-C, a closed
-//! output), and knows that every job it has handed out is running.
+//! For commands, caiclust hands the cluster one job per free slot rather
+//! than all at once: it then knows each job's slot when building its
+//! command (`{%}`) and that every job it has handed out is running. Python
+//! calls (`-f`) are handed out further ahead, so that tiny calls travel in
+//! batches. Either way, when the run stops starting jobs (halt, Ctrl-C, a
+//! closed output), what the cluster holds and has not begun is withdrawn.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::IsTerminal;
@@ -30,6 +32,10 @@ use super::{MapError, ERROR_EXIT, INTERRUPTED_EXIT};
 /// How often the loop looks at Ctrl-C and the cluster's notices while
 /// waiting for a result.
 const POLL: Duration = Duration::from_millis(100);
+
+/// Python calls handed to the cluster ahead, per worker: two of its
+/// largest batches.
+const CALLS_AHEAD_PER_WORKER: usize = 1024;
 
 /// A job handed to the cluster.
 struct Running {
@@ -260,12 +266,13 @@ pub fn run(args: MapArgs) -> Result<u8, MapError> {
 
     let mut queue = todo.iter().copied();
     let mut running: HashMap<TaskId, Running> = HashMap::new();
-    // Python functions have no `{%}`: keep more calls queued in the
-    // cluster than there are workers, so tiny calls travel in batches
-    // instead of one round trip each (commands keep one per slot: `{%}`
-    // names a slot no other running job has).
+    // Python functions have no `{%}`: keep enough calls queued in the
+    // cluster for it to hand each worker two full batches (tiny calls then
+    // travel hundreds to a message); commands keep one per slot: `{%}`
+    // names a slot no other running job has. Calls queued and not begun
+    // are withdrawn when the run stops starting jobs.
     let ahead = if args.function.is_some() {
-        workers * 16
+        workers * CALLS_AHEAD_PER_WORKER
     } else {
         workers
     };
@@ -274,6 +281,7 @@ pub fn run(args: MapArgs) -> Result<u8, MapError> {
     let mut stop: Option<Stop> = None;
     let mut halt_exit: Option<u8> = None;
     let mut stopping_running = false;
+    let mut withdrawn = false;
     let mut runtimes: Vec<f64> = Vec::new();
     let run_total = todo.len() as u64;
 
@@ -300,6 +308,12 @@ pub fn run(args: MapArgs) -> Result<u8, MapError> {
         }
         if stop.is_none() && printer.stdout_closed() {
             stop = Some(Stop::OutputClosed);
+        }
+        if stop.is_some() && !withdrawn {
+            // Starting no more jobs: those handed to the cluster and not
+            // begun are not started either.
+            withdrawn = true;
+            cluster.withdraw(running.keys().copied());
         }
         while stop.is_none() && running.len() < ahead {
             let Some(i) = queue.next() else { break };
@@ -352,7 +366,9 @@ pub fn run(args: MapArgs) -> Result<u8, MapError> {
         };
         free_slots.insert(job.slot);
         if let Outcome::Cancelled { .. } = result.outcome {
-            cancelled += 1;
+            if result.attempts > 0 {
+                cancelled += 1;
+            }
             printer.finished(job.seq, None, &progress);
             continue;
         }

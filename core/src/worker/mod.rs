@@ -314,29 +314,34 @@ fn serve_tasks(registry: &Registry, inp: Box<dyn Read + Send>, shared: &Shared) 
                 return;
             }
         };
-        let tasks = match msg {
-            ToWorker::Stop { .. } => return,
-            ToWorker::Run { run } => run,
+        let Some(ids) = msg.ids else {
+            // {"stop": true}, or anything else that is not work.
+            return;
         };
-        let n = tasks.len();
-        for (i, task) in tasks.into_iter().enumerate() {
-            let result = registry.call(&task.f, task.a);
+        let n = ids.len();
+        let mut args = msg.a.into_iter();
+        for (i, id) in ids.into_iter().enumerate() {
+            let name = match (&msg.f, &msg.fs) {
+                (Some(f), _) => f.as_ref(),
+                (None, Some(fs)) => fs.get(i).map_or("", |f| f.as_ref()),
+                (None, None) => "",
+            };
+            let result = registry.call(name, args.next().unwrap_or(Value::Null));
             answer.clear();
-            protocol::encode_answer(&mut answer, task.id, result);
+            protocol::encode_answer(&mut answer, id, result);
             let mut p = lock(shared);
             p.buf.extend_from_slice(&answer);
-            let last = i + 1 == n;
-            let now = std::time::Instant::now();
-            match p.since {
-                _ if last => p.flush(),
-                Some(t) if now - t >= FLUSH_AFTER => p.flush(),
-                Some(_) => {}
-                None => {
-                    p.since = Some(now);
-                    drop(p);
-                    shared.1.notify_one();
-                    continue;
-                }
+            if i + 1 == n {
+                // The batch is done: nothing would come to share the write.
+                p.flush();
+            } else if p.since.is_none() {
+                // The first answer waiting: the flusher writes it (and any
+                // after it) within FLUSH_AFTER. One clock reading per
+                // write, not per task.
+                p.since = Some(std::time::Instant::now());
+                drop(p);
+                shared.1.notify_one();
+                continue;
             }
             if p.broken {
                 return;

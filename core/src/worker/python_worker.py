@@ -9,8 +9,10 @@
 #       worker connects to the Unix socket SOCKET and says hello with N.
 #       Exits of forked workers are reported as {"exited": PID, ...}.
 #
-# Messages to a worker: {"run": [{"id": 1, "f": "pkg.mod:func", "a": ARGS}]}
-# or {"stop": true}. Answers, one line per task: {"id": 1, "ok": VALUE} or
+# Messages to a worker, a batch of tasks by column:
+# {"ids": [1, 2], "f": "pkg.mod:func", "a": [ARGS1, ARGS2]} ("fs": [NAME1,
+# NAME2] instead of "f" when the functions differ), or {"stop": true}.
+# Answers, one line per task: {"id": 1, "ok": VALUE} or
 # {"id": 1, "err": {"type": ..., "message": ..., "traceback": ...}}.
 # Answers to a batch of tiny tasks are written together, at most about a
 # millisecond late (the Answers class).
@@ -52,18 +54,6 @@ def resolve(name):
     return f
 
 
-def call(task):
-    f = resolve(task["f"])
-    a = task.get("a")
-    if isinstance(a, list):
-        return f(*a)
-    if isinstance(a, dict):
-        return f(**a)
-    if a is None:
-        return f()
-    return f(a)
-
-
 def error_of(exc):
     import traceback
 
@@ -72,18 +62,24 @@ def error_of(exc):
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename == "<string>":
         tb = tb.tb_next
-    return {
-        "type": type(exc).__name__,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(type(exc), exc, tb)),
-    }
+    try:
+        message = str(exc)
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
+    except BaseException:  # noqa: BLE001 - an exception whose str() raises
+        message = f"<{type(exc).__name__} that cannot be shown>"
+        text = ""
+    return {"type": type(exc).__name__, "message": message, "traceback": text}
 
 
 class Answers:
     """Answers waiting to be written. Tiny tasks share one write (and one
     wake-up of the parent); a flusher thread sends whatever waited 1 ms, so
     a long task never holds back the answers before it by more than that
-    (plus Python's thread switch interval)."""
+    (plus Python's thread switch interval).
+
+    The serving thread only appends to `pending` and, when nothing was
+    waiting, stamps `since` and wakes the flusher; whoever writes clears
+    `since` before taking what is pending, so nothing is left unstamped."""
 
     AFTER = 0.001
 
@@ -91,89 +87,147 @@ class Answers:
         import threading
 
         self.out = out
-        self.buf = []
+        self.pending = []
         self.since = None
         self.closed = False
         self.broken = False
-        self.cv = threading.Condition()
+        self.cv = threading.Condition(threading.Lock())
+        self.wlock = threading.Lock()
         threading.Thread(target=self._flusher, name="caiclust-answers", daemon=True).start()
 
-    def _flush(self):
-        if self.buf and not self.broken:
-            try:
-                self.out.write(b"".join(self.buf))
-                self.out.flush()
-            except OSError:
-                self.broken = True
-        self.buf.clear()
-        self.since = None
-
-    def add(self, data, last):
+    def started(self):
         from time import monotonic
 
         with self.cv:
-            self.buf.append(data)
-            now = monotonic()
-            if last or (self.since is not None and now - self.since >= self.AFTER):
-                self._flush()
-            elif self.since is None:
-                self.since = now
-                self.cv.notify()
+            self.since = monotonic()
+            self.cv.notify()
+
+    def flush(self):
+        with self.wlock:
+            self.since = None
+            pending = self.pending
+            n = len(pending)
+            if n and not self.broken:
+                data = "".join(pending[:n]).encode()
+                del pending[:n]
+                try:
+                    self.out.write(data)
+                    self.out.flush()
+                except OSError:
+                    self.broken = True
             return not self.broken
 
     def _flusher(self):
         from time import monotonic
 
-        with self.cv:
-            while not self.closed:
-                if self.since is None:
-                    self.cv.wait()
+        cv = self.cv
+        while True:
+            with cv:
+                since = self.since
+                if self.closed:
+                    return
+                if since is None:
+                    cv.wait()
                     continue
-                due = self.since + self.AFTER - monotonic()
+                due = since + self.AFTER - monotonic()
                 if due > 0:
-                    self.cv.wait(due)
-                else:
-                    self._flush()
+                    cv.wait(due)
+                    continue
+            self.flush()
 
     def close(self):
+        self.flush()
         with self.cv:
-            self._flush()
             self.closed = True
             self.cv.notify()
 
 
+def json_encoder():
+    """A compact JSON encoder for results, as fast as the json module
+    allows: plain ints and strings directly, the rest through one reused C
+    encoder (rebuilt after a failure, which can leave it dirty). NaN and
+    infinities are refused: they are not JSON."""
+    enc = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+    try:
+        from json.encoder import c_make_encoder, encode_basestring_ascii
+
+        if c_make_encoder is None:
+            raise ImportError
+
+        def make():
+            return c_make_encoder({}, enc.default, encode_basestring_ascii, None,
+                                  ":", ",", False, False, False)
+
+        state = [make()]
+    except (ImportError, TypeError):
+        return enc.encode
+
+    def encode(value, int_repr=int.__repr__, join="".join):
+        t = type(value)
+        if t is int:
+            return int_repr(value)
+        if t is str:
+            return encode_basestring_ascii(value)
+        try:
+            return join(state[0](value, 0))
+        except BaseException:
+            state[0] = make()
+            raise
+
+    return encode
+
+
 def serve(inp, out):
-    dumps = json.dumps
     loads = json.loads
+    encode = json_encoder()
+    functions = _functions
     answers = Answers(out)
+    pending = answers.pending
     try:
         while True:
             line = inp.readline()
             if not line:
                 return
             msg = loads(line)
-            if msg.get("stop"):
+            ids = msg.get("ids")
+            if ids is None:
+                # {"stop": true}, or anything else that is not work.
                 return
-            tasks = msg.get("run", ())
-            last = len(tasks) - 1
-            for i, task in enumerate(tasks):
-                tid = task["id"]
+            args = msg.get("a") or ()
+            same = msg.get("f")
+            names = msg.get("fs") or ()
+            for i, tid in enumerate(ids):
                 try:
-                    value = call(task)
+                    name = same if same is not None else names[i]
+                    f = functions.get(name) or resolve(name)
+                    a = args[i]
+                    t = type(a)
+                    if t is list:
+                        value = f(*a)
+                    elif t is dict:
+                        value = f(**a)
+                    elif a is None:
+                        value = f()
+                    else:
+                        value = f(a)
                     try:
-                        answer = dumps({"id": tid, "ok": value})
-                    except (TypeError, ValueError) as exc:
-                        answer = dumps({"id": tid, "err": {
+                        answer = '{"id":%d,"ok":%s}\n' % (tid, encode(value))
+                    except (TypeError, ValueError, RecursionError) as exc:
+                        answer = '{"id":%d,"err":%s}\n' % (tid, encode({
                             "type": "TypeError",
                             "message": f"result is not JSON-serialisable: {exc}",
-                            "traceback": ""}})
+                            "traceback": ""}))
                 except SystemExit as exc:
-                    answer = dumps({"id": tid, "err": {
-                        "type": "SystemExit", "message": str(exc.code), "traceback": ""}})
+                    answer = '{"id":%d,"err":%s}\n' % (tid, encode({
+                        "type": "SystemExit", "message": str(exc.code), "traceback": ""}))
                 except BaseException as exc:  # noqa: BLE001 - every failure is reported
-                    answer = dumps({"id": tid, "err": error_of(exc)})
-                if not answers.add(answer.encode() + b"\n", i == last):
-                    return
+                    answer = '{"id":%d,"err":%s}\n' % (tid, encode(error_of(exc)))
+                pending.append(answer)
+                if answers.since is None:
+                    answers.started()
+            # The batch is done: nothing would come to share the write.
+            if not answers.flush():
+                return
     finally:
         answers.close()
 
