@@ -4,8 +4,9 @@
 #
 #   1. 10 000 `true` commands on 2 workers: caiclust map vs xargs -P2 vs
 #      GNU parallel -j2 (target: caiclust at most 1.2x xargs);
-#   2. 100 000 tiny Rust tasks (the core library, examples/throughput) vs
-#      Python multiprocessing.Pool.map and loky, 2 workers each;
+#   2. 100 000 tiny Rust tasks (the core library, examples/throughput:
+#      one Cluster::map call, as one Pool.map call; also one submit per
+#      task) vs Python multiprocessing.Pool.map and loky, 2 workers each;
 #   3. 10 000 tiny Python-callable tasks: caiclust (library and `caiclust
 #      map -f`) vs Pool.map and loky (target: faster than both);
 #   4. worker start latency per start method: one trivial task on 2 fresh
@@ -109,6 +110,7 @@ echo "== 2. 100 000 tiny Rust tasks vs Python, 2 workers" | tee -a "$OUT/summary
 h rust-tasks "$RUNS" \
     -n "caiclust Rust tasks (spawn)" "$THROUGHPUT rust 100000 2 spawn" \
     -n "caiclust Rust tasks (forkserver)" "$THROUGHPUT rust 100000 2 forkserver" \
+    -n "caiclust Rust tasks, one submit each (spawn)" "env SUBMIT=each $THROUGHPUT rust 100000 2 spawn" \
     -n "Pool.map fork" "$PY_PYPI $MOD/pool_map.py 100000 fork" \
     -n "Pool.map spawn" "$PY_PYPI $MOD/pool_map.py 100000 spawn" \
     -n "loky" "$PY_PYPI $MOD/loky_map.py 100000"

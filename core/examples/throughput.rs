@@ -4,6 +4,8 @@
 //! `def f(x): return x` on PYTHONPATH), or `throughput commands N WORKERS`.
 //! Prints the wall time of building the cluster, running every task and
 //! shutting down, in seconds. `FORCE_FORK=1` forces the fork start method.
+//! The tasks go in one `Cluster::map` call (as one `Pool.map` call), or
+//! with `SUBMIT=each` one `submit` per task, results in completion order.
 
 use std::time::Instant;
 

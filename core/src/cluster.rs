@@ -354,29 +354,63 @@ fn run_ipp(
     use crate::task::{Failure, Outcome};
     let mut shutdown: Option<bool> = None;
     let mut submitted: Vec<TaskId> = Vec::new();
+    // Hand a task to the backend; if it cannot, the result saying why.
+    let refused = |id: TaskId, task: &crate::task::Task| {
+        backend.submit(id, task).err().map(|e| {
+            let mut r = crate::task::TaskResult::failed_to_start(id);
+            r.outcome = Outcome::Failed {
+                failure: Failure::Start {
+                    message: e.to_string(),
+                },
+            };
+            r
+        })
+    };
     loop {
         loop {
             match events.try_recv() {
-                Ok(Event::Submit(id, task)) => {
-                    if let Err(e) = backend.submit(id, &task) {
-                        let mut r = crate::task::TaskResult::failed_to_start(id);
-                        r.outcome = Outcome::Failed {
-                            failure: Failure::Start {
-                                message: e.to_string(),
-                            },
-                        };
+                Ok(Event::Submit(id, task)) => match refused(id, &task) {
+                    None => submitted.push(id),
+                    Some(r) => {
                         let _ = results.send(vec![r]);
-                    } else {
-                        submitted.push(id);
+                    }
+                },
+                Ok(Event::SubmitMany { first, tasks }) => {
+                    let mut failed = Vec::new();
+                    for (id, task) in (first..).zip(&tasks) {
+                        match refused(id, task) {
+                            None => submitted.push(id),
+                            Some(r) => failed.push(r),
+                        }
+                    }
+                    if !failed.is_empty() {
+                        let _ = results.send(failed);
                     }
                 }
                 Ok(Event::Cancel(id)) => {
                     let _ = backend.cancel(id);
                 }
+                Ok(Event::Withdraw(ids)) => {
+                    for id in ids {
+                        let _ = backend.withdraw(id);
+                    }
+                }
                 Ok(Event::Shutdown { kill }) => {
                     shutdown = Some(kill || shutdown == Some(true));
                 }
-                Ok(_) => {}
+                // Local pools' events: never sent to this loop (listed, so
+                // that a new kind of request cannot be dropped unnoticed).
+                Ok(
+                    Event::Connected { .. }
+                    | Event::FromWorkerBatch { .. }
+                    | Event::WorkerEof { .. }
+                    | Event::WorkerExited { .. }
+                    | Event::FromServer { .. }
+                    | Event::ServerEof { .. }
+                    | Event::CmdStarted { .. }
+                    | Event::CmdFinished { .. }
+                    | Event::Diagnosis { .. },
+                ) => {}
                 Err(mpsc::TryRecvError::Empty) => break,
                 Err(mpsc::TryRecvError::Disconnected) => {
                     shutdown = Some(true);
@@ -471,7 +505,8 @@ pub(crate) fn fork_hazards(report: &Report) -> Vec<String> {
 /// How many tasks [`Cluster::submit_many`] sends in one event.
 const SUBMIT_SLICE: usize = 512;
 
-/// How many of its tasks [`Cluster::map`] keeps in play at once.
+/// How many of its tasks [`Cluster::map`] keeps in play at once (at
+/// least; more with many workers).
 const MAP_AHEAD: usize = 16384;
 
 /// Worker processes running tasks. Dropping it stops everything it
@@ -693,9 +728,9 @@ impl Cluster {
     }
 
     /// Submit every task and return their results in submission order.
-    /// Tasks are taken from the iterator as the work goes on (at most
-    /// `MAP_AHEAD` of them in play), so a long iterator never sits in
-    /// memory whole. Results of tasks submitted earlier that arrive
+    /// Tasks are taken from the iterator as the work goes on (16 384 in
+    /// play, or 2 048 per worker if more), so a long iterator never sits
+    /// in memory whole. Results of tasks submitted earlier that arrive
     /// meanwhile stay for [`Cluster::recv`].
     pub fn map(&self, tasks: impl IntoIterator<Item = Task>) -> Vec<TaskResult> {
         let mut tasks = tasks.into_iter();
@@ -705,8 +740,10 @@ impl Cluster {
         let mut slots: Vec<Option<TaskResult>> = Vec::new();
         let mut others = Vec::new();
         let mut got = 0usize;
+        // Enough for every worker's batches in flight and queued.
+        let ahead = MAP_AHEAD.max(self.settings.workers.saturating_mul(2048));
         loop {
-            while more && slots.len() - got < MAP_AHEAD {
+            while more && slots.len() - got < ahead {
                 let slice: Vec<Task> = tasks.by_ref().take(SUBMIT_SLICE).collect();
                 if slice.is_empty() {
                     more = false;

@@ -77,3 +77,46 @@ fn a_cluster_on_ipyparallel_engines_runs_tasks_with_the_recommended_environment(
     let left = orphans_after(&tag, Duration::from_secs(10));
     assert!(left.is_empty(), "left behind: {left:#?}");
 }
+
+/// `withdraw` on engines: tasks not yet begun end as cancelled with no
+/// attempt; the running one finishes.
+#[test]
+fn withdraw_on_engines_cancels_what_has_not_begun() {
+    let tag = unique_tag("ipp-withdraw");
+    {
+        let cluster = Cluster::builder()
+            .backend(Backend::Ipyparallel)
+            .python(&fixtures().venv_ipp)
+            .workers(1)
+            .env(TAG_VAR, &tag)
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let began = dir.path().join("began");
+        let line = format!("touch '{}'; sleep 1", began.display());
+        let ids = cluster.submit_many((0..6).map(|_| Task::command(["sh", "-c", &line])));
+        // Until the first has begun on the one engine.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !began.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(began.exists(), "no task began within a minute");
+        // The engine's word that it began travels to the client meanwhile.
+        std::thread::sleep(Duration::from_millis(300));
+        cluster.withdraw(ids.iter().copied());
+        let results: Vec<_> = cluster.results().collect();
+        assert_eq!(results.len(), 6);
+        let ran = results.iter().filter(|r| r.outcome.is_success()).count();
+        let withdrawn: Vec<_> = results
+            .iter()
+            .filter(|r| matches!(&r.outcome, Outcome::Cancelled { reason } if reason.contains("withdrawn")))
+            .collect();
+        assert!(ran >= 1, "{results:#?}");
+        assert_eq!(ran + withdrawn.len(), 6, "{results:#?}");
+        assert!(!withdrawn.is_empty(), "{results:#?}");
+        assert!(withdrawn.iter().all(|r| r.attempts == 0), "{withdrawn:#?}");
+        cluster.shutdown();
+    }
+    let left = orphans_after(&tag, Duration::from_secs(10));
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}

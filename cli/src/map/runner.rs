@@ -33,9 +33,9 @@ use super::{MapError, ERROR_EXIT, INTERRUPTED_EXIT};
 /// waiting for a result.
 const POLL: Duration = Duration::from_millis(100);
 
-/// Python calls handed to the cluster ahead, per worker: two of its
-/// largest batches.
-const CALLS_AHEAD_PER_WORKER: usize = 1024;
+/// Python calls handed to the cluster ahead, per worker: four of its
+/// largest batches (two in the worker, two queued).
+const CALLS_AHEAD_PER_WORKER: usize = 2048;
 
 /// A job handed to the cluster.
 struct Running {
@@ -315,7 +315,12 @@ pub fn run(args: MapArgs) -> Result<u8, MapError> {
             withdrawn = true;
             cluster.withdraw(running.keys().copied());
         }
-        while stop.is_none() && running.len() < ahead {
+        // Refill in one submission: calls once a quarter of the window has
+        // drained (a batch's worth per worker), commands at every free slot.
+        let mut new_tasks = Vec::new();
+        let mut new_jobs = Vec::new();
+        let refill = running.len() < ahead - ahead / 4 || running.len() < workers;
+        while refill && stop.is_none() && running.len() + new_jobs.len() < ahead {
             let Some(i) = queue.next() else { break };
             let seq = i as u64 + 1;
             let slot = free_slots.pop_first().unwrap_or(1);
@@ -334,18 +339,19 @@ pub fn run(args: MapArgs) -> Result<u8, MapError> {
                 .map(|(s, &v)| sources[s].values[v].as_str())
                 .collect::<Vec<_>>()
                 .join(" ");
-            let id = cluster.submit(prepared.task);
             printer.submitted(seq);
-            running.insert(
-                id,
-                Running {
-                    seq,
-                    slot,
-                    tag,
-                    command: prepared.command,
-                    call_input: prepared.call_input,
-                },
-            );
+            new_tasks.push(prepared.task);
+            new_jobs.push(Running {
+                seq,
+                slot,
+                tag,
+                command: prepared.command,
+                call_input: prepared.call_input,
+            });
+        }
+        if !new_jobs.is_empty() {
+            let ids = cluster.submit_many(new_tasks);
+            running.extend(ids.into_iter().zip(new_jobs));
         }
         if running.is_empty() {
             break;

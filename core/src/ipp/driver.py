@@ -899,6 +899,25 @@ class Driver:
             return
         self.stop_running(t, "cancel")
 
+    def withdraw(self, tid):
+        """Cancel a task that has not begun; a running one goes on."""
+        t = self.tasks.get(tid)
+        if t is None or t.done or t.started is not None:
+            return
+        # What the engines have said so far (the poll in the loop may not
+        # have seen it yet).
+        md = task_metadata(t) if t.ar is not None else None
+        if md is not None and ((md.get("data") or {}).get("caiclust")
+                               or md.get("engine_id") is not None):
+            return
+        if t.ar is not None:
+            try:
+                t.ar.abort()
+            except Exception:  # noqa: BLE001 - it started meanwhile
+                return
+        t.attempts = max(0, t.attempts - 1)
+        self.finish(t, err={"kind": "cancelled", "reason": "withdrawn before it started"})
+
     # -- the loop -----------------------------------------------------------
 
     def serve(self):
@@ -932,6 +951,8 @@ class Driver:
             self.submit(t)
         elif kind == "cancel":
             self.cancel(op.get("id"))
+        elif kind == "withdraw":
+            self.withdraw(op.get("id"))
         else:
             send({"event": "notice", "message": f"unknown op {kind!r}"})
 

@@ -815,6 +815,12 @@ impl IppBackend {
         self.send(&json!({"op": "cancel", "id": id}))
     }
 
+    /// Cancel a task that has not begun (its result says cancelled, with
+    /// no attempt made); a running one goes on.
+    pub fn withdraw(&self, id: TaskId) -> Result<(), IppError> {
+        self.send(&json!({"op": "withdraw", "id": id}))
+    }
+
     fn send(&self, msg: &Value) -> Result<(), IppError> {
         if lock(&self.shared).eof {
             return Err(IppError::Driver(format!(
