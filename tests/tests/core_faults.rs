@@ -145,15 +145,20 @@ fn killed_parent_leaves_no_workers(method: &str) {
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line.trim(), "running");
-    // Wait for the workers to be up.
+    // Wait for the workers to be up: seen twice in a row, 100 ms apart (a
+    // process between fork and exec is counted, and one in the middle of
+    // exec may not be).
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while caiclust_tests::processes_tagged(&tag).len() < 3 && std::time::Instant::now() < deadline {
+    let up = || caiclust_tests::processes_tagged(&tag).len() >= 3;
+    let mut seen_up = false;
+    while !seen_up && std::time::Instant::now() < deadline {
+        seen_up = up() && {
+            std::thread::sleep(Duration::from_millis(100));
+            up()
+        };
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(
-        caiclust_tests::processes_tagged(&tag).len() >= 3,
-        "parent and two workers"
-    );
+    assert!(seen_up, "parent and two workers");
     parent.kill().unwrap();
     parent.wait().unwrap();
     let left = orphans_after(&tag, Duration::from_secs(5));
