@@ -67,6 +67,10 @@ def unprintable():
 def surrogate():
     return "\ud800"
 
+def nap(secs):
+    time.sleep(secs)
+    return secs
+
 def text(x):
     return f"h\u00e9llo \u2603 \U0001d11e \"{x}\"\n"
 "#;
@@ -334,5 +338,46 @@ fn mixed_batches_and_results_json_cannot_carry() {
             .all(|n| !n.message.contains("died")),
         "{:?}",
         cluster.notices()
+    );
+}
+
+/// As for Rust tasks: tiny calls answered while a long call behind them in
+/// the same batch runs (the worker's flusher thread writes them), and the
+/// long call's runtime is its own.
+#[test]
+fn answers_before_a_long_call_are_not_held_back() {
+    let fx = fixtures();
+    let dir = module_dir();
+    let c = Cluster::builder()
+        .workers(1)
+        .start_method(StartMethod::Spawn)
+        .python(&fx.venv_numpy)
+        .env("PYTHONPATH", dir.path().to_string_lossy())
+        .build()
+        .unwrap();
+    let warm = c.map((0..2000).map(|i| Task::python("faulty:square", json!([i]))));
+    assert!(warm.iter().all(|r| r.outcome.is_success()));
+    let t0 = std::time::Instant::now();
+    let mut tasks: Vec<Task> = (0..200)
+        .map(|i| Task::python("faulty:square", json!([i])))
+        .collect();
+    tasks.push(Task::python("faulty:nap", json!([3])));
+    let ids = c.submit_many(tasks);
+    let long = *ids.last().unwrap();
+    for _ in 0..200 {
+        let r = c.recv_timeout(Duration::from_secs(10)).expect("a result");
+        assert_ne!(r.id, long, "the long call ended before the tiny ones");
+    }
+    let waited = t0.elapsed();
+    assert!(
+        waited < Duration::from_millis(1500),
+        "the tiny calls' answers waited for the long one: {waited:?}"
+    );
+    let r = c.recv().expect("the long call");
+    assert_eq!(r.id, long);
+    assert!(
+        (2900..4000).contains(&(r.runtime.as_millis() as u64)),
+        "its runtime is its own: {:?}",
+        r.runtime
     );
 }
