@@ -36,7 +36,14 @@ pub struct Printer {
     order: VecDeque<u64>,
     held: BTreeMap<u64, Option<Finished>>,
     stdout_closed: bool,
+    /// Result lines of Python calls not written yet: written together when
+    /// the run would wait (see [`Printer::flush`]), when 64 KiB gather, or
+    /// before anything else is printed, so order is kept.
+    lines: Vec<u8>,
 }
+
+/// Result lines gathered before they are written anyway.
+const LINES_BUFFER: usize = 64 * 1024;
 
 impl Printer {
     pub fn new(tag: bool, keep_order: bool) -> Printer {
@@ -46,6 +53,7 @@ impl Printer {
             order: VecDeque::new(),
             held: BTreeMap::new(),
             stdout_closed: false,
+            lines: Vec::new(),
         }
     }
 
@@ -91,14 +99,40 @@ impl Printer {
                 progress.suspend(|| self.emit(j));
             }
         }
+        self.flush(progress);
+    }
+
+    /// Write the gathered result lines (the run is about to wait).
+    pub fn flush(&mut self, progress: &Progress) {
+        if !self.lines.is_empty() {
+            progress.suspend(|| self.write_lines());
+        }
+    }
+
+    fn write_lines(&mut self) {
+        let lines = std::mem::take(&mut self.lines);
+        self.write_stdout(&lines);
+        // Keep the buffer's room for the next lines.
+        self.lines = lines;
+        self.lines.clear();
     }
 
     fn emit(&mut self, mut job: Finished) {
         let tag = self.tag.then(|| format!("{}\t", job.tag));
+        let report = failure_report(&job);
         if let Some(input) = job.call_input.take() {
             let line = call_line(&job, input);
-            self.write_stdout(format!("{}{line}\n", tag.as_deref().unwrap_or("")).as_bytes());
+            if !self.stdout_closed {
+                self.lines
+                    .extend_from_slice(tag.as_deref().unwrap_or("").as_bytes());
+                self.lines.extend_from_slice(line.as_bytes());
+                self.lines.push(b'\n');
+            }
+            if self.lines.len() >= LINES_BUFFER {
+                self.write_lines();
+            }
         } else if !job.result.stdout.is_empty() && !self.stdout_closed {
+            self.write_lines();
             let stdout = std::io::stdout();
             let mut lock = stdout.lock();
             let r = match &tag {
@@ -112,6 +146,11 @@ impl Printer {
                 self.stdout_closed = true;
             }
         }
+        if job.result.stderr.is_empty() && report.is_none() {
+            return;
+        }
+        // Whatever was printed before comes first.
+        self.write_lines();
         let stderr = std::io::stderr();
         let mut err = stderr.lock();
         if !job.result.stderr.is_empty() {
@@ -123,14 +162,14 @@ impl Printer {
                 None => job.result.stderr.write_to(&mut err).map(|_| ()),
             };
         }
-        if let Some(text) = failure_report(&job) {
+        if let Some(text) = report {
             let _ = err.write_all(text.as_bytes());
         }
         let _ = err.flush();
     }
 
     fn write_stdout(&mut self, bytes: &[u8]) {
-        if self.stdout_closed {
+        if self.stdout_closed || bytes.is_empty() {
             return;
         }
         let stdout = std::io::stdout();

@@ -364,7 +364,15 @@ pub fn run(args: MapArgs) -> Result<u8, MapError> {
                 .unwrap_or_default();
             progress.suspend(|| eprintln!("caiclust: note: {about}{}", notice.message));
         }
-        let Some(result) = cluster.recv_timeout(POLL) else {
+        // What is ready; before waiting, print what has gathered.
+        let result = match cluster.recv_timeout(Duration::ZERO) {
+            Some(r) => Some(r),
+            None => {
+                printer.flush(&progress);
+                cluster.recv_timeout(POLL)
+            }
+        };
+        let Some(result) = result else {
             continue;
         };
         let Some(job) = running.remove(&result.id) else {

@@ -21,7 +21,6 @@
 # prints to stdout goes to stderr and cannot corrupt it.
 
 import importlib
-import json
 import os
 import sys
 
@@ -79,28 +78,37 @@ class Answers:
 
     The serving thread only appends to `pending` and, when nothing was
     waiting, stamps `since` and wakes the flusher; whoever writes clears
-    `since` before taking what is pending, so nothing is left unstamped."""
+    `since` before taking what is pending, so nothing is left unstamped.
+    Built on _thread alone: the threading module costs milliseconds of
+    imports at every worker start."""
 
     AFTER = 0.001
 
     def __init__(self, out):
-        import threading
+        import _thread
 
         self.out = out
         self.pending = []
         self.since = None
         self.closed = False
         self.broken = False
-        self.cv = threading.Condition(threading.Lock())
-        self.wlock = threading.Lock()
-        threading.Thread(target=self._flusher, name="caiclust-answers", daemon=True).start()
+        # Released to wake the flusher; held while it has nothing to do.
+        self.wake = _thread.allocate_lock()
+        self.wlock = _thread.allocate_lock()
+        _thread.start_new_thread(self._flusher, ())
+
+    def _wake(self):
+        if self.wake.locked():
+            try:
+                self.wake.release()
+            except RuntimeError:  # woken meanwhile
+                pass
 
     def started(self):
         from time import monotonic
 
-        with self.cv:
-            self.since = monotonic()
-            self.cv.notify()
+        self.since = monotonic()
+        self._wake()
 
     def flush(self):
         with self.wlock:
@@ -113,73 +121,93 @@ class Answers:
                 try:
                     self.out.write(data)
                     self.out.flush()
-                except OSError:
+                except (OSError, ValueError):
                     self.broken = True
             return not self.broken
 
     def _flusher(self):
-        from time import monotonic
+        from time import monotonic, sleep
 
-        cv = self.cv
-        while True:
-            with cv:
-                since = self.since
-                if self.closed:
-                    return
-                if since is None:
-                    cv.wait()
-                    continue
-                due = since + self.AFTER - monotonic()
-                if due > 0:
-                    cv.wait(due)
-                    continue
-            self.flush()
+        while not self.closed:
+            since = self.since
+            if since is None:
+                self.wake.acquire()
+                continue
+            due = since + self.AFTER - monotonic()
+            if due > 0:
+                sleep(due)
+            else:
+                self.flush()
 
     def close(self):
         self.flush()
-        with self.cv:
-            self.closed = True
-            self.cv.notify()
+        self.closed = True
+        self._wake()
 
 
-def json_encoder():
-    """A compact JSON encoder for results, as fast as the json module
-    allows: plain ints and strings directly, the rest through one reused C
-    encoder (rebuilt after a failure, which can leave it dirty). NaN and
-    infinities are refused: they are not JSON."""
-    enc = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+def json_codec():
+    """loads/encode from the C accelerator module alone (json itself
+    imports re, enum and more: milliseconds per worker start); the json
+    module where _json is missing."""
     try:
-        from json.encoder import c_make_encoder, encode_basestring_ascii
+        import _json
 
-        if c_make_encoder is None:
-            raise ImportError
+        class Context:
+            strict = True
+            object_hook = None
+            object_pairs_hook = None
+            parse_float = float
+            parse_int = int
+            parse_constant = {"NaN": float("nan"), "Infinity": float("inf"),
+                              "-Infinity": float("-inf")}.__getitem__
+
+        scan = _json.make_scanner(Context())
+        ws = " \t\n\r"
+
+        def loads(line):
+            s = line.decode("utf-8") if isinstance(line, bytes) else line
+            i = len(s) - len(s.lstrip(ws))
+            try:
+                value, end = scan(s, i)
+            except StopIteration as exc:
+                raise ValueError(f"invalid JSON at {exc.value}") from None
+            if s[end:].strip(ws):
+                raise ValueError(f"extra data at {end}")
+            return value
+
+        def default(o):
+            raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+        basestring = _json.encode_basestring_ascii
 
         def make():
-            return c_make_encoder({}, enc.default, encode_basestring_ascii, None,
-                                  ":", ",", False, False, False)
+            return _json.make_encoder({}, default, basestring, None, ":", ",", False, False, False)
 
-        state = [make()]
-    except (ImportError, TypeError):
-        return enc.encode
+        make()
+    except (ImportError, AttributeError, TypeError):
+        import json
+
+        enc = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+        return json.loads, enc.encode
+    state = [make()]
 
     def encode(value, int_repr=int.__repr__, join="".join):
         t = type(value)
         if t is int:
             return int_repr(value)
         if t is str:
-            return encode_basestring_ascii(value)
+            return basestring(value)
         try:
             return join(state[0](value, 0))
         except BaseException:
             state[0] = make()
             raise
 
-    return encode
+    return loads, encode
 
 
 def serve(inp, out):
-    loads = json.loads
-    encode = json_encoder()
+    loads, encode = CODEC
     functions = _functions
     answers = Answers(out)
     pending = answers.pending
@@ -233,8 +261,8 @@ def serve(inp, out):
 
 
 def hello(out, worker):
-    out.write(json.dumps({"hello": {"pid": os.getpid(), "worker": worker,
-                                    "python": sys.version.split()[0]}}).encode() + b"\n")
+    out.write(CODEC[1]({"hello": {"pid": os.getpid(), "worker": worker,
+                            "python": sys.version.split()[0]}}).encode() + b"\n")
     out.flush()
 
 
@@ -266,7 +294,7 @@ def server_main(sock_path, preload):
     hello(out, None)
 
     def report(msg):
-        out.write(json.dumps(msg).encode() + b"\n")
+        out.write(CODEC[1](msg).encode() + b"\n")
         out.flush()
 
     def reap():
@@ -294,7 +322,7 @@ def server_main(sock_path, preload):
         buf += chunk
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
-            msg = json.loads(line)
+            msg = CODEC[0](line)
             n = msg.get("fork")
             if n is None:
                 continue
@@ -328,6 +356,9 @@ def server_main(sock_path, preload):
             report({"forked": n, "pid": pid})
     # The parent went away: stop the workers this server forked.
     reap()
+
+
+CODEC = json_codec()
 
 
 def main():
