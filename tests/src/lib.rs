@@ -513,6 +513,40 @@ pub fn orphans_after(tag: &str, within: std::time::Duration) -> Vec<(u32, String
 /// The hang of HAZARDS H01 as Python modules: each defines `task(i)` (an
 /// int or its string) and uses GNU OpenMP at import, as the parent of a
 /// fork would have. Shared by the core and `caiclust map` tests.
+/// Shared checks of how a cluster hands out batches of tasks.
+pub mod batches {
+    use std::time::{Duration, Instant};
+
+    use caiclust_core::{Cluster, Task};
+
+    /// Submit `tiny` then `long` (3 s) in one go to a warmed-up cluster of
+    /// one worker, so that they travel in one batch: the tiny tasks'
+    /// results must all come back within 1.5 s, while the long one runs,
+    /// and the long one's runtime must be its own (about 3 s).
+    pub fn answers_not_held_back(c: &Cluster, tiny: Vec<Task>, long: Task) {
+        let n = tiny.len();
+        let t0 = Instant::now();
+        let ids = c.submit_many(tiny.into_iter().chain([long]));
+        let long = *ids.last().expect("tasks were submitted");
+        for _ in 0..n {
+            let r = c.recv_timeout(Duration::from_secs(10)).expect("a result");
+            assert_ne!(r.id, long, "the long task ended before the tiny ones");
+        }
+        let waited = t0.elapsed();
+        assert!(
+            waited < Duration::from_millis(1500),
+            "the tiny tasks' answers waited for the long one: {waited:?}"
+        );
+        let r = c.recv().expect("the long task");
+        assert_eq!(r.id, long);
+        assert!(
+            (2900..4000).contains(&(r.runtime.as_millis() as u64)),
+            "its runtime is its own: {:?}",
+            r.runtime
+        );
+    }
+}
+
 pub mod hazard {
     use std::path::{Path, PathBuf};
 

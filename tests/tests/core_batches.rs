@@ -122,27 +122,9 @@ fn answers_before_a_long_task_are_not_held_back() {
     // Warm up, so that the cluster hands out large batches.
     let warm = c.map((0..2000).map(|i| Task::rust("square", json!(i))));
     assert!(warm.iter().all(|r| r.outcome.is_success()));
-    let t0 = Instant::now();
-    let mut tasks: Vec<Task> = (0..200).map(|i| Task::rust("square", json!(i))).collect();
-    tasks.push(Task::rust("sleep_ms", json!(3000)));
-    let ids = c.submit_many(tasks);
-    let long = *ids.last().unwrap();
-    let mut tiny = 0;
-    while tiny < 200 {
-        let r = c.recv_timeout(Duration::from_secs(10)).expect("a result");
-        assert_ne!(r.id, long, "the long task ended before the tiny ones");
-        tiny += 1;
-    }
-    let waited = t0.elapsed();
-    assert!(
-        waited < Duration::from_millis(1500),
-        "the tiny tasks' answers waited for the long task: {waited:?}"
-    );
-    let r = c.recv().expect("the long task");
-    assert_eq!(r.id, long);
-    assert!(
-        (2900..4000).contains(&(r.runtime.as_millis() as u64)),
-        "its runtime is its own: {:?}",
-        r.runtime
+    caiclust_tests::batches::answers_not_held_back(
+        &c,
+        (0..200).map(|i| Task::rust("square", json!(i))).collect(),
+        Task::rust("sleep_ms", json!(3000)),
     );
 }

@@ -81,6 +81,17 @@ fn module_dir() -> tempfile::TempDir {
     dir
 }
 
+/// One spawned worker of the numpy venv, importing from `dir`.
+fn one_worker(dir: &tempfile::TempDir) -> Cluster {
+    Cluster::builder()
+        .workers(1)
+        .start_method(StartMethod::Spawn)
+        .python(&fixtures().venv_numpy)
+        .env("PYTHONPATH", dir.path().to_string_lossy())
+        .build()
+        .unwrap()
+}
+
 fn failure(r: &TaskResult) -> &Failure {
     match &r.outcome {
         Outcome::Failed { failure } => failure,
@@ -278,15 +289,8 @@ fn workers_are_recycled_after_n_tasks() {
 /// result is exact, in order.
 #[test]
 fn mixed_batches_and_results_json_cannot_carry() {
-    let fx = fixtures();
     let dir = module_dir();
-    let cluster = Cluster::builder()
-        .workers(1)
-        .start_method(StartMethod::Spawn)
-        .python(&fx.venv_numpy)
-        .env("PYTHONPATH", dir.path().to_string_lossy())
-        .build()
-        .unwrap();
+    let cluster = one_worker(&dir);
     let special = |i: usize| match i {
         100 => Some("nan"),
         200 => Some("half_bad"),
@@ -346,38 +350,15 @@ fn mixed_batches_and_results_json_cannot_carry() {
 /// long call's runtime is its own.
 #[test]
 fn answers_before_a_long_call_are_not_held_back() {
-    let fx = fixtures();
     let dir = module_dir();
-    let c = Cluster::builder()
-        .workers(1)
-        .start_method(StartMethod::Spawn)
-        .python(&fx.venv_numpy)
-        .env("PYTHONPATH", dir.path().to_string_lossy())
-        .build()
-        .unwrap();
+    let c = one_worker(&dir);
     let warm = c.map((0..2000).map(|i| Task::python("faulty:square", json!([i]))));
     assert!(warm.iter().all(|r| r.outcome.is_success()));
-    let t0 = std::time::Instant::now();
-    let mut tasks: Vec<Task> = (0..200)
-        .map(|i| Task::python("faulty:square", json!([i])))
-        .collect();
-    tasks.push(Task::python("faulty:nap", json!([3])));
-    let ids = c.submit_many(tasks);
-    let long = *ids.last().unwrap();
-    for _ in 0..200 {
-        let r = c.recv_timeout(Duration::from_secs(10)).expect("a result");
-        assert_ne!(r.id, long, "the long call ended before the tiny ones");
-    }
-    let waited = t0.elapsed();
-    assert!(
-        waited < Duration::from_millis(1500),
-        "the tiny calls' answers waited for the long one: {waited:?}"
-    );
-    let r = c.recv().expect("the long call");
-    assert_eq!(r.id, long);
-    assert!(
-        (2900..4000).contains(&(r.runtime.as_millis() as u64)),
-        "its runtime is its own: {:?}",
-        r.runtime
+    caiclust_tests::batches::answers_not_held_back(
+        &c,
+        (0..200)
+            .map(|i| Task::python("faulty:square", json!([i])))
+            .collect(),
+        Task::python("faulty:nap", json!([3])),
     );
 }
