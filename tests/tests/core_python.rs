@@ -67,6 +67,9 @@ def unprintable():
 def surrogate():
     return "\ud800"
 
+def hidden():
+    return sys.modules.get("_json", 0) is None
+
 def nap(secs):
     time.sleep(secs)
     return secs
@@ -360,5 +363,47 @@ fn answers_before_a_long_call_are_not_held_back() {
             .map(|i| Task::python("faulty:square", json!([i])))
             .collect(),
         Task::python("faulty:nap", json!([3])),
+    );
+}
+
+/// Where the C accelerator `_json` is missing (other Python builds), the
+/// worker falls back to the json module, with the same results and the
+/// same refusals. `sitecustomize` hides `_json` before the worker starts.
+#[test]
+fn workers_without_the_json_accelerator_give_the_same_results() {
+    let dir = module_dir();
+    std::fs::write(
+        dir.path().join("sitecustomize.py"),
+        "import sys\nsys.modules['_json'] = None\n",
+    )
+    .unwrap();
+    let c = one_worker(&dir);
+    let results = c.map([
+        Task::python("faulty:nested", json!([7])),
+        Task::python("faulty:text", json!([1])),
+        Task::python("faulty:kwargs", json!({"a": 1})),
+        Task::python("faulty:nan", json!(null)),
+        Task::python("faulty:half_bad", json!([1])),
+        Task::python("faulty:nested", json!([8])),
+        Task::python("faulty:hidden", json!(null)),
+    ]);
+    assert_eq!(results[0].value(), Some(&json!([[7], {"k": 7}])));
+    assert_eq!(
+        results[1].value(),
+        Some(&json!("h\u{e9}llo \u{2603} \u{1d11e} \"1\"\n"))
+    );
+    assert_eq!(results[2].value(), Some(&json!([1, 2])));
+    for r in &results[3..5] {
+        assert!(
+            matches!(failure(r), Failure::Exception { message, .. } if message.contains("JSON")),
+            "{:?}",
+            r.outcome
+        );
+    }
+    assert_eq!(results[5].value(), Some(&json!([[8], {"k": 8}])));
+    assert_eq!(
+        results[6].value(),
+        Some(&json!(true)),
+        "the worker really ran without _json"
     );
 }
