@@ -377,6 +377,25 @@ fn programs_that_cannot_start_read_as_127() {
         both(&o)
     );
     assert_eq!(joblog_rows(&w.read("n.log"))[0][6], "127");
+    // A file that is there but cannot run reads as 126, as in a shell
+    // (and in GNU parallel's job log).
+    let plain = w.write("plain.sh", "echo hi\n");
+    let o = map(
+        &w,
+        &["--joblog", "x.log", plain.to_str().unwrap(), ":::", "a"],
+    );
+    expect_status(&o, 1);
+    assert_eq!(joblog_rows(&w.read("x.log"))[0][6], "126", "{}", both(&o));
+    let gnu = w
+        .parallel(&["--joblog", "gnu.log", plain.to_str().unwrap(), ":::", "a"])
+        .output()
+        .expect("GNU parallel");
+    assert!(!gnu.status.success());
+    assert_eq!(
+        joblog_rows(&w.read("gnu.log"))[0][6],
+        "126",
+        "GNU parallel agrees"
+    );
     // A command line in one word hints at --shell.
     let o = map(&w, &["echo {} > out", ":::", "a"]);
     expect_status(&o, 1);

@@ -361,6 +361,7 @@ fn run_ipp(
             r.outcome = Outcome::Failed {
                 failure: Failure::Start {
                     message: e.to_string(),
+                    cause: crate::task::StartCause::Other,
                 },
             };
             r

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use crate::scheduler::Event;
-use crate::task::{CommandTask, ExitInfo, Output, TaskId};
+use crate::task::{CommandTask, ExitInfo, Output, StartCause, TaskId};
 
 pub(crate) struct CmdJob {
     pub id: TaskId,
@@ -23,7 +23,8 @@ pub(crate) struct CmdJob {
 
 /// How a command ended.
 pub(crate) struct CmdDone {
-    pub exit: Result<ExitInfo, String>,
+    /// How it ended, or why it did not start.
+    pub exit: Result<ExitInfo, (String, StartCause)>,
     pub stdout: Output,
     pub stderr: Output,
     pub started: SystemTime,
@@ -100,15 +101,15 @@ impl SlotFiles {
 fn run_one(slot: usize, job: &CmdJob, files: &mut SlotFiles, events: &Sender<Event>) -> CmdDone {
     let started = SystemTime::now();
     let t0 = Instant::now();
-    let fail = |message: String| CmdDone {
-        exit: Err(message),
+    let fail = |message: String, cause: StartCause| CmdDone {
+        exit: Err((message, cause)),
         stdout: Output::Empty,
         stderr: Output::Empty,
         started,
         runtime: t0.elapsed(),
     };
     let Some(program) = job.task.argv.first() else {
-        return fail("empty command".into());
+        return fail("empty command".into(), StartCause::Other);
     };
     let mut cmd = Command::new(program);
     cmd.args(&job.task.argv[1..]);
@@ -126,11 +127,21 @@ fn run_one(slot: usize, job: &CmdJob, files: &mut SlotFiles, events: &Sender<Eve
     }
     let stdout = match SlotFiles::file(&mut files.stdout).and_then(|f| f.try_clone()) {
         Ok(f) => f,
-        Err(e) => return fail(format!("cannot create an output file: {e}")),
+        Err(e) => {
+            return fail(
+                format!("cannot create an output file: {e}"),
+                StartCause::Other,
+            )
+        }
     };
     let stderr = match SlotFiles::file(&mut files.stderr).and_then(|f| f.try_clone()) {
         Ok(f) => f,
-        Err(e) => return fail(format!("cannot create an output file: {e}")),
+        Err(e) => {
+            return fail(
+                format!("cannot create an output file: {e}"),
+                StartCause::Other,
+            )
+        }
     };
     cmd.stdout(Stdio::from(stdout));
     cmd.stderr(Stdio::from(stderr));
@@ -148,7 +159,12 @@ fn run_one(slot: usize, job: &CmdJob, files: &mut SlotFiles, events: &Sender<Eve
                 Ok(f) => {
                     cmd.stdin(Stdio::from(f));
                 }
-                Err(e) => return fail(format!("cannot stage standard input: {e}")),
+                Err(e) => {
+                    return fail(
+                        format!("cannot stage standard input: {e}"),
+                        StartCause::Other,
+                    )
+                }
             }
         }
     }
@@ -161,7 +177,13 @@ fn run_one(slot: usize, job: &CmdJob, files: &mut SlotFiles, events: &Sender<Eve
                 .as_ref()
                 .map(|d| format!(" in {}", d.display()))
                 .unwrap_or_default();
-            return fail(format!("{program}{where_}: {e}"));
+            // A missing working directory reads as "not found" too: it is
+            // not the program's fault.
+            let cause = match &job.task.cwd {
+                Some(d) if !d.is_dir() => StartCause::Other,
+                _ => StartCause::of(&e),
+            };
+            return fail(format!("{program}{where_}: {e}"), cause);
         }
     };
     let _ = events.send(Event::CmdStarted {
@@ -171,7 +193,7 @@ fn run_one(slot: usize, job: &CmdJob, files: &mut SlotFiles, events: &Sender<Eve
     });
     let exit = match child.wait() {
         Ok(status) => Ok(ExitInfo::from_status(status)),
-        Err(e) => Err(format!("waiting for {program}: {e}")),
+        Err(e) => Err((format!("waiting for {program}: {e}"), StartCause::Other)),
     };
     CmdDone {
         exit,

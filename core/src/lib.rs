@@ -41,5 +41,6 @@ pub use cluster::{Advice, Cluster, ClusterBuilder, CoreError, InOrder};
 pub use plan::{HaltPolicy, HaltTrigger, HaltWhen, Settings, StartMethod, Threshold};
 pub use scheduler::Notice;
 pub use task::{
-    CallTask, CommandTask, ExitInfo, Failure, Outcome, Output, Task, TaskId, TaskKind, TaskResult,
+    CallTask, CommandTask, ExitInfo, Failure, Outcome, Output, StartCause, Task, TaskId, TaskKind,
+    TaskResult,
 };

@@ -13,7 +13,7 @@ use crate::command::{slot_thread, CmdDone, CmdJob};
 use crate::ledger::{AfterFailure, Closed, Ledger, Retry};
 use crate::plan::{HaltWhen, Settings, StartMethod};
 use crate::task::{
-    ExitInfo, Failure, Outcome, Output, PoolKind, Task, TaskId, TaskKind, TaskResult,
+    ExitInfo, Failure, Outcome, Output, PoolKind, StartCause, Task, TaskId, TaskKind, TaskResult,
 };
 use crate::tree::{self, StopSignal, TreeSample};
 use crate::watchdog;
@@ -925,11 +925,11 @@ impl Scheduler {
                 }
             }
             (_, Ok(exit)) => self.fail_attempt(id, Failure::Exit { exit }, details),
-            (_, Err(message)) => {
+            (_, Err((message, cause))) => {
                 // Not starting is not worth retrying.
                 if let Some(AfterFailure::Final(e, f)) =
                     self.ledger
-                        .fail(id, Failure::Start { message }, Retry::Never)
+                        .fail(id, Failure::Start { message, cause }, Retry::Never)
                 {
                     self.finish(id, e, Outcome::Failed { failure: f }, details);
                 }
@@ -1488,6 +1488,7 @@ impl Scheduler {
                         id,
                         Failure::Start {
                             message: reason.clone(),
+                            cause: StartCause::Other,
                         },
                         Retry::Never,
                     ) {

@@ -242,7 +242,42 @@ pub enum Failure {
     /// The worker process running it died.
     WorkerDied { exit: Option<ExitInfo>, pid: u32 },
     /// It could not be started (program not found, bad cwd, ...).
-    Start { message: String },
+    Start {
+        message: String,
+        /// What the system said, where it tells (absent in older
+        /// reports: `other`).
+        #[serde(default)]
+        cause: StartCause,
+    },
+}
+
+/// Why a task could not start, as a shell would tell (exit 127 or 126).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartCause {
+    /// The program does not exist.
+    NotFound,
+    /// It exists but cannot be executed (no permission, not a program).
+    NotExecutable,
+    /// Anything else: a missing working directory, no resources, a
+    /// worker pool that cannot start, ...
+    #[default]
+    Other,
+}
+
+impl StartCause {
+    /// From the error of starting a program.
+    pub fn of(e: &std::io::Error) -> StartCause {
+        #[cfg(unix)]
+        if e.raw_os_error() == Some(libc::ENOEXEC) {
+            return StartCause::NotExecutable;
+        }
+        match e.kind() {
+            std::io::ErrorKind::NotFound => StartCause::NotFound,
+            std::io::ErrorKind::PermissionDenied => StartCause::NotExecutable,
+            _ => StartCause::Other,
+        }
+    }
 }
 
 impl fmt::Display for Failure {
@@ -265,7 +300,7 @@ impl fmt::Display for Failure {
                 Some(e) => write!(f, "worker process {pid} died ({e})"),
                 None => write!(f, "worker process {pid} died"),
             },
-            Failure::Start { message } => write!(f, "could not start: {message}"),
+            Failure::Start { message, .. } => write!(f, "could not start: {message}"),
         }
     }
 }

@@ -5,7 +5,8 @@
 use std::time::{Duration, Instant};
 
 use caiclust_core::{
-    Cluster, ExitInfo, Failure, HaltPolicy, Outcome, Output, StartMethod, Task, TaskResult,
+    Cluster, ExitInfo, Failure, HaltPolicy, Outcome, Output, StartCause, StartMethod, Task,
+    TaskResult,
 };
 use caiclust_tests::{orphans_after, unique_tag, TAG_VAR};
 
@@ -33,6 +34,13 @@ fn exits_signals_env_cwd_stdin_and_missing_programs() {
     let tag = unique_tag("cmd-basics");
     let dir = tempfile::tempdir().unwrap();
     let c = cluster(&tag, 2).env("FROM_CLUSTER", "c").build().unwrap();
+    // A file without the execute bit, and an executable one the kernel
+    // cannot run (no #! line, not a program: ENOEXEC).
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, "echo hi\n").unwrap();
+    let odd = dir.path().join("odd");
+    std::fs::write(&odd, "not a program\n").unwrap();
+    std::fs::set_permissions(&odd, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let mut results = c.map(vec![
         sh("echo out; echo err >&2"),
         sh("exit 3"),
@@ -42,6 +50,8 @@ fn exits_signals_env_cwd_stdin_and_missing_programs() {
         Task::command(["tr", "a-z", "A-Z"]).stdin("hello\n"),
         Task::command(["/no/such/program", "x"]),
         Task::command(["true"]).cwd("/no/such/folder"),
+        Task::command([plain.to_str().unwrap()]),
+        Task::command([odd.to_str().unwrap()]),
     ]);
     assert!(results[0].outcome.is_success());
     assert_eq!(results[0].stdout.to_string_lossy(), "out\n");
@@ -67,11 +77,28 @@ fn exits_signals_env_cwd_stdin_and_missing_programs() {
     );
     assert_eq!(results[5].stdout.to_string_lossy(), "HELLO\n");
     assert!(
-        matches!(failure(&results[6]), Failure::Start { message } if message.contains("/no/such/program"))
+        matches!(failure(&results[6]), Failure::Start { message, cause: StartCause::NotFound } if message.contains("/no/such/program")),
+        "{:?}",
+        results[6].outcome
     );
     assert!(
-        matches!(failure(&results[7]), Failure::Start { message } if message.contains("/no/such/folder"))
+        matches!(failure(&results[7]), Failure::Start { message, cause: StartCause::Other } if message.contains("/no/such/folder")),
+        "{:?}",
+        results[7].outcome
     );
+    for r in &results[8..10] {
+        assert!(
+            matches!(
+                failure(r),
+                Failure::Start {
+                    cause: StartCause::NotExecutable,
+                    ..
+                }
+            ),
+            "{:?}",
+            r.outcome
+        );
+    }
     assert_eq!(
         results[6].attempts, 1,
         "a program that cannot start is not retried"

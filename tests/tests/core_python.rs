@@ -250,7 +250,7 @@ fn an_interpreter_that_does_not_exist_fails_every_task_with_the_reason() {
     assert_eq!(results.len(), 5);
     for r in &results {
         assert!(
-            matches!(failure(r), Failure::Start { message } if message.contains("/nonexistent/python3")),
+            matches!(failure(r), Failure::Start { message, .. } if message.contains("/nonexistent/python3")),
             "{:?}",
             r.outcome
         );

@@ -100,7 +100,7 @@ fn fork_for_rust_tasks_needs_the_registry() {
         .unwrap();
     let r = cluster.map([Task::rust("x", json!(1))]);
     assert!(
-        matches!(&r[0].outcome, Outcome::Failed { failure: Failure::Start { message } } if message.contains("Registry")),
+        matches!(&r[0].outcome, Outcome::Failed { failure: Failure::Start { message, .. } } if message.contains("Registry")),
         "{:?}",
         r[0].outcome
     );

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use caiclust_core::ipp::{Attach, IppBackend, IppConfig, IppError, IppEvent, Launcher};
-use caiclust_core::{ExitInfo, Failure, Outcome, Task, TaskResult};
+use caiclust_core::{ExitInfo, Failure, Outcome, StartCause, Task, TaskResult};
 use caiclust_tests::{fixtures, orphans_after, unique_tag, TAG_VAR};
 use serde_json::{json, Value};
 
@@ -225,7 +225,7 @@ fn engines_on_loopback_run_callables_commands_and_the_hazard_workload() {
     let (mut r, _events) = run_all(&b, &tasks, Duration::from_secs(90));
     assert_eq!(b.outstanding(), 0);
     assert!(
-        matches!(&r[&(hazard_first + 6)].outcome, Outcome::Failed { failure: Failure::Start { message } } if message.contains("cannot run on ipyparallel engines")),
+        matches!(&r[&(hazard_first + 6)].outcome, Outcome::Failed { failure: Failure::Start { message, .. } } if message.contains("cannot run on ipyparallel engines")),
         "{:?}",
         r[&(hazard_first + 6)].outcome
     );
@@ -290,7 +290,7 @@ fn engines_on_loopback_run_callables_commands_and_the_hazard_workload() {
         }
     );
     assert!(
-        matches!(&r[&9].outcome, Outcome::Failed { failure: Failure::Start { message } } if message.contains("/no/such/program")),
+        matches!(&r[&9].outcome, Outcome::Failed { failure: Failure::Start { message, cause: StartCause::NotFound } } if message.contains("/no/such/program")),
         "{:?}",
         r[&9].outcome
     );

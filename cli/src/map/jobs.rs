@@ -2,7 +2,7 @@
 //! from the template and the job's inputs, or a Python call with the
 //! inputs as arguments; and how its end reads in the job log.
 
-use caiclust_core::{ExitInfo, Failure, Outcome, Task, TaskResult};
+use caiclust_core::{ExitInfo, Failure, Outcome, StartCause, Task, TaskResult};
 use serde_json::Value;
 
 use super::inputs::Source;
@@ -159,13 +159,10 @@ pub fn log_status(r: &TaskResult) -> Option<(i64, i64)> {
                 Some((0, 0)) | None => (-1, 0),
                 Some(other) => other,
             },
-            Failure::Start { message } => {
-                if message.contains("ermission denied") {
-                    (126, 0)
-                } else {
-                    (127, 0)
-                }
-            }
+            Failure::Start { cause, .. } => match cause {
+                StartCause::NotExecutable => (126, 0),
+                StartCause::NotFound | StartCause::Other => (127, 0),
+            },
         },
     })
 }

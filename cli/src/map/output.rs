@@ -222,7 +222,7 @@ pub fn describe_failure(f: &Failure) -> String {
             Some(e) => format!("lost its worker: process {pid} died ({e})"),
             None => format!("lost its worker: process {pid} died"),
         },
-        Failure::Start { message } => format!("could not start: {message}"),
+        Failure::Start { message, .. } => format!("could not start: {message}"),
     }
 }
 

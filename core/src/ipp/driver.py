@@ -243,7 +243,16 @@ def _caiclust_command(argv, env, cwd, stdin_b64, timeout, grace):
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 start_new_session=True)
     except Exception as exc:  # noqa: BLE001 - not found, bad cwd, ...
-        return {"err": {"kind": "start", "message": f"{argv[0] if argv else ''}: {exc}"},
+        if cwd and not os.path.isdir(cwd):
+            cause = "other"
+        elif isinstance(exc, FileNotFoundError):
+            cause = "not_found"
+        elif isinstance(exc, PermissionError) or getattr(exc, "errno", None) == 8:
+            cause = "not_executable"  # no permission, or ENOEXEC
+        else:
+            cause = "other"
+        return {"err": {"kind": "start", "message": f"{argv[0] if argv else ''}: {exc}",
+                        "cause": cause},
                 "pid": os.getpid(), "started": started, "ended": time.time()}
     timed_out = False
     interrupted = False

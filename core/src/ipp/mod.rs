@@ -802,7 +802,10 @@ impl IppBackend {
         let _ = self.events_tx.send(IppEvent::Result(wire::bare_result(
             id,
             Outcome::Failed {
-                failure: Failure::Start { message },
+                failure: Failure::Start {
+                    message,
+                    cause: crate::task::StartCause::Other,
+                },
             },
         )));
     }

@@ -292,6 +292,14 @@ mod tests {
                 json!({"kind": "start", "message": "nope: not found"}),
                 Failure::Start {
                     message: "nope: not found".into(),
+                    cause: crate::task::StartCause::Other,
+                },
+            ),
+            (
+                json!({"kind": "start", "message": "nope: denied", "cause": "not_executable"}),
+                Failure::Start {
+                    message: "nope: denied".into(),
+                    cause: crate::task::StartCause::NotExecutable,
                 },
             ),
             (
