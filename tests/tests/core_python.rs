@@ -407,3 +407,82 @@ fn workers_without_the_json_accelerator_give_the_same_results() {
         "the worker really ran without _json"
     );
 }
+
+/// Workers forked by a Python fork server die with it (PR_SET_PDEATHSIG,
+/// set in each worker through the server's prctl): a server killed
+/// outright leaves no worker running on.
+#[test]
+fn forkserver_workers_die_with_their_server() {
+    let dir = module_dir();
+    let tag = unique_tag("py-server-kill");
+    let c = Cluster::builder()
+        .workers(2)
+        .start_method(StartMethod::Forkserver)
+        .python(&fixtures().venv_numpy)
+        .env("PYTHONPATH", dir.path().to_string_lossy())
+        .env(TAG_VAR, &tag)
+        .build()
+        .unwrap();
+    c.submit_many((0..2).map(|_| Task::python("faulty:nap", json!([30]))));
+    let ppid = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit(')')
+            .next()?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    // The server, and the two workers it forked.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (server, workers) = loop {
+        let tagged: Vec<u32> = caiclust_tests::processes_tagged(&tag)
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .collect();
+        let found = tagged.iter().find_map(|&s| {
+            let kids: Vec<u32> = tagged
+                .iter()
+                .copied()
+                .filter(|&k| ppid(k) == Some(s))
+                .collect();
+            (kids.len() == 2).then_some((s, kids))
+        });
+        if let Some(f) = found {
+            break f;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no server with two workers"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Let the workers begin their tasks, then kill the server outright.
+    std::thread::sleep(Duration::from_millis(500));
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                !matches!(
+                    s.rsplit(')')
+                        .next()
+                        .and_then(|r| r.split_whitespace().next()),
+                    Some("Z" | "X")
+                )
+            })
+            .unwrap_or(false)
+    };
+    assert!(workers.iter().all(|&w| alive(w)));
+    // SAFETY: kill(2) on a pid this test found as its cluster's server.
+    assert_eq!(unsafe { libc::kill(server as i32, libc::SIGKILL) }, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while workers.iter().any(|&w| alive(w)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        workers.iter().all(|&w| !alive(w)),
+        "workers outlived their server: {workers:?}"
+    );
+    drop(c);
+    let left = orphans_after(&tag, Duration::from_secs(5));
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}

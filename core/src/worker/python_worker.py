@@ -266,14 +266,26 @@ def hello(out, worker):
     out.flush()
 
 
-def die_with_parent():
-    """Linux: be killed when the fork server dies (PR_SET_PDEATHSIG)."""
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
+def prctl_of_libc():
+    """Linux: libc's prctl, looked up once in the server (importing ctypes
+    takes milliseconds; each forked worker then only calls it). It opens
+    no library: CDLL(None) is the program itself."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
 
-            ctypes.CDLL(None, use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
-        except (OSError, AttributeError):
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError, ImportError):
+        return None
+
+
+def die_with_parent(prctl):
+    """Linux: be killed when the fork server dies (PR_SET_PDEATHSIG)."""
+    if prctl is not None:
+        try:
+            prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+        except (OSError, AttributeError, TypeError):
             pass
 
 
@@ -284,11 +296,14 @@ def worker_main():
 
 
 def server_main(sock_path, preload):
+    # The C modules: signal and socket import enum and selectors (about
+    # 9 ms before the first worker can fork).
+    import _signal
+    import _socket
     import select
-    import signal
-    import socket
 
     inp, out = private_channel(0, 1)
+    prctl = prctl_of_libc()
     for module in preload:
         importlib.import_module(module)
     hello(out, None)
@@ -334,15 +349,16 @@ def server_main(sock_path, preload):
             if pid == 0:
                 code = 0
                 try:
-                    die_with_parent()
+                    die_with_parent(prctl)
                     os.setpgid(0, 0)
-                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
                     inp.close()
                     out.close()
-                    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
                     s.connect(sock_path)
-                    w_in = s.makefile("rb")
-                    w_out = s.makefile("wb")
+                    fd = s.detach()
+                    w_in = os.fdopen(os.dup(fd), "rb")
+                    w_out = os.fdopen(fd, "wb")
                     hello(w_out, n)
                     serve(w_in, w_out)
                 except BaseException:  # noqa: BLE001
