@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, Sender};
 
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -357,14 +357,15 @@ fn run_ipp(
     // Hand a task to the backend; if it cannot, the result saying why.
     let refused = |id: TaskId, task: &crate::task::Task| {
         backend.submit(id, task).err().map(|e| {
-            let mut r = crate::task::TaskResult::failed_to_start(id);
-            r.outcome = Outcome::Failed {
-                failure: Failure::Start {
-                    message: e.to_string(),
-                    cause: crate::task::StartCause::Other,
+            TaskResult::bare(
+                id,
+                Outcome::Failed {
+                    failure: Failure::Start {
+                        message: e.to_string(),
+                        cause: crate::task::StartCause::Other,
+                    },
                 },
-            };
-            r
+            )
         })
     };
     loop {
@@ -546,32 +547,15 @@ impl Cluster {
     }
 
     fn start(settings: Settings, advice: Option<Advice>) -> Result<Cluster, CoreError> {
-        let (events_tx, events_rx) = mpsc::channel();
-        let (results_tx, results_rx) = mpsc::channel();
-        let (notices_tx, notices_rx) = mpsc::channel();
-        let spare = Spare::default();
-        let scheduler = Scheduler::new(
-            settings.clone(),
-            events_rx,
-            events_tx.clone(),
-            (results_tx, spare.clone()),
-            notices_tx,
-        );
-        let handle = std::thread::Builder::new()
-            .name("caiclust-scheduler".into())
-            .spawn(move || scheduler.run())?;
-        Ok(Cluster {
-            events: events_tx,
-            results: results_rx,
-            arrived: RefCell::default(),
-            spare,
-            notices: notices_rx,
-            next_id: AtomicU64::new(1),
-            received: AtomicU64::new(0),
-            scheduler: Some(handle),
+        let scheduler_settings = settings.clone();
+        Cluster::launch(
+            "caiclust-scheduler",
             settings,
             advice,
-        })
+            move |events, events_tx, results, notices| {
+                Scheduler::new(scheduler_settings, events, events_tx, results, notices).run()
+            },
+        )
     }
 
     /// Run on ipyparallel engines: tasks go through the backend's driver;
@@ -581,13 +565,40 @@ impl Cluster {
         backend: IppBackend,
         advice: Option<Advice>,
     ) -> Result<Cluster, CoreError> {
+        Cluster::launch(
+            "caiclust-ipyparallel",
+            settings,
+            advice,
+            move |events, _, (results, _), notices| run_ipp(backend, events, results, notices),
+        )
+    }
+
+    /// The channels between a cluster and the thread that runs its tasks
+    /// (`serve`, started under `name`): events in, results (with emptied
+    /// groups handed back) and notices out.
+    fn launch(
+        name: &str,
+        settings: Settings,
+        advice: Option<Advice>,
+        serve: impl FnOnce(Receiver<Event>, Sender<Event>, (Sender<Vec<TaskResult>>, Spare), Sender<Notice>)
+            + Send
+            + 'static,
+    ) -> Result<Cluster, CoreError> {
         let (events_tx, events_rx) = mpsc::channel();
         let (results_tx, results_rx) = mpsc::channel();
         let (notices_tx, notices_rx) = mpsc::channel();
         let spare = Spare::default();
+        let (serve_events, serve_spare) = (events_tx.clone(), spare.clone());
         let handle = std::thread::Builder::new()
-            .name("caiclust-ipyparallel".into())
-            .spawn(move || run_ipp(backend, events_rx, results_tx, notices_tx))?;
+            .name(name.into())
+            .spawn(move || {
+                serve(
+                    events_rx,
+                    serve_events,
+                    (results_tx, serve_spare),
+                    notices_tx,
+                )
+            })?;
         Ok(Cluster {
             events: events_tx,
             results: results_rx,
@@ -679,22 +690,17 @@ impl Cluster {
     /// The next result in completion order; `None` when nothing is
     /// outstanding.
     pub fn recv(&self) -> Option<TaskResult> {
-        loop {
-            if let Some(r) = self.take_arrived() {
-                return Some(r);
-            }
-            if self.outstanding() == 0 {
-                return None;
-            }
-            let mut group = self.results.recv().ok()?;
-            self.arrived.borrow_mut().extend(group.drain(..));
-            self.recycle(group);
-        }
+        self.next_result(None)
     }
 
     /// As [`Cluster::recv`], waiting at most `timeout`.
     pub fn recv_timeout(&self, timeout: Duration) -> Option<TaskResult> {
-        let deadline = std::time::Instant::now() + timeout;
+        self.next_result(Some(std::time::Instant::now() + timeout))
+    }
+
+    /// The next result, waiting for a group until `deadline` (`None`: for
+    /// as long as it takes).
+    fn next_result(&self, deadline: Option<std::time::Instant>) -> Option<TaskResult> {
         loop {
             if let Some(r) = self.take_arrived() {
                 return Some(r);
@@ -702,14 +708,15 @@ impl Cluster {
             if self.outstanding() == 0 {
                 return None;
             }
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.results.recv_timeout(left) {
-                Ok(mut group) => {
-                    self.arrived.borrow_mut().extend(group.drain(..));
-                    self.recycle(group);
+            let mut group = match deadline {
+                None => self.results.recv().ok()?,
+                Some(d) => {
+                    let left = d.saturating_duration_since(std::time::Instant::now());
+                    self.results.recv_timeout(left).ok()?
                 }
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
-            }
+            };
+            self.arrived.borrow_mut().extend(group.drain(..));
+            self.recycle(group);
         }
     }
 

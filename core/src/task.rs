@@ -405,14 +405,12 @@ pub struct TaskResult {
 }
 
 impl TaskResult {
-    /// A result for a task that never ran (the outcome is filled in by the
-    /// caller).
-    pub(crate) fn failed_to_start(id: TaskId) -> TaskResult {
+    /// A result with nothing but its outcome (a task that never ran, or
+    /// one whose details are filled in by the caller).
+    pub(crate) fn bare(id: TaskId, outcome: Outcome) -> TaskResult {
         TaskResult {
             id,
-            outcome: Outcome::Cancelled {
-                reason: String::new(),
-            },
+            outcome,
             attempts: 0,
             history: Vec::new(),
             started: None,

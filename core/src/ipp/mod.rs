@@ -799,7 +799,7 @@ impl IppBackend {
 
     fn fail_now(&self, id: TaskId, message: String) {
         lock(&self.shared).outstanding.insert(id);
-        let _ = self.events_tx.send(IppEvent::Result(wire::bare_result(
+        let _ = self.events_tx.send(IppEvent::Result(TaskResult::bare(
             id,
             Outcome::Failed {
                 failure: Failure::Start {
@@ -1124,7 +1124,7 @@ fn read_driver<R: BufRead>(
     };
     if ready && !stopped {
         for id in &outstanding {
-            let _ = tx.send(IppEvent::Result(wire::bare_result(
+            let _ = tx.send(IppEvent::Result(TaskResult::bare(
                 *id,
                 Outcome::Failed {
                     failure: Failure::WorkerDied {
@@ -1144,7 +1144,7 @@ fn read_driver<R: BufRead>(
         // A stop: the driver reported the outstanding tasks cancelled; any
         // it could not report are reported here.
         for id in outstanding {
-            let _ = tx.send(IppEvent::Result(wire::bare_result(
+            let _ = tx.send(IppEvent::Result(TaskResult::bare(
                 id,
                 Outcome::Cancelled {
                     reason: "the backend stopped".into(),

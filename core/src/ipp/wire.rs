@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 use super::{EngineFailure, EngineInfo, IppEvent};
-use crate::task::{ExitInfo, Failure, Outcome, Output, TaskId, TaskResult};
+use crate::task::{ExitInfo, Failure, Outcome, Output, TaskResult};
 
 fn as_u32(v: &Value) -> Option<u32> {
     v.as_u64().and_then(|n| u32::try_from(n).ok())
@@ -69,23 +69,6 @@ pub(super) fn apply(
     }
 }
 
-/// A result with nothing but its outcome.
-pub(super) fn bare_result(id: TaskId, outcome: Outcome) -> TaskResult {
-    TaskResult {
-        id,
-        outcome,
-        attempts: 0,
-        history: Vec::new(),
-        started: None,
-        runtime: Duration::ZERO,
-        exit: None,
-        pid: None,
-        slot: None,
-        stdout: Output::Empty,
-        stderr: Output::Empty,
-    }
-}
-
 /// One of the crate's failures from the driver's `err` object.
 fn failure(err: &Value) -> Failure {
     match serde_json::from_value::<Failure>(err.clone()) {
@@ -119,7 +102,7 @@ fn result(msg: &Value) -> Option<TaskResult> {
             value: msg.get("ok").cloned().unwrap_or(Value::Null),
         },
     };
-    let mut r = bare_result(id, outcome);
+    let mut r = TaskResult::bare(id, outcome);
     r.attempts = msg["attempts"]
         .as_u64()
         .and_then(|n| u32::try_from(n).ok())
