@@ -134,6 +134,7 @@ impl PlanArgs {
         Plan {
             start_method: self.start_method.clone(),
             workers: self.workers.map(|w| w as usize),
+            ..Plan::default()
         }
     }
 }

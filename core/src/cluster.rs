@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use caiclust_probe::{probe_pid, probe_python, Facts, LiveOptions, ProbeError, ProbeOptions};
 use caiclust_rules::{
-    evaluate, find_rule, recommend, Backend, Category, Config, ConfigError, Level, Plan,
-    Recommendation, Report,
+    assess, evaluate, recommend, Backend, Config, ConfigError, Plan, Recommendation, Report,
+    Verdict,
 };
 
 use crate::ipp::{IppBackend, IppConfig, IppError, IppEvent};
@@ -270,31 +270,26 @@ impl ClusterBuilder {
             settings.output_memory_limit = l;
         }
 
-        // The rules, with the plan as it will run: the environment the
-        // workers get is the one they judge.
-        let mut judged = facts.clone();
-        for (k, v) in &settings.env {
-            judged.env.insert(k.clone(), v.clone());
-        }
+        // The hazard policy, with the plan as it will run: the environment
+        // the workers get is the one it judges.
         let plan = Plan {
             start_method: Some(settings.start_method.as_str().to_string()),
             workers: Some(settings.workers),
+            env: settings.env.clone(),
         };
-        let report = evaluate(&judged, &plan, &config);
-        if settings.start_method == StartMethod::Fork && !self.force_fork {
-            let mut hazards = fork_hazards(&report);
-            if self.registry.is_some() {
+        let report = evaluate(&facts, &plan, &config);
+        if !self.force_fork {
+            let mut hazards = start_method_hazards(&assess(&facts, &plan, &config));
+            if self.registry.is_some() && settings.start_method == StartMethod::Fork {
                 // Rust tasks fork this very process: judge what it has
-                // loaded and how many threads it runs.
+                // loaded and how many threads it runs (variables set now
+                // reach none of its runtimes).
                 let live = LiveOptions {
                     query_helper: None,
                     ..LiveOptions::default()
                 };
-                if let Ok(mut me) = probe_pid(std::process::id(), &live) {
-                    for (k, v) in &settings.env {
-                        me.env.insert(k.clone(), v.clone());
-                    }
-                    hazards.extend(fork_hazards(&evaluate(&me, &plan, &config)));
+                if let Ok(me) = probe_pid(std::process::id(), &live) {
+                    hazards.extend(start_method_hazards(&assess(&me, &plan, &config)));
                 }
             }
             if !hazards.is_empty() {
@@ -490,16 +485,11 @@ fn run_ipp(
     backend.shutdown();
 }
 
-/// The error-level hang-or-crash findings, as `ID name: message`: what
-/// makes fork unsafe, and what the watchdog names as a hang's cause.
-pub(crate) fn fork_hazards(report: &Report) -> Vec<String> {
-    report
-        .findings
-        .iter()
-        .filter(|f| {
-            f.level == Level::Error
-                && find_rule(&f.rule_id).is_some_and(|r| r.info().category == Category::HangOrCrash)
-        })
+/// The findings that make a plan's start method unsafe (the policy's
+/// start-method hazards), as `ID name: message`: what refuses fork.
+fn start_method_hazards(verdict: &Verdict) -> Vec<String> {
+    verdict
+        .start_method_findings()
         .map(|f| format!("{} {}: {}", f.rule_id, f.rule_name, f.message))
         .collect()
 }

@@ -6,7 +6,7 @@
 //! CC001, GNU OpenMP used after fork) is the likely cause.
 
 use caiclust_probe::{probe_pid, LiveOptions};
-use caiclust_rules::{evaluate, Config, Plan};
+use caiclust_rules::Config;
 
 use crate::plan::StartMethod;
 use crate::tree::TreeSample;
@@ -83,14 +83,14 @@ pub(crate) fn diagnose(
     }
 }
 
-/// The error-level hang-or-crash findings of the rules on a process's
-/// facts, with this start method.
+/// What the hazard policy names as the causes of a hang of a process
+/// with these facts, started with this start method, as `ID name:
+/// message`.
 fn hang_causes(facts: &caiclust_probe::Facts, method: &str, workers: usize) -> Vec<String> {
-    let plan = Plan {
-        start_method: Some(method.to_string()),
-        workers: Some(workers),
-    };
-    crate::cluster::fork_hazards(&evaluate(facts, &plan, &Config::default()))
+    caiclust_rules::hang_causes(facts, method, workers, &Config::default())
+        .into_iter()
+        .map(|f| format!("{} {}: {}", f.rule_id, f.rule_name, f.message))
+        .collect()
 }
 
 /// Descendants of `pid` that were forked without exec: the same program as

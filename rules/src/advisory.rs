@@ -500,6 +500,7 @@ carries the advisory id and references. The file format is documented in
 `rules/src/advisory.rs`.
 "#,
     hazards: &["H01", "H05", "H12", "H13"],
+    depends_on_start_method: false,
 };
 
 impl crate::Rule for KnownRuntimeBug {
@@ -542,6 +543,7 @@ impl crate::Rule for KnownRuntimeBug {
                             .map(|l| l.path.display().to_string())
                             .unwrap_or_else(|| "python".into()),
                     ),
+                    env_fix: Vec::new(),
                 }
             })
             .collect()

@@ -75,6 +75,7 @@ impl Config {
                 .clone()
                 .or_else(|| self.start_method.clone()),
             workers: plan.workers.or(self.workers),
+            env: plan.env.clone(),
         }
     }
 

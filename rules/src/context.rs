@@ -14,6 +14,10 @@ pub struct Plan {
     pub start_method: Option<String>,
     /// Worker processes.
     pub workers: Option<usize>,
+    /// Variables the workers will get on top of the facts' environment
+    /// (what `caiclust run`, `caiclust env` or a cluster will set).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
 }
 
 /// Everything a rule may look at.

@@ -88,6 +88,10 @@ pub struct RuleInfo {
     pub explanation: &'static str,
     /// The hazards of `shared/HAZARDS.md` this rule covers (`H01`...).
     pub hazards: &'static [&'static str],
+    /// Whether its findings depend on how workers start (fork, spawn,
+    /// forkserver): then another start method avoids them. The hazard
+    /// policy ([`crate::assess`]) reads this, never rule ids.
+    pub depends_on_start_method: bool,
 }
 
 /// One problem found in the facts.
@@ -103,6 +107,11 @@ pub struct Finding {
     pub evidence: Vec<Evidence>,
     /// What to change.
     pub fix: Option<String>,
+    /// Variables that, set before the interpreter starts, remove this
+    /// finding (`OMP_NUM_THREADS=1` for a GNU OpenMP pool under fork);
+    /// empty when no environment does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_fix: Vec<crate::EnvSetting>,
     /// Where: a library path, a variable name, `file:line:column`.
     pub location: Option<String>,
 }

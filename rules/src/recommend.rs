@@ -3,14 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use caiclust_probe::{Facts, Library, OsFamily, ThreadingLayer, Vendor};
+use caiclust_probe::{Facts, Library, OsFamily, Vendor};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::context::{Context, Plan};
-use crate::finding::Category;
-use crate::registry::all_rules;
+use crate::context::Plan;
+use crate::policy::{assess, Verdict};
 use crate::rules::WINDOWS_MAX_WORKERS;
+use crate::threads::{pool_sizing, PACKAGE_POOLS};
 
 /// Where the work runs.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
@@ -54,7 +54,7 @@ pub struct EnvSetting {
 }
 
 /// The advice, each choice with its reason.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Recommendation {
     pub backend: Choice<Backend>,
     /// `spawn`, `forkserver` or `fork` (for multiprocessing).
@@ -62,8 +62,13 @@ pub struct Recommendation {
     pub workers: Choice<usize>,
     /// Threads each worker's runtimes may use.
     pub threads_per_worker: Choice<usize>,
-    /// Variables to set in every worker's environment, sorted by name.
+    /// Variables to set in every worker's environment, sorted by name:
+    /// thread limits, and where the start method alone is not safe, the
+    /// variables that make it so.
     pub env: Vec<EnvSetting>,
+    /// The hazard policy's verdict on the plan it recommends: the start
+    /// method, workers and `env` above (see [`crate::assess`]).
+    pub verdict: Verdict,
 }
 
 /// Work out the recommendation.
@@ -152,7 +157,36 @@ pub fn recommend(facts: &Facts, config: &Config) -> Recommendation {
     );
 
     let start_method = choose_start_method(facts, config, workers);
-    let env = thread_env(facts, threads);
+    let mut env = thread_env(facts, threads);
+    // Where the start method stays unsafe (configured, or the platform
+    // has no other), the hazards' own environment fix, checked by the
+    // policy, replaces the thread limits it overlaps.
+    let plan = |env: &[EnvSetting]| Plan {
+        start_method: Some(start_method.value.clone()),
+        workers: Some(workers),
+        env: env
+            .iter()
+            .map(|e| (e.name.clone(), e.value.clone()))
+            .collect(),
+    };
+    let mut verdict = assess(facts, &plan(&env), config);
+    if let Some(fix) = verdict.env_fix.clone().filter(|f| !f.is_empty()) {
+        let answers: Vec<&str> = verdict.hazards.iter().map(|f| f.rule_id.as_str()).collect();
+        for e in fix {
+            env.retain(|x| x.name != e.name);
+            env.push(EnvSetting {
+                reason: format!(
+                    "{}; makes {} safe ({})",
+                    e.reason,
+                    start_method.value,
+                    answers.join(", ")
+                ),
+                ..e
+            });
+        }
+        env.sort_by(|a, b| a.name.cmp(&b.name));
+        verdict = assess(facts, &plan(&env), config);
+    }
 
     Recommendation {
         backend,
@@ -166,34 +200,8 @@ pub fn recommend(facts: &Facts, config: &Config) -> Recommendation {
             reason: threads_reason,
         },
         env,
+        verdict,
     }
-}
-
-/// The rules that say fork would hang or crash here.
-fn fork_hazards(facts: &Facts, config: &Config, workers: usize) -> Vec<String> {
-    let plan = Plan {
-        start_method: Some("fork".into()),
-        workers: Some(workers),
-    };
-    let advisories = config.advisory_db();
-    let cx = Context {
-        facts,
-        plan: &plan,
-        advisories: &advisories,
-    };
-    let mut out = Vec::new();
-    for rule in all_rules() {
-        let info = rule.info();
-        if info.category != Category::HangOrCrash || info.id == "CC010" || info.id == "CC011" {
-            // CC010 (worker count) and CC011 (mixed runtimes) do not depend
-            // on the start method.
-            continue;
-        }
-        for f in rule.check(&cx) {
-            out.push(format!("{} {}: {}", info.id, info.name, f.message));
-        }
-    }
-    out
 }
 
 fn choose_start_method(facts: &Facts, config: &Config, workers: usize) -> Choice<String> {
@@ -210,26 +218,36 @@ fn choose_start_method(facts: &Facts, config: &Config, workers: usize) -> Choice
             reason: "macOS system frameworks (Accelerate, Objective-C runtime) do not survive fork; spawn is the default since Python 3.8".into(),
         },
         OsFamily::Linux | OsFamily::Other => {
-            let hazards = fork_hazards(facts, config, workers);
-            if hazards.is_empty() {
-                Choice {
+            let fork = Plan {
+                start_method: Some("fork".into()),
+                workers: Some(workers),
+                ..Plan::default()
+            };
+            let verdict = assess(facts, &fork, config);
+            match verdict.safer_start_method() {
+                Some(m) if verdict.start_method_unsafe() => Choice {
+                    value: m.to_string(),
+                    reason: format!(
+                        "fork is unsafe here ({}); {m} forks workers from a clean single-threaded server and starts them faster than spawn",
+                        verdict
+                            .start_method_findings()
+                            .map(|f| format!("{} {}: {}", f.rule_id, f.rule_name, f.message))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ),
+                },
+                _ => Choice {
                     value: "fork".into(),
                     reason: "no runtime here is unsafe across fork, and fork starts workers fastest (set it explicitly: Python 3.14 defaults to forkserver)".into(),
-                }
-            } else {
-                Choice {
-                    value: "forkserver".into(),
-                    reason: format!(
-                        "fork is unsafe here ({}); forkserver forks workers from a clean single-threaded server and starts them faster than spawn",
-                        hazards.join("; ")
-                    ),
-                }
+                },
             }
         }
     }
 }
 
-/// The thread variables for every runtime present, sorted by name.
+/// The thread variables for every runtime present, sorted by name: each
+/// runtime's own limit variable (the table in [`crate::threads`]), and
+/// those of packages with pools of their own.
 fn thread_env(facts: &Facts, threads: usize) -> Vec<EnvSetting> {
     let mut env: BTreeMap<&'static str, (String, String)> = BTreeMap::new();
     let n = threads.to_string();
@@ -238,72 +256,32 @@ fn thread_env(facts: &Facts, threads: usize) -> Vec<EnvSetting> {
         .iter()
         .filter(|l| l.forwards_to.is_none())
         .collect();
-    let name_of = |l: &Library| {
-        l.path
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
     let mut add = |var: &'static str, value: &str, why: String| {
         env.entry(var).or_insert_with(|| (value.to_string(), why));
     };
-    let any_openmp = libs.iter().find(|l| {
-        l.vendor.value.is_openmp()
-            || l.openmp_runtime.is_some()
-            || l.threading_layer
-                .as_ref()
-                .is_some_and(|t| t.value == ThreadingLayer::Openmp)
-    });
-    if let Some(l) = any_openmp {
-        add(
-            "OMP_NUM_THREADS",
-            &n,
-            format!("{} uses OpenMP, sized only by OMP_NUM_THREADS", name_of(l)),
-        );
-    }
     for l in &libs {
-        let name = name_of(l);
-        match l.vendor.value {
-            Vendor::Openblas => add(
-                "OPENBLAS_NUM_THREADS",
-                &n,
-                format!("limits the OpenBLAS pool of {name}"),
-            ),
-            Vendor::Mkl => add(
-                "MKL_NUM_THREADS",
-                &n,
-                format!("limits the MKL pool of {name}"),
-            ),
-            Vendor::Blis => add(
-                "BLIS_NUM_THREADS",
-                &n,
-                format!("limits the BLIS pool of {name}"),
-            ),
-            Vendor::Accelerate if facts.target_os == OsFamily::Macos => add(
-                "VECLIB_MAXIMUM_THREADS",
-                &n,
-                format!("limits Accelerate/vecLib ({name})"),
-            ),
-            Vendor::Opencv => add(
-                "OPENCV_FOR_THREADS_NUM",
-                &n,
-                format!("limits OpenCV's parallel_for in {name}"),
-            ),
-            _ => {}
+        if l.vendor.value == Vendor::Accelerate && facts.target_os != OsFamily::Macos {
+            continue;
         }
-    }
-    if let Some(l) = libs
-        .iter()
-        .find(|l| l.vendor.value == Vendor::Openblas && l.openmp_runtime.is_some())
-    {
-        add(
-            "OMP_NUM_THREADS",
-            &n,
+        let Some(sizing) = pool_sizing(l) else {
+            continue;
+        };
+        let name = l
+            .path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let var = sizing.limit_variable();
+        let why = if sizing.ignores.is_empty() {
+            format!("limits the {} pool of {name}", sizing.runtime)
+        } else {
             format!(
-                "{} is an OpenMP build of OpenBLAS, which ignores OPENBLAS_NUM_THREADS",
-                name_of(l)
-            ),
-        );
+                "limits the {} pool of {name}, which ignores {}",
+                sizing.runtime,
+                sizing.ignores.join(" and ")
+            )
+        };
+        add(var, &n, why);
     }
     let has_gomp = libs.iter().any(|l| l.vendor.value == Vendor::GnuOpenmp);
     if let Some(l) = libs.iter().find(|l| l.vendor.value == Vendor::Mkl) {
@@ -313,36 +291,21 @@ fn thread_env(facts: &Facts, threads: usize) -> Vec<EnvSetting> {
                 "GNU",
                 format!(
                     "MKL ({}) and GNU libgomp share a process: MKL must use the GNU layer",
-                    name_of(l)
+                    l.path.display()
                 ),
             );
         }
     }
     for p in &facts.packages {
-        match p.name.as_str() {
-            "numexpr" => {
-                add(
-                    "NUMEXPR_NUM_THREADS",
-                    &n,
-                    format!("limits numexpr ({})", p.path.display()),
-                );
-                add(
-                    "NUMEXPR_MAX_THREADS",
-                    &n,
-                    format!("sizes numexpr's pool ({})", p.path.display()),
-                );
-            }
-            "numba" => add(
-                "NUMBA_NUM_THREADS",
+        let Some(pool) = PACKAGE_POOLS.iter().find(|x| x.package == p.name) else {
+            continue;
+        };
+        for var in pool.sized_by {
+            add(
+                var,
                 &n,
-                format!("limits numba's parallel pool ({})", p.path.display()),
-            ),
-            "cv2" => add(
-                "OPENCV_FOR_THREADS_NUM",
-                &n,
-                format!("limits OpenCV's parallel_for ({})", p.path.display()),
-            ),
-            _ => {}
+                format!("limits the pool of {} ({})", p.name, p.path.display()),
+            );
         }
     }
     env.into_iter()

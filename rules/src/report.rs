@@ -29,6 +29,13 @@ impl Report {
 /// name), else the rule's category; rules set to `allow` report nothing.
 pub fn evaluate(facts: &Facts, plan: &Plan, config: &Config) -> Report {
     let plan = config.apply_to_plan(plan);
+    let overlaid;
+    let facts = if plan.env.is_empty() {
+        facts
+    } else {
+        overlaid = with_env(facts, &plan.env);
+        &overlaid
+    };
     let advisories = config.advisory_db();
     let cx = Context {
         facts,
@@ -58,4 +65,18 @@ pub fn evaluate(facts: &Facts, plan: &Plan, config: &Config) -> Report {
         findings,
         deny_level: config.deny_level(),
     }
+}
+
+/// The facts with `env` set where the runtimes read their variables (see
+/// [`crate::runtime_env`]): what the workers of a plan will see. A
+/// running process is judged as it runs: its runtimes read their
+/// variables when they loaded, so `env` changes nothing there.
+pub(crate) fn with_env(facts: &Facts, env: &std::collections::BTreeMap<String, String>) -> Facts {
+    let mut f = facts.clone();
+    if f.process.is_none() {
+        for (k, v) in env {
+            f.env.insert(k.clone(), v.clone());
+        }
+    }
+    f
 }

@@ -78,19 +78,14 @@ pub(crate) fn finding(
             info.id
         )),
         location: Some(location.into()),
+        env_fix: Vec::new(),
     }
 }
 
-/// A thread-count variable as a number: the first entry of a list such as
-/// `OMP_NUM_THREADS=4,2`; `None` when unset or not a positive number.
+/// A thread-count variable as a number: see
+/// [`crate::threads::env_thread_count`].
 pub(crate) fn env_count(facts: &Facts, name: &str) -> Option<usize> {
-    let v = runtime_env(facts).get(name)?;
-    v.split(',')
-        .next()?
-        .trim()
-        .parse::<usize>()
-        .ok()
-        .filter(|n| *n > 0)
+    crate::threads::env_thread_count(facts, name)
 }
 
 /// Evidence that a variable is set, or unset, where the runtimes read it
@@ -205,6 +200,18 @@ pub(crate) struct GompPool<'a> {
     pub lib: &'a Library,
     pub threads: usize,
     pub evidence: Vec<Evidence>,
+    /// The variables that size it, first set wins (see [`crate::threads`]).
+    pub sized_by: &'static [&'static str],
+}
+
+const OMP_ONLY: &[&str] = &["OMP_NUM_THREADS"];
+
+/// The threads a pool starts with when no variable sizes it.
+pub(crate) fn pool_default(facts: &Facts, sizing: &crate::threads::PoolSizing) -> usize {
+    match sizing.default {
+        crate::threads::DefaultThreads::AllCpus => default_pool_threads(facts),
+        crate::threads::DefaultThreads::One => 1,
+    }
 }
 
 /// Every pool that runs on GNU libgomp: OpenMP builds of OpenBLAS/BLIS,
@@ -226,22 +233,19 @@ pub(crate) fn gnu_openmp_pools(facts: &Facts) -> Vec<GompPool<'_>> {
             .as_ref()
             .is_some_and(|r| r.value == Vendor::GnuOpenmp);
         let layer = lib.threading_layer.as_ref().map(|t| t.value);
+        let sizing = crate::threads::pool_sizing(lib);
         let (threads, evidence) = match lib.vendor.value {
-            Vendor::Openblas if on_gomp => {
-                // OpenMP builds read only OMP_NUM_THREADS.
-                count_from(facts, &["OMP_NUM_THREADS"], default)
-            }
-            Vendor::Blis if on_gomp => {
-                // BLIS is single-threaded unless a variable says otherwise.
-                count_from(facts, &["BLIS_NUM_THREADS", "OMP_NUM_THREADS"], 1)
+            Vendor::Openblas | Vendor::Blis if on_gomp => {
+                let Some(sizing) = sizing else { continue };
+                count_from(facts, sizing.sized_by, pool_default(facts, sizing))
             }
             Vendor::Mkl
                 if on_gomp
                     || layer == Some(ThreadingLayer::Gnu) && mkl_layer_gnu
                     || layer == Some(ThreadingLayer::RuntimeSelected) && mkl_layer_gnu =>
             {
-                let (n, mut ev) =
-                    count_from(facts, &["MKL_NUM_THREADS", "OMP_NUM_THREADS"], default);
+                let Some(sizing) = sizing else { continue };
+                let (n, mut ev) = count_from(facts, sizing.sized_by, default);
                 ev.push(env_evidence(facts, "MKL_THREADING_LAYER"));
                 (n, ev)
             }
@@ -262,7 +266,7 @@ pub(crate) fn gnu_openmp_pools(facts: &Facts) -> Vec<GompPool<'_>> {
                 if direct.is_empty() && !unknown_user && !mapped_live {
                     continue;
                 }
-                let (n, mut ev) = count_from(facts, &["OMP_NUM_THREADS"], default);
+                let (n, mut ev) = count_from(facts, OMP_ONLY, default);
                 if direct.is_empty() && mapped_live {
                     ev.push(Evidence::new(
                         EvidenceSource::System,
@@ -292,6 +296,7 @@ pub(crate) fn gnu_openmp_pools(facts: &Facts) -> Vec<GompPool<'_>> {
             lib,
             threads,
             evidence,
+            sized_by: sizing.map_or(OMP_ONLY, |s| s.sized_by),
         });
     }
     pools

@@ -44,6 +44,7 @@ fn fork() -> Plan {
     Plan {
         start_method: Some("fork".into()),
         workers: None,
+        ..Plan::default()
     }
 }
 

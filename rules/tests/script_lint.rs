@@ -368,6 +368,7 @@ fn cc205_follows_the_start_method() {
         let plan = Plan {
             start_method: method.map(str::to_string),
             workers: None,
+            ..Plan::default()
         };
         let out = lint_scripts(&[&file], facts, &plan, &config);
         assert!(out.errors.is_empty(), "{:?}", out.errors);
@@ -484,6 +485,7 @@ fn facts_and_configuration_set_levels() {
     let spawn = Plan {
         start_method: Some("spawn".into()),
         workers: None,
+        ..Plan::default()
     };
     for facts in [Some(&linux_fork), None] {
         let got = lint_scripts(&bad[..1], facts, &spawn, &Config::default());
@@ -496,6 +498,7 @@ fn facts_and_configuration_set_levels() {
     let fork = Plan {
         start_method: Some("fork".into()),
         workers: None,
+        ..Plan::default()
     };
     let got = lint_scripts(&bad[..1], None, &fork, &Config::default());
     assert!(

@@ -130,6 +130,7 @@ mod tests {
             evidence: vec![],
             fix: Some("use spawn".into()),
             location: Some("/env/libgomp.so.1".into()),
+            env_fix: Vec::new(),
         };
         let l = line(&f);
         assert!(

@@ -4,6 +4,7 @@ use caiclust_probe::{Evidence, Vendor};
 
 use crate::context::Context;
 use crate::finding::{Category, Finding, RuleInfo};
+use crate::recommend::EnvSetting;
 use crate::registry::Rule;
 use crate::rules::{
     file_name, finding, gnu_openmp_pools, library_evidence, start_method_evidence, GompPool,
@@ -47,6 +48,7 @@ static INFO: RuleInfo = RuleInfo {
     summary: "a GNU OpenMP (libgomp) pool with more than one thread is forked: workers hang",
     explanation: EXPLANATION,
     hazards: &["H01"],
+    depends_on_start_method: true,
 };
 
 impl Rule for GnuOpenmpFork {
@@ -103,15 +105,38 @@ impl Rule for GnuOpenmpFork {
             .iter()
             .find(|p| p.lib.vendor.value == Vendor::GnuOpenmp)
             .unwrap_or(&pools[0]);
-        vec![finding(
+        // The environment fix: every pool limited to one thread by the
+        // variable it reads first (a libgomp pool that never starts
+        // threads survives fork).
+        let mut env_fix: Vec<EnvSetting> = Vec::new();
+        for p in &pools {
+            let var = p.sized_by[0];
+            if !env_fix.iter().any(|e| e.name == var) {
+                env_fix.push(EnvSetting {
+                    name: var.to_string(),
+                    value: "1".into(),
+                    reason: format!(
+                        "{} then never starts pool threads, so forked workers do not hang in libgomp",
+                        file_name(&p.lib.path)
+                    ),
+                });
+            }
+        }
+        let fix_vars: Vec<String> = env_fix.iter().map(|e| format!("{}=1", e.name)).collect();
+        let mut f = finding(
             &INFO,
             format!(
                 "{what} {verb} of up to {threads} threads and workers are forked: the workers hang in libgomp"
             ),
             ev,
-            "use the spawn or forkserver start method, or set OMP_NUM_THREADS=1 before the interpreter starts",
+            format!(
+                "use the spawn or forkserver start method, or set {} before the interpreter starts",
+                fix_vars.join(" ")
+            ),
             at.lib.path.display().to_string(),
-        )]
+        );
+        f.env_fix = env_fix;
+        vec![f]
     }
 }
 

@@ -4,6 +4,7 @@ use caiclust_probe::{Evidence, EvidenceSource};
 
 use crate::context::Context;
 use crate::finding::{Category, Finding, RuleInfo};
+use crate::recommend::EnvSetting;
 use crate::registry::Rule;
 use crate::rules::{env_count, env_evidence, finding, start_method_evidence};
 
@@ -40,6 +41,7 @@ static INFO: RuleInfo = RuleInfo {
     summary: "numba's OpenMP layer runs on GNU libgomp and workers are forked: numba kills them",
     explanation: EXPLANATION,
     hazards: &["H01"],
+    depends_on_start_method: true,
 };
 
 impl Rule for NumbaGnuOpenmpFork {
@@ -97,7 +99,7 @@ impl Rule for NumbaGnuOpenmpFork {
                 ));
             }
             ev.push(start_method_evidence(cx));
-            out.push(finding(
+            let mut f = finding(
                 &INFO,
                 format!(
                     "numba ({}) will run parallel code on its GNU OpenMP layer and workers are forked: numba terminates each forked worker and the pool waits forever",
@@ -106,7 +108,13 @@ impl Rule for NumbaGnuOpenmpFork {
                 ev,
                 "use the spawn or forkserver start method, or set NUMBA_THREADING_LAYER=workqueue before the interpreter starts",
                 pkg.path.display().to_string(),
-            ));
+            );
+            f.env_fix = vec![EnvSetting {
+                name: "NUMBA_THREADING_LAYER".into(),
+                value: "workqueue".into(),
+                reason: "numba's workqueue layer survives fork; its GNU OpenMP layer kills forked workers".into(),
+            }];
+            out.push(f);
         }
         out
     }

@@ -4,6 +4,7 @@ use caiclust_probe::{OsFamily, Vendor};
 
 use crate::context::Context;
 use crate::finding::{Category, Finding, RuleInfo};
+use crate::recommend::EnvSetting;
 use crate::registry::Rule;
 use crate::rules::{env_count, env_evidence, finding, library_evidence, start_method_evidence};
 
@@ -38,6 +39,7 @@ static INFO: RuleInfo = RuleInfo {
     summary: "Apple Accelerate (vecLib) is the BLAS and workers are forked: workers crash or hang",
     explanation: EXPLANATION,
     hazards: &["H02"],
+    depends_on_start_method: true,
 };
 
 impl Rule for AccelerateFork {
@@ -63,13 +65,19 @@ impl Rule for AccelerateFork {
                 } else {
                     format!(" (used by {})", lib.pulled_in_by.join(", "))
                 };
-                finding(
+                let mut f = finding(
                     &INFO,
                     format!("Accelerate {}{by} with fork on macOS: workers crash in libBLAS/libdispatch", lib.path.display()),
                     ev,
                     "use the spawn start method, or set VECLIB_MAXIMUM_THREADS=1 before the interpreter starts",
                     lib.path.display().to_string(),
-                )
+                );
+                f.env_fix = vec![EnvSetting {
+                    name: "VECLIB_MAXIMUM_THREADS".into(),
+                    value: "1".into(),
+                    reason: "Accelerate then runs on the calling thread, which survives fork".into(),
+                }];
+                f
             })
             .collect()
     }

@@ -37,6 +37,7 @@ static INFO: RuleInfo = RuleInfo {
     summary: "workers are forked on macOS, where system frameworks are not fork-safe",
     explanation: EXPLANATION,
     hazards: &["H03"],
+    depends_on_start_method: true,
 };
 
 impl Rule for MacosFork {

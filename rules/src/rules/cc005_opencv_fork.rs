@@ -39,6 +39,7 @@ static INFO: RuleInfo = RuleInfo {
     summary: "OpenCV's OpenMP or GCD thread pool is forked: cv2 calls may block in workers",
     explanation: EXPLANATION,
     hazards: &["H04"],
+    depends_on_start_method: true,
 };
 
 impl Rule for OpencvFork {

@@ -1,13 +1,14 @@
 //! CC006: workers × threads per worker > usable CPUs.
 
-use caiclust_probe::{Api, Evidence, EvidenceSource, Facts, Library, ThreadingLayer, Vendor};
+use caiclust_probe::{Api, Evidence, EvidenceSource};
 
 use crate::context::Context;
 use crate::finding::{Category, Finding, RuleInfo};
 use crate::registry::Rule;
 use crate::rules::{
-    count_from, default_pool_threads, finding, library_evidence, planned_workers, runtime_libraries,
+    count_from, finding, library_evidence, planned_workers, pool_default, runtime_libraries,
 };
+use crate::threads::pool_sizing;
 
 const EXPLANATION: &str = r#"## What it detects
 A runtime whose thread pool, in each worker, has so many threads that
@@ -15,8 +16,8 @@ workers × threads exceeds the usable CPUs. Workers are the planned count,
 else CaImAn's default of usable CPUs − 1. Each pool's size is its thread
 variable (`OMP_NUM_THREADS` for OpenMP and OpenMP builds of OpenBLAS,
 `OPENBLAS_NUM_THREADS`, `MKL_NUM_THREADS`, `BLIS_NUM_THREADS`,
-`VECLIB_MAXIMUM_THREADS`, `OPENCV_FOR_THREADS_NUM`), else the CPUs in the
-affinity mask (BLIS: 1).
+`VECLIB_MAXIMUM_THREADS`, `OPENCV_FOR_THREADS_NUM`: the table in
+`rules/src/threads.rs`), else the CPUs in the affinity mask (BLIS: 1).
 
 ## Why it is bad
 Every BLAS/OpenMP/OpenCV pool defaults to all CPUs, in every worker: with 8
@@ -43,38 +44,8 @@ static INFO: RuleInfo = RuleInfo {
     summary: "workers × threads per worker exceeds the usable CPUs",
     explanation: EXPLANATION,
     hazards: &["H05"],
+    depends_on_start_method: false,
 };
-
-/// The variables that size `lib`'s pool, most specific first, and its
-/// default when none is set.
-pub(crate) fn pool_variables(
-    facts: &Facts,
-    lib: &Library,
-) -> Option<(&'static [&'static str], usize)> {
-    let all = default_pool_threads(facts);
-    let layer = lib.threading_layer.as_ref().map(|t| t.value);
-    let openmp = lib.openmp_runtime.is_some() || layer == Some(ThreadingLayer::Openmp);
-    if layer == Some(ThreadingLayer::Disabled) || layer == Some(ThreadingLayer::Sequential) {
-        return None;
-    }
-    Some(match lib.vendor.value {
-        Vendor::Openblas if openmp => (&["OMP_NUM_THREADS"], all),
-        Vendor::Openblas => (
-            &[
-                "OPENBLAS_NUM_THREADS",
-                "GOTO_NUM_THREADS",
-                "OMP_NUM_THREADS",
-            ],
-            all,
-        ),
-        Vendor::Mkl => (&["MKL_NUM_THREADS", "OMP_NUM_THREADS"], all),
-        Vendor::Blis => (&["BLIS_NUM_THREADS", "OMP_NUM_THREADS"], 1),
-        Vendor::Accelerate => (&["VECLIB_MAXIMUM_THREADS"], all),
-        Vendor::Opencv => (&["OPENCV_FOR_THREADS_NUM"], all),
-        v if v.is_openmp() => (&["OMP_NUM_THREADS"], all),
-        _ => return None,
-    })
-}
 
 impl Rule for Oversubscription {
     fn info(&self) -> &'static RuleInfo {
@@ -93,10 +64,11 @@ impl Rule for Oversubscription {
             {
                 continue;
             }
-            let Some((vars, default)) = pool_variables(cx.facts, lib) else {
+            let Some(sizing) = pool_sizing(lib) else {
                 continue;
             };
-            let (threads, env_ev) = count_from(cx.facts, vars, default);
+            let vars = sizing.sized_by;
+            let (threads, env_ev) = count_from(cx.facts, vars, pool_default(cx.facts, sizing));
             if workers.saturating_mul(threads) <= usable {
                 continue;
             }

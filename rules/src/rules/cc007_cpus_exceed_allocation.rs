@@ -40,6 +40,7 @@ static INFO: RuleInfo = RuleInfo {
     summary: "the machine's CPU count exceeds the CPUs this process may use",
     explanation: EXPLANATION,
     hazards: &["H06"],
+    depends_on_start_method: false,
 };
 
 impl Rule for CpusExceedAllocation {

@@ -1,16 +1,17 @@
 //! CC008: OpenBLAS OpenMP build limited only by OPENBLAS_NUM_THREADS.
 
-use caiclust_probe::Vendor;
-
 use crate::context::Context;
 use crate::finding::{Category, Finding, RuleInfo};
 use crate::registry::Rule;
 use crate::rules::{env_evidence, finding, library_evidence, runtime_libraries};
+use crate::threads::pool_sizing;
 
 const EXPLANATION: &str = r#"## What it detects
 An OpenMP build of OpenBLAS (Debian `libopenblas0-openmp`, conda's
 `openblas` with OpenMP) with `OPENBLAS_NUM_THREADS` (or `GOTO_NUM_THREADS`)
-set but `OMP_NUM_THREADS` unset.
+set but `OMP_NUM_THREADS` unset; in general, any runtime whose pool is
+limited only by a variable that its build ignores (the table of which
+variable sizes which runtime is `rules/src/threads.rs`).
 
 ## Why it is bad
 OpenMP builds of OpenBLAS ignore `OPENBLAS_NUM_THREADS`: only
@@ -38,6 +39,7 @@ static INFO: RuleInfo = RuleInfo {
         "OPENBLAS_NUM_THREADS is set but the OpenMP build of OpenBLAS reads only OMP_NUM_THREADS",
     explanation: EXPLANATION,
     hazards: &["H08"],
+    depends_on_start_method: false,
 };
 
 impl Rule for OpenblasOpenmpThreadVariable {
@@ -46,36 +48,45 @@ impl Rule for OpenblasOpenmpThreadVariable {
     }
 
     fn check(&self, cx: &Context<'_>) -> Vec<Finding> {
-        if cx.env("OMP_NUM_THREADS").is_some() {
-            return Vec::new();
+        let mut out = Vec::new();
+        for lib in runtime_libraries(cx.facts) {
+            let Some(sizing) = pool_sizing(lib) else {
+                continue;
+            };
+            // Only when nothing the runtime reads is set: then the
+            // variable it ignores is the only limit there is.
+            if sizing.sized_by.iter().any(|v| cx.env(v).is_some()) {
+                continue;
+            }
+            let Some(var) = sizing.ignores.iter().find(|v| cx.env(v).is_some()) else {
+                continue;
+            };
+            let value = cx.env(var).unwrap_or_default();
+            let mut ev = library_evidence(lib);
+            if let Some(r) = &lib.openmp_runtime {
+                ev.extend(r.evidence.iter().cloned());
+            }
+            ev.push(env_evidence(cx.facts, var));
+            for v in sizing.sized_by {
+                ev.push(env_evidence(cx.facts, v));
+            }
+            out.push(finding(
+                &INFO,
+                format!(
+                    "{var}={value} has no effect on {}, {}: only {} limits it",
+                    lib.path.display(),
+                    sizing.runtime,
+                    sizing.sized_by.join(" or ")
+                ),
+                ev,
+                format!(
+                    "also set {}={}",
+                    sizing.limit_variable(),
+                    if value.is_empty() { "1" } else { value }
+                ),
+                *var,
+            ));
         }
-        let Some(var) = ["OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS"]
-            .into_iter()
-            .find(|v| cx.env(v).is_some())
-        else {
-            return Vec::new();
-        };
-        runtime_libraries(cx.facts)
-            .filter(|l| l.vendor.value == Vendor::Openblas && l.openmp_runtime.is_some())
-            .map(|lib| {
-                let mut ev = library_evidence(lib);
-                if let Some(r) = &lib.openmp_runtime {
-                    ev.extend(r.evidence.iter().cloned());
-                }
-                ev.push(env_evidence(cx.facts, var));
-                ev.push(env_evidence(cx.facts, "OMP_NUM_THREADS"));
-                finding(
-                    &INFO,
-                    format!(
-                        "{var}={} has no effect on {}, an OpenMP build of OpenBLAS: only OMP_NUM_THREADS limits it",
-                        cx.env(var).unwrap_or_default(),
-                        lib.path.display()
-                    ),
-                    ev,
-                    format!("also set OMP_NUM_THREADS={}", cx.env(var).unwrap_or("1")),
-                    var,
-                )
-            })
-            .collect()
+        out
     }
 }

@@ -46,6 +46,7 @@ static INFO: RuleInfo = RuleInfo {
     summary: "thread variables believed set are missing from the process's real environment",
     explanation: EXPLANATION,
     hazards: &["H09"],
+    depends_on_start_method: false,
 };
 
 fn is_thread_var(name: &str) -> bool {

@@ -34,6 +34,7 @@ static INFO: RuleInfo = RuleInfo {
     summary: "more than 60 workers on Windows: the pool fails or hangs",
     explanation: EXPLANATION,
     hazards: &["H10"],
+    depends_on_start_method: false,
 };
 
 impl Rule for WindowsWorkerLimit {

@@ -39,6 +39,7 @@ static INFO: RuleInfo = RuleInfo {
     summary: "two OpenMP runtimes (or MKL's Intel layer with libgomp) in one process",
     explanation: EXPLANATION,
     hazards: &["H11"],
+    depends_on_start_method: false,
 };
 
 impl Rule for MixedOpenmpRuntimes {

@@ -40,6 +40,7 @@ static INFO: RuleInfo = RuleInfo {
     summary: "the process already runs other threads and its workers would be forked",
     explanation: EXPLANATION,
     hazards: &["H12"],
+    depends_on_start_method: true,
 };
 
 impl Rule for ForkWithRunningThreads {

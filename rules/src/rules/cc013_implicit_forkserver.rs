@@ -38,6 +38,7 @@ static INFO: RuleInfo = RuleInfo {
     summary: "Python 3.14+ on Linux silently uses forkserver when no start method is set",
     explanation: EXPLANATION,
     hazards: &["H13"],
+    depends_on_start_method: true,
 };
 
 impl Rule for ImplicitForkserver {

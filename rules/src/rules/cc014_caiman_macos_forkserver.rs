@@ -37,6 +37,7 @@ static INFO: RuleInfo = RuleInfo {
     summary: "CaImAn's setup_cluster forces forkserver on macOS inside IPython",
     explanation: EXPLANATION,
     hazards: &["H14"],
+    depends_on_start_method: false,
 };
 
 impl Rule for CaimanMacosForkserver {

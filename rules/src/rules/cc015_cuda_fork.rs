@@ -36,6 +36,7 @@ static INFO: RuleInfo = RuleInfo {
     summary: "a CUDA runtime is present and workers are forked: CUDA fails in workers",
     explanation: EXPLANATION,
     hazards: &["H19"],
+    depends_on_start_method: true,
 };
 
 impl Rule for CudaFork {

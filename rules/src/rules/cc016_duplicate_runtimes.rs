@@ -1,11 +1,12 @@
 //! CC016: several copies of one runtime.
 
-use caiclust_probe::{Evidence, EvidenceSource, Vendor};
+use caiclust_probe::{Evidence, EvidenceSource};
 
 use crate::context::Context;
 use crate::finding::{Category, Finding, RuleInfo};
 use crate::registry::Rule;
 use crate::rules::{env_evidence, finding};
+use crate::threads::pool_sizing;
 
 const EXPLANATION: &str = r#"## What it detects
 One runtime present in several copies (numpy's, scipy's and OpenCV's own
@@ -37,16 +38,27 @@ static INFO: RuleInfo = RuleInfo {
     summary: "one runtime is present in several copies, each with its own thread pool",
     explanation: EXPLANATION,
     hazards: &["H20"],
+    depends_on_start_method: false,
 };
 
-fn limiting_variable(vendor: Vendor) -> &'static str {
-    match vendor {
-        Vendor::Openblas => "OPENBLAS_NUM_THREADS",
-        Vendor::Mkl => "MKL_NUM_THREADS",
-        Vendor::Blis => "BLIS_NUM_THREADS",
-        Vendor::Opencv => "OPENCV_FOR_THREADS_NUM",
-        _ => "OMP_NUM_THREADS",
+/// The variables that limit every copy: each copy's own (an OpenMP
+/// build of OpenBLAS reads `OMP_NUM_THREADS`, a pthreads one
+/// `OPENBLAS_NUM_THREADS`), from the table in [`crate::threads`].
+fn limiting_variables(cx: &Context<'_>, paths: &[std::path::PathBuf]) -> Vec<&'static str> {
+    let mut vars: Vec<&'static str> = Vec::new();
+    for lib in cx
+        .facts
+        .libraries
+        .iter()
+        .filter(|l| paths.contains(&l.path))
+    {
+        if let Some(s) = pool_sizing(lib) {
+            if !vars.contains(&s.limit_variable()) {
+                vars.push(s.limit_variable());
+            }
+        }
     }
+    vars
 }
 
 impl Rule for DuplicateRuntimes {
@@ -57,8 +69,10 @@ impl Rule for DuplicateRuntimes {
     fn check(&self, cx: &Context<'_>) -> Vec<Finding> {
         let mut out = Vec::new();
         for dup in &cx.facts.duplicates {
-            let var = limiting_variable(dup.vendor);
-            if cx.env(var).is_some() {
+            let vars = limiting_variables(cx, &dup.paths);
+            // No pool in any copy (single-threaded builds), or every copy
+            // limited already.
+            if vars.is_empty() || vars.iter().all(|v| cx.env(v).is_some()) {
                 continue;
             }
             let mut ev: Vec<Evidence> = dup
@@ -66,7 +80,9 @@ impl Rule for DuplicateRuntimes {
                 .iter()
                 .map(|p| Evidence::new(EvidenceSource::Static, format!("copy {}", p.display())))
                 .collect();
-            ev.push(env_evidence(cx.facts, var));
+            for v in &vars {
+                ev.push(env_evidence(cx.facts, v));
+            }
             let names: Vec<String> = dup.paths.iter().map(|p| p.display().to_string()).collect();
             out.push(finding(
                 &INFO,
@@ -77,7 +93,15 @@ impl Rule for DuplicateRuntimes {
                     names.join(", ")
                 ),
                 ev,
-                format!("set {var} before the interpreter starts: it limits every copy"),
+                format!(
+                    "set {} before the interpreter starts: {} every copy",
+                    vars.join(" and "),
+                    if vars.len() == 1 {
+                        "it limits"
+                    } else {
+                        "they limit"
+                    }
+                ),
                 names.first().cloned().unwrap_or_default(),
             ));
         }

@@ -84,6 +84,7 @@ static INFO: RuleInfo = RuleInfo {
         "a script creates worker processes at module level, outside `if __name__ == \"__main__\":`",
     explanation: EXPLANATION,
     hazards: &["H07"],
+    depends_on_start_method: true,
 };
 
 impl Rule for PoolWithoutMainGuard {

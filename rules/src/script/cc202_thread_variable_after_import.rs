@@ -53,6 +53,7 @@ static INFO: RuleInfo = RuleInfo {
     summary: "a script sets a thread variable in os.environ after importing numpy and friends, where it does nothing",
     explanation: EXPLANATION,
     hazards: &["H09"],
+    depends_on_start_method: false,
 };
 
 impl Rule for ThreadVariableAfterImport {

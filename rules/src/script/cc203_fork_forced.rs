@@ -54,6 +54,7 @@ static INFO: RuleInfo = RuleInfo {
     summary: "a script forces the fork start method, which crashes or hangs on macOS",
     explanation: EXPLANATION,
     hazards: &["H02", "H03"],
+    depends_on_start_method: false,
 };
 
 impl Rule for ForkForced {

@@ -44,6 +44,7 @@ static INFO: RuleInfo = RuleInfo {
         "CaImAn's setup_cluster(single_thread=True) still creates a pool unless backend='single'",
     explanation: EXPLANATION,
     hazards: &["H18"],
+    depends_on_start_method: false,
 };
 
 impl Rule for SetupClusterSingleThreadPool {

@@ -90,6 +90,7 @@ static INFO: RuleInfo = RuleInfo {
     summary: "a function defined in a notebook (or under the __main__ guard) is sent to spawn or forkserver workers, which cannot import it",
     explanation: EXPLANATION,
     hazards: &["H15"],
+    depends_on_start_method: true,
 };
 
 impl Rule for MainFunctionToSpawnedPool {

@@ -67,6 +67,7 @@ static INFO: RuleInfo = RuleInfo {
     summary: "ipyparallel engines are waited for with no deadline: a missing ipcluster, a dead engine or a stale cluster hangs the run",
     explanation: EXPLANATION,
     hazards: &["H16"],
+    depends_on_start_method: false,
 };
 
 impl Rule for EngineWaitWithoutDeadline {

@@ -66,6 +66,7 @@ static INFO: RuleInfo = RuleInfo {
     summary: "CaImAn's setup_cluster runs while other worker processes are alive: it raises \"A cluster is already running\"",
     explanation: EXPLANATION,
     hazards: &["H17"],
+    depends_on_start_method: false,
 };
 
 impl Rule for PoolAliveAtSetupCluster {

@@ -163,6 +163,7 @@ impl Script<'_> {
             evidence: vec![self.evidence(offset)],
             fix: Some(format!("{fix} (see `caiclust explain {}`)", info.id)),
             location: Some(self.source.location(offset)),
+            env_fix: Vec::new(),
         }
     }
 
