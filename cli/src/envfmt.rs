@@ -5,7 +5,8 @@
 
 use std::fmt::Write as _;
 
-use caiclust_rules::EnvSetting;
+use caiclust_core::probe::Facts;
+use caiclust_rules::{assess, recommend, Config, EnvSetting, Plan, Recommendation};
 
 /// Where the settings go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -95,6 +96,65 @@ fn delimiter(value: &str) -> String {
         d = format!("CAICLUST_EOF_{n}");
     }
     d
+}
+
+/// The recommendation whose variables are safe under the start method
+/// the workers will really use: the plan's, else the configured one, else
+/// the interpreter's default (`eval "$(caiclust env)"` cannot change the
+/// start method; where that method has a hazard, the variables include
+/// the environment that removes it).
+pub fn safe_env(facts: &Facts, config: &Config, plan: &Plan) -> Recommendation {
+    let method = assess(facts, plan, config).start_method;
+    recommend(
+        facts,
+        &Config {
+            start_method: Some(method),
+            workers: plan.workers.or(config.workers),
+            ..config.clone()
+        },
+    )
+}
+
+/// The comment line that says which start method the values assume, and
+/// whether they make it safe.
+pub fn assumption(advice: &Recommendation) -> String {
+    let v = &advice.verdict;
+    let mut s = format!(
+        "caiclust env: for workers started with {} ({}), {} worker(s) × {} thread(s)",
+        v.start_method, v.start_method_source, advice.workers.value, advice.threads_per_worker.value
+    );
+    let fixed: Vec<String> = advice
+        .env
+        .iter()
+        .filter(|e| !e.answers.is_empty())
+        .map(|e| format!("{}={} ({})", e.name, e.value, e.answers.join(", ")))
+        .collect();
+    if !fixed.is_empty() {
+        s.push_str(&format!(
+            "; {} {} safe with {}",
+            fixed.join(" "),
+            if fixed.len() == 1 { "makes" } else { "make" },
+            v.start_method
+        ));
+    }
+    if !v.safe() {
+        s.push_str(&format!("; still unsafe: {}", v.summary()));
+    } else if let Some(m) = v.safe_start_methods.first().filter(|m| **m != v.start_method) {
+        s.push_str(&format!(" (start method {m} would need no fix)"));
+    }
+    s
+}
+
+/// `text` as a comment for `shell` (nothing for GitHub's env files, which
+/// have no comments).
+pub fn header(shell: Shell, text: &str) -> String {
+    let mut out = String::new();
+    match shell {
+        Shell::Github => {}
+        Shell::Cmd => comment(&mut out, "rem", text),
+        _ => comment(&mut out, "#", text),
+    }
+    out
 }
 
 /// Render `env` for `shell`.

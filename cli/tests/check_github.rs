@@ -49,6 +49,7 @@ fn synthetic_findings_render_as_annotations() {
             scripts: &[],
             script_errors: &[],
             report: &report,
+            verdict: None,
         },
     );
     let lines: Vec<&str> = text.lines().collect();

@@ -69,6 +69,7 @@ fn each_finding_has_its_parts() {
             scripts: &[],
             script_errors: &[],
             report: &report,
+            verdict: None,
         },
     );
     assert!(!text.contains(ESC), "{text}");

@@ -64,6 +64,7 @@ fn synthetic_findings_validate_with_each_kind_of_location() {
             scripts: &[],
             script_errors: &[],
             report: &report,
+            verdict: None,
         },
     );
     validate_sarif(&text);

@@ -31,6 +31,7 @@ mod command;
 pub mod ipp;
 mod ledger;
 pub mod plan;
+pub mod program;
 mod scheduler;
 pub mod task;
 pub mod tree;

@@ -46,11 +46,15 @@ pub struct Choice<T> {
 }
 
 /// One environment variable to set before the interpreter starts.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct EnvSetting {
     pub name: String,
     pub value: String,
     pub reason: String,
+    /// The ids of the hazards this setting makes safe (`CC001`): set for
+    /// the environment fixes of a start method, empty for thread limits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answers: Vec<String>,
 }
 
 /// The advice, each choice with its reason.
@@ -171,7 +175,7 @@ pub fn recommend(facts: &Facts, config: &Config) -> Recommendation {
     };
     let mut verdict = assess(facts, &plan(&env), config);
     if let Some(fix) = verdict.env_fix.clone().filter(|f| !f.is_empty()) {
-        let answers: Vec<&str> = verdict.hazards.iter().map(|f| f.rule_id.as_str()).collect();
+        let answers: Vec<String> = verdict.hazards.iter().map(|f| f.rule_id.clone()).collect();
         for e in fix {
             env.retain(|x| x.name != e.name);
             env.push(EnvSetting {
@@ -181,6 +185,7 @@ pub fn recommend(facts: &Facts, config: &Config) -> Recommendation {
                     start_method.value,
                     answers.join(", ")
                 ),
+                answers: answers.clone(),
                 ..e
             });
         }
@@ -315,6 +320,7 @@ fn thread_env(facts: &Facts, threads: usize) -> Vec<EnvSetting> {
             reason: format!(
                 "{why}; {threads} thread(s) per worker, set before the interpreter starts"
             ),
+            answers: Vec::new(),
         })
         .collect()
 }

@@ -59,17 +59,18 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let config = cli.input.load_config()?;
     let plan = cli.plan.plan();
     let scripts_only = !cli.scripts.is_empty() && !cli.input.names_environment();
-    let (loaded, mut report) = if scripts_only {
+    let (loaded, mut report, verdict) = if scripts_only {
         let report = Report {
             findings: Vec::new(),
             deny_level: config.deny_level(),
         };
-        (None, report)
+        (None, report, None)
     } else {
         let helper = std::env::current_exe().ok();
         let loaded = cli.input.load_facts(helper)?;
         let report = caiclust_rules::evaluate(&loaded.facts, &plan, &config);
-        (Some(loaded), report)
+        let verdict = caiclust_rules::assess(&loaded.facts, &plan, &config);
+        (Some(loaded), report, Some(verdict))
     };
     let mut script_errors = Vec::new();
     if !cli.scripts.is_empty() {
@@ -92,6 +93,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         scripts: &cli.scripts,
         script_errors: &script_errors,
         report: &report,
+        verdict: verdict.as_ref(),
     };
     caiclust_cli::stdout::write_stdout(&output::render(cli.format, &out))?;
     Ok(if out.failed() {

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use caiclust_cli::color::{self, ColorChoice};
 use caiclust_cli::envfmt::{self, Shell};
-use caiclust_cli::input::InputArgs;
+use caiclust_cli::input::{InputArgs, PlanArgs};
 use caiclust_cli::map::MapArgs;
 use caiclust_cli::ruledoc;
 use caiclust_cli::run::RunArgs;
@@ -88,6 +88,10 @@ enum Command {
         shell: Shell,
         #[command(flatten)]
         input: InputArgs,
+        /// The start method and worker count the values are for (default:
+        /// the interpreter's default start method).
+        #[command(flatten)]
+        plan: PlanArgs,
     },
     /// Run one program (e.g. `python script.py`) with the recommended
     /// thread variables set, the script linted, signals passed on, and its
@@ -191,11 +195,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Env { shell, input } => {
+        Command::Env { shell, input, plan } => {
             let config = input.load_config()?;
             let loaded = input.load_facts(std::env::current_exe().ok())?;
-            let advice = caiclust_rules::recommend(&loaded.facts, &config);
-            write_stdout(&envfmt::render(shell, &advice.env))?;
+            let advice = envfmt::safe_env(&loaded.facts, &config, &plan.plan());
+            let mut text = envfmt::header(shell, &envfmt::assumption(&advice));
+            text.push_str(&envfmt::render(shell, &advice.env));
+            write_stdout(&text)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => Ok(ExitCode::from(caiclust_cli::run::main(args))),

@@ -96,6 +96,9 @@ pub fn render(out: &CheckOutput<'_>) -> String {
             if n == 1 { "" } else { "s" }
         ));
     }
+    if let Some(v) = out.verdict {
+        let _ = writeln!(s, "{} {}", "plan:".bold(), v.summary());
+    }
     if out.report.findings.is_empty() && !out.failed() {
         let _ = writeln!(
             s,

@@ -9,7 +9,9 @@ use super::{error_position, CheckOutput};
 /// cell, and the line and column in the file as stored), `deny_level`,
 /// `denied`, `subject` (the facts' subject, or `{"kind": "scripts",
 /// "paths": [...]}` for scripts alone), `target_os` (`null` without facts),
-/// `facts_path`, `scripts`, and `errors` (the files that could not be
+/// `facts_path`, `verdict` (the hazard policy's verdict on the plan, see
+/// [`caiclust_rules::Verdict`]; `null` for scripts alone), `scripts`, and
+/// `errors` (the files that could not be
 /// linted: `path`, `message`, and `line`/`column` when known).
 pub fn render(out: &CheckOutput<'_>) -> String {
     let mut doc = serde_json::to_value(out.report).unwrap_or_default();
@@ -47,6 +49,10 @@ pub fn render(out: &CheckOutput<'_>) -> String {
             })
             .collect();
         obj.insert("errors".into(), errors.into());
+        obj.insert(
+            "verdict".into(),
+            serde_json::to_value(out.verdict).unwrap_or_default(),
+        );
         obj.insert(
             "facts_path".into(),
             out.facts_path.map(|p| p.display().to_string()).into(),

@@ -41,6 +41,8 @@ pub struct CheckOutput<'a> {
     /// The scripts and notebooks that could not be linted.
     pub script_errors: &'a [ScriptError],
     pub report: &'a Report,
+    /// The hazard policy's verdict on the plan checked (with facts).
+    pub verdict: Option<&'a caiclust_rules::Verdict>,
 }
 
 impl<'a> CheckOutput<'a> {
@@ -52,6 +54,7 @@ impl<'a> CheckOutput<'a> {
             scripts: &[],
             script_errors: &[],
             report,
+            verdict: None,
         }
     }
 

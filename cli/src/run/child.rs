@@ -9,8 +9,30 @@
 //!
 //! The exit status is the child's, or 128 + N when signal N killed it;
 //! 127 when the program is not found, 126 when it cannot be executed.
+//!
+//! With a stall time, the hang watchdog ([`caiclust_core::hang`]) watches
+//! the child's process tree; when it finds a forked worker hung in a
+//! runtime, the whole tree is stopped (TERM, a grace period, KILL) and
+//! [`Ended::Hung`] says why.
 
 use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use caiclust_core::hang::{diagnose_forked_child, watch_tree, Hang, TreeWatchOptions};
+use caiclust_core::tree::{self, StopSignal};
+
+/// How the program ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// On its own: its exit status (128 + N for signal N).
+    Exited(u8),
+    /// Stopped by the hang watchdog.
+    Hung(Box<Hang>),
+}
+
+/// Between TERM and KILL when the watchdog stops a hung program.
+const GRACE: Duration = Duration::from_secs(2);
 
 /// Why the program could not start, and the exit status that says so.
 #[derive(Debug, thiserror::Error)]
@@ -30,8 +52,13 @@ impl SpawnError {
     }
 }
 
-/// Run `argv` with `env` added to ours; its exit status.
-pub fn run(argv: &[String], env: &[(String, String)]) -> Result<u8, SpawnError> {
+/// Run `argv` with `env` added to ours, watched for hangs when `stall` is
+/// given; how it ended.
+pub fn run(
+    argv: &[String],
+    env: &[(String, String)],
+    stall: Option<Duration>,
+) -> Result<Ended, SpawnError> {
     let (program, args) = argv.split_first().ok_or_else(|| SpawnError {
         program: String::new(),
         error: std::io::Error::new(std::io::ErrorKind::InvalidInput, "no command given"),
@@ -44,20 +71,86 @@ pub fn run(argv: &[String], env: &[(String, String)]) -> Result<u8, SpawnError> 
         program: program.clone(),
         error,
     })?;
-    forward::child_started(child.id());
+    let pid = child.id();
+    forward::child_started(pid);
+    let watch = stall.and_then(|s| {
+        watch_tree(pid, TreeWatchOptions::with_stall(s), diagnose_forked_child).ok()
+    });
+    let Some(watch) = watch else {
+        return wait(&mut child, program).map(Ended::Exited);
+    };
+    // One channel for both ends: the child's exit (its own thread waits)
+    // and the watchdog's first hang (forwarded by another).
+    let (tx, rx) = mpsc::channel();
+    let exited = tx.clone();
+    let name = program.clone();
+    std::thread::spawn(move || {
+        let _ = exited.send(Event::Exited(wait(&mut child, &name)));
+    });
+    std::thread::spawn(move || loop {
+        match watch.recv_timeout(Duration::from_millis(500)) {
+            Some(hang) => {
+                let _ = tx.send(Event::Hung(Box::new(hang)));
+                return;
+            }
+            None if !tree::alive(pid) => return,
+            None => {}
+        }
+    });
+    match rx.recv() {
+        Ok(Event::Exited(r)) => r.map(Ended::Exited),
+        Ok(Event::Hung(hang)) => {
+            stop_tree(pid);
+            // The program's own exit, now that it is stopped.
+            loop {
+                match rx.recv() {
+                    Ok(Event::Exited(_)) | Err(_) => break,
+                    Ok(Event::Hung(_)) => {}
+                }
+            }
+            Ok(Ended::Hung(hang))
+        }
+        Err(_) => Ok(Ended::Exited(1)),
+    }
+}
+
+enum Event {
+    Exited(Result<u8, SpawnError>),
+    Hung(Box<Hang>),
+}
+
+/// Wait for the child; its exit status.
+fn wait(child: &mut std::process::Child, program: &str) -> Result<u8, SpawnError> {
     let status = loop {
         match child.wait() {
             Ok(s) => break s,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(error) => {
                 return Err(SpawnError {
-                    program: program.clone(),
+                    program: program.to_string(),
                     error,
                 })
             }
         }
     };
     Ok(exit_status(status))
+}
+
+/// Stop the program and every process it started: TERM, up to [`GRACE`]
+/// for them to go, then KILL whatever is left. The tree is read first:
+/// once the program is gone, its workers are no longer its descendants.
+fn stop_tree(pid: u32) {
+    let mut pids = vec![pid];
+    pids.extend(tree::descendants(pid));
+    tree::signal_tree(pid, StopSignal::Term);
+    let deadline = Instant::now() + GRACE;
+    while pids.iter().any(|p| tree::alive(*p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tree::signal_tree(pid, StopSignal::Kill);
+    for p in pids.iter().filter(|p| tree::alive(**p)) {
+        tree::signal_tree(*p, StopSignal::Kill);
+    }
 }
 
 /// The child's exit code, or 128 + the signal that killed it.

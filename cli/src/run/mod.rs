@@ -1,13 +1,18 @@
 //! `caiclust run -- CMD ARGS...`: run one program (a CaImAn script, say)
-//! with the recommended environment.
+//! the safe way.
 //!
 //! caiclust probes the interpreter (the command's own when the command is
 //! `python ...`, else `--python`, the active environment or `python3`),
-//! asks the rules for their recommendation, sets the thread variables it
-//! names (a variable already set in the environment, or given with
-//! `--env`, wins, and the summary says so), lints the script when the
-//! command is `python script.py`, then runs the command as its child and
-//! exits as it did (see [`child`]).
+//! reads the script of `python script.py` (its pools, worker counts,
+//! start methods, `__main__` guard) and lets the hazard policy plan the
+//! run ([`caiclust_core::program::plan_program`]): thread variables sized
+//! for the workers the program really starts, the default start method
+//! changed when fork would hang (or, where it cannot be, the environment
+//! that makes fork safe), one line on standard error per change with the
+//! finding it answers. The script is linted, then the command runs as a
+//! child watched by the hang watchdog: a forked worker stuck in a runtime
+//! stops the whole tree, and run exits with [`HANG_EXIT`] naming the rule,
+//! the pid and the fix (see [`child`]).
 //!
 //! ```text
 //! caiclust run -- python caiman_pipeline.py --fnames movie.tif
@@ -17,15 +22,19 @@
 pub mod child;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use caiclust_core::probe::{probe_python, Facts, ProbeError, ProbeOptions};
-use caiclust_core::rules::{
-    lint_scripts, recommend, Config, EnvSetting, Level, Plan, Recommendation,
-};
+use caiclust_core::program::{self, Applied, Origin, ProgramOptions, ProgramPlan};
+use caiclust_core::rules::{lint_scripts, recommend, Config, Level, Plan};
+use caiclust_core::StartMethod;
 use colored::Colorize as _;
 
 /// caiclust's own errors (as `env`, `nice` and `timeout` use it).
 pub const ERROR_EXIT: u8 = 125;
+/// The hang watchdog stopped the program: a forked worker hung in a
+/// runtime (as `timeout` uses 124 for a time limit).
+pub const HANG_EXIT: u8 = 124;
 
 /// Run one program under the recommended environment.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -53,6 +62,18 @@ pub struct RunArgs {
     /// Default: the nearest one above the working folder.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Force this start method on every pool of the program, explicit
+    /// requests (`get_context("fork")`) included.
+    #[arg(long, value_name = "M")]
+    pub start_method: Option<StartMethod>,
+    /// Run the program as it is: no variable, no start method changed
+    /// (it is still watched for hangs).
+    #[arg(long)]
+    pub no_fix: bool,
+    /// Diagnose a forked worker stuck in a runtime for this many seconds
+    /// (the hang watchdog); 0 turns the watchdog off.
+    #[arg(long, value_name = "SECS", default_value_t = 20.0)]
+    pub stall: f64,
     /// The program and its arguments.
     /// Start an ipyparallel cluster of N engines for the program (engines
     /// with the recommended environment, controller on loopback, a fresh
@@ -64,113 +85,7 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
-/// Where an applied variable's value comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    /// The recommendation, with its reason.
-    Recommended(String),
-    /// Already set in the environment to something else; kept.
-    Environment { recommended: String },
-    /// `--env`.
-    Explicit,
-}
-
-/// One variable the program runs with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Applied {
-    pub name: String,
-    pub value: String,
-    pub origin: Origin,
-}
-
-/// Decide every variable: `--env` first, then what the environment
-/// already sets (non-empty), then the recommendation.
-pub fn decide_env(
-    recommended: &[EnvSetting],
-    explicit: &[(String, String)],
-    current: impl Fn(&str) -> Option<String>,
-) -> Vec<Applied> {
-    let mut out: Vec<Applied> = Vec::new();
-    for (k, v) in explicit {
-        out.retain(|a| &a.name != k);
-        out.push(Applied {
-            name: k.clone(),
-            value: v.clone(),
-            origin: Origin::Explicit,
-        });
-    }
-    for e in recommended {
-        if out.iter().any(|a| a.name == e.name) {
-            continue;
-        }
-        match current(&e.name).filter(|v| !v.is_empty()) {
-            Some(v) if v != e.value => out.push(Applied {
-                name: e.name.clone(),
-                value: v,
-                origin: Origin::Environment {
-                    recommended: e.value.clone(),
-                },
-            }),
-            _ => out.push(Applied {
-                name: e.name.clone(),
-                value: e.value.clone(),
-                origin: Origin::Recommended(e.reason.clone()),
-            }),
-        }
-    }
-    out
-}
-
-/// Is `program` a Python interpreter (`python`, `python3.12`,
-/// `.venv/bin/python`, `python.exe`)?
-pub fn is_python(program: &str) -> bool {
-    let name = Path::new(program)
-        .file_name()
-        .map(|n| n.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
-    let name = name.strip_suffix(".exe").unwrap_or(&name);
-    name.strip_prefix("python")
-        .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.'))
-}
-
-/// The script of `python [options] script.py args...`; `None` for
-/// `python -m mod`, `python -c code`, an interactive interpreter or a
-/// command that is not Python.
-pub fn script_of(argv: &[String]) -> Option<PathBuf> {
-    let (program, args) = argv.split_first()?;
-    if !is_python(program) {
-        return None;
-    }
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if a == "-" || a == "--" {
-            return it.next().filter(|s| *s != "-").map(PathBuf::from);
-        }
-        if let Some(opts) = a.strip_prefix('-') {
-            if opts.starts_with('-') {
-                // --version, --help and the like: nothing runs.
-                continue;
-            }
-            // Options are bundled (-uOO); -c and -m end the interpreter's
-            // options; -X and -W take a value (attached or next).
-            for (i, c) in opts.char_indices() {
-                match c {
-                    'c' | 'm' => return None,
-                    'X' | 'W' => {
-                        if i + 1 == opts.len() {
-                            it.next();
-                        }
-                        break;
-                    }
-                    _ => {}
-                }
-            }
-            continue;
-        }
-        return Some(PathBuf::from(a));
-    }
-    None
-}
+pub use caiclust_core::program::{decide_env, is_python, script_of};
 
 /// The facts for the interpreter that will run (or the host's alone when
 /// there is no Python), and a warning when probing fell back.
@@ -190,11 +105,12 @@ fn probe(python: Option<PathBuf>) -> Result<(Facts, Option<String>), ProbeError>
     }
 }
 
-/// One line: what is applied and why.
-fn summary(facts: &Facts, rec: &Recommendation, applied: &[Applied]) -> String {
-    let set: Vec<String> = applied
+/// One line: the thread variables applied and why.
+fn summary(facts: &Facts, plan: &ProgramPlan) -> String {
+    let set: Vec<String> = plan
+        .env
         .iter()
-        .filter(|a| a.origin != Origin::Explicit && !matches!(a.origin, Origin::Environment { .. }))
+        .filter(|a| matches!(a.origin, Origin::Recommended(_)))
         .map(|a| format!("{}={}", a.name, a.value))
         .collect();
     let python = facts
@@ -202,9 +118,10 @@ fn summary(facts: &Facts, rec: &Recommendation, applied: &[Applied]) -> String {
         .as_ref()
         .map(|p| p.executable.display().to_string());
     let sizing = format!(
-        "{} thread(s) per process for {} worker(s){}",
-        rec.threads_per_worker.value,
-        rec.workers.value,
+        "{} thread(s) per process for {} worker(s): {}{}",
+        plan.threads,
+        plan.workers.0,
+        plan.workers.1,
         python
             .as_ref()
             .map(|p| format!("; {p}"))
@@ -212,7 +129,7 @@ fn summary(facts: &Facts, rec: &Recommendation, applied: &[Applied]) -> String {
     );
     let mut s = if !set.is_empty() {
         format!("caiclust: running with {} ({sizing})", set.join(" "))
-    } else if rec.env.is_empty() {
+    } else if plan.env.is_empty() {
         format!(
             "caiclust: no thread variables to set (no threaded runtime found{})",
             python.map(|p| format!(" for {p}")).unwrap_or_default()
@@ -220,17 +137,42 @@ fn summary(facts: &Facts, rec: &Recommendation, applied: &[Applied]) -> String {
     } else {
         format!("caiclust: every recommended variable is set already ({sizing})")
     };
-    for a in applied {
+    for a in &plan.env {
         match &a.origin {
             Origin::Environment { recommended } => s.push_str(&format!(
                 "; kept {}={} from your environment (recommended {recommended})",
                 a.name, a.value
             )),
             Origin::Explicit => s.push_str(&format!("; {}={} from --env", a.name, a.value)),
-            Origin::Recommended(_) => {}
+            Origin::Recommended(_) | Origin::Replaced { .. } => {}
         }
     }
     s
+}
+
+/// One line per change the plan makes, with the finding it answers; and
+/// a warning for a hazard nothing here removes.
+fn change_lines(plan: &ProgramPlan) -> Vec<String> {
+    let mut out: Vec<String> = plan
+        .changes
+        .iter()
+        .map(|c| format!("caiclust: changed {} (answers {})", c.what, c.answers))
+        .collect();
+    if !plan.after.safe() {
+        out.push(format!(
+            "caiclust: {} {}; running it watched for hangs: {}",
+            "warning:".yellow().bold(),
+            plan.after.summary(),
+            plan.after.hazard_lines().join("; ")
+        ));
+    }
+    if let Some(e) = &plan.script_error {
+        out.push(format!(
+            "caiclust: {} cannot read the script's pools ({e}); planning for the interpreter's defaults",
+            "note:".bold()
+        ));
+    }
+    out
 }
 
 fn print_env_lines(applied: &[Applied]) -> String {
@@ -240,6 +182,9 @@ fn print_env_lines(applied: &[Applied]) -> String {
             Origin::Recommended(r) => r.clone(),
             Origin::Environment { recommended } => {
                 format!("kept from the environment; the recommendation is {recommended}")
+            }
+            Origin::Replaced { was } => {
+                format!("your {}={was} causes a fork hazard; replaced", a.name)
             }
             Origin::Explicit => "given with --env".to_string(),
         };
@@ -252,9 +197,14 @@ fn print_env_lines(applied: &[Applied]) -> String {
     s
 }
 
-/// Lint the script of a `python script.py` command; the warnings to print.
-fn lint(script: &Path, facts: &Facts, config: &Config) -> Vec<String> {
-    let lint = lint_scripts(&[script], Some(facts), &Plan::default(), config);
+/// Lint the script of a `python script.py` command, with the start
+/// method its pools will use; the warnings to print.
+fn lint(script: &Path, facts: &Facts, config: &Config, method: &str) -> Vec<String> {
+    let plan = Plan {
+        start_method: Some(method.to_string()),
+        ..Plan::default()
+    };
+    let lint = lint_scripts(&[script], Some(facts), &plan, config);
     let mut out: Vec<String> = lint
         .findings
         .iter()
@@ -342,27 +292,54 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
             eprintln!("caiclust: {} {w}", "note:".bold());
         }
     }
-    let rec = recommend(&facts, &config);
-    let applied = decide_env(&rec.env, &explicit, |k| std::env::var(k).ok());
+    let options = ProgramOptions {
+        start_method: args.start_method,
+        no_fix: args.no_fix,
+        explicit_env: explicit.clone(),
+    };
+    let plan = program::plan_program(&args.command, &facts, &config, &options, |k| {
+        std::env::var(k).ok()
+    });
 
     if args.command.is_empty() {
-        crate::stdout::write_stdout(&print_env_lines(&applied))?;
+        crate::stdout::write_stdout(&print_env_lines(&plan.env))?;
         return Ok(0);
     }
     if !args.quiet {
-        eprintln!("{}", summary(&facts, &rec, &applied));
+        eprintln!("{}", summary(&facts, &plan));
+        for line in change_lines(&plan) {
+            eprintln!("{line}");
+        }
     }
     if args.print_env {
-        eprint!("{}", print_env_lines(&applied));
+        eprint!("{}", print_env_lines(&plan.env));
     }
     if !args.no_lint {
-        if let Some(script) = script_of(&args.command) {
-            for w in lint(&script, &facts, &config) {
+        if let Some(script) = &plan.script {
+            let method = plan.after.start_method.clone();
+            for w in lint(script, &facts, &config, &method) {
                 eprintln!("{w}");
             }
         }
     }
-    let mut env: Vec<(String, String)> = applied.into_iter().map(|a| (a.name, a.value)).collect();
+    let mut env = plan.env_pairs();
+    // The startup hook, for as long as the program runs.
+    let _hook = match plan.hook {
+        Some((method, force)) => {
+            let pythonpath = explicit
+                .iter()
+                .rev()
+                .find(|(k, _)| k == "PYTHONPATH")
+                .map(|(_, v)| v.into())
+                .or_else(|| std::env::var_os("PYTHONPATH"));
+            let (hook, vars) = program::hook::Hook::install(method, force, pythonpath)
+                .map_err(|e| anyhow::anyhow!("cannot write the start-method hook: {e}"))?;
+            env.retain(|(k, _)| k != "PYTHONPATH");
+            env.extend(vars);
+            Some(hook)
+        }
+        None => None,
+    };
     // --engines N: an ipyparallel cluster for the program, its engines
     // with the same environment, on loopback; stopped when it ends.
     let cluster = match args.engines {
@@ -400,17 +377,51 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         }
         None => None,
     };
-    let outcome = child::run(&args.command, &env);
+    let stall = (args.stall > 0.0).then(|| Duration::from_secs_f64(args.stall));
+    let outcome = child::run(&args.command, &env, stall);
     if let Some(backend) = cluster {
         backend.shutdown();
     }
     match outcome {
-        Ok(code) => Ok(code),
+        Ok(child::Ended::Exited(code)) => Ok(code),
+        Ok(child::Ended::Hung(hang)) => {
+            eprintln!("{}", hang_message(&hang, &plan));
+            Ok(HANG_EXIT)
+        }
         Err(e) => {
             eprintln!("caiclust run: error: {e}");
             Ok(e.exit_status())
         }
     }
+}
+
+/// `caiclust: CC001: worker 4242 hung in libgomp after fork; ...`.
+fn hang_message(hang: &caiclust_core::hang::Hang, plan: &ProgramPlan) -> String {
+    let runtime = hang
+        .runtime
+        .as_ref()
+        .and_then(|p| p.file_name())
+        .map(|n| format!(" in {}", n.to_string_lossy()))
+        .unwrap_or_default();
+    let rerun = match plan.after.safer_start_method() {
+        Some(m) if m != "fork" => format!("rerun with --start-method {m}"),
+        _ => "rerun with --start-method forkserver".to_string(),
+    };
+    format!(
+        "caiclust: {}: worker {} hung{runtime} after fork ({}, {:.0} s); {} stopped the program and its processes; {rerun}\n  {} {}: {}{}",
+        hang.rule_id,
+        hang.pid,
+        hang.how.as_str(),
+        hang.stalled.as_secs_f64(),
+        "the hang watchdog".bold(),
+        hang.rule_id,
+        hang.rule_name,
+        hang.message,
+        hang.fix
+            .as_ref()
+            .map(|f| format!("\n  fix: {f}"))
+            .unwrap_or_default()
+    )
 }
 
 #[cfg(test)]

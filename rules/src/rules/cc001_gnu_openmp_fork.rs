@@ -119,6 +119,7 @@ impl Rule for GnuOpenmpFork {
                         "{} then never starts pool threads, so forked workers do not hang in libgomp",
                         file_name(&p.lib.path)
                     ),
+                    answers: vec![INFO.id.to_string()],
                 });
             }
         }

@@ -113,6 +113,7 @@ impl Rule for NumbaGnuOpenmpFork {
                 name: "NUMBA_THREADING_LAYER".into(),
                 value: "workqueue".into(),
                 reason: "numba's workqueue layer survives fork; its GNU OpenMP layer kills forked workers".into(),
+                answers: vec![INFO.id.to_string()],
             }];
             out.push(f);
         }

@@ -76,6 +76,7 @@ impl Rule for AccelerateFork {
                     name: "VECLIB_MAXIMUM_THREADS".into(),
                     value: "1".into(),
                     reason: "Accelerate then runs on the calling thread, which survives fork".into(),
+                    answers: vec![INFO.id.to_string()],
                 }];
                 f
             })

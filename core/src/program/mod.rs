@@ -1,0 +1,408 @@
+//! One program run the safe way (`caiclust run -- python script.py`):
+//! the hazard policy applied to a whole program instead of a pool of
+//! tasks.
+//!
+//! [`plan_program`] decides, from the facts, the script's own process plan
+//! (read statically: its pools, their worker counts and start methods, its
+//! `__main__` guard) and the user's choices:
+//!
+//! * **threads** sized for the worker count the program really uses
+//!   (`Pool(2)` written in the script, else the library's own default), so
+//!   that workers × threads stays within the usable CPUs;
+//! * **the start method**: when the program would fork with a hazard and
+//!   the script neither forces a method nor lacks the `__main__` guard, the
+//!   default start method of its pools changes to the policy's safer one,
+//!   through a startup hook ([`hook`]); otherwise fork stays and the
+//!   environment that makes fork safe is set (`OMP_NUM_THREADS=1`, ...),
+//!   overriding a variable of the user's that causes the hazard;
+//! * one [`Change`] per thing changed, naming the finding it answers.
+//!
+//! The program then runs under the hang watchdog of [`crate::hang`]; see
+//! `caiclust run`.
+
+pub mod hook;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use caiclust_probe::Facts;
+use caiclust_rules::{
+    assess, read_script_plan, recommend, Config, EnvSetting, Plan, ScriptError, ScriptPlan,
+    Verdict,
+};
+
+use crate::plan::StartMethod;
+
+/// What the user asked of the run.
+#[derive(Debug, Clone, Default)]
+pub struct ProgramOptions {
+    /// Force this start method on every pool of the program, explicit
+    /// requests included.
+    pub start_method: Option<StartMethod>,
+    /// Change nothing (the program still runs watched).
+    pub no_fix: bool,
+    /// Variables given explicitly (`--env K=V`): they win.
+    pub explicit_env: Vec<(String, String)>,
+}
+
+/// Where an applied variable's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The recommendation, with its reason.
+    Recommended(String),
+    /// Already set in the environment to something else; kept.
+    Environment { recommended: String },
+    /// Set in the environment to a value that causes a hazard, replaced
+    /// by the value that makes the start method safe: the user's value.
+    Replaced { was: String },
+    /// Given explicitly (`--env`).
+    Explicit,
+}
+
+/// One variable the program runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub name: String,
+    pub value: String,
+    pub origin: Origin,
+}
+
+/// One change made to how the program runs, and the finding it answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// What changed, e.g. `the default start method fork -> forkserver`.
+    pub what: String,
+    /// The finding it answers, `CC001 gnu-openmp-fork: ...`.
+    pub answers: String,
+}
+
+/// The decisions for one program.
+#[derive(Debug, Clone)]
+pub struct ProgramPlan {
+    /// The script of `python script.py`, if any.
+    pub script: Option<PathBuf>,
+    /// Its process plan, when it could be read.
+    pub script_plan: Option<ScriptPlan>,
+    /// Why the script could not be read, when it could not.
+    pub script_error: Option<String>,
+    /// Worker processes planned for, and where the number comes from.
+    pub workers: (usize, String),
+    /// Threads per process.
+    pub threads: usize,
+    /// The verdict on the program as it would run unchanged.
+    pub before: Verdict,
+    /// The verdict on the program as it will run.
+    pub after: Verdict,
+    /// The start method pools get through the startup hook, and whether
+    /// it is forced on explicit requests too.
+    pub hook: Option<(StartMethod, bool)>,
+    /// The variables the program runs with.
+    pub env: Vec<Applied>,
+    /// What changed, each with the finding it answers.
+    pub changes: Vec<Change>,
+}
+
+impl ProgramPlan {
+    /// The variables to add to the program's environment (the hook's
+    /// need [`hook::Hook`] installed too).
+    pub fn env_pairs(&self) -> Vec<(String, String)> {
+        self.env
+            .iter()
+            .map(|a| (a.name.clone(), a.value.clone()))
+            .collect()
+    }
+}
+
+/// Decide how `argv` runs (see the module documentation). `facts` are the
+/// probed interpreter's (or the host's); `current` reads the environment
+/// caiclust was started with.
+pub fn plan_program(
+    argv: &[String],
+    facts: &Facts,
+    config: &Config,
+    options: &ProgramOptions,
+    current: impl Fn(&str) -> Option<String>,
+) -> ProgramPlan {
+    let script = script_of(argv);
+    let (script_plan, script_error) = match &script {
+        Some(s) => match read_script_plan(s) {
+            Ok(p) => (Some(p), None),
+            Err(e) => (None, Some(script_error_text(&e))),
+        },
+        None => (None, None),
+    };
+    let python = argv.first().is_some_and(|p| is_python(p));
+    let workers = program_workers(facts, config, script_plan.as_ref(), python);
+    let forced_by_script = script_plan
+        .as_ref()
+        .and_then(|p| p.forced_start_method())
+        .map(str::to_string);
+    // The start method the program's pools use unless caiclust changes it.
+    let natural = match (&options.start_method, &forced_by_script) {
+        (Some(m), _) => Some(m.as_str().to_string()),
+        (None, Some(m)) => Some(m.clone()),
+        (None, None) => config.start_method.clone(),
+    };
+    let unchanged_plan = Plan {
+        start_method: natural.clone(),
+        workers: Some(workers.0),
+        ..Plan::default()
+    };
+    let before = assess(facts, &unchanged_plan, config);
+
+    let mut changes = Vec::new();
+    let mut hook = None;
+    let mut method = before.start_method.clone();
+    if let Some(forced) = options.start_method.filter(|_| !options.no_fix) {
+        hook = Some((forced, true));
+        method = forced.as_str().to_string();
+    } else if !options.no_fix && before.start_method_unsafe() {
+        let guarded = script_plan.as_ref().is_some_and(|p| !p.unguarded);
+        let switchable = python && guarded && forced_by_script.is_none();
+        if let (true, Some(safer)) = (switchable, before.safer_start_method()) {
+            if let Ok(m) = safer.parse::<StartMethod>() {
+                changes.push(Change {
+                    what: format!(
+                        "the default start method {} -> {m} (pools that ask for none)",
+                        before.start_method
+                    ),
+                    answers: answers(before.start_method_findings()),
+                });
+                hook = Some((m, false));
+                method = m.as_str().to_string();
+            }
+        }
+    }
+
+    let rec = recommend(
+        facts,
+        &Config {
+            workers: Some(workers.0),
+            start_method: Some(method.clone()),
+            ..config.clone()
+        },
+    );
+    let env = if options.no_fix {
+        explicit_only(&options.explicit_env)
+    } else {
+        decide_env(&rec.env, &options.explicit_env, &current)
+    };
+    // Each environment fix is a change of its own, with what it answers
+    // (the hazards of the plan before the fix).
+    let fixing = assess(
+        facts,
+        &Plan {
+            start_method: Some(method.clone()),
+            workers: Some(workers.0),
+            ..Plan::default()
+        },
+        config,
+    );
+    let answered = |ids: &[String]| {
+        answers(
+            fixing
+                .hazards
+                .iter()
+                .filter(|f| ids.contains(&f.rule_id)),
+        )
+    };
+    for a in &env {
+        let Some(fix) = rec.env.iter().find(|e| e.name == a.name && !e.answers.is_empty()) else {
+            continue;
+        };
+        match &a.origin {
+            Origin::Replaced { was } => changes.push(Change {
+                what: format!(
+                    "{}={} from your environment replaced by {}={}: your value is the cause",
+                    a.name, was, a.name, a.value
+                ),
+                answers: answered(&fix.answers),
+            }),
+            Origin::Recommended(_) => changes.push(Change {
+                what: format!("{}={} so that {method} is safe", a.name, a.value),
+                answers: answered(&fix.answers),
+            }),
+            Origin::Explicit | Origin::Environment { .. } => changes.push(Change {
+                what: format!(
+                    "none: {}={} is kept as given, although {}={} would make {method} safe",
+                    a.name, a.value, fix.name, fix.value
+                ),
+                answers: answered(&fix.answers),
+            }),
+        }
+    }
+    let after_plan = Plan {
+        start_method: Some(method),
+        workers: Some(workers.0),
+        env: env
+            .iter()
+            .map(|a| (a.name.clone(), a.value.clone()))
+            .collect::<BTreeMap<_, _>>(),
+    };
+    let after = assess(facts, &after_plan, config);
+    ProgramPlan {
+        script,
+        script_plan,
+        script_error,
+        threads: rec.threads_per_worker.value,
+        workers,
+        before,
+        after,
+        hook,
+        env,
+        changes,
+    }
+}
+
+/// The findings as `ID name: message`, joined.
+fn answers<'a>(findings: impl Iterator<Item = &'a caiclust_rules::Finding>) -> String {
+    findings
+        .map(|f| format!("{} {}: {}", f.rule_id, f.rule_name, f.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Only the explicit variables (`--no-fix`).
+fn explicit_only(explicit: &[(String, String)]) -> Vec<Applied> {
+    explicit
+        .iter()
+        .map(|(k, v)| Applied {
+            name: k.clone(),
+            value: v.clone(),
+            origin: Origin::Explicit,
+        })
+        .collect()
+}
+
+/// Decide every variable: `--env` first; then the environment's own
+/// (non-empty) value, except for the recommendation's environment fixes
+/// (they make the start method safe: a different value of the user's is
+/// the hazard's cause and is replaced); then the recommendation.
+pub fn decide_env(
+    recommended: &[EnvSetting],
+    explicit: &[(String, String)],
+    current: impl Fn(&str) -> Option<String>,
+) -> Vec<Applied> {
+    let mut out = explicit_only(explicit);
+    for e in recommended {
+        if out.iter().any(|a| a.name == e.name) {
+            continue;
+        }
+        let applied = match current(&e.name).filter(|v| !v.is_empty()) {
+            Some(v) if v != e.value && !e.answers.is_empty() => Applied {
+                name: e.name.clone(),
+                value: e.value.clone(),
+                origin: Origin::Replaced { was: v },
+            },
+            Some(v) if v != e.value => Applied {
+                name: e.name.clone(),
+                value: v,
+                origin: Origin::Environment {
+                    recommended: e.value.clone(),
+                },
+            },
+            _ => Applied {
+                name: e.name.clone(),
+                value: e.value.clone(),
+                origin: Origin::Recommended(e.reason.clone()),
+            },
+        };
+        out.push(applied);
+    }
+    out
+}
+
+/// The worker count the program will use, and why.
+fn program_workers(
+    facts: &Facts,
+    config: &Config,
+    script: Option<&ScriptPlan>,
+    python: bool,
+) -> (usize, String) {
+    if let Some(n) = config.workers {
+        return (n.max(1), "set in the configuration".into());
+    }
+    let affinity = facts.host.affinity.as_ref().map(Vec::len);
+    let version = facts
+        .python
+        .as_ref()
+        .map(|p| (p.version_info[0], p.version_info[1]));
+    if let Some(plan) = script {
+        if let Some((n, why)) = plan.workers(facts.host.logical_cpus, affinity, version) {
+            return (n.max(1), why);
+        }
+        if !plan.may_use_pools && python {
+            return (
+                1,
+                "the script starts no worker processes: one process".into(),
+            );
+        }
+        // Pools may come from a module: Pool()'s own default.
+        let n = match (version, affinity) {
+            (Some((3, minor)), Some(a)) if minor >= 13 => a,
+            _ => facts.host.logical_cpus,
+        };
+        return (
+            n.max(1),
+            format!("{n} (multiprocessing.Pool's default: the script's pools are not written in it)"),
+        );
+    }
+    let rec = recommend(facts, config);
+    (rec.workers.value, rec.workers.reason)
+}
+
+/// A script error in one line.
+fn script_error_text(e: &ScriptError) -> String {
+    e.to_string()
+}
+
+/// Is `program` a Python interpreter (`python`, `python3.12`,
+/// `.venv/bin/python`, `python.exe`)?
+pub fn is_python(program: &str) -> bool {
+    let name = Path::new(program)
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let name = name.strip_suffix(".exe").unwrap_or(&name);
+    name.strip_prefix("python")
+        .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.'))
+}
+
+/// The script of `python [options] script.py args...`; `None` for
+/// `python -m mod`, `python -c code`, an interactive interpreter or a
+/// command that is not Python.
+pub fn script_of(argv: &[String]) -> Option<PathBuf> {
+    let (program, args) = argv.split_first()?;
+    if !is_python(program) {
+        return None;
+    }
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "-" || a == "--" {
+            return it.next().filter(|s| *s != "-").map(PathBuf::from);
+        }
+        if let Some(opts) = a.strip_prefix('-') {
+            if opts.starts_with('-') {
+                // --version, --help and the like: nothing runs.
+                continue;
+            }
+            // Options are bundled (-uOO); -c and -m end the interpreter's
+            // options; -X and -W take a value (attached or next).
+            for (i, c) in opts.char_indices() {
+                match c {
+                    'c' | 'm' => return None,
+                    'X' | 'W' => {
+                        if i + 1 == opts.len() {
+                            it.next();
+                        }
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            continue;
+        }
+        return Some(PathBuf::from(a));
+    }
+    None
+}
