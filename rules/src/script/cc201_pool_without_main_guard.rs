@@ -146,50 +146,87 @@ fn context_method(e: &rustpython_parser::ast::Expr) -> Option<&str> {
         .flatten()
 }
 
+/// A call, run when the script is imported, that starts worker processes.
+pub(super) struct UnguardedStart<'c, 'a> {
+    pub call: &'c Call<'a>,
+    pub how: Starts<'c>,
+}
+
+/// How an [`UnguardedStart`] starts workers.
+pub(super) enum Starts<'c> {
+    /// Itself: what it starts and the start method it asks for.
+    Directly {
+        what: &'static str,
+        method: Option<&'c str>,
+    },
+    /// Through one of the script's own functions (its name).
+    Through(&'c str),
+}
+
+/// The calls that start worker processes when the script is imported
+/// (module level, outside the `__main__` guard), directly or through the
+/// script's own functions, in source order. None for a notebook: a
+/// kernel's `__main__` is not a file a worker could re-import.
+pub(super) fn unguarded_starts<'c, 'a>(script: &'c Script<'a>) -> Vec<UnguardedStart<'c, 'a>> {
+    if script.is_notebook() {
+        return Vec::new();
+    }
+    // The script's own functions that start workers.
+    let starters = script
+        .model
+        .functions_calling(|c| starts_workers(c).is_some());
+    script
+        .model
+        .calls
+        .iter()
+        .filter(|c| c.import_time)
+        .filter_map(|call| {
+            let how = match starts_workers(call) {
+                Some((what, method)) => Starts::Directly { what, method },
+                None => {
+                    let f = call.callee.strip_prefix("__main__.")?;
+                    Starts::Through(starters.get(f)?)
+                }
+            };
+            Some(UnguardedStart { call, how })
+        })
+        .collect()
+}
+
 impl ScriptRule for PoolWithoutMainGuard {
     fn lint(&self, script: &Script<'_>, setting: &Setting<'_>) -> Vec<Finding> {
-        if script.is_notebook() {
-            return Vec::new();
-        }
         const FIX: &str = "move the code that starts workers into a function or under `if __name__ == \"__main__\":`";
         let global = script.start_method_set();
-        let mut out = Vec::new();
-        // The script's own functions that start workers, and what they start.
-        let starters = script
-            .model
-            .functions_calling(|c| starts_workers(c).is_some());
-        for call in script.model.calls.iter().filter(|c| c.import_time) {
-            let offset = call.node.range().start().to_usize();
-            if let Some((what, method)) = starts_workers(call) {
-                let (level, why) = reimport_level(method.or(global), setting);
-                out.push(script.finding(
-                    &INFO,
-                    level,
-                    offset,
-                    format!(
-                        "`{what}` runs at module level, outside `if __name__ == \"__main__\":`: \
-                         {why}, so every worker re-imports the script and runs it again \
-                         (RuntimeError \"bootstrapping phase\", or workers respawning)"
-                    ),
-                    FIX,
-                ));
-            } else if let Some(f) = call.callee.strip_prefix("__main__.") {
-                if starters.contains(f) {
-                    let (level, why) = reimport_level(global, setting);
-                    out.push(script.finding(
-                        &INFO,
-                        level,
-                        offset,
-                        format!(
-                            "`{f}()` starts worker processes and is called at module level, outside \
-                             `if __name__ == \"__main__\":`: {why}, so every worker re-imports the \
-                             script and calls it again"
-                        ),
-                        FIX,
-                    ));
-                }
-            }
-        }
-        out
+        unguarded_starts(script)
+            .into_iter()
+            .map(|start| {
+                let offset = start.call.node.range().start().to_usize();
+                let (level, message) = match start.how {
+                    Starts::Directly { what, method } => {
+                        let (level, why) = reimport_level(method.or(global), setting);
+                        (
+                            level,
+                            format!(
+                                "`{what}` runs at module level, outside `if __name__ == \"__main__\":`: \
+                                 {why}, so every worker re-imports the script and runs it again \
+                                 (RuntimeError \"bootstrapping phase\", or workers respawning)"
+                            ),
+                        )
+                    }
+                    Starts::Through(f) => {
+                        let (level, why) = reimport_level(global, setting);
+                        (
+                            level,
+                            format!(
+                                "`{f}()` starts worker processes and is called at module level, outside \
+                                 `if __name__ == \"__main__\":`: {why}, so every worker re-imports the \
+                                 script and calls it again"
+                            ),
+                        )
+                    }
+                };
+                script.finding(&INFO, level, offset, message, FIX)
+            })
+            .collect()
     }
 }

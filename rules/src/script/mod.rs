@@ -22,6 +22,10 @@
 //! without the guard is an error where the start method is spawn or
 //! forkserver, a warning where it is fork).
 //!
+//! The same reading gives a script's process plan ([`read_script_plan`]):
+//! its pools and their worker counts, the start method it forces, and
+//! whether it starts processes when imported.
+//!
 //! Every finding carries its place twice: as `location` (`path:line:column`,
 //! or `path:cell N:line:column` in a notebook) and as evidence of kind
 //! [`EvidenceSource::SourceCode`] with a [`caiclust_probe::SourceSpan`],
@@ -44,10 +48,12 @@ mod cc204_setup_cluster_single_thread_pool;
 mod cc205_main_function_to_spawned_pool;
 mod cc206_engine_wait_without_deadline;
 mod cc207_pool_alive_at_setup_cluster;
+mod constants;
 mod encoding;
 mod json;
 mod model;
 mod notebook;
+mod plan;
 mod pools;
 mod source;
 
@@ -58,6 +64,10 @@ pub(crate) use cc204_setup_cluster_single_thread_pool::SetupClusterSingleThreadP
 pub(crate) use cc205_main_function_to_spawned_pool::MainFunctionToSpawnedPool;
 pub(crate) use cc206_engine_wait_without_deadline::EngineWaitWithoutDeadline;
 pub(crate) use cc207_pool_alive_at_setup_cluster::PoolAliveAtSetupCluster;
+
+pub use plan::{
+    read_script_plan, script_plan, ScriptPlan, ScriptPool, ScriptPoolKind, WorkerCount,
+};
 
 use model::Model;
 use notebook::Notebook;
@@ -128,7 +138,15 @@ struct Script<'a> {
     model: Model<'a>,
 }
 
-impl Script<'_> {
+impl<'a> Script<'a> {
+    /// The model of a parsed script.
+    fn new(source: &'a Source<'a>, suite: &'a [rustpython_parser::ast::Stmt]) -> Self {
+        Self {
+            source,
+            model: Model::build(suite),
+        }
+    }
+
     /// Is this a notebook (its `__main__` is the kernel's)?
     fn is_notebook(&self) -> bool {
         self.source.notebook.is_some()
@@ -258,10 +276,7 @@ fn syntax_at(path: &Path, cell: Option<usize>, line: usize, column: usize) -> St
 
 fn run_rules(source: &Source<'_>, setting: &Setting<'_>) -> Result<Vec<Finding>, ScriptError> {
     let suite = source.parse()?;
-    let script = Script {
-        source,
-        model: Model::build(&suite),
-    };
+    let script = Script::new(source, &suite);
     Ok(SCRIPT
         .iter()
         .flat_map(|rule| rule.lint(&script, setting))
@@ -284,8 +299,7 @@ pub fn lint_script(
     source: &str,
     cx: Option<&Context<'_>>,
 ) -> Result<Vec<Finding>, ScriptError> {
-    let source = Source::new(path, source.strip_prefix('\u{feff}').unwrap_or(source));
-    run_rules(&source, &setting(cx))
+    run_rules(&Text::script(source).source(path), &setting(cx))
 }
 
 /// Lint one notebook from its JSON text (nbformat 4, a Python kernel).
@@ -294,20 +308,8 @@ pub fn lint_notebook(
     json: &str,
     cx: Option<&Context<'_>>,
 ) -> Result<Vec<Finding>, ScriptError> {
-    lint_notebook_with(path, json.to_string(), &setting(cx))
-}
-
-fn lint_notebook_with(
-    path: &Path,
-    json: String,
-    setting: &Setting<'_>,
-) -> Result<Vec<Finding>, ScriptError> {
-    let json = json
-        .strip_prefix('\u{feff}')
-        .map(str::to_string)
-        .unwrap_or(json);
-    let nb = Notebook::read(path, json)?;
-    run_rules(&Source::notebook(path, &nb), setting)
+    let text = Text::notebook(path, json.to_string())?;
+    run_rules(&text.source(path), &setting(cx))
 }
 
 /// Read and lint one file: a notebook when it ends in `.ipynb`, else a
@@ -320,12 +322,27 @@ pub fn lint_script_file(
 }
 
 fn lint_file_with(path: &Path, setting: &Setting<'_>) -> Result<Vec<Finding>, ScriptError> {
-    let bytes = std::fs::read(path).map_err(|error| ScriptError::Read {
-        path: path.to_path_buf(),
-        error,
-    })?;
-    if notebook::is_notebook(path) {
-        let text = String::from_utf8(bytes).map_err(|e| {
+    run_rules(&Text::read(path)?.source(path), setting)
+}
+
+/// A file's Python text: a script's source, or a notebook's code cells.
+enum Text {
+    Script(String),
+    Notebook(Notebook),
+}
+
+impl Text {
+    /// Read a file as Python would: a notebook when it ends in `.ipynb`,
+    /// else a script (UTF-8, or the encoding its coding line declares).
+    fn read(path: &Path) -> Result<Self, ScriptError> {
+        let bytes = std::fs::read(path).map_err(|error| ScriptError::Read {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        if !notebook::is_notebook(path) {
+            return Ok(Self::Script(encoding::decode(path, bytes)?));
+        }
+        let json = String::from_utf8(bytes).map_err(|e| {
             let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
             let prefix = std::str::from_utf8(valid).unwrap_or_default();
             let line = prefix.matches('\n').count() + 1;
@@ -336,11 +353,35 @@ fn lint_file_with(path: &Path, setting: &Setting<'_>) -> Result<Vec<Finding>, Sc
                 message: "not valid UTF-8 (a notebook is JSON, which is UTF-8)".into(),
             }
         })?;
-        return lint_notebook_with(path, text, setting);
+        Self::notebook(path, json)
     }
-    let text = encoding::decode(path, bytes)?;
-    let source = Source::new(path, &text);
-    run_rules(&source, setting)
+
+    /// A script's source text (a byte order mark dropped).
+    fn script(source: &str) -> Self {
+        Self::Script(
+            source
+                .strip_prefix('\u{feff}')
+                .unwrap_or(source)
+                .to_string(),
+        )
+    }
+
+    /// A notebook's JSON text (a byte order mark dropped).
+    fn notebook(path: &Path, json: String) -> Result<Self, ScriptError> {
+        let json = json
+            .strip_prefix('\u{feff}')
+            .map(str::to_string)
+            .unwrap_or(json);
+        Ok(Self::Notebook(Notebook::read(path, json)?))
+    }
+
+    /// The text to parse, with its places.
+    fn source<'a>(&'a self, path: &'a Path) -> Source<'a> {
+        match self {
+            Self::Script(text) => Source::new(path, text),
+            Self::Notebook(nb) => Source::notebook(path, nb),
+        }
+    }
 }
 
 /// The outcome of linting several files: the findings of those that could

@@ -26,6 +26,9 @@ pub(crate) struct Call<'a> {
     pub function: Option<&'a str>,
     /// The innermost `for`/`while` loop the call is in (an id), if any.
     pub in_loop: Option<usize>,
+    /// Inside a comprehension or generator expression (its element, its
+    /// conditions or an inner `for`): may run once per item.
+    pub in_comprehension: bool,
     /// The arguments, in order, each resolved.
     pub args: Vec<Arg<'a>>,
     /// For `x.method(...)` on a plain name: `x`.
@@ -150,6 +153,8 @@ struct State<'a> {
     in_class: bool,
     /// The innermost loop.
     in_loop: Option<usize>,
+    /// Inside a comprehension, where it runs once per item.
+    in_comprehension: bool,
 }
 
 impl State<'_> {
@@ -468,6 +473,7 @@ impl<'a> Walker<'a> {
                         import_time: st.import_time(),
                         function: st.function,
                         in_loop: st.in_loop,
+                        in_comprehension: st.in_comprehension,
                         args,
                         receiver,
                     });
@@ -507,21 +513,21 @@ impl<'a> Walker<'a> {
             Expr::List(l) => self.exprs(&l.elts, st),
             Expr::Tuple(t) => self.exprs(&t.elts, st),
             Expr::ListComp(c) => {
-                self.comprehensions(&c.generators, st);
-                self.expr(&c.elt, st);
+                let each = self.comprehensions(&c.generators, st);
+                self.expr(&c.elt, each);
             }
             Expr::SetComp(c) => {
-                self.comprehensions(&c.generators, st);
-                self.expr(&c.elt, st);
+                let each = self.comprehensions(&c.generators, st);
+                self.expr(&c.elt, each);
             }
             Expr::GeneratorExp(c) => {
-                self.comprehensions(&c.generators, st);
-                self.expr(&c.elt, st);
+                let each = self.comprehensions(&c.generators, st);
+                self.expr(&c.elt, each);
             }
             Expr::DictComp(c) => {
-                self.comprehensions(&c.generators, st);
-                self.expr(&c.key, st);
-                self.expr(&c.value, st);
+                let each = self.comprehensions(&c.generators, st);
+                self.expr(&c.key, each);
+                self.expr(&c.value, each);
             }
             Expr::Await(a) => self.expr(&a.value, st),
             Expr::Yield(y) => {
@@ -570,11 +576,18 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn comprehensions(&mut self, gens: &'a [ast::Comprehension], st: State<'a>) {
-        for g in gens {
-            self.expr(&g.iter, st);
-            self.exprs(&g.ifs, st);
+    /// Walk a comprehension's `for` clauses; the state for what runs once
+    /// per item. The first iterable is evaluated once, the rest per item.
+    fn comprehensions(&mut self, gens: &'a [ast::Comprehension], st: State<'a>) -> State<'a> {
+        let each = State {
+            in_comprehension: true,
+            ..st
+        };
+        for (i, g) in gens.iter().enumerate() {
+            self.expr(&g.iter, if i == 0 { st } else { each });
+            self.exprs(&g.ifs, each);
         }
+        each
     }
 
     /// `os.environ.update(...)`, `os.environ.setdefault(...)`, `os.putenv(...)`.

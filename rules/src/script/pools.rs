@@ -140,11 +140,7 @@ pub(crate) fn task_calls<'c, 'a>(call: &'c Call<'a>) -> Vec<TaskCall<'c, 'a>> {
         let method = if kind == PoolKind::Executor {
             // `mp_context=` as resolved in the executor's value.
             call.arg(1, "mp_context")
-                .and_then(|a| a.value.as_deref())
-                .and_then(|q| {
-                    q.strip_prefix("multiprocessing.get_context(")
-                        .and_then(|r| r.strip_suffix(')'))
-                })
+                .and_then(context_method)
                 .map(str::to_string)
                 .or(method)
         } else {
@@ -158,6 +154,18 @@ pub(crate) fn task_calls<'c, 'a>(call: &'c Call<'a>) -> Vec<TaskCall<'c, 'a>> {
         });
     }
     out
+}
+
+/// The start method a context argument asks for
+/// (`mp_context=mp.get_context("spawn")`, or a name bound to one):
+/// `Some("")` for the default context or a computed method, `None` when it
+/// is not a context at all.
+pub(crate) fn context_method<'c>(context: &'c Arg<'_>) -> Option<&'c str> {
+    context
+        .value
+        .as_deref()?
+        .strip_prefix("multiprocessing.get_context(")?
+        .strip_suffix(')')
 }
 
 /// Does this call start worker processes that stay alive until stopped?
