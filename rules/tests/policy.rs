@@ -155,7 +155,9 @@ fn a_running_process_cannot_be_fixed_by_variables() {
 #[test]
 fn a_rule_set_to_warning_no_longer_makes_the_plan_unsafe() {
     let (facts, plan) = snapshot("linux-pypi-fork");
-    let config: Config = toml::from_str("[rules]\nCC001 = \"warning\"\n").unwrap();
+    let config =
+        Config::from_caiclust_toml("[rules]\nCC001 = \"warning\"\n", Path::new("caiclust.toml"))
+            .unwrap();
     assert!(assess(&facts, &plan, &config).safe());
 }
 
