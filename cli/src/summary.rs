@@ -6,33 +6,23 @@ use std::fmt::Write as _;
 use caiclust_core::probe::{Conclusion, Facts, Library, Subject, Vendor};
 use colored::Colorize;
 
-/// A vendor's name as people write it.
-pub fn vendor_name(v: Vendor) -> &'static str {
-    match v {
-        Vendor::Openblas => "OpenBLAS",
-        Vendor::Mkl => "Intel MKL",
-        Vendor::Blis => "BLIS",
-        Vendor::Flexiblas => "FlexiBLAS",
-        Vendor::Accelerate => "Apple Accelerate",
-        Vendor::Atlas => "ATLAS",
-        Vendor::Reference => "reference BLAS",
-        Vendor::GnuOpenmp => "GNU OpenMP (libgomp)",
-        Vendor::LlvmOpenmp => "LLVM OpenMP (libomp)",
-        Vendor::IntelOpenmp => "Intel OpenMP (libiomp5)",
-        Vendor::MsvcOpenmp => "MSVC OpenMP (vcomp)",
-        Vendor::Tbb => "Intel TBB",
-        Vendor::Opencv => "OpenCV",
-        Vendor::Cuda => "CUDA runtime",
-        Vendor::Unknown => "BLAS (vendor unknown)",
-    }
-}
-
 fn evidence_line<T>(c: &Conclusion<T>) -> String {
     c.evidence
         .iter()
         .map(|e| e.detail.as_str())
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// A library's heading: its vendor, with the runtime file for an OpenMP
+/// runtime (`GNU OpenMP (libgomp)`), or what it implements when the vendor
+/// is unknown (`BLAS, LAPACK (unknown vendor)`).
+fn library_name(lib: &Library) -> String {
+    if lib.vendor.value == Vendor::Unknown && !lib.apis.is_empty() {
+        let apis: Vec<String> = lib.apis.iter().map(ToString::to_string).collect();
+        return format!("{} ({})", apis.join(", "), lib.vendor.value);
+    }
+    format!("{:#}", lib.vendor.value)
 }
 
 /// Shorten a path to the part below site-packages (or the tree root).
@@ -61,7 +51,7 @@ pub fn render(facts: &Facts, verbose: bool) -> String {
             if let Some(py) = &facts.python {
                 let _ = writeln!(
                     out,
-                    "{} {} {} at {} (found via {:?})",
+                    "{} {} {} at {} (found via {})",
                     "Python".bold(),
                     py.version,
                     py.implementation,
@@ -156,23 +146,23 @@ pub fn render(facts: &Facts, verbose: bool) -> String {
         facts.libraries.len()
     );
     for lib in &facts.libraries {
-        let mut head = vendor_name(lib.vendor.value).to_string();
+        let mut head = library_name(lib);
         if let Some(v) = &lib.version {
             head.push(' ');
             head.push_str(&v.value);
         }
         let mut tags = Vec::new();
         if let Some(t) = &lib.threading_layer {
-            tags.push(format!("threading: {}", t.value.threadpoolctl_name()));
+            tags.push(format!("threading: {}", t.value));
         }
         if let Some(rt) = &lib.openmp_runtime {
-            tags.push(format!("on {}", vendor_name(rt.value)));
+            tags.push(format!("on {:#}", rt.value));
         }
         if let Some(fw) = &lib.parallel_framework {
             tags.push(format!("parallel framework: {}", fw.value));
         }
         if let Some(w) = &lib.int_width {
-            tags.push(format!("{:?}", w.value).to_uppercase());
+            tags.push(w.value.to_string());
         }
         if let Some(f) = &lib.forwards_to {
             tags.push(format!("interface to {}", f.display()));
@@ -224,7 +214,7 @@ pub fn render(facts: &Facts, verbose: bool) -> String {
                 .bold()
         );
         for d in &facts.duplicates {
-            let _ = writeln!(out, "  {} ×{}", vendor_name(d.vendor), d.paths.len());
+            let _ = writeln!(out, "  {} ×{}", d.vendor, d.paths.len());
             for p in &d.paths {
                 let _ = writeln!(out, "    {}", p.display());
             }

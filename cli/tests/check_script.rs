@@ -363,5 +363,5 @@ fn notebook_findings_point_at_the_cell_and_at_the_file() {
     let o = run(CHECK, &[&nb, "--color", "never"]);
     let out = stdout(&o);
     assert!(out.contains(&format!("  --> {nb}:cell 4:2:21")), "{out}");
-    assert!(out.contains("evidence (source_code): "), "{out}");
+    assert!(out.contains("evidence (source code): "), "{out}");
 }

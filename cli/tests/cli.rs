@@ -98,3 +98,102 @@ fn verbose_shows_evidence_and_the_loader_path() {
     );
     assert!(text.contains("needs libscipy_openblas64_-"), "{text}");
 }
+
+/// Spellings of the facts' enums that only `Debug` produces: none may reach
+/// the summary (they did: "(found via SearchPath)", "NEEDED libgomp.so.1
+/// (GnuOpenmp)").
+const DEBUG_SPELLINGS: &[&str] = &[
+    "Openblas",
+    "GnuOpenmp",
+    "LlvmOpenmp",
+    "IntelOpenmp",
+    "MsvcOpenmp",
+    "Flexiblas",
+    "Openmp",
+    "Opencv",
+    "SearchPath",
+    "VirtualEnv",
+    "CondaPrefix",
+    "Explicit",
+    "RuntimeSelected",
+    "Lp64",
+    "Ilp64",
+    "FileName",
+    "SourceCode",
+];
+
+fn assert_no_debug_spellings(text: &str) {
+    for debug in DEBUG_SPELLINGS {
+        assert!(!text.contains(debug), "{debug:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn summary_names_vendors_as_people_write_them() {
+    // The PyPI venv's site-packages as a plain folder: three OpenBLAS
+    // copies (numpy, scipy, OpenCV) and scikit-learn's libgomp.
+    let fx = fixtures();
+    let venv = fx.venv_pypi.parent().and_then(|bin| bin.parent()).unwrap();
+    let site_packages = std::fs::read_dir(venv.join("lib"))
+        .expect("the venv's lib folder")
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("site-packages"))
+        .find(|p| p.is_dir())
+        .expect("site-packages");
+    let out = caiclust()
+        .args(["--color", "never", "probe", "--verbose", "--tree"])
+        .arg(&site_packages)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("(binaries for Linux)"), "{text}");
+    assert!(text.contains("\n  OpenBLAS 0.3."), "{text}");
+    assert!(text.contains("threading: pthreads"), "{text}");
+    assert!(text.contains("LP64"), "{text}");
+    assert!(text.contains("\n  GNU OpenMP (libgomp)"), "{text}");
+    assert!(text.contains("\n  OpenBLAS ×3\n"), "{text}");
+    assert_no_debug_spellings(&text);
+}
+
+#[test]
+fn summary_says_how_the_interpreter_was_found() {
+    let fx = fixtures();
+    let bin = fx.venv_pypi.parent().unwrap();
+    let mut path = std::ffi::OsString::from(bin);
+    path.push(":/usr/bin:/bin");
+    let out = caiclust()
+        .args(["--color", "never", "probe", "--no-runtime-queries"])
+        .env("PATH", path)
+        .env_remove("VIRTUAL_ENV")
+        .env_remove("CONDA_PREFIX")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("(found via PATH)"), "{text}");
+    assert_no_debug_spellings(&text);
+
+    let out = caiclust()
+        .args([
+            "--color",
+            "never",
+            "probe",
+            "--no-runtime-queries",
+            "--python",
+        ])
+        .arg(&fx.venv_pypi)
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("(found via --python)"), "{text}");
+    assert_no_debug_spellings(&text);
+}

@@ -291,13 +291,8 @@ fn parse_binary_named(bytes: &[u8], file_name: &str) -> Result<BinaryInfo, Binar
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown".into());
-            let format_name = match format {
-                BinaryFormat::Elf => "ELF",
-                BinaryFormat::MachO => "Mach-O",
-                BinaryFormat::Pe => "PE",
-            };
             return Err(malformed(
-                format_name,
+                format,
                 format!("the parser failed on it ({what})"),
             ));
         }
@@ -307,7 +302,7 @@ fn parse_binary_named(bytes: &[u8], file_name: &str) -> Result<BinaryInfo, Binar
     Ok(info)
 }
 
-fn malformed(format: &'static str, e: impl std::fmt::Display) -> BinaryError {
+fn malformed(format: BinaryFormat, e: impl std::fmt::Display) -> BinaryError {
     BinaryError::Malformed {
         format,
         reason: e.to_string(),
@@ -339,15 +334,19 @@ fn parse_elf(bytes: &[u8]) -> Result<(BinaryInfo, Ranges), BinaryError> {
     use goblin::elf::section_header::{SectionHeader, SHT_DYNSYM, SHT_STRTAB, SHT_SYMTAB};
     use goblin::elf::sym::{Symtab, STB_GLOBAL, STB_WEAK, STV_HIDDEN};
 
-    let header = Elf::parse_header(bytes).map_err(|e| malformed("ELF", e))?;
-    let container = header.container().map_err(|e| malformed("ELF", e))?;
-    let endian = header.endianness().map_err(|e| malformed("ELF", e))?;
+    let header = Elf::parse_header(bytes).map_err(|e| malformed(BinaryFormat::Elf, e))?;
+    let container = header
+        .container()
+        .map_err(|e| malformed(BinaryFormat::Elf, e))?;
+    let endian = header
+        .endianness()
+        .map_err(|e| malformed(BinaryFormat::Elf, e))?;
     let ctx = goblin::container::Ctx::new(container, endian);
     let len = bytes.len() as u64;
     let past_end = |offset: u64, size: u64| offset.checked_add(size).is_none_or(|end| end > len);
 
     let phdrs = ProgramHeader::parse(bytes, header.e_phoff as usize, header.e_phnum as usize, ctx)
-        .map_err(|e| malformed("ELF", e))?;
+        .map_err(|e| malformed(BinaryFormat::Elf, e))?;
     // Section headers are optional for the loader; a broken table only
     // costs the read-only-data ranges and the version tables.
     let shdrs = SectionHeader::parse(bytes, header.e_shoff as usize, header.e_shnum as usize, ctx)
@@ -357,7 +356,7 @@ fn parse_elf(bytes: &[u8]) -> Result<(BinaryInfo, Ranges), BinaryError> {
             && past_end(sh.sh_offset, sh.sh_size)
         {
             return Err(malformed(
-                "ELF",
+                BinaryFormat::Elf,
                 format!(
                     "section table of {} bytes at {:#x} runs past the end of the file",
                     sh.sh_size, sh.sh_offset
@@ -370,13 +369,14 @@ fn parse_elf(bytes: &[u8]) -> Result<(BinaryInfo, Ranges), BinaryError> {
         architectures: vec![elf_machine_name(header.e_machine)],
         ..BinaryInfo::default()
     };
-    let dynamic = Dynamic::parse(bytes, &phdrs, ctx).map_err(|e| malformed("ELF", e))?;
+    let dynamic =
+        Dynamic::parse(bytes, &phdrs, ctx).map_err(|e| malformed(BinaryFormat::Elf, e))?;
     let mut dynstr: &[u8] = &[];
     if let Some(dynamic) = &dynamic {
         let (strtab, strsz) = (dynamic.info.strtab as u64, dynamic.info.strsz as u64);
         if past_end(strtab, strsz) {
             return Err(malformed(
-                "ELF",
+                BinaryFormat::Elf,
                 format!("dynamic string table ({strsz} bytes at {strtab:#x}) runs past the end of the file"),
             ));
         }
@@ -408,11 +408,12 @@ fn parse_elf(bytes: &[u8]) -> Result<(BinaryInfo, Ranges), BinaryError> {
         Some(sh) => {
             let count = (sh.sh_size / sh.sh_entsize) as usize;
             Symtab::parse(bytes, sh.sh_offset as usize, count.min(MAX_SYMBOLS), ctx)
-                .map_err(|e| malformed("ELF", e))?
+                .map_err(|e| malformed(BinaryFormat::Elf, e))?
         }
         None if dynamic.is_some() => {
             let opts = goblin::options::ParseOptions::permissive();
-            let elf = Elf::parse_with_opts(bytes, &opts).map_err(|e| malformed("ELF", e))?;
+            let elf =
+                Elf::parse_with_opts(bytes, &opts).map_err(|e| malformed(BinaryFormat::Elf, e))?;
             elf.dynsyms
         }
         None => Symtab::default(),
@@ -582,7 +583,7 @@ fn elf_machine_name(machine: u16) -> String {
 }
 
 fn parse_mach(bytes: &[u8]) -> Result<(BinaryInfo, Ranges), BinaryError> {
-    let mach = Mach::parse_lossy(bytes).map_err(|e| malformed("Mach-O", e))?;
+    let mach = Mach::parse_lossy(bytes).map_err(|e| malformed(BinaryFormat::MachO, e))?;
     match mach {
         Mach::Binary(macho) => Ok(macho_info(&macho, bytes, 0)),
         Mach::Fat(multi) => {
@@ -591,7 +592,7 @@ fn parse_mach(bytes: &[u8]) -> Result<(BinaryInfo, Ranges), BinaryError> {
             // claim billions.
             if multi.narches > MAX_FAT_SLICES {
                 return Err(malformed(
-                    "Mach-O",
+                    BinaryFormat::MachO,
                     format!("fat header claims {} architectures", multi.narches),
                 ));
             }
@@ -600,7 +601,10 @@ fn parse_mach(bytes: &[u8]) -> Result<(BinaryInfo, Ranges), BinaryError> {
                 .filter_map(Result::ok)
                 .collect::<Vec<_>>();
             if arches.is_empty() {
-                return Err(malformed("Mach-O", "fat binary with no architectures"));
+                return Err(malformed(
+                    BinaryFormat::MachO,
+                    "fat binary with no architectures",
+                ));
             }
             for (index, arch) in arches.iter().enumerate() {
                 let single = match multi.get(index) {
@@ -624,7 +628,7 @@ fn parse_mach(bytes: &[u8]) -> Result<(BinaryInfo, Ranges), BinaryError> {
                     }
                 }
             }
-            merged.ok_or_else(|| malformed("Mach-O", "no readable slice in fat binary"))
+            merged.ok_or_else(|| malformed(BinaryFormat::MachO, "no readable slice in fat binary"))
         }
     }
 }
@@ -806,7 +810,7 @@ fn parse_pe(bytes: &[u8]) -> Result<(BinaryInfo, Ranges), BinaryError> {
     opts.parse_attribute_certificates = false;
     opts.parse_resources = false;
     opts.parse_tls_data = false;
-    let pe = PE::parse_with_opts(bytes, &opts).map_err(|e| malformed("PE", e))?;
+    let pe = PE::parse_with_opts(bytes, &opts).map_err(|e| malformed(BinaryFormat::Pe, e))?;
     let arch = match pe.header.coff_header.machine {
         goblin::pe::header::COFF_MACHINE_X86_64 => "x86_64".to_owned(),
         goblin::pe::header::COFF_MACHINE_X86 => "x86".to_owned(),

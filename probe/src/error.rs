@@ -69,7 +69,8 @@ pub enum BinaryError {
     TooLarge { size: u64, limit: u64 },
     #[error("malformed {format}: {reason}")]
     Malformed {
-        format: &'static str,
+        /// The format the file claims to be (shown as `ELF`, `Mach-O`, `PE`).
+        format: crate::facts::BinaryFormat,
         reason: String,
     },
     #[error("not a regular file")]

@@ -79,7 +79,7 @@ pub fn collect_host(env: &BTreeMap<String, String>) -> HostFacts {
         Ok(system) => Some(system),
         Err(e) => {
             host.notes
-                .push(format!("sysinfo cannot read this system: {e:?}"));
+                .push(format!("sysinfo cannot read this system: {e}"));
             None
         }
     };

@@ -14,7 +14,7 @@
 //! use caiclust_probe::{probe_python, ProbeOptions};
 //! let facts = probe_python(&ProbeOptions::default()).expect("probe");
 //! for lib in &facts.libraries {
-//!     println!("{} {:?}", lib.path.display(), lib.vendor.value);
+//!     println!("{} {}", lib.path.display(), lib.vendor.value);
 //! }
 //! ```
 //!

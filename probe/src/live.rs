@@ -329,16 +329,15 @@ pub(crate) fn merge_runtime(lib: &mut Library, mut answer: RuntimeAnswer) {
         if let Some(stat) = &lib.threading_layer {
             if stat.value != layer {
                 answer.disagreements.push(format!(
-                    "threading layer: the binary says {} ({}), the library answers {}",
-                    stat.value.threadpoolctl_name(),
+                    "threading layer: the binary says {} ({}), the library answers {layer}",
+                    stat.value,
                     describe(&stat.evidence),
-                    layer.threadpoolctl_name()
                 ));
             }
         }
         let mut evidence = vec![Evidence::new(
             EvidenceSource::Runtime,
-            format!("{calls} → {}", layer.threadpoolctl_name()),
+            format!("{calls} → {layer}"),
         )];
         if let Some(stat) = lib.threading_layer.take() {
             evidence.extend(stat.evidence);

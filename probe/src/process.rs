@@ -37,7 +37,7 @@ mod windows;
 ///     println!("{}", lib.display());
 /// }
 /// if let Some(python) = &facts.python {
-///     println!("{} ({:?})", python.value, python.confidence);
+///     println!("{} ({} confidence)", python.value, python.confidence);
 /// }
 /// ```
 ///

@@ -19,7 +19,7 @@
 //!     println!("{} {}: {}", f.level.as_str(), f.rule_id, f.message);
 //! }
 //! let advice = recommend(&facts, &config);
-//! println!("{:?}", advice.start_method);
+//! println!("start method {}: {}", advice.start_method.value, advice.start_method.reason);
 //! ```
 
 mod advisory;

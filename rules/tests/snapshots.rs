@@ -385,3 +385,22 @@ fn live_process_rules_judge_by_the_environment_it_started_with() {
         report.findings
     );
 }
+
+/// Two OpenMP runtimes are named as people write them (LLVM OpenMP, Intel
+/// OpenMP), never by their Debug names (`LlvmOpenmp`).
+#[test]
+fn mixed_openmp_runtimes_are_named_for_people() {
+    let (facts, plan) = scenario("macos-libomp-libiomp5-caiman");
+    let report = evaluate(&facts, &plan, &Config::default());
+    let cc011 = report
+        .findings
+        .iter()
+        .find(|f| f.rule_id == "CC011")
+        .expect("CC011");
+    assert!(
+        cc011.message.contains("(LLVM OpenMP)") && cc011.message.contains("(Intel OpenMP)"),
+        "{}",
+        cc011.message
+    );
+    assert!(!cc011.message.contains("Openmp"), "{}", cc011.message);
+}

@@ -18,13 +18,6 @@ fn level_word(level: Level) -> ColoredString {
     }
 }
 
-fn source_word(e: &caiclust_core::probe::Evidence) -> String {
-    serde_json::to_value(e.source)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
 fn finding(out: &mut String, f: &Finding) {
     let _ = writeln!(
         out,
@@ -40,7 +33,7 @@ fn finding(out: &mut String, f: &Finding) {
         let _ = writeln!(out, "{arrow} {loc}");
     }
     for e in &f.evidence {
-        let _ = writeln!(out, "{bar} evidence ({}): {}", source_word(e), e.detail);
+        let _ = writeln!(out, "{bar} evidence ({}): {}", e.source, e.detail);
     }
     if let Some(fix) = &f.fix {
         let mut lines = fix.lines();

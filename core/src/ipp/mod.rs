@@ -320,8 +320,8 @@ impl IppConfig {
         }
         if self.heartbeat < Duration::from_millis(100) {
             return Err(IppError::Config(format!(
-                "the heartbeat period {:?} is too short (at least 100 ms)",
-                self.heartbeat
+                "the heartbeat period {} ms is too short (at least 100 ms)",
+                self.heartbeat.as_millis()
             )));
         }
         for (k, v) in &self.env {
@@ -660,8 +660,9 @@ impl IppBackend {
             if left.is_zero() {
                 return Err(IppError::Startup {
                     message: format!(
-                        "the driver did not report within {:?} (the startup deadline plus {:?})",
-                        self.config.startup_timeout, STARTUP_SLACK
+                        "the driver did not report within {} s (the startup deadline plus {} s)",
+                        (self.config.startup_timeout + STARTUP_SLACK).as_secs_f64(),
+                        STARTUP_SLACK.as_secs_f64()
                     ),
                     engines: Vec::new(),
                     log: self.log_text(),

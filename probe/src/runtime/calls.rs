@@ -80,6 +80,26 @@ pub(super) fn is_supported(vendor: Vendor) -> bool {
     !anchors(vendor).is_empty()
 }
 
+/// Affixes for a message, each once, in the order tried: `no prefix or
+/// scipy_`.
+fn affix_list<'a>(what: &str, affixes: impl Iterator<Item = &'a str>) -> String {
+    let mut words: Vec<String> = Vec::new();
+    for a in affixes {
+        let word = if a.is_empty() {
+            format!("no {what}")
+        } else {
+            a.to_owned()
+        };
+        if !words.contains(&word) {
+            words.push(word);
+        }
+    }
+    match words.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => words.concat(),
+    }
+}
+
 /// The (prefix, suffix) pairs to try, the given ones first.
 pub(super) fn affixes(query: &RuntimeQuery) -> Vec<(String, String)> {
     let mut pairs = Vec::new();
@@ -111,7 +131,7 @@ pub(super) fn ask(
     if anchors.is_empty() {
         return RuntimeAnswer {
             error: Some(format!(
-                "no runtime query is defined for {:?} libraries",
+                "no runtime query is defined for {} libraries",
                 query.vendor
             )),
             ..RuntimeAnswer::default()
@@ -126,11 +146,11 @@ pub(super) fn ask(
     let Some((prefix, suffix)) = found else {
         return RuntimeAnswer {
             error: Some(format!(
-                "the library exports none of the query functions ({}, with prefixes {:?} \
-                 and suffixes {:?})",
+                "the library exports none of the query functions ({}, tried with {} \
+                 and with {})",
                 anchors.join(", "),
-                PREFIXES,
-                SUFFIXES
+                affix_list("prefix", tried.iter().map(|(p, _)| p.as_str())),
+                affix_list("suffix", tried.iter().map(|(_, s)| s.as_str())),
             )),
             ..RuntimeAnswer::default()
         };
@@ -481,6 +501,21 @@ mod tests {
         let odd = affixes(&q);
         assert_eq!(odd.len(), 7);
         assert_eq!(odd[0], ("weird_".into(), String::new()));
+    }
+
+    #[test]
+    fn affixes_are_listed_in_words() {
+        let q = RuntimeQuery::new("/x", Vendor::Openblas);
+        let tried = affixes(&q);
+        assert_eq!(
+            affix_list("prefix", tried.iter().map(|(p, _)| p.as_str())),
+            "no prefix or scipy_"
+        );
+        assert_eq!(
+            affix_list("suffix", tried.iter().map(|(_, s)| s.as_str())),
+            "no suffix, 64_ or _64"
+        );
+        assert_eq!(affix_list("prefix", ["x_"].into_iter()), "x_");
     }
 
     #[test]

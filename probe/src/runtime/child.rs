@@ -50,7 +50,7 @@ fn answer(raw: &OsString, channel: &mut Channel) -> RuntimeAnswer {
     }
     if !calls::is_supported(request.query.vendor) {
         return failed(format!(
-            "no runtime query is defined for {:?} libraries",
+            "no runtime query is defined for {} libraries",
             request.query.vendor
         ));
     }

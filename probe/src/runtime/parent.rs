@@ -56,7 +56,7 @@ pub(super) fn run(query: &RuntimeQuery, options: &RuntimeQueryOptions) -> Runtim
     };
     if !calls::is_supported(query.vendor) {
         return failed(format!(
-            "no runtime query is defined for {:?} libraries",
+            "no runtime query is defined for {} libraries",
             query.vendor
         ));
     }
@@ -512,7 +512,7 @@ mod tests {
         let a = run(&q, &options);
         assert_eq!(
             a.error.as_deref(),
-            Some("no runtime query is defined for Accelerate libraries")
+            Some("no runtime query is defined for Apple Accelerate libraries")
         );
     }
 

@@ -69,7 +69,7 @@ impl Rule for MixedOpenmpRuntimes {
                 out.push(finding(
                     &INFO,
                     format!(
-                        "two OpenMP runtimes: {} ({:?}) and {} ({:?})",
+                        "two OpenMP runtimes: {} ({}) and {} ({})",
                         lib.path.display(),
                         lib.vendor.value,
                         other.path.display(),
