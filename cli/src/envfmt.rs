@@ -121,7 +121,10 @@ pub fn assumption(advice: &Recommendation) -> String {
     let v = &advice.verdict;
     let mut s = format!(
         "caiclust env: for workers started with {} ({}), {} worker(s) × {} thread(s)",
-        v.start_method, v.start_method_source, advice.workers.value, advice.threads_per_worker.value
+        v.start_method,
+        v.start_method_source,
+        advice.workers.value,
+        advice.threads_per_worker.value
     );
     let fixed: Vec<String> = advice
         .env
@@ -139,7 +142,11 @@ pub fn assumption(advice: &Recommendation) -> String {
     }
     if !v.safe() {
         s.push_str(&format!("; still unsafe: {}", v.summary()));
-    } else if let Some(m) = v.safe_start_methods.first().filter(|m| **m != v.start_method) {
+    } else if let Some(m) = v
+        .safe_start_methods
+        .first()
+        .filter(|m| **m != v.start_method)
+    {
         s.push_str(&format!(" (start method {m} would need no fix)"));
     }
     s

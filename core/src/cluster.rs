@@ -48,6 +48,8 @@ pub struct Advice {
     pub recommendation: Recommendation,
     /// The rules evaluated with the plan the cluster runs.
     pub report: Report,
+    /// The hazard policy's verdict on that plan.
+    pub verdict: Verdict,
 }
 
 /// Choices for a cluster; anything left unset comes from the
@@ -74,6 +76,7 @@ pub struct ClusterBuilder {
     ipp: Option<IppConfig>,
     config: Option<Config>,
     config_dir: Option<PathBuf>,
+    facts: Option<Facts>,
 }
 
 impl ClusterBuilder {
@@ -176,6 +179,11 @@ impl ClusterBuilder {
         self.config = Some(c);
         self
     }
+    /// Plan with these facts (a saved snapshot, say) instead of probing.
+    pub fn facts(mut self, facts: Facts) -> Self {
+        self.facts = Some(facts);
+        self
+    }
     /// Discover the configuration from this folder (default: the working
     /// folder).
     pub fn config_dir(mut self, d: impl Into<PathBuf>) -> Self {
@@ -195,6 +203,9 @@ impl ClusterBuilder {
     }
 
     fn probe(&self) -> Result<Facts, CoreError> {
+        if let Some(f) = &self.facts {
+            return Ok(f.clone());
+        }
         let options = ProbeOptions {
             python: self.python.clone(),
             ..ProbeOptions::default()
@@ -210,6 +221,40 @@ impl ClusterBuilder {
 
     /// Start the cluster (workers start lazily, with the first tasks).
     pub fn build(self) -> Result<Cluster, CoreError> {
+        let (settings, advice, backend) = self.clone().prepare()?;
+        match backend {
+            Backend::Ipyparallel => {
+                let mut ipp = self
+                    .ipp
+                    .clone()
+                    .unwrap_or_else(|| IppConfig::new(&settings.python, settings.workers));
+                if ipp.engines == 0 {
+                    ipp.engines = settings.workers;
+                }
+                for (k, v) in &settings.env {
+                    ipp.env.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+                if ipp.timeout.is_none() {
+                    ipp.timeout = settings.timeout;
+                }
+                if let Some(n) = self.max_attempts {
+                    ipp.retries = n.saturating_sub(1);
+                }
+                let backend = IppBackend::start(ipp)?;
+                Cluster::start_ipp(settings, backend, Some(advice))
+            }
+            Backend::Single | Backend::Multiprocessing => Cluster::start(settings, Some(advice)),
+        }
+    }
+
+    /// What [`ClusterBuilder::build`] would run, without starting
+    /// anything: the settings (workers, start method, environment) and
+    /// the advice with the policy's verdict. Refuses what `build` refuses.
+    pub fn plan(self) -> Result<(Settings, Advice), CoreError> {
+        self.prepare().map(|(s, a, _)| (s, a))
+    }
+
+    fn prepare(self) -> Result<(Settings, Advice, Backend), CoreError> {
         let mut config = self.load_config()?;
         // Explicit choices are part of what the recommendation works from
         // (threads per worker follow from the worker count).
@@ -219,8 +264,9 @@ impl ClusterBuilder {
         if let Some(m) = self.start_method {
             config.start_method = Some(m.as_str().to_string());
         }
-        let needs_probe =
-            self.auto || (self.start_method == Some(StartMethod::Fork) && !self.force_fork);
+        let needs_probe = self.facts.is_some()
+            || self.auto
+            || (self.start_method == Some(StartMethod::Fork) && !self.force_fork);
         let facts = if needs_probe {
             self.probe()?
         } else {
@@ -278,8 +324,9 @@ impl ClusterBuilder {
             env: settings.env.clone(),
         };
         let report = evaluate(&facts, &plan, &config);
+        let verdict = assess(&facts, &plan, &config);
         if !self.force_fork {
-            let mut hazards = start_method_hazards(&assess(&facts, &plan, &config));
+            let mut hazards = start_method_hazards(&verdict);
             if self.registry.is_some() && settings.start_method == StartMethod::Fork {
                 // Rust tasks fork this very process: judge what it has
                 // loaded and how many threads it runs (variables set now
@@ -307,34 +354,12 @@ impl ClusterBuilder {
             facts,
             recommendation: rec,
             report,
+            verdict,
         };
-        match backend {
-            Backend::Ipyparallel => {
-                let mut ipp = self
-                    .ipp
-                    .clone()
-                    .unwrap_or_else(|| IppConfig::new(&settings.python, settings.workers));
-                if ipp.engines == 0 {
-                    ipp.engines = settings.workers;
-                }
-                for (k, v) in &settings.env {
-                    ipp.env.entry(k.clone()).or_insert_with(|| v.clone());
-                }
-                if ipp.timeout.is_none() {
-                    ipp.timeout = settings.timeout;
-                }
-                if let Some(n) = self.max_attempts {
-                    ipp.retries = n.saturating_sub(1);
-                }
-                let backend = IppBackend::start(ipp)?;
-                Cluster::start_ipp(settings, backend, Some(advice))
-            }
-            Backend::Single => {
-                settings.workers = 1;
-                Cluster::start(settings, Some(advice))
-            }
-            Backend::Multiprocessing => Cluster::start(settings, Some(advice)),
+        if backend == Backend::Single {
+            settings.workers = 1;
         }
+        Ok((settings, advice, backend))
     }
 }
 

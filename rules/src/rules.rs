@@ -111,7 +111,7 @@ pub(crate) fn env_evidence(facts: &Facts, name: &str) -> Evidence {
 pub(crate) fn library_evidence(lib: &Library) -> Vec<Evidence> {
     let mut ev = vec![Evidence::new(
         EvidenceSource::Static,
-        format!("library {} ({:?})", lib.path.display(), lib.vendor.value),
+        format!("library {} ({})", lib.path.display(), lib.vendor.value),
     )];
     ev.extend(lib.vendor.evidence.iter().cloned());
     ev

@@ -181,7 +181,11 @@ fn the_recommendation_follows_the_verdict() {
             assert_eq!(rec.start_method.value, want, "{name}");
         }
         // The plan it recommends has no start-method hazard left.
-        assert!(!rec.verdict.start_method_unsafe(), "{name}: {:?}", rec.verdict);
+        assert!(
+            !rec.verdict.start_method_unsafe(),
+            "{name}: {:?}",
+            rec.verdict
+        );
         // Fork asked for explicitly: the recommendation carries the fix.
         let forced = recommend(
             &facts,
@@ -191,10 +195,18 @@ fn the_recommendation_follows_the_verdict() {
             },
         );
         if fork_verdict.env_fix.is_some() && facts.target_os != caiclust_probe::OsFamily::Windows {
-            assert!(forced.verdict.safe() || !fork_verdict.start_method_unsafe(), "{name}: {:?}", forced.verdict);
+            assert!(
+                forced.verdict.safe() || !fork_verdict.start_method_unsafe(),
+                "{name}: {:?}",
+                forced.verdict
+            );
             for e in fork_verdict.env_fix.iter().flatten() {
                 let got = forced.env.iter().find(|x| x.name == e.name);
-                assert_eq!(got.map(|x| x.value.as_str()), Some(e.value.as_str()), "{name}");
+                assert_eq!(
+                    got.map(|x| x.value.as_str()),
+                    Some(e.value.as_str()),
+                    "{name}"
+                );
                 assert!(!got.unwrap().answers.is_empty(), "{name}");
             }
         }

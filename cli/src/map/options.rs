@@ -122,6 +122,14 @@ pub struct MapArgs {
     /// Print the commands that would run, one per line, and run nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Plan with a saved facts snapshot (`caiclust probe --json`) instead
+    /// of probing.
+    #[arg(long, value_name = "FILE")]
+    pub facts: Option<std::path::PathBuf>,
+    /// Print the pool's plan as JSON (workers, start method, variables,
+    /// the hazard policy's verdict) and run nothing.
+    #[arg(long)]
+    pub print_plan: bool,
     /// Say how the jobs run (workers, start method, variables) before
     /// starting.
     #[arg(short, long)]

@@ -222,6 +222,16 @@ pub fn run(args: MapArgs) -> Result<u8, MapError> {
     for (k, v) in &env {
         builder = builder.env(k, v);
     }
+    if let Some(path) = &args.facts {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading facts from {}: {e}", path.display()))?;
+        let facts = caiclust_core::probe::Facts::from_json(&text)
+            .map_err(|e| anyhow::anyhow!("reading facts from {}: {e}", path.display()))?;
+        builder = builder.facts(facts);
+    }
+    if args.print_plan {
+        return print_plan(builder);
+    }
     let cluster = match builder.build() {
         Ok(c) => c,
         Err(CoreError::ForkRefused { findings }) => {
@@ -611,6 +621,25 @@ fn check_resumed_commands(
             rows.len()
         ));
     }
+}
+
+/// `--print-plan`: the pool's plan as JSON, or the refusal.
+fn print_plan(builder: caiclust_core::ClusterBuilder) -> anyhow::Result<u8> {
+    let doc = match builder.plan() {
+        Ok((settings, advice)) => serde_json::json!({
+            "workers": settings.workers,
+            "start_method": settings.start_method.as_str(),
+            "env": settings.env.iter().filter(|(k, _)| k.as_str() != reaper::MARK_ENV).collect::<std::collections::BTreeMap<_, _>>(),
+            "verdict": advice.verdict,
+            "refused": null,
+        }),
+        Err(CoreError::ForkRefused { findings }) => serde_json::json!({ "refused": findings }),
+        Err(e) => return Err(e.into()),
+    };
+    let mut s = serde_json::to_string_pretty(&doc)?;
+    s.push('\n');
+    crate::stdout::write_stdout(&s)?;
+    Ok(0)
 }
 
 fn describe_plan(cluster: &Cluster, todo: usize, total: u64) -> String {

@@ -73,9 +73,8 @@ pub fn run(
     })?;
     let pid = child.id();
     forward::child_started(pid);
-    let watch = stall.and_then(|s| {
-        watch_tree(pid, TreeWatchOptions::with_stall(s), diagnose_forked_child).ok()
-    });
+    let watch = stall
+        .and_then(|s| watch_tree(pid, TreeWatchOptions::with_stall(s), diagnose_forked_child).ok());
     let Some(watch) = watch else {
         return wait(&mut child, program).map(Ended::Exited);
     };

@@ -70,6 +70,15 @@ pub struct RunArgs {
     /// (it is still watched for hangs).
     #[arg(long)]
     pub no_fix: bool,
+    /// Plan with a saved facts snapshot (`caiclust probe --json`) instead
+    /// of probing the interpreter.
+    #[arg(long, value_name = "FILE")]
+    pub facts: Option<PathBuf>,
+    /// Print the plan as JSON (the hazard policy's verdict on the program
+    /// as it is and as it will run, workers, threads, start method,
+    /// variables, changes) and exit without running anything.
+    #[arg(long)]
+    pub print_plan: bool,
     /// Diagnose a forked worker stuck in a runtime for this many seconds
     /// (the hang watchdog); 0 turns the watchdog off.
     #[arg(long, value_name = "SECS", default_value_t = 20.0)]
@@ -175,6 +184,31 @@ fn change_lines(plan: &ProgramPlan) -> Vec<String> {
     out
 }
 
+/// The plan as one JSON document (`--print-plan`).
+fn plan_json(plan: &ProgramPlan) -> String {
+    let env: serde_json::Map<String, serde_json::Value> = plan
+        .env
+        .iter()
+        .map(|a| (a.name.clone(), a.value.clone().into()))
+        .collect();
+    let doc = serde_json::json!({
+        "workers": plan.workers.0,
+        "workers_reason": plan.workers.1,
+        "threads": plan.threads,
+        "start_method": plan.after.start_method,
+        "hook": plan.hook.map(|(m, force)| serde_json::json!({"start_method": m.as_str(), "force": force})),
+        "env": env,
+        "changes": plan.changes.iter().map(|c| serde_json::json!({"what": c.what, "answers": c.answers})).collect::<Vec<_>>(),
+        "before": plan.before,
+        "after": plan.after,
+        "script": plan.script.as_ref().map(|p| p.display().to_string()),
+        "script_error": plan.script_error,
+    });
+    let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
 fn print_env_lines(applied: &[Applied]) -> String {
     let mut s = String::new();
     for a in applied {
@@ -264,7 +298,7 @@ pub const IPP_CONNECTION_ENV: &str = "CAICLUST_IPP_CONNECTION_FILE";
 pub const IPP_CLUSTER_ID_ENV: &str = "CAICLUST_IPP_CLUSTER_ID";
 
 fn run(args: RunArgs) -> anyhow::Result<u8> {
-    if args.command.is_empty() && !args.print_env {
+    if args.command.is_empty() && !args.print_env && !args.print_plan {
         anyhow::bail!("no command: caiclust run [OPTIONS] -- COMMAND [ARGS...]");
     }
     let explicit: Vec<(String, String)> = args
@@ -286,7 +320,16 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
             .filter(|p| is_python(p))
             .map(PathBuf::from)
     });
-    let (facts, fallback) = probe(python)?;
+    let (facts, fallback) = match &args.facts {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading facts from {}: {e}", path.display()))?;
+            let facts = Facts::from_json(&text)
+                .map_err(|e| anyhow::anyhow!("reading facts from {}: {e}", path.display()))?;
+            (facts, None)
+        }
+        None => probe(python)?,
+    };
     if let Some(w) = fallback {
         if !args.quiet {
             eprintln!("caiclust: {} {w}", "note:".bold());
@@ -301,6 +344,10 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         std::env::var(k).ok()
     });
 
+    if args.print_plan {
+        crate::stdout::write_stdout(&plan_json(&plan))?;
+        return Ok(0);
+    }
     if args.command.is_empty() {
         crate::stdout::write_stdout(&print_env_lines(&plan.env))?;
         return Ok(0);

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use crate::plan::StartMethod;
 
 /// The hook's source.
-pub const SITECUSTOMIZE: &str = include_str!("../../../cli/src/run/sitecustomize.py");
+pub const SITECUSTOMIZE: &str = include_str!("sitecustomize.py");
 
 /// The variable naming the start method the hook applies.
 pub const START_METHOD_VAR: &str = "CAICLUST_START_METHOD";
@@ -42,7 +42,10 @@ impl Hook {
         let joined = std::env::join_paths(paths)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let mut env = vec![
-            ("PYTHONPATH".to_string(), joined.to_string_lossy().into_owned()),
+            (
+                "PYTHONPATH".to_string(),
+                joined.to_string_lossy().into_owned(),
+            ),
             (START_METHOD_VAR.to_string(), method.as_str().to_string()),
         ];
         if force {

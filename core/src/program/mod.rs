@@ -27,8 +27,7 @@ use std::path::{Path, PathBuf};
 
 use caiclust_probe::Facts;
 use caiclust_rules::{
-    assess, read_script_plan, recommend, Config, EnvSetting, Plan, ScriptError, ScriptPlan,
-    Verdict,
+    assess, read_script_plan, recommend, Config, EnvSetting, Plan, ScriptError, ScriptPlan, Verdict,
 };
 
 use crate::plan::StartMethod;
@@ -198,16 +197,14 @@ pub fn plan_program(
         },
         config,
     );
-    let answered = |ids: &[String]| {
-        answers(
-            fixing
-                .hazards
-                .iter()
-                .filter(|f| ids.contains(&f.rule_id)),
-        )
-    };
+    let answered =
+        |ids: &[String]| answers(fixing.hazards.iter().filter(|f| ids.contains(&f.rule_id)));
     for a in &env {
-        let Some(fix) = rec.env.iter().find(|e| e.name == a.name && !e.answers.is_empty()) else {
+        let Some(fix) = rec
+            .env
+            .iter()
+            .find(|e| e.name == a.name && !e.answers.is_empty())
+        else {
             continue;
         };
         match &a.origin {
@@ -344,7 +341,9 @@ fn program_workers(
         };
         return (
             n.max(1),
-            format!("{n} (multiprocessing.Pool's default: the script's pools are not written in it)"),
+            format!(
+                "{n} (multiprocessing.Pool's default: the script's pools are not written in it)"
+            ),
         );
     }
     let rec = recommend(facts, config);

@@ -87,7 +87,7 @@ impl Rule for DuplicateRuntimes {
             out.push(finding(
                 &INFO,
                 format!(
-                    "{} copies of {:?}, each with its own pool: {}",
+                    "{} copies of {}, each with its own pool: {}",
                     dup.paths.len(),
                     dup.vendor,
                     names.join(", ")
