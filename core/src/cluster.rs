@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use caiclust_probe::{probe_pid, probe_python, Facts, LiveOptions, ProbeError, ProbeOptions};
 use caiclust_rules::{
-    evaluate, find_rule, recommend, Backend, Category, Config, ConfigError, Level, Plan,
+    evaluate, find_rule, recommend, Backend, Category, Config, ConfigError, Finding, Level, Plan,
     Recommendation, Report,
 };
 
@@ -496,12 +496,20 @@ pub(crate) fn fork_hazards(report: &Report) -> Vec<String> {
     report
         .findings
         .iter()
-        .filter(|f| {
-            f.level == Level::Error
-                && find_rule(&f.rule_id).is_some_and(|r| r.info().category == Category::HangOrCrash)
-        })
-        .map(|f| format!("{} {}: {}", f.rule_id, f.rule_name, f.message))
+        .filter(|f| is_fork_hazard(f))
+        .map(describe_hazard)
         .collect()
+}
+
+/// A hazard as one line: `ID name: message`.
+pub(crate) fn describe_hazard(f: &Finding) -> String {
+    format!("{} {}: {}", f.rule_id, f.rule_name, f.message)
+}
+
+/// Is this finding a hang or a crash, at error level?
+pub(crate) fn is_fork_hazard(f: &Finding) -> bool {
+    f.level == Level::Error
+        && find_rule(&f.rule_id).is_some_and(|r| r.info().category == Category::HangOrCrash)
 }
 
 /// How many tasks [`Cluster::submit_many`] sends in one event.

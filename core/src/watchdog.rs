@@ -6,7 +6,7 @@
 //! CC001, GNU OpenMP used after fork) is the likely cause.
 
 use caiclust_probe::{probe_pid, LiveOptions};
-use caiclust_rules::{evaluate, Config, Plan};
+use caiclust_rules::{evaluate, Config, Finding, Plan};
 
 use crate::plan::StartMethod;
 use crate::tree::TreeSample;
@@ -84,18 +84,35 @@ pub(crate) fn diagnose(
 }
 
 /// The error-level hang-or-crash findings of the rules on a process's
-/// facts, with this start method.
+/// facts, with this start method, as `ID name: message`.
 fn hang_causes(facts: &caiclust_probe::Facts, method: &str, workers: usize) -> Vec<String> {
+    hang_findings(facts, method, Some(workers))
+        .iter()
+        .map(crate::cluster::describe_hazard)
+        .collect()
+}
+
+/// The error-level hang-or-crash findings of the rules on a process's
+/// facts, with this start method (and worker count, when known).
+pub(crate) fn hang_findings(
+    facts: &caiclust_probe::Facts,
+    method: &str,
+    workers: Option<usize>,
+) -> Vec<Finding> {
     let plan = Plan {
         start_method: Some(method.to_string()),
-        workers: Some(workers),
+        workers,
     };
-    crate::cluster::fork_hazards(&evaluate(facts, &plan, &Config::default()))
+    evaluate(facts, &plan, &Config::default())
+        .findings
+        .into_iter()
+        .filter(crate::cluster::is_fork_hazard)
+        .collect()
 }
 
 /// Descendants of `pid` that were forked without exec: the same program as
 /// their parent.
-fn forked_children(pid: u32) -> Vec<u32> {
+pub(crate) fn forked_children(pid: u32) -> Vec<u32> {
     let exe = |p: u32| std::fs::read_link(format!("/proc/{p}/exe")).ok();
     crate::tree::descendants_with_parents(pid)
         .into_iter()
