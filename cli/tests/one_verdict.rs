@@ -179,7 +179,10 @@ fn every_consumer_reaches_the_same_verdict_on_every_snapshot() {
         );
         let after: Verdict = serde_json::from_value(planned["after"].clone()).unwrap();
         if want.env_fix.is_some() || s.plan.start_method.is_some() {
-            assert!(!after.start_method_unsafe(), "{name}: caiclust run: {after:?}");
+            assert!(
+                !after.start_method_unsafe(),
+                "{name}: caiclust run: {after:?}"
+            );
         }
 
         // caiclust map and Cluster: with the plan's own start method, fork
@@ -234,9 +237,15 @@ fn every_consumer_reaches_the_same_verdict_on_every_snapshot() {
             }
             Err(CoreError::ForkRefused { findings }) => {
                 assert!(!mapped["refused"].is_null(), "{name}: map accepted");
-                assert!(want.start_method_unsafe() && want.env_fix.is_none(), "{name}");
+                assert!(
+                    want.start_method_unsafe() && want.env_fix.is_none(),
+                    "{name}"
+                );
                 for id in &want.start_method_hazards {
-                    assert!(findings.iter().any(|f| f.starts_with(id.as_str())), "{name}");
+                    assert!(
+                        findings.iter().any(|f| f.starts_with(id.as_str())),
+                        "{name}"
+                    );
                 }
             }
             Err(CoreError::Unsupported { .. }) => {}

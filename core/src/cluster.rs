@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use caiclust_probe::{probe_pid, probe_python, Facts, LiveOptions, ProbeError, ProbeOptions};
 use caiclust_rules::{
-    assess, evaluate, recommend, Backend, Config, ConfigError, Plan, Recommendation, Report,
-    Verdict,
+    assess, evaluate, recommend, Backend, Config, ConfigError, Finding, Plan, Recommendation,
+    Report, Verdict,
 };
 
 use crate::ipp::{IppBackend, IppConfig, IppError, IppEvent};
@@ -515,8 +515,13 @@ fn run_ipp(
 fn start_method_hazards(verdict: &Verdict) -> Vec<String> {
     verdict
         .start_method_findings()
-        .map(|f| format!("{} {}: {}", f.rule_id, f.rule_name, f.message))
+        .map(describe_hazard)
         .collect()
+}
+
+/// A hazard as one line: `ID name: message`.
+pub(crate) fn describe_hazard(f: &Finding) -> String {
+    format!("{} {}: {}", f.rule_id, f.rule_name, f.message)
 }
 
 /// How many tasks [`Cluster::submit_many`] sends in one event.

@@ -14,6 +14,11 @@
 //! Python workers; no pickle crosses languages), and Rust functions
 //! registered by name in the same binary (see [`worker::serve_if_requested`]).
 //!
+//! For a program run as it is (`caiclust run -- python pipeline.py`),
+//! [`watch_tree`] watches its whole process tree and reports the first
+//! forked worker that hangs in a threading runtime, with the rule that
+//! names the cause (see [`hang`]).
+//!
 //! ```no_run
 //! use caiclust_core::{Cluster, Task};
 //! let cluster = Cluster::auto()?;
@@ -28,6 +33,7 @@ pub use caiclust_rules as rules;
 
 mod cluster;
 mod command;
+pub mod hang;
 pub mod ipp;
 mod ledger;
 pub mod plan;
@@ -39,6 +45,9 @@ mod watchdog;
 pub mod worker;
 
 pub use cluster::{Advice, Cluster, ClusterBuilder, CoreError, InOrder};
+pub use hang::{
+    diagnose_forked_child, watch_tree, Hang, HangKind, Suspect, TreeWatch, TreeWatchOptions,
+};
 pub use plan::{HaltPolicy, HaltTrigger, HaltWhen, Settings, StartMethod, Threshold};
 pub use scheduler::Notice;
 pub use task::{

@@ -1329,11 +1329,13 @@ impl Scheduler {
                 // CPU time is system time.
                 // Asleep allows a trickle (under 2% of one CPU): helper
                 // threads that poll, like Python's Pool handlers.
-                let cpu = sample.cpu_ticks.saturating_sub(prev.cpu_ticks);
-                let sys = sample.sys_ticks.saturating_sub(prev.sys_ticks);
-                let window_ticks = now.duration_since(*t).as_secs_f64() * tree::CLOCK_TICKS_PER_SEC;
-                let asleep = (cpu as f64) < 0.02 * window_ticks;
-                let spinning = !asleep && sys * 10 >= cpu * 8;
+                let kind = crate::hang::stall_kind(
+                    sample.cpu_ticks.saturating_sub(prev.cpu_ticks),
+                    sample.sys_ticks.saturating_sub(prev.sys_ticks),
+                    now.duration_since(*t),
+                );
+                let asleep = kind == Some(crate::hang::HangKind::Blocked);
+                let spinning = kind == Some(crate::hang::HangKind::Spinning);
                 if asleep || spinning {
                     let idle = *watch.idle_since.get_or_insert(*t);
                     if now.duration_since(idle) >= stall {

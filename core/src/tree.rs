@@ -166,9 +166,52 @@ pub fn sample_tree(pid: u32) -> Option<TreeSample> {
     }
 }
 
+/// One process's CPU time (all its threads, living and ended), its parent,
+/// state and start time, from `/proc/PID/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessSample {
+    pub parent: u32,
+    /// The state letter of proc(5): `R`, `S`, `D`, `T`, `t`, `Z`, ...
+    pub state: char,
+    /// When it started, in clock ticks since boot: with the pid, it tells
+    /// a process from a later one that reuses its pid.
+    pub start_ticks: u64,
+    /// User + system time, in clock ticks.
+    pub cpu_ticks: u64,
+    /// The part of `cpu_ticks` spent in the kernel.
+    pub sys_ticks: u64,
+}
+
+impl ProcessSample {
+    /// Stopped (`T`, by a signal or job control) or traced (`t`): it is
+    /// not running, by someone's choice.
+    pub fn stopped(&self) -> bool {
+        matches!(self.state, 'T' | 't')
+    }
+
+    /// Gone but not yet reaped (`Z`), or dead (`X`).
+    pub fn exited(&self) -> bool {
+        matches!(self.state, 'Z' | 'X')
+    }
+}
+
+/// Read one process (not its descendants): one small `/proc` read.
+/// `None` when it cannot be read (not Linux, or the process is gone).
+pub fn process_sample(pid: u32) -> Option<ProcessSample> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::process_sample(pid)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        None
+    }
+}
+
 #[cfg(target_os = "linux")]
 mod linux {
-    use super::TreeSample;
+    use super::{ProcessSample, TreeSample};
 
     /// (pid, parent pid) of every process.
     pub(super) fn parent_table() -> Vec<(u32, u32)> {
@@ -209,6 +252,18 @@ mod linux {
         let utime: u64 = field(stat, 14).and_then(|f| f.parse().ok()).unwrap_or(0);
         let stime: u64 = field(stat, 15).and_then(|f| f.parse().ok()).unwrap_or(0);
         (utime + stime, stime)
+    }
+
+    pub(super) fn process_sample(pid: u32) -> Option<ProcessSample> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (cpu_ticks, sys_ticks) = ticks(&stat);
+        Some(ProcessSample {
+            parent: field(&stat, 4)?.parse().ok()?,
+            state: state_of(&stat)?,
+            start_ticks: field(&stat, 22)?.parse().ok()?,
+            cpu_ticks,
+            sys_ticks,
+        })
     }
 
     pub(super) fn sample(pid: u32) -> Option<TreeSample> {

@@ -6,7 +6,7 @@
 //! CC001, GNU OpenMP used after fork) is the likely cause.
 
 use caiclust_probe::{probe_pid, LiveOptions};
-use caiclust_rules::Config;
+use caiclust_rules::{Config, Finding};
 
 use crate::plan::StartMethod;
 use crate::tree::TreeSample;
@@ -87,15 +87,26 @@ pub(crate) fn diagnose(
 /// with these facts, started with this start method, as `ID name:
 /// message`.
 fn hang_causes(facts: &caiclust_probe::Facts, method: &str, workers: usize) -> Vec<String> {
-    caiclust_rules::hang_causes(facts, method, workers, &Config::default())
-        .into_iter()
-        .map(|f| format!("{} {}: {}", f.rule_id, f.rule_name, f.message))
+    hang_findings(facts, method, Some(workers))
+        .iter()
+        .map(crate::cluster::describe_hazard)
         .collect()
+}
+
+/// The findings the hazard policy names as the causes of a hang of a
+/// process with these facts, started with this start method (and worker
+/// count, when known), causes that depend on the start method first.
+pub(crate) fn hang_findings(
+    facts: &caiclust_probe::Facts,
+    method: &str,
+    workers: Option<usize>,
+) -> Vec<Finding> {
+    caiclust_rules::hang_causes(facts, method, workers.unwrap_or(1), &Config::default())
 }
 
 /// Descendants of `pid` that were forked without exec: the same program as
 /// their parent.
-fn forked_children(pid: u32) -> Vec<u32> {
+pub(crate) fn forked_children(pid: u32) -> Vec<u32> {
     let exe = |p: u32| std::fs::read_link(format!("/proc/{p}/exe")).ok();
     crate::tree::descendants_with_parents(pid)
         .into_iter()

@@ -223,10 +223,13 @@ pub fn run(args: MapArgs) -> Result<u8, MapError> {
         builder = builder.env(k, v);
     }
     if let Some(path) = &args.facts {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("reading facts from {}: {e}", path.display()))?;
-        let facts = caiclust_core::probe::Facts::from_json(&text)
-            .map_err(|e| anyhow::anyhow!("reading facts from {}: {e}", path.display()))?;
+        let bad = |message: String| MapError::Input {
+            what: format!("--facts {}", path.display()),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let facts =
+            caiclust_core::probe::Facts::from_json(&text).map_err(|e| bad(e.to_string()))?;
         builder = builder.facts(facts);
     }
     if args.print_plan {
@@ -624,7 +627,7 @@ fn check_resumed_commands(
 }
 
 /// `--print-plan`: the pool's plan as JSON, or the refusal.
-fn print_plan(builder: caiclust_core::ClusterBuilder) -> anyhow::Result<u8> {
+fn print_plan(builder: caiclust_core::ClusterBuilder) -> Result<u8, MapError> {
     let doc = match builder.plan() {
         Ok((settings, advice)) => serde_json::json!({
             "workers": settings.workers,
@@ -636,9 +639,12 @@ fn print_plan(builder: caiclust_core::ClusterBuilder) -> anyhow::Result<u8> {
         Err(CoreError::ForkRefused { findings }) => serde_json::json!({ "refused": findings }),
         Err(e) => return Err(e.into()),
     };
-    let mut s = serde_json::to_string_pretty(&doc)?;
+    let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
     s.push('\n');
-    crate::stdout::write_stdout(&s)?;
+    crate::stdout::write_stdout(&s).map_err(|e| MapError::Input {
+        what: "standard output".into(),
+        message: e.to_string(),
+    })?;
     Ok(0)
 }
 
