@@ -104,15 +104,18 @@ fn delimiter(value: &str) -> String {
 /// start method; where that method has a hazard, the variables include
 /// the environment that removes it).
 pub fn safe_env(facts: &Facts, config: &Config, plan: &Plan) -> Recommendation {
-    let method = assess(facts, plan, config).start_method;
-    recommend(
+    let natural = assess(facts, plan, config);
+    let mut advice = recommend(
         facts,
         &Config {
-            start_method: Some(method),
+            start_method: Some(natural.start_method),
             workers: plan.workers.or(config.workers),
             ..config.clone()
         },
-    )
+    );
+    // The method is the workers' own, not one caiclust chose.
+    advice.verdict.start_method_source = natural.start_method_source;
+    advice
 }
 
 /// The comment line that says which start method the values assume, and

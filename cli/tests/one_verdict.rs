@@ -72,14 +72,13 @@ fn plan_args(plan: &Plan, with_workers: bool) -> Vec<String> {
     a
 }
 
+/// Run a command in a folder with no configuration; its standard output.
+/// `caiclust-check` exits 1 for findings at the deny level, which is a
+/// result, not a failure.
 fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .env_remove("CAICLUST_FIXTURES_UNUSED")
-        .current_dir(std::env::temp_dir())
-        .output()
-        .unwrap();
+    let out = cmd.current_dir(std::env::temp_dir()).output().unwrap();
     assert!(
-        out.status.success(),
+        matches!(out.status.code(), Some(0 | 1)),
         "{cmd:?}: {}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
@@ -154,15 +153,17 @@ fn every_consumer_reaches_the_same_verdict_on_every_snapshot() {
                     "{name}: eval \"$(caiclust env)\" leaves the start method unsafe"
                 );
             }
-            None => assert!(
+            None if want.start_method_unsafe() => assert!(
                 header.contains("still unsafe"),
                 "{name}: caiclust env must say it cannot fix {:?}: {header}",
                 want.start_method_hazards
             ),
+            // Not a start-method hazard (CC010: more workers than Windows
+            // handles): the recommendation's own worker cap answers it.
+            None => {}
         }
 
-        // caiclust run: the same hazards before; safe after whenever an
-        // environment can make it so (no script: fork cannot be avoided).
+        // caiclust run: the same hazards before, and the same fix.
         let plan_json = run(Command::new(CAICLUST)
             .args(["run", "--print-plan", "--facts"])
             .arg(&s.path)
@@ -178,12 +179,13 @@ fn every_consumer_reaches_the_same_verdict_on_every_snapshot() {
             "{name}: caiclust run"
         );
         let after: Verdict = serde_json::from_value(planned["after"].clone()).unwrap();
-        if want.env_fix.is_some() || s.plan.start_method.is_some() {
-            assert!(
-                !after.start_method_unsafe(),
-                "{name}: caiclust run: {after:?}"
-            );
-        }
+        // Without a script it cannot change the start method: the
+        // environment fixes it, or nothing does (a running process).
+        assert_eq!(
+            after.start_method_unsafe(),
+            want.start_method_unsafe() && want.env_fix.is_none(),
+            "{name}: caiclust run: {after:?}"
+        );
 
         // caiclust map and Cluster: with the plan's own start method, fork
         // is refused exactly when no environment makes it safe; otherwise

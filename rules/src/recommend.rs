@@ -173,24 +173,36 @@ pub fn recommend(facts: &Facts, config: &Config) -> Recommendation {
             .map(|e| (e.name.clone(), e.value.clone()))
             .collect(),
     };
-    let mut verdict = assess(facts, &plan(&env), config);
-    if let Some(fix) = verdict.env_fix.clone().filter(|f| !f.is_empty()) {
-        let answers: Vec<String> = verdict.hazards.iter().map(|f| f.rule_id.clone()).collect();
-        for e in fix {
-            env.retain(|x| x.name != e.name);
-            env.push(EnvSetting {
-                reason: format!(
-                    "{}; makes {} safe ({})",
-                    e.reason,
-                    start_method.value,
-                    answers.join(", ")
-                ),
-                answers: answers.clone(),
-                ..e
-            });
+    // The hazards of the start method as the workers would meet them
+    // without caiclust's variables, then with its thread limits (which may
+    // start a pool the bare environment left at one thread): each
+    // environment fix (checked by the policy) goes in over the thread
+    // limits it overlaps, its variables naming the hazards they answer,
+    // even where a thread limit happens to set the same value.
+    let mut verdict = assess(facts, &plan(&[]), config);
+    for _ in 0..3 {
+        if let Some(fix) = verdict.env_fix.clone().filter(|f| !f.is_empty()) {
+            let answers: Vec<String> =
+                verdict.hazards.iter().map(|f| f.rule_id.clone()).collect();
+            for e in fix {
+                env.retain(|x| x.name != e.name);
+                env.push(EnvSetting {
+                    reason: format!(
+                        "{}; makes {} safe ({})",
+                        e.reason,
+                        start_method.value,
+                        answers.join(", ")
+                    ),
+                    answers: answers.clone(),
+                    ..e
+                });
+            }
+            env.sort_by(|a, b| a.name.cmp(&b.name));
         }
-        env.sort_by(|a, b| a.name.cmp(&b.name));
         verdict = assess(facts, &plan(&env), config);
+        if verdict.env_fix.as_ref().is_none_or(Vec::is_empty) {
+            break;
+        }
     }
 
     Recommendation {
