@@ -241,6 +241,7 @@ mod tests {
             name: name.into(),
             value: value.into(),
             reason: "because".into(),
+            ..Default::default()
         }
     }
 

@@ -16,6 +16,7 @@ fn tricky() -> Vec<EnvSetting> {
         name: n.into(),
         value: v.into(),
         reason: format!("why {n}:\nsecond line"),
+        ..Default::default()
     };
     vec![
         s("CC_PLAIN", "1"),
@@ -153,6 +154,7 @@ fn dotenv_parses_back() {
         name: "CC_NEWLINE".into(),
         value: "a\nb".into(),
         reason: "r".into(),
+        ..Default::default()
     });
     let got = parse_dotenv(&render(Shell::Dotenv, &env));
     for e in &env {
@@ -224,6 +226,7 @@ fn github_env_file_lines() {
         name: "CC_NEWLINE".into(),
         value: "a\nb".into(),
         reason: "r".into(),
+        ..Default::default()
     });
     let text = render(Shell::Github, &env);
     assert!(

@@ -182,8 +182,7 @@ pub fn recommend(facts: &Facts, config: &Config) -> Recommendation {
     let mut verdict = assess(facts, &plan(&[]), config);
     for _ in 0..3 {
         if let Some(fix) = verdict.env_fix.clone().filter(|f| !f.is_empty()) {
-            let answers: Vec<String> =
-                verdict.hazards.iter().map(|f| f.rule_id.clone()).collect();
+            let answers: Vec<String> = verdict.hazards.iter().map(|f| f.rule_id.clone()).collect();
             for e in fix {
                 env.retain(|x| x.name != e.name);
                 env.push(EnvSetting {

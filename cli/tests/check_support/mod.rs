@@ -69,6 +69,7 @@ pub fn synthetic_report() -> Report {
                 evidence: vec![ev("NEEDED libgomp.so.1")],
                 fix: Some("use spawn:\nmultiprocessing.set_start_method('spawn')".into()),
                 location: Some("/opt/my env/lib/libgomp-e985bcbb.so.1.0.0".into()),
+                env_fix: Vec::new(),
             },
             Finding {
                 rule_id: "CC010".into(),
@@ -78,6 +79,7 @@ pub fn synthetic_report() -> Report {
                 evidence: vec![],
                 fix: None,
                 location: Some("OMP_NUM_THREADS".into()),
+                env_fix: Vec::new(),
             },
             Finding {
                 rule_id: "CC020".into(),
@@ -87,6 +89,7 @@ pub fn synthetic_report() -> Report {
                 evidence: vec![ev("export openblas_get_config")],
                 fix: None,
                 location: Some("libopenblas.so.0".into()),
+                env_fix: Vec::new(),
             },
             Finding {
                 rule_id: "CC030".into(),
@@ -96,6 +99,7 @@ pub fn synthetic_report() -> Report {
                 evidence: vec![],
                 fix: None,
                 location: Some("src/run,job.py:12:5".into()),
+                env_fix: Vec::new(),
             },
         ],
         deny_level: Level::Error,

@@ -405,3 +405,89 @@ pub fn script_of(argv: &[String]) -> Option<PathBuf> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use caiclust_rules::EnvSetting;
+
+    fn w(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn finds_the_script_of_a_python_command() {
+        assert_eq!(
+            script_of(&w(&["python", "-u", "-X", "dev", "run.py", "-m"])),
+            Some("run.py".into())
+        );
+        assert_eq!(
+            script_of(&w(&["/venv/bin/python3.12", "-Wignore", "a.py"])),
+            Some("a.py".into())
+        );
+        assert_eq!(script_of(&w(&["python3", "-m", "caiman"])), None);
+        assert_eq!(script_of(&w(&["python3", "-uc", "print(1)"])), None);
+        assert_eq!(script_of(&w(&["python3"])), None);
+        assert_eq!(script_of(&w(&["sh", "x.py"])), None);
+        assert_eq!(script_of(&w(&["pythonista", "x.py"])), None);
+        assert!(is_python("C:\\Python311\\python.exe") || cfg!(unix));
+    }
+
+    #[test]
+    fn explicit_and_environment_values_win() {
+        let rec = vec![
+            EnvSetting {
+                name: "OMP_NUM_THREADS".into(),
+                value: "2".into(),
+                reason: "r1".into(),
+                ..Default::default()
+            },
+            EnvSetting {
+                name: "OPENBLAS_NUM_THREADS".into(),
+                value: "2".into(),
+                reason: "r2".into(),
+                ..Default::default()
+            },
+            EnvSetting {
+                name: "MKL_NUM_THREADS".into(),
+                value: "2".into(),
+                reason: "r3".into(),
+                ..Default::default()
+            },
+        ];
+        let mut rec = rec;
+        rec.push(EnvSetting {
+            name: "BLIS_NUM_THREADS".into(),
+            value: "1".into(),
+            reason: "makes fork safe (CC001)".into(),
+            answers: vec!["CC001".into()],
+        });
+        let explicit = vec![("MKL_NUM_THREADS".to_string(), "4".to_string())];
+        let env = |k: &str| match k {
+            "OMP_NUM_THREADS" => Some("8".to_string()),
+            "OPENBLAS_NUM_THREADS" => Some(String::new()),
+            "BLIS_NUM_THREADS" => Some("2".to_string()),
+            _ => None,
+        };
+        let a = decide_env(&rec, &explicit, env);
+        let find = |n: &str| a.iter().find(|x| x.name == n).unwrap().clone();
+        assert_eq!(find("MKL_NUM_THREADS").origin, Origin::Explicit);
+        assert_eq!(find("MKL_NUM_THREADS").value, "4");
+        assert_eq!(
+            find("OMP_NUM_THREADS").origin,
+            Origin::Environment {
+                recommended: "2".into()
+            }
+        );
+        assert_eq!(find("OMP_NUM_THREADS").value, "8");
+        assert_eq!(find("OPENBLAS_NUM_THREADS").value, "2", "empty is unset");
+        // A variable of the user's that causes a hazard is replaced, and
+        // named.
+        assert_eq!(find("BLIS_NUM_THREADS").value, "1");
+        assert_eq!(
+            find("BLIS_NUM_THREADS").origin,
+            Origin::Replaced { was: "2".into() }
+        );
+        assert_eq!(a.len(), 4);
+    }
+}
