@@ -9,6 +9,7 @@
 #                           opencv-python-headless, threadpoolctl
 #   venv-ipp/               CPython venv with PyPI ipyparallel, numpy,
 #                           scikit-learn (the ipyparallel backend's tests)
+#   venv-tools/             ruff, for .ci/run's lint of the Python files
 #   wheels/<name>/          one unpacked foreign wheel per folder (macOS,
 #                           Windows), to be probed statically, each on its own
 #   downloads/<name>/       the downloaded .whl files (cache)
@@ -66,6 +67,10 @@ VENV_NUMPY_PACKAGES=(numpy)
 # And one for the ipyparallel backend: a controller and engines from PyPI,
 # with the hazard workload's numpy and scikit-learn.
 VENV_IPP_PACKAGES=(ipyparallel numpy scikit-learn)
+# And one for the project's own Python tooling: ruff, the linter .ci/run
+# runs over every Python file of the repository.
+VENV_TOOLS=$FIX/venv-tools
+VENV_TOOLS_PACKAGES=(ruff)
 
 # Debian packages: BLAS flavours for the system numpy, a C compiler for
 # OpenMP test programs, venv support, threadpoolctl for the system python,
@@ -253,6 +258,8 @@ build_venv venv-numpy "$VENV_NUMPY" '"$1" -c "import numpy"' "${VENV_NUMPY_PACKA
 build_venv venv-ipp "$VENV_IPP" \
     '"$1" -c "import ipyparallel, numpy, sklearn" && [ -x "$(dirname "$1")/ipcluster" ]' \
     "${VENV_IPP_PACKAGES[@]}"
+# shellcheck disable=SC2016
+build_venv venv-tools "$VENV_TOOLS" '"$(dirname "$1")/ruff" --version' "${VENV_TOOLS_PACKAGES[@]}"
 
 # The SARIF 2.1.0 schema and a validator, for the --format sarif tests.
 log "sarif schema: $(CAICLUST_FIXTURES="$FIX" bash "$(dirname "${BASH_SOURCE[0]}")/fetch-sarif-schema.sh")"
@@ -325,6 +332,7 @@ write_if_changed "$FIX/env.sh" <<EOF
 export CAICLUST_FIXTURES='$FIX'
 export CAICLUST_VENV_PYPI='$VENV/bin/python'
 export CAICLUST_VENV_IPP='$VENV_IPP/bin/python'
+export CAICLUST_RUFF='$VENV_TOOLS/bin/ruff'
 export CAICLUST_DEBIAN_PYTHON='$DEBIAN_PYTHON'
 export CAICLUST_WHEELS='$WHEELS'
 export CAICLUST_OPENBLAS_PTHREAD_DIR='$OPENBLAS_PTHREAD_DIR'

@@ -60,7 +60,21 @@ fn bash_and_zsh_round_trip() {
 fn binary_output_evals_in_bash() {
     let f = pypi_linux();
     let facts = facts(&f);
-    let advice = caiclust_rules::recommend(&facts, &caiclust_rules::Config::default());
+    // The values for the interpreter's default start method (fork here):
+    // where fork would hang, the environment that makes it safe.
+    let advice = caiclust_cli::envfmt::safe_env(
+        &facts,
+        &caiclust_rules::Config::default(),
+        &caiclust_rules::Plan::default(),
+    );
+    assert_eq!(advice.verdict.start_method, "fork");
+    assert!(advice.verdict.safe(), "{:?}", advice.verdict);
+    let omp = advice.env.iter().find(|e| e.name == "OMP_NUM_THREADS");
+    assert_eq!(omp.map(|e| e.value.as_str()), Some("1"), "CC001's fix");
+    assert_eq!(
+        omp.map(|e| e.answers.clone()),
+        Some(vec!["CC001".to_string()])
+    );
     let o = Command::new("bash")
         .arg("-c")
         .arg(r#"eval "$("$CC_BIN" env --shell bash --facts "$CC_FACTS")" && env -0"#)

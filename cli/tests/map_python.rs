@@ -198,14 +198,37 @@ fn a_command_and_a_function_together_are_refused() {
 }
 
 #[test]
-fn fork_is_refused_where_the_rules_see_a_hazard_unless_forced() {
+fn fork_is_made_safe_or_refused_where_the_rules_see_a_hazard_unless_forced() {
     // The PyPI venv has scikit-learn's GNU OpenMP: forked workers hang.
     let w = Work::new();
     w.write("tasks.py", TASKS);
     let pypi = caiclust_tests::fixtures().venv_pypi;
     let py = pypi.to_str().expect("utf-8");
+    // With the recommendation (the default), fork gets the environment
+    // that makes it safe, and says so.
     let o = output(&mut w.caiclust(&[
         "map",
+        "--python",
+        py,
+        "--start-method",
+        "fork",
+        "-v",
+        "-f",
+        "tasks:square",
+        ":::",
+        "2",
+    ]));
+    expect_status(&o, 0);
+    assert_eq!(lines(&o)[0]["value"], 4);
+    let err = stderr(&o);
+    assert!(
+        err.contains("start method fork") && err.contains("OMP_NUM_THREADS=1"),
+        "{err}"
+    );
+    // Without it (--no-auto), nothing makes fork safe: refused.
+    let o = output(&mut w.caiclust(&[
+        "map",
+        "--no-auto",
         "--python",
         py,
         "--start-method",
@@ -224,6 +247,7 @@ fn fork_is_refused_where_the_rules_see_a_hazard_unless_forced() {
     assert!(err.contains("--force-fork"), "{err}");
     let o = output(&mut w.caiclust(&[
         "map",
+        "--no-auto",
         "--python",
         py,
         "--start-method",

@@ -25,14 +25,20 @@ struct Snapshot {
     plan: Plan,
 }
 
+/// The rules' snapshots, each with its plan, and the README's example
+/// (`examples/`, with the default plan).
 fn snapshots() -> Vec<Snapshot> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules/tests/snapshots");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with(".facts.json"))
-        .collect();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for dir in ["rules/tests/snapshots", "examples"] {
+        paths.extend(
+            std::fs::read_dir(root.join(dir))
+                .unwrap()
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.to_string_lossy().ends_with(".facts.json")),
+        );
+    }
     paths.sort();
     let out: Vec<Snapshot> = paths
         .into_iter()
@@ -44,10 +50,11 @@ fn snapshots() -> Vec<Snapshot> {
                 .trim_end_matches(".facts.json")
                 .to_string();
             let facts = Facts::from_json(&std::fs::read_to_string(&path).unwrap()).unwrap();
-            let plan: Plan = serde_json::from_str(
-                &std::fs::read_to_string(dir.join(format!("{name}.plan.json"))).unwrap(),
-            )
-            .unwrap();
+            let plan_path = path.with_file_name(format!("{name}.plan.json"));
+            let plan: Plan = match std::fs::read_to_string(&plan_path) {
+                Ok(text) => serde_json::from_str(&text).unwrap(),
+                Err(_) => Plan::default(),
+            };
             Snapshot {
                 name,
                 path,

@@ -19,6 +19,14 @@ fn debian() -> String {
         .to_string()
 }
 
+fn pypi() -> String {
+    caiclust_tests::fixtures()
+        .venv_pypi
+        .to_str()
+        .expect("utf-8")
+        .to_string()
+}
+
 /// `caiclust run` without the thread variables inherited from the test's
 /// own environment.
 fn run_cmd(w: &Work, args: &[&str]) -> std::process::Command {
@@ -38,7 +46,7 @@ fn run_cmd(w: &Work, args: &[&str]) -> std::process::Command {
 fn the_recommended_variables_reach_the_program() {
     let w = Work::new();
     let py = debian();
-    let want = recommended_env(std::path::Path::new(&py));
+    let want = run_env(std::path::Path::new(&py));
     assert!(!want.is_empty(), "Debian numpy: something is recommended");
     let script: String = want
         .iter()
@@ -68,7 +76,7 @@ fn the_python_of_the_command_is_probed() {
     // No --python: `python ...` names the interpreter to probe.
     let w = Work::new();
     let py = debian();
-    let want = recommended_env(std::path::Path::new(&py));
+    let want = run_env(std::path::Path::new(&py));
     let (k, v) = &want[0];
     let o = output(&mut run_cmd(
         &w,
@@ -86,12 +94,17 @@ fn the_python_of_the_command_is_probed() {
 
 #[test]
 fn explicit_values_win_and_are_named() {
+    // The PyPI venv: GNU OpenMP (scikit-learn), OpenBLAS and OpenCV. The
+    // program is not Python, so fork stays and OMP_NUM_THREADS=1 makes it
+    // safe (CC001); the other variables are thread limits.
     let w = Work::new();
-    let py = debian();
-    let want = recommended_env(std::path::Path::new(&py));
-    assert!(want.len() >= 2, "{want:?}");
-    let (a, _) = &want[0];
-    let (b, rec_b) = &want[1];
+    let py = pypi();
+    let want = run_env(std::path::Path::new(&py));
+    let get = |k: &str| want.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert_eq!(get("OMP_NUM_THREADS").as_deref(), Some("1"), "{want:?}");
+    let a = "OMP_NUM_THREADS";
+    let b = "OPENBLAS_NUM_THREADS";
+    let rec_b = get(b).unwrap_or_else(|| panic!("{want:?}"));
     let o = output(
         run_cmd(
             &w,
@@ -118,6 +131,32 @@ fn explicit_values_win_and_are_named() {
         )),
         "{err}"
     );
+    // The explicit value defeats CC001's fix: said, with the finding.
+    assert!(
+        err.lines()
+            .any(|l| l.contains("OMP_NUM_THREADS=5 is kept as given") && l.contains("CC001")),
+        "{err}"
+    );
+    // A value of the user's own that causes the hazard is replaced and
+    // named as the cause.
+    let o = output(
+        run_cmd(
+            &w,
+            &["--python", &py, "--", "sh", "-c", &format!("echo ${a}")],
+        )
+        .env(a, "2"),
+    );
+    expect_status(&o, 0);
+    assert_eq!(stdout(&o), "1\n");
+    assert!(
+        stderr(&o).lines().any(
+            |l| l.contains("OMP_NUM_THREADS=2 from your environment replaced")
+                && l.contains("CC001")
+        ),
+        "{}",
+        both(&o)
+    );
+    let a = &a.to_string();
     // --print-env without a command: the variables and why, nothing runs.
     let o = output(&mut run_cmd(&w, &["--python", &py, "--print-env"]));
     expect_status(&o, 0);

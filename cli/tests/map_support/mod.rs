@@ -174,19 +174,39 @@ pub fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-/// What `caiclust env --python P` recommends, as (name, value) pairs.
+/// The variables of the pool `caiclust map --python P` plans (its
+/// `--print-plan`), as (name, value) pairs sorted by name.
 pub fn recommended_env(python: &Path) -> Vec<(String, String)> {
-    let o = output(
-        Command::new(CAICLUST)
-            .args(["env", "--python"])
-            .arg(python)
-            .env("NO_COLOR", "1"),
-    );
+    plan_env(
+        &["map", "--print-plan", "--python"],
+        python,
+        &["--", "true", ":::", "x"],
+    )
+}
+
+/// The variables `caiclust run` plans for a program run by `python` (its
+/// `--print-plan`), sorted by name.
+pub fn run_env(python: &Path) -> Vec<(String, String)> {
+    plan_env(&["run", "--print-plan", "--python"], python, &[])
+}
+
+/// The `env` object of a `--print-plan` document.
+fn plan_env(head: &[&str], python: &Path, tail: &[&str]) -> Vec<(String, String)> {
+    let mut c = Command::new(CAICLUST);
+    c.args(head).arg(python).args(tail).env("NO_COLOR", "1");
+    for (k, _) in std::env::vars() {
+        if k.ends_with("_NUM_THREADS") || k == "MKL_THREADING_LAYER" {
+            c.env_remove(k);
+        }
+    }
+    let o = output(&mut c);
     assert!(o.status.success(), "{}", both(&o));
-    stdout(&o)
-        .lines()
-        .filter_map(|l| l.strip_prefix("export "))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("a JSON plan");
+    doc["env"]
+        .as_object()
+        .expect("an env object")
+        .iter()
+        .filter(|(k, _)| !k.starts_with("CAICLUST_"))
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
         .collect()
 }

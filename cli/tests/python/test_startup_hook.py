@@ -1,7 +1,7 @@
-"""Tests of caiclust run's start-up hook (cli/src/run/sitecustomize.py)
+"""Tests of caiclust run's start-up hook (core/src/program/sitecustomize.py)
 with real interpreters and real processes.
 
-    python3 cli/tests/python/test_startup_hook.py cli/src/run/sitecustomize.py [PYTHON...]
+    python3 cli/tests/python/test_startup_hook.py core/src/program/sitecustomize.py [PYTHON...]
 
 Each test writes a small program, runs it with the given interpreters (by
 default the one running this file) with the hook's folder first on

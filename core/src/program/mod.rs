@@ -143,35 +143,31 @@ pub fn plan_program(
         (None, None) => config.start_method.clone(),
     };
     let unchanged_plan = Plan {
-        start_method: natural.clone(),
+        start_method: natural,
         workers: Some(workers.0),
         ..Plan::default()
     };
     let before = assess(facts, &unchanged_plan, config);
 
     let mut changes = Vec::new();
-    let mut hook = None;
-    let mut method = before.start_method.clone();
-    if let Some(forced) = options.start_method.filter(|_| !options.no_fix) {
-        hook = Some((forced, true));
-        method = forced.as_str().to_string();
-    } else if !options.no_fix && before.start_method_unsafe() {
-        let guarded = script_plan.as_ref().is_some_and(|p| !p.unguarded);
-        let switchable = python && guarded && forced_by_script.is_none();
-        if let (true, Some(safer)) = (switchable, before.safer_start_method()) {
-            if let Ok(m) = safer.parse::<StartMethod>() {
-                changes.push(Change {
-                    what: format!(
-                        "the default start method {} -> {m} (pools that ask for none)",
-                        before.start_method
-                    ),
-                    answers: answers(before.start_method_findings()),
-                });
-                hook = Some((m, false));
-                method = m.as_str().to_string();
+    let (method, hook) = if options.no_fix {
+        (before.start_method.clone(), None)
+    } else if let Some(forced) = options.start_method {
+        (forced.as_str().to_string(), Some((forced, true)))
+    } else {
+        let script = ScriptFacts {
+            python,
+            plan: script_plan.as_ref(),
+            forced: forced_by_script.as_deref(),
+        };
+        match switch_start_method(facts, config, &before, &script, workers.0) {
+            Some((m, change)) => {
+                changes.push(change);
+                (m.as_str().to_string(), Some((m, false)))
             }
+            None => (before.start_method.clone(), None),
         }
-    }
+    };
 
     let rec = recommend(
         facts,
@@ -186,48 +182,7 @@ pub fn plan_program(
     } else {
         decide_env(&rec.env, &options.explicit_env, &current)
     };
-    // Each environment fix is a change of its own, with what it answers
-    // (the hazards of the plan before the fix).
-    let fixing = assess(
-        facts,
-        &Plan {
-            start_method: Some(method.clone()),
-            workers: Some(workers.0),
-            ..Plan::default()
-        },
-        config,
-    );
-    let answered =
-        |ids: &[String]| answers(fixing.hazards.iter().filter(|f| ids.contains(&f.rule_id)));
-    for a in &env {
-        let Some(fix) = rec
-            .env
-            .iter()
-            .find(|e| e.name == a.name && !e.answers.is_empty())
-        else {
-            continue;
-        };
-        match &a.origin {
-            Origin::Replaced { was } => changes.push(Change {
-                what: format!(
-                    "{}={} from your environment replaced by {}={}: your value is the cause",
-                    a.name, was, a.name, a.value
-                ),
-                answers: answered(&fix.answers),
-            }),
-            Origin::Recommended(_) => changes.push(Change {
-                what: format!("{}={} so that {method} is safe", a.name, a.value),
-                answers: answered(&fix.answers),
-            }),
-            Origin::Explicit | Origin::Environment { .. } => changes.push(Change {
-                what: format!(
-                    "none: {}={} is kept as given, although {}={} would make {method} safe",
-                    a.name, a.value, fix.name, fix.value
-                ),
-                answers: answered(&fix.answers),
-            }),
-        }
-    }
+    changes.extend(env_changes(facts, config, &rec, &env, &method, workers.0));
     let after_plan = Plan {
         start_method: Some(method),
         workers: Some(workers.0),
@@ -249,6 +204,123 @@ pub fn plan_program(
         env,
         changes,
     }
+}
+
+/// What the script says about how its pools start.
+struct ScriptFacts<'a> {
+    /// The program is a Python interpreter (its default start method can
+    /// be changed by the hook).
+    python: bool,
+    plan: Option<&'a ScriptPlan>,
+    /// The start method the script asks for itself.
+    forced: Option<&'a str>,
+}
+
+/// The default start method the hook gives the program's pools, and the
+/// change to report; `None` to keep the interpreter's.
+///
+/// * The default would fork with a start-method hazard, and the script is
+///   guarded and asks for no method: the policy's safer method.
+/// * The default is spawn or forkserver (Python 3.14 on Linux) and the
+///   script has no `__main__` guard, so every worker would re-run its top
+///   level: fork, where an environment makes fork safe.
+fn switch_start_method(
+    facts: &Facts,
+    config: &Config,
+    before: &Verdict,
+    script: &ScriptFacts<'_>,
+    workers: usize,
+) -> Option<(StartMethod, Change)> {
+    let plan = script.plan?;
+    if !script.python || script.forced.is_some() {
+        return None;
+    }
+    if !plan.unguarded && before.start_method_unsafe() {
+        let m: StartMethod = before.safer_start_method()?.parse().ok()?;
+        return Some((
+            m,
+            Change {
+                what: format!(
+                    "the default start method {} -> {m} (pools that ask for none)",
+                    before.start_method
+                ),
+                answers: answers(before.start_method_findings()),
+            },
+        ));
+    }
+    let reimports = matches!(before.start_method.as_str(), "spawn" | "forkserver");
+    if plan.unguarded && reimports && cfg!(unix) {
+        let fork = Plan {
+            start_method: Some("fork".into()),
+            workers: Some(workers),
+            ..Plan::default()
+        };
+        assess(facts, &fork, config).env_fix?;
+        return Some((
+            StartMethod::Fork,
+            Change {
+                what: format!(
+                    "the default start method {} -> fork (pools that ask for none)",
+                    before.start_method
+                ),
+                answers: format!(
+                    "CC201 pool-without-main-guard: the script starts workers at import time, \
+                     which {} re-runs in every worker",
+                    before.start_method
+                ),
+            },
+        ));
+    }
+    None
+}
+
+/// One change for each environment fix in `env`, with the hazards of the
+/// plan before it that it answers.
+fn env_changes(
+    facts: &Facts,
+    config: &Config,
+    rec: &caiclust_rules::Recommendation,
+    env: &[Applied],
+    method: &str,
+    workers: usize,
+) -> Vec<Change> {
+    let fixing = assess(
+        facts,
+        &Plan {
+            start_method: Some(method.to_string()),
+            workers: Some(workers),
+            ..Plan::default()
+        },
+        config,
+    );
+    let answered =
+        |ids: &[String]| answers(fixing.hazards.iter().filter(|f| ids.contains(&f.rule_id)));
+    let mut changes = Vec::new();
+    for a in env {
+        let Some(fix) = rec
+            .env
+            .iter()
+            .find(|e| e.name == a.name && !e.answers.is_empty())
+        else {
+            continue;
+        };
+        let what = match &a.origin {
+            Origin::Replaced { was } => format!(
+                "{}={} from your environment replaced by {}={}: your value is the cause",
+                a.name, was, a.name, a.value
+            ),
+            Origin::Recommended(_) => format!("{}={} so that {method} is safe", a.name, a.value),
+            Origin::Explicit | Origin::Environment { .. } => format!(
+                "none: {}={} is kept as given, although {}={} would make {method} safe",
+                a.name, a.value, fix.name, fix.value
+            ),
+        };
+        changes.push(Change {
+            what,
+            answers: answered(&fix.answers),
+        });
+    }
+    changes
 }
 
 /// The findings as `ID name: message`, joined.
