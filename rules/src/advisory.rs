@@ -248,15 +248,22 @@ pub struct AdvisoryMatch<'a> {
 impl AdvisoryDb {
     /// The advisories that ship with caiclust.
     pub fn builtin() -> AdvisoryDb {
-        let mut db = AdvisoryDb::default();
-        for (name, text) in BUILTIN {
-            // The built-in files are checked by a test; a broken one must
-            // not take the tool down.
-            if let Ok(more) = AdvisoryDb::parse(text, Path::new(name)) {
-                db.extend(more);
-            }
-        }
-        db
+        // Parsed once per process: the hazard policy evaluates the rules
+        // several times for one plan.
+        static PARSED: std::sync::OnceLock<AdvisoryDb> = std::sync::OnceLock::new();
+        PARSED
+            .get_or_init(|| {
+                let mut db = AdvisoryDb::default();
+                for (name, text) in BUILTIN {
+                    // The built-in files are checked by a test; a broken one
+                    // must not take the tool down.
+                    if let Ok(more) = AdvisoryDb::parse(text, Path::new(name)) {
+                        db.extend(more);
+                    }
+                }
+                db
+            })
+            .clone()
     }
 
     /// Parse one advisory file's text.
