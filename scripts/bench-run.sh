@@ -16,8 +16,12 @@
 # round starts one variant later), so that machine noise spreads evenly.
 # The table gives each variant's wall time (the whole command, caiclust's
 # probe included) as mean ± sd and min, the pipeline's own "parallel part"
-# (both pools' work), and the ratios of caiclust run to the by-hand setting
-# and to the default; it checks that every run printed the same checksum.
+# (from the pool's creation to its end: rigid and piecewise-rigid motion
+# correction, CNMF patches), the start method the pool used (caiclust run
+# may change it), the ratios of caiclust run to the by-hand setting and to
+# the default, and the CPU share other processes took meanwhile (from
+# /proc/stat, less the run's own CPU time, forkserver orphans included); it
+# checks that every run printed the same checksum.
 #
 # Not part of the test suite. Needs the fixture venv (scripts/
 # setup-test-envs.sh: venv-pypi has numpy, scipy, opencv-python-headless).

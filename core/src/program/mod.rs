@@ -148,6 +148,44 @@ pub fn plan_program(
         ..Plan::default()
     };
     let before = assess(facts, &unchanged_plan, config);
+    // The same, with the thread limits caiclust sets anyway (sized for the
+    // workers, the user's own values kept): where they already make fork
+    // safe (one thread per worker), fork stays, as fast as it is; where
+    // they do not, the start method changes.
+    let with_threads = {
+        let rec = recommend(
+            facts,
+            &Config {
+                workers: Some(workers.0),
+                start_method: Some(before.start_method.clone()),
+                ..config.clone()
+            },
+        );
+        // The thread limits alone: a hazard's fix counts only where the
+        // limit would set the same value anyway (OMP_NUM_THREADS=1 for one
+        // thread per worker), not NUMBA_THREADING_LAYER=workqueue.
+        let per_worker = rec.threads_per_worker.value.to_string();
+        let limits: Vec<EnvSetting> = rec
+            .env
+            .into_iter()
+            .filter(|e| e.answers.is_empty() || e.value == per_worker)
+            // As limits, they give way to the user's own values (which a
+            // changed start method can respect).
+            .map(|e| EnvSetting {
+                answers: Vec::new(),
+                ..e
+            })
+            .collect();
+        let env = decide_env(&limits, &options.explicit_env, &current);
+        assess(
+            facts,
+            &Plan {
+                env: env.into_iter().map(|a| (a.name, a.value)).collect(),
+                ..unchanged_plan
+            },
+            config,
+        )
+    };
 
     let mut changes = Vec::new();
     let (method, hook) = if options.no_fix {
@@ -160,7 +198,7 @@ pub fn plan_program(
             plan: script_plan.as_ref(),
             forced: forced_by_script.as_deref(),
         };
-        match switch_start_method(facts, config, &before, &script, workers.0) {
+        match switch_start_method(facts, config, &with_threads, &script, workers.0) {
             Some((m, change)) => {
                 changes.push(change);
                 (m.as_str().to_string(), Some((m, false)))
@@ -219,8 +257,9 @@ struct ScriptFacts<'a> {
 /// The default start method the hook gives the program's pools, and the
 /// change to report; `None` to keep the interpreter's.
 ///
-/// * The default would fork with a start-method hazard, and the script is
-///   guarded and asks for no method: the policy's safer method.
+/// * The default would fork with a start-method hazard under the thread
+///   limits that will apply (`before`), and the script is guarded and asks
+///   for no method: the policy's safer method.
 /// * The default is spawn or forkserver (Python 3.14 on Linux) and the
 ///   script has no `__main__` guard, so every worker would re-run its top
 ///   level: fork, where an environment makes fork safe.

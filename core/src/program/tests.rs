@@ -125,18 +125,54 @@ const FORCED: &str = "import multiprocessing as mp\n\ndef f(x):\n    return x\n\
 const UNGUARDED: &str = "import multiprocessing as mp\n\ndef f(x):\n    return x\n\nwith mp.Pool(2) as p:\n    p.map(f, range(4))\n";
 
 #[test]
-fn a_guarded_script_on_a_fork_hazard_gets_the_safer_default() {
+fn a_guarded_script_whose_threads_keep_the_hazard_gets_the_safer_default() {
+    // One worker on two CPUs: two threads each, so libgomp's pool starts.
     let facts = snapshot("linux-pypi-fork");
-    let plan = plan_script(&facts, GUARDED, &ProgramOptions::default(), &[]);
-    assert_eq!(plan.workers.0, 2, "{}", plan.workers.1);
-    assert!(plan.workers.1.contains("Pool(2)"), "{}", plan.workers.1);
-    assert_eq!(plan.threads, 1);
+    let script = GUARDED.replace("mp.Pool(2)", "mp.Pool(1)");
+    let plan = plan_script(&facts, &script, &ProgramOptions::default(), &[]);
+    assert_eq!(plan.workers.0, 1, "{}", plan.workers.1);
+    assert!(plan.threads > 1, "{}", plan.threads);
     assert!(plan.before.start_method_unsafe());
     assert_eq!(plan.hook, Some((StartMethod::Forkserver, false)));
     assert!(plan.after.safe(), "{:?}", plan.after);
     assert_eq!(plan.changes.len(), 1, "{:?}", plan.changes);
     assert!(
         plan.changes[0].answers.starts_with("CC001"),
+        "{:?}",
+        plan.changes
+    );
+}
+
+#[test]
+fn a_guarded_script_whose_thread_limits_make_fork_safe_keeps_fork() {
+    // Two workers on two CPUs: one thread each, OMP_NUM_THREADS=1, which is
+    // also CC001's fix: fork stays (fastest), and the line says what the
+    // variable answers.
+    let facts = snapshot("linux-pypi-fork");
+    let plan = plan_script(&facts, GUARDED, &ProgramOptions::default(), &[]);
+    assert_eq!(plan.workers.0, 2, "{}", plan.workers.1);
+    assert!(plan.workers.1.contains("Pool(2)"), "{}", plan.workers.1);
+    assert_eq!(plan.threads, 1);
+    assert_eq!(plan.hook, None);
+    assert_eq!(value(&plan, "OMP_NUM_THREADS"), Some("1"));
+    assert!(plan.after.safe(), "{:?}", plan.after);
+    assert!(
+        plan.changes.iter().any(|c| c.answers.starts_with("CC001")),
+        "{:?}",
+        plan.changes
+    );
+    // A value of the user's own that restarts the pool: the method changes.
+    let mut facts = facts;
+    facts.env.insert("OMP_NUM_THREADS".into(), "2".into());
+    let plan = plan_script(
+        &facts,
+        GUARDED,
+        &ProgramOptions::default(),
+        &[("OMP_NUM_THREADS", "2")],
+    );
+    assert_eq!(
+        plan.hook,
+        Some((StartMethod::Forkserver, false)),
         "{:?}",
         plan.changes
     );
