@@ -50,6 +50,25 @@ impl<'a> Context<'a> {
         }
     }
 
+    /// Where [`Context::start_method`] comes from: `planned or
+    /// configured`, `the interpreter's default` or `the platform's
+    /// default`.
+    pub fn start_method_source(&self) -> &'static str {
+        if self.plan.start_method.is_some() {
+            "planned or configured"
+        } else if self
+            .facts
+            .python
+            .as_ref()
+            .and_then(|p| p.default_start_method.as_ref())
+            .is_some()
+        {
+            "the interpreter's default"
+        } else {
+            "the platform's default"
+        }
+    }
+
     /// Will workers be forked without exec?
     pub fn forks(&self) -> bool {
         self.start_method() == Some("fork")

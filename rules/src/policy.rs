@@ -204,18 +204,7 @@ fn judge(facts: &Facts, plan: &Plan, config: &Config) -> (Report, String, String
         advisories: &advisories,
     };
     let start_method = cx.start_method().unwrap_or("spawn").to_string();
-    let source = if plan.start_method.is_some() {
-        "planned or configured"
-    } else if facts
-        .python
-        .as_ref()
-        .and_then(|p| p.default_start_method.as_ref())
-        .is_some()
-    {
-        "the interpreter's default"
-    } else {
-        "the platform's default"
-    };
+    let source = cx.start_method_source();
     let workers = plan
         .workers
         .unwrap_or_else(|| cx.usable_cpus().saturating_sub(1).max(1));

@@ -158,19 +158,7 @@ pub(crate) fn planned_workers(cx: &Context<'_>) -> (usize, String) {
 /// Evidence for the start method in use.
 pub(crate) fn start_method_evidence(cx: &Context<'_>) -> Evidence {
     let method = cx.start_method().unwrap_or("unknown");
-    let why = if cx.plan.start_method.is_some() {
-        "planned or configured"
-    } else if cx
-        .facts
-        .python
-        .as_ref()
-        .and_then(|p| p.default_start_method.as_ref())
-        .is_some()
-    {
-        "the interpreter's default"
-    } else {
-        "the platform's default"
-    };
+    let why = cx.start_method_source();
     Evidence::new(
         EvidenceSource::Environment,
         format!("start method {method} ({why})"),

@@ -112,17 +112,7 @@ impl<'a> Setting<'a> {
         }
         let cx = self.cx?;
         let m = cx.start_method()?;
-        let why = if cx
-            .facts
-            .python
-            .as_ref()
-            .and_then(|p| p.default_start_method.as_ref())
-            .is_some()
-        {
-            "the interpreter's default"
-        } else {
-            "the platform's default"
-        };
+        let why = cx.start_method_source();
         Some((m, why))
     }
 
