@@ -3,43 +3,21 @@
 //! rules' own findings, its environment fixes really remove the hazards,
 //! its safe start methods are safe, and the recommendation follows it.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::scenarios;
+
+use std::path::Path;
 
 use caiclust_probe::Facts;
 use caiclust_rules::{
     assess, evaluate, find_rule, recommend, Category, Config, Level, Plan, Verdict,
 };
 
-fn snapshot_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots")
-}
-
 /// Every snapshot: name, facts, plan.
 fn snapshots() -> Vec<(String, Facts, Plan)> {
-    let mut out = Vec::new();
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(snapshot_dir())
-        .expect("snapshots folder")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with(".facts.json"))
-        .collect();
-    paths.sort();
-    for p in paths {
-        let name = p
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .trim_end_matches(".facts.json")
-            .to_string();
-        let facts = Facts::from_json(&std::fs::read_to_string(&p).unwrap()).unwrap();
-        let plan: Plan = serde_json::from_str(
-            &std::fs::read_to_string(snapshot_dir().join(format!("{name}.plan.json"))).unwrap(),
-        )
-        .unwrap();
-        out.push((name, facts, plan));
-    }
-    assert!(out.len() >= 40, "{} snapshots", out.len());
-    out
+    let all = scenarios();
+    assert!(all.len() >= 40, "{} snapshots", all.len());
+    all
 }
 
 fn snapshot(name: &str) -> (Facts, Plan) {
