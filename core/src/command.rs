@@ -7,11 +7,10 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::process::{Command, Stdio};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use crate::scheduler::Event;
 use crate::task::{CommandTask, ExitInfo, Output, StartCause, TaskId};
 
 pub(crate) struct CmdJob {
@@ -31,19 +30,25 @@ pub(crate) struct CmdDone {
     pub runtime: std::time::Duration,
 }
 
-/// Run jobs until the channel closes.
-pub(crate) fn slot_thread(slot: usize, jobs: Receiver<CmdJob>, events: Sender<Event>) {
+/// What a slot tells the scheduler about its command.
+pub(crate) enum SlotReport {
+    /// The command runs as process `pid`.
+    Started { id: TaskId, pid: u32 },
+    /// It ended (or never started).
+    Finished { id: TaskId, done: CmdDone },
+}
+
+/// Run jobs until the channel closes, telling `report` about each (it
+/// returns false when nobody listens any more).
+pub(crate) fn slot_thread(
+    slot: usize,
+    jobs: Receiver<CmdJob>,
+    report: impl Fn(SlotReport) -> bool,
+) {
     let mut out = SlotFiles::new();
     while let Ok(job) = jobs.recv() {
-        let done = run_one(slot, &job, &mut out, &events);
-        if events
-            .send(Event::CmdFinished {
-                slot,
-                id: job.id,
-                done,
-            })
-            .is_err()
-        {
+        let done = run_one(slot, &job, &mut out, &report);
+        if !report(SlotReport::Finished { id: job.id, done }) {
             return;
         }
     }
@@ -98,7 +103,12 @@ impl SlotFiles {
     }
 }
 
-fn run_one(slot: usize, job: &CmdJob, files: &mut SlotFiles, events: &Sender<Event>) -> CmdDone {
+fn run_one(
+    slot: usize,
+    job: &CmdJob,
+    files: &mut SlotFiles,
+    report: &impl Fn(SlotReport) -> bool,
+) -> CmdDone {
     let started = SystemTime::now();
     let t0 = Instant::now();
     let fail = |message: String, cause: StartCause| CmdDone {
@@ -186,8 +196,7 @@ fn run_one(slot: usize, job: &CmdJob, files: &mut SlotFiles, events: &Sender<Eve
             return fail(format!("{program}{where_}: {e}"), cause);
         }
     };
-    let _ = events.send(Event::CmdStarted {
-        slot,
+    report(SlotReport::Started {
         id: job.id,
         pid: child.id(),
     });

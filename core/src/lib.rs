@@ -36,9 +36,10 @@ mod command;
 pub mod hang;
 pub mod ipp;
 mod ledger;
+mod messages;
 pub mod plan;
+mod pool;
 pub mod program;
-mod scheduler;
 pub mod task;
 pub mod tree;
 mod watchdog;
@@ -48,8 +49,8 @@ pub use cluster::{Advice, Cluster, ClusterBuilder, CoreError, InOrder};
 pub use hang::{
     diagnose_forked_child, watch_tree, Hang, HangKind, Suspect, TreeWatch, TreeWatchOptions,
 };
+pub use messages::Notice;
 pub use plan::{HaltPolicy, HaltTrigger, HaltWhen, Settings, StartMethod, Threshold};
-pub use scheduler::Notice;
 pub use task::{
     CallTask, CommandTask, ExitInfo, Failure, Outcome, Output, StartCause, Task, TaskId, TaskKind,
     TaskResult,

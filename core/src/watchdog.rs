@@ -89,7 +89,7 @@ pub(crate) fn diagnose(
 fn hang_causes(facts: &caiclust_probe::Facts, method: &str, workers: usize) -> Vec<String> {
     hang_findings(facts, method, Some(workers))
         .iter()
-        .map(crate::cluster::describe_hazard)
+        .map(describe_hazard)
         .collect()
 }
 
@@ -113,4 +113,9 @@ pub(crate) fn forked_children(pid: u32) -> Vec<u32> {
         .filter(|&(child, parent)| exe(child).is_some_and(|e| exe(parent) == Some(e)))
         .map(|(child, _)| child)
         .collect()
+}
+
+/// A hazard as one line: `ID name: message`.
+pub(crate) fn describe_hazard(f: &Finding) -> String {
+    format!("{} {}: {}", f.rule_id, f.rule_name, f.message)
 }

@@ -1,0 +1,150 @@
+//! The scheduler's channels to its processes. Every write goes through a
+//! [`WorkerInput`], a thread of the worker's own: the scheduler hands it
+//! bytes and goes on, so a worker that does not read (busy on a long task
+//! with megabytes of arguments queued for it) delays nobody. Answers are
+//! read by a thread per worker and arrive as events.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::Child;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
+
+use super::events::Event;
+use super::state::Server;
+use crate::task::ExitInfo;
+use crate::worker::protocol::{self, ToParent};
+
+/// A process's input, written by a thread of its own. Dropping it closes
+/// the input once what was sent before is written (a worker reads that as
+/// "no more tasks"), or at once if the process has gone.
+pub(crate) struct WorkerInput {
+    frames: Sender<Vec<u8>>,
+    /// Bytes handed over and not yet written.
+    queued: Arc<AtomicUsize>,
+}
+
+impl WorkerInput {
+    /// Start the writer of `writer`; `None` when no thread can be started.
+    pub fn start(name: &str, writer: Box<dyn Write + Send>) -> Option<WorkerInput> {
+        let (frames, rx) = mpsc::channel::<Vec<u8>>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let left = queued.clone();
+        std::thread::Builder::new()
+            .name(format!("caiclust-in-{name}"))
+            .spawn(move || {
+                let mut writer = writer;
+                for frame in rx {
+                    let ok = writer
+                        .write_all(&frame)
+                        .and_then(|_| writer.flush())
+                        .is_ok();
+                    left.fetch_sub(frame.len(), Ordering::Relaxed);
+                    if !ok {
+                        // The process went away: its end is seen by the
+                        // reader; what is left is never written.
+                        return;
+                    }
+                }
+            })
+            .ok()?;
+        Some(WorkerInput { frames, queued })
+    }
+
+    /// Queue `bytes` for writing; false when the writer has stopped (the
+    /// process is going away).
+    pub fn send(&self, bytes: Vec<u8>) -> bool {
+        let n = bytes.len();
+        self.queued.fetch_add(n, Ordering::Relaxed);
+        if self.frames.send(bytes).is_err() {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Bytes sent and not yet written.
+    #[allow(dead_code)]
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+}
+
+/// Ask a fork server for worker `serial`.
+pub(super) fn send_fork(server: &mut Server, serial: u64) {
+    if let Some(input) = server.input.as_ref() {
+        let line = format!("{{\"fork\": {serial}}}\n");
+        if !input.send(line.into_bytes()) {
+            server.input = None;
+        }
+    }
+}
+
+/// Read a worker's answers until EOF; a second thread waits for the
+/// process (when it is our child) and reports how it ended.
+pub(super) fn spawn_reader(
+    serial: u64,
+    out: Box<dyn std::io::Read + Send>,
+    child: Option<Child>,
+    events: Sender<Event>,
+) {
+    if let Some(mut child) = child {
+        let events = events.clone();
+        std::thread::spawn(move || {
+            let exit = child.wait().ok().map(ExitInfo::from_status);
+            let _ = events.send(Event::WorkerExited { serial, exit });
+        });
+    }
+    std::thread::spawn(move || {
+        read_answers(serial, BufReader::with_capacity(1 << 16, out), &events);
+        let _ = events.send(Event::WorkerEof { serial });
+    });
+}
+
+/// Read a worker's answers until EOF, each group in one event.
+pub(super) fn read_answers<R: std::io::Read>(
+    serial: u64,
+    reader: BufReader<R>,
+    events: &Sender<Event>,
+) {
+    read_messages(reader, |msgs| {
+        events.send(Event::FromWorkerBatch { serial, msgs }).is_ok()
+    });
+}
+
+/// Read protocol lines until EOF, handing `deliver` every complete line
+/// already read in as one group (answers to tiny tasks come in groups);
+/// stop early when it returns false. Unreadable lines are reported.
+pub(super) fn read_messages<R: std::io::Read>(
+    mut reader: BufReader<R>,
+    mut deliver: impl FnMut(Vec<ToParent>) -> bool,
+) {
+    let mut line = Vec::new();
+    loop {
+        let mut batch = Vec::new();
+        let mut eof = false;
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => {
+                    eof = true;
+                    break;
+                }
+                Ok(_) => {}
+            }
+            let trimmed = line.strip_suffix(b"\n").unwrap_or(&line);
+            match protocol::parse_from_worker(trimmed) {
+                Ok(msg) => batch.push(msg),
+                Err(e) => eprintln!("caiclust: unreadable message from a worker: {e}"),
+            }
+            // Stop when no complete line is left in the buffer: reading
+            // further would wait.
+            if !reader.buffer().contains(&b'\n') {
+                break;
+            }
+        }
+        if (!batch.is_empty() && !deliver(batch)) || eof {
+            return;
+        }
+    }
+}

@@ -1,0 +1,482 @@
+//! Worker supervision: starting workers (spawned, or forked by a fork
+//! server), reconciling a worker's EOF with its exit, attributing a
+//! crash to the task that caused it, retiring and stopping workers.
+//! Fork servers and the socket forked workers connect to are Unix-only
+//! (`unix.rs`); elsewhere only spawn exists (`windows.rs`).
+
+#[cfg(unix)]
+mod unix;
+#[cfg(not(unix))]
+mod windows;
+
+#[cfg(unix)]
+use unix::prepare_command;
+#[cfg(not(unix))]
+use windows::prepare_command;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
+
+use super::events::Details;
+use super::io::{send_fork, spawn_reader, WorkerInput};
+use super::state::{StopCause, Worker};
+use super::Scheduler;
+use crate::messages::Notice;
+use crate::plan::StartMethod;
+use crate::task::{ExitInfo, Failure, Outcome, Output, PoolKind, TaskId};
+use crate::tree::{self, StopSignal};
+use crate::worker::protocol::ToParent;
+use crate::worker::{PYTHON_WORKER, WORKER_ENV, WORKER_SOCKET_ENV};
+
+/// The writer thread of process `serial`'s input (0: a fork server).
+fn input_of(serial: u64, writer: Box<dyn Write + Send>) -> Result<WorkerInput, String> {
+    WorkerInput::start(&serial.to_string(), writer)
+        .ok_or_else(|| "cannot start a thread to write to a worker".to_string())
+}
+
+impl Scheduler {
+    /// A forked worker connected to the pool's socket.
+    pub(super) fn connected(&mut self, serial: u64, pid: u32, writer: Box<dyn Write + Send>) {
+        let input = WorkerInput::start(&serial.to_string(), writer);
+        if let Some(w) = self.worker_mut(serial) {
+            w.pid = Some(pid);
+            w.ready = input.is_some();
+            w.input = input;
+        }
+    }
+
+    /// Worker `serial`'s channel reached EOF.
+    pub(super) fn worker_eof(&mut self, serial: u64) {
+        if let Some(w) = self.worker_mut(serial) {
+            w.channel_closed = true;
+            w.input = None;
+            if w.exit.is_some() {
+                w.gone_by = Some(Instant::now());
+            } else if w.gone_by.is_none() {
+                w.gone_by = Some(Instant::now() + Duration::from_millis(500));
+            }
+        }
+    }
+
+    pub(super) fn worker_exited(&mut self, serial: u64, exit: Option<ExitInfo>) {
+        if let Some(w) = self.worker_mut(serial) {
+            w.exit = Some(exit);
+            w.input = None;
+            // Answers still in the channel arrive before its EOF; a task's
+            // child holding the channel open must not keep us waiting.
+            let by = Instant::now() + Duration::from_millis(300);
+            w.gone_by = Some(if w.channel_closed { Instant::now() } else { by });
+        }
+    }
+
+    /// Finish with workers whose process ended and whose channel closed (or
+    /// that ran out of time for either).
+    pub(super) fn reap_workers(&mut self) {
+        let now = Instant::now();
+        let mut done = Vec::new();
+        let mut nudge = Vec::new();
+        for p in self.pools.values_mut() {
+            for w in &mut p.workers {
+                let Some(by) = w.gone_by else { continue };
+                if w.exit.is_some() && (w.channel_closed || now >= by) {
+                    done.push(w.serial);
+                } else if now >= by {
+                    if !w.nudged {
+                        // The channel closed but the process lives on.
+                        w.nudged = true;
+                        w.gone_by = Some(now + Duration::from_secs(1));
+                        if let Some(pid) = w.pid {
+                            nudge.push(pid);
+                        }
+                    } else {
+                        done.push(w.serial);
+                    }
+                }
+            }
+        }
+        for pid in nudge {
+            self.kill_now(pid);
+        }
+        for serial in done {
+            self.worker_gone(serial);
+        }
+    }
+
+    pub(super) fn worker_gone(&mut self, serial: u64) {
+        let Some((kind, i)) = self.locate(serial) else {
+            return;
+        };
+        let pool = self.pools.get_mut(&kind).expect("located pool");
+        let w = pool.workers.remove(i);
+        let exit = w.exit.flatten();
+        let pid = w.pid.unwrap_or(0);
+        if !w.ready && w.stopping.is_none() && self.shutdown.is_none() {
+            pool.start_failures += 1;
+            if pool.start_failures >= self.settings.max_start_failures {
+                let what = match kind {
+                    PoolKind::Python => {
+                        format!("Python workers ({})", self.settings.python.display())
+                    }
+                    _ => "Rust workers".to_string(),
+                };
+                pool.broken = Some(format!(
+                    "{what} exit before they are ready ({} in a row; last: {}); see the workers' stderr",
+                    pool.start_failures,
+                    exit.map_or("exit status unknown".into(), |e| e.to_string()),
+                ));
+            }
+        }
+        if let Some(pid) = w.pid {
+            // Leftovers of the worker's tree (a task's children).
+            self.kill_now(pid);
+        }
+        let mut in_flight = w.in_flight;
+        // Answers travel in groups (see worker::FLUSH_AFTER): a worker that
+        // dies with several tasks handed out may have finished some of
+        // them, and which one crashed it is not known. None is blamed; each
+        // runs again alone, where a crash is its own.
+        let live: Vec<TaskId> = in_flight
+            .iter()
+            .filter(|f| !f.dropped)
+            .map(|f| f.id)
+            .collect();
+        if w.stopping.is_none() && live.len() > 1 {
+            let _ = self.notices.send(Notice {
+                task: None,
+                message: format!(
+                    "worker {pid} died ({}) with {} tasks handed out; they run again one at a time, to find the one that crashed it",
+                    exit.map_or("exit status unknown".into(), |e| e.to_string()),
+                    live.len()
+                ),
+            });
+            for &id in live.iter().rev() {
+                self.ledger.unstart(id);
+                if self.ledger.get(id).is_some() {
+                    self.isolated.insert(id);
+                    self.queues.entry(kind).or_default().push_front(id);
+                }
+            }
+            in_flight.clear();
+        }
+        if let Some(head) = in_flight.pop_front() {
+            let details = Details {
+                started: w.head_started_wall,
+                runtime: w.head_since.map_or(Duration::ZERO, |t| t.elapsed()),
+                exit,
+                pid: w.pid,
+                slot: Some(w.slot),
+                stdout: Output::Empty,
+                stderr: Output::Empty,
+            };
+            let after_ms = details.runtime.as_millis() as u64;
+            let failure = match &w.stopping {
+                Some(StopCause::Timeout) => Ok(Failure::TimedOut { after_ms }),
+                Some(StopCause::Hung(cause)) => Ok(Failure::Hung {
+                    after_ms,
+                    cause: cause.clone(),
+                }),
+                Some(StopCause::Cancelled(reason)) => Err(reason.clone()),
+                None => Ok(Failure::WorkerDied { exit, pid }),
+            };
+            match failure {
+                Err(reason) => {
+                    if let Some(e) = self.ledger.cancel(head.id) {
+                        self.finish(head.id, e, Outcome::Cancelled { reason }, details);
+                    }
+                }
+                Ok(_) if head.dropped => self.ledger.unstart(head.id),
+                Ok(failure) => {
+                    if matches!(failure, Failure::WorkerDied { .. }) {
+                        let again = self.ledger.get(head.id).is_some_and(|e| e.free == 0);
+                        let _ = self.notices.send(Notice {
+                            task: Some(head.id),
+                            message: format!(
+                                "worker {pid} died ({}) while running task {}{}",
+                                exit.map_or("exit status unknown".into(), |e| e.to_string()),
+                                head.id,
+                                if again { "; it runs once more on a new worker, in case the crash was not its own" } else { "" }
+                            ),
+                        });
+                    }
+                    self.fail_attempt(head.id, failure, details)
+                }
+            }
+        } else if w.stopping.is_none() && !w.retiring && self.shutdown.is_none() && w.ready {
+            let _ = self.notices.send(Notice {
+                task: None,
+                message: format!(
+                    "worker {pid} exited between tasks ({}); a new one replaces it",
+                    exit.map_or("exit status unknown".into(), |e| e.to_string())
+                ),
+            });
+        }
+        // Handed out but never begun: back to the front of the queue.
+        for f in in_flight.into_iter().rev() {
+            if f.dropped {
+                continue;
+            }
+            self.ledger.unstart(f.id);
+            if self.ledger.get(f.id).is_some() {
+                self.queues.entry(kind).or_default().push_front(f.id);
+            }
+        }
+    }
+
+    pub(super) fn on_server_message(&mut self, kind: PoolKind, msg: ToParent) {
+        let Some(pool) = self.pools.get_mut(&kind) else {
+            return;
+        };
+        match msg {
+            ToParent::Hello { .. } => {
+                if let Some(s) = pool.server.as_mut() {
+                    s.ready = true;
+                    let backlog = std::mem::take(&mut s.backlog);
+                    for serial in backlog {
+                        send_fork(s, serial);
+                    }
+                }
+            }
+            ToParent::Forked { forked, pid } => {
+                if let Some(w) = pool.workers.iter_mut().find(|w| w.serial == forked) {
+                    w.pid.get_or_insert(pid);
+                }
+            }
+            ToParent::ForkError {
+                fork_error,
+                message,
+            } => {
+                if let Some(i) = pool.workers.iter().position(|w| w.serial == fork_error) {
+                    pool.workers.remove(i);
+                    pool.start_failures += 1;
+                    if pool.start_failures >= self.settings.max_start_failures {
+                        pool.broken = Some(format!("the fork server cannot fork: {message}"));
+                    }
+                }
+            }
+            ToParent::ExitedCode { exited, code } => {
+                let serial = pool
+                    .workers
+                    .iter()
+                    .find(|w| w.pid == Some(exited))
+                    .map(|w| w.serial);
+                if let Some(serial) = serial {
+                    self.worker_exited(serial, Some(ExitInfo::Code(code)));
+                }
+            }
+            ToParent::ExitedSignal { exited, signal } => {
+                let serial = pool
+                    .workers
+                    .iter()
+                    .find(|w| w.pid == Some(exited))
+                    .map(|w| w.serial);
+                if let Some(serial) = serial {
+                    self.worker_exited(serial, Some(ExitInfo::Signal(signal)));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn server_gone(&mut self, kind: PoolKind, exit: Option<ExitInfo>) {
+        let Some(pool) = self.pools.get_mut(&kind) else {
+            return;
+        };
+        pool.server = None;
+        // Workers it had not forked yet will never come.
+        let unborn: Vec<u64> = pool
+            .workers
+            .iter()
+            .filter(|w| w.pid.is_none())
+            .map(|w| w.serial)
+            .collect();
+        pool.workers.retain(|w| w.pid.is_some());
+        if self.shutdown.is_none() {
+            pool.start_failures += 1;
+            let _ = self.notices.send(Notice {
+                task: None,
+                message: format!(
+                    "the fork server exited ({}); {}",
+                    exit.map_or("exit status unknown".into(), |e| e.to_string()),
+                    if pool.start_failures >= self.settings.max_start_failures {
+                        "giving up"
+                    } else {
+                        "starting a new one"
+                    }
+                ),
+            });
+            if pool.start_failures >= self.settings.max_start_failures {
+                pool.broken = Some(format!(
+                    "the fork server keeps exiting ({})",
+                    exit.map_or("exit status unknown".into(), |e| e.to_string())
+                ));
+            }
+        }
+        let _ = unborn;
+    }
+
+    pub(super) fn stop_worker(&mut self, kind: PoolKind, i: usize, cause: StopCause) {
+        let Some(pool) = self.pools.get_mut(&kind) else {
+            return;
+        };
+        let w = &mut pool.workers[i];
+        if w.stopping.is_some() {
+            return;
+        }
+        w.stopping = Some(cause);
+        w.input = None;
+        if let Some(pid) = w.pid {
+            self.stop_tree(pid);
+        }
+    }
+
+    /// TERM now, KILL after the grace period.
+
+    pub(super) fn retire_idle(&mut self, kind: PoolKind) {
+        if let Some(pool) = self.pools.get_mut(&kind) {
+            for w in &mut pool.workers {
+                if w.retiring && w.in_flight.is_empty() && w.input.is_some() {
+                    // Closing its input ends the worker's loop.
+                    w.input = None;
+                }
+            }
+        }
+    }
+
+    pub(super) fn start_worker(&mut self, kind: PoolKind) -> Result<(), String> {
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        let pool = self.pools.get(&kind).expect("pool exists");
+        let used: Vec<usize> = pool.workers.iter().map(|w| w.slot).collect();
+        let slot = (1..).find(|s| !used.contains(s)).unwrap_or(1);
+        let method = self.settings.start_method;
+        let mut worker = Worker::new(serial, slot);
+        match method {
+            StartMethod::Spawn => {
+                let mut cmd = self.worker_command(kind, None)?;
+                cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+                let mut child = cmd.spawn().map_err(|e| self.start_error(kind, &e))?;
+                let stdin = child.stdin.take().ok_or("no worker stdin")?;
+                let stdout = child.stdout.take().ok_or("no worker stdout")?;
+                worker.pid = Some(child.id());
+                worker.input = Some(input_of(serial, Box::new(stdin))?);
+                let events = self.events_tx.clone();
+                spawn_reader(serial, Box::new(stdout), Some(child), events);
+            }
+            StartMethod::Forkserver | StartMethod::Fork => {
+                self.ensure_server(kind)?;
+                let pool = self.pools.get_mut(&kind).expect("pool exists");
+                let server = pool.server.as_mut().ok_or("no fork server")?;
+                if server.ready {
+                    send_fork(server, serial);
+                } else {
+                    server.backlog.push(serial);
+                }
+            }
+        }
+        let pool = self.pools.get_mut(&kind).expect("pool exists");
+        pool.workers.push(worker);
+        Ok(())
+    }
+
+    pub(super) fn start_error(&self, kind: PoolKind, e: &std::io::Error) -> String {
+        match kind {
+            PoolKind::Python => format!(
+                "cannot start the Python interpreter {}: {e}",
+                self.settings.python.display()
+            ),
+            _ => format!("cannot start a Rust worker: {e}"),
+        }
+    }
+
+    pub(super) fn rust_worker_exe(&self) -> Result<PathBuf, String> {
+        match &self.settings.rust_worker {
+            Some(p) => Ok(p.clone()),
+            None => std::env::current_exe()
+                .map_err(|e| format!("cannot find this program to start Rust workers: {e}")),
+        }
+    }
+
+    /// The command line of a spawned worker, or of a fork server.
+    pub(super) fn worker_command(
+        &self,
+        kind: PoolKind,
+        server_socket: Option<&PathBuf>,
+    ) -> Result<Command, String> {
+        let mut cmd = match kind {
+            PoolKind::Python => {
+                let mut c = Command::new(&self.settings.python);
+                c.arg("-c").arg(PYTHON_WORKER);
+                match server_socket {
+                    None => {
+                        c.arg("worker");
+                    }
+                    Some(sock) => {
+                        c.arg("server").arg(sock);
+                        if self.settings.start_method == StartMethod::Fork {
+                            c.args(&self.settings.preload);
+                        }
+                    }
+                }
+                c
+            }
+            _ => {
+                let mut c = Command::new(self.rust_worker_exe()?);
+                match server_socket {
+                    None => {
+                        c.env(WORKER_ENV, "rust");
+                    }
+                    Some(sock) => {
+                        c.env(WORKER_ENV, "rust-server")
+                            .env(WORKER_SOCKET_ENV, sock);
+                    }
+                }
+                c
+            }
+        };
+        cmd.envs(self.env.iter());
+        prepare_command(&mut cmd);
+        Ok(cmd)
+    }
+
+    /// Close every worker's input, wait a little for them to exit, then
+    /// stop whatever is left.
+    pub(super) fn stop_everything(&mut self) {
+        let mut pids = Vec::new();
+        for p in self.pools.values_mut() {
+            for w in &mut p.workers {
+                w.input = None;
+                if let Some(pid) = w.pid {
+                    pids.push(pid);
+                }
+            }
+            if let Some(s) = p.server.as_mut() {
+                s.input = None;
+                pids.push(s.pid);
+            }
+        }
+        self.slots.clear();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline && pids.iter().any(|&p| tree::alive(p)) {
+            // Keep reaping readers' events so spawned children are waited.
+            match self.events.recv_timeout(Duration::from_millis(10)) {
+                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        for pid in pids {
+            if tree::alive(pid) {
+                tree::signal_tree(pid, StopSignal::Kill);
+            }
+        }
+        for (_, pids) in self.kills.drain(..) {
+            for pid in pids {
+                if tree::alive(pid) {
+                    tree::signal_tree(pid, StopSignal::Kill);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Unix: fork servers (a clean interpreter, or the program itself for
+//! Rust tasks on fork), the socket their workers connect to, and the
+//! process settings of every worker (its own process group; on Linux,
+//! death with the scheduler).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::Sender;
+use std::time::Duration;
+
+use super::super::events::Event;
+use super::super::io::{read_answers, read_messages};
+use super::super::state::Server;
+use super::super::Scheduler;
+use super::input_of;
+use crate::plan::StartMethod;
+use crate::task::{ExitInfo, PoolKind};
+use crate::worker::protocol::{self, ToParent};
+
+/// Every worker and fork server: its own process group (a stop signals
+/// the whole group); on Linux, killed when the scheduler's thread ends.
+pub(super) fn prepare_command(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0);
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: prctl is async-signal-safe; the closure allocates
+        // nothing. Workers and fork servers die with the thread that
+        // started them (the scheduler), so a parent killed outright
+        // (SIGKILL) leaves no pool behind.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                Ok(())
+            });
+        }
+    }
+}
+
+impl Scheduler {
+    pub(super) fn ensure_server(&mut self, kind: PoolKind) -> Result<(), String> {
+        if self.pools.get(&kind).is_some_and(|p| p.server.is_some()) {
+            return Ok(());
+        }
+        let sock = self.ensure_listener()?;
+        let events = self.events_tx.clone();
+        if kind == PoolKind::Rust && self.settings.start_method == StartMethod::Fork {
+            // The template is this very process, forked: its workers see
+            // everything the program set up before.
+            let registry = self
+                .settings
+                .registry
+                .clone()
+                .ok_or("the fork start method for Rust tasks needs the functions: give the cluster builder the Registry (ClusterBuilder::registry)")?;
+            let template =
+                crate::worker::fork::fork_template(&registry, &sock, &self.settings.env)?;
+            let pid = template.pid;
+            let output = template.output;
+            std::thread::spawn(move || {
+                read_server(kind, Box::new(output), &events);
+                let exit = crate::worker::fork::wait_for(pid);
+                let _ = events.send(Event::ServerEof { pool: kind, exit });
+            });
+            let pool = self.pools.get_mut(&kind).expect("pool exists");
+            pool.server = Some(Server {
+                pid,
+                input: Some(input_of(0, Box::new(template.input))?),
+                ready: false,
+                backlog: Vec::new(),
+            });
+            return Ok(());
+        }
+        let mut cmd = self.worker_command(kind, Some(&sock))?;
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| self.start_error(kind, &e))?;
+        let stdin = child.stdin.take().ok_or("no server stdin")?;
+        let stdout = child.stdout.take().ok_or("no server stdout")?;
+        let pid = child.id();
+        std::thread::spawn(move || {
+            read_server(kind, Box::new(stdout), &events);
+            let exit = child.wait().ok().map(ExitInfo::from_status);
+            let _ = events.send(Event::ServerEof { pool: kind, exit });
+        });
+        let pool = self.pools.get_mut(&kind).expect("pool exists");
+        pool.server = Some(Server {
+            pid,
+            input: Some(input_of(0, Box::new(stdin))?),
+            ready: false,
+            backlog: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// The Unix socket forked workers connect to, and its accept thread.
+    pub(super) fn ensure_listener(&mut self) -> Result<PathBuf, String> {
+        if let Some(dir) = &self.socket_dir {
+            return Ok(dir.path().join("w.sock"));
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("caiclust-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a folder for the worker socket: {e}"))?;
+        let path = dir.path().join("w.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path)
+            .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+        let events = self.events_tx.clone();
+        std::thread::spawn(move || accept_loop(listener, events));
+        self.socket_dir = Some(dir);
+        Ok(path)
+    }
+}
+
+/// Read a fork server's reports until EOF.
+pub(super) fn read_server(
+    kind: PoolKind,
+    out: Box<dyn std::io::Read + Send>,
+    events: &Sender<Event>,
+) {
+    read_messages(BufReader::new(out), |msgs| {
+        msgs.into_iter()
+            .all(|msg| events.send(Event::FromServer { pool: kind, msg }).is_ok())
+    });
+}
+
+/// Read a worker's answers until EOF; a second thread waits for the
+
+fn accept_loop(listener: std::os::unix::net::UnixListener, events: Sender<Event>) {
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let events = events.clone();
+        std::thread::spawn(move || {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+            let Ok(read_half) = stream.try_clone() else {
+                return;
+            };
+            let mut reader = BufReader::with_capacity(1 << 16, read_half);
+            let mut line = Vec::new();
+            if reader.read_until(b'\n', &mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let trimmed = line.strip_suffix(b"\n").unwrap_or(&line);
+            let Ok(ToParent::Hello { hello }) = protocol::parse_from_worker(trimmed) else {
+                return;
+            };
+            let Some(serial) = hello.worker else { return };
+            let _ = reader.get_ref().set_read_timeout(None);
+            if events
+                .send(Event::Connected {
+                    serial,
+                    pid: hello.pid,
+                    writer: Box::new(SocketWriter(stream)),
+                })
+                .is_err()
+            {
+                return;
+            }
+            // The rest of the conversation, as for a spawned worker.
+            read_answers(serial, reader, &events);
+            let _ = events.send(Event::WorkerEof { serial });
+        });
+    }
+}
+
+/// The parent's end of a forked worker's socket: dropping it shuts the
+/// socket for writing, which the worker reads as "no more tasks" (the
+/// reading half lives on in the reader thread).
+struct SocketWriter(std::os::unix::net::UnixStream);
+
+impl Write for SocketWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl Drop for SocketWriter {
+    fn drop(&mut self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Write);
+    }
+}
