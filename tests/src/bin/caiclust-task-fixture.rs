@@ -17,6 +17,16 @@ fn registry() -> Registry {
             std::thread::sleep(Duration::from_millis(ms));
             ms
         })
+        .register("len", |s: String| s.len())
+        .register("wait_for_file", |path: String| {
+            // A long task the test ends by creating `path` (a minute at
+            // most, so a failed test cannot leave it waiting forever).
+            let until = std::time::Instant::now() + Duration::from_secs(60);
+            while !std::path::Path::new(&path).exists() && std::time::Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::path::Path::new(&path).exists()
+        })
         .register("panic", |msg: String| -> Value { panic!("{msg}") })
         .register_json("fail", |v| Err(format!("failed on purpose with {v}")))
         .register("segfault", |_: Value| -> Value {

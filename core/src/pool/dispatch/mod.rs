@@ -141,13 +141,19 @@ impl Scheduler {
             return;
         }
         let recycle = self.settings.recycle_after;
-        let batching = policy::batching(pool.mean_task, queued, ready.len(), recycle);
+        let mean_task = pool.mean_task;
+        let batching = policy::batching(mean_task, queued, ready.len(), recycle);
+        let now = Instant::now();
         let queue = self.queues.entry(kind).or_default();
         let isolated = &self.isolated;
         let ledger = &mut self.ledger;
         let mut frame = BatchWriter::default();
         for i in ready {
             let w = &mut pool.workers[i];
+            let running = w.head_since.map_or(0.0, |t| (now - t).as_secs_f64());
+            if !w.in_flight.is_empty() && policy::held_up(running, mean_task) {
+                continue;
+            }
             loop {
                 // A worker running a suspect gets nothing else until it
                 // answers.

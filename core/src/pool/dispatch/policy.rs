@@ -80,6 +80,19 @@ pub(crate) fn room(
     }
 }
 
+/// A task that has run this many times the mean (and at least
+/// [`HELD_UP_AFTER`] seconds) holds its worker up.
+const HELD_UP_FACTOR: f64 = 10.0;
+const HELD_UP_AFTER: f64 = 0.02;
+
+/// Whether a worker whose current task has run `running` seconds, in a
+/// pool whose tasks take `mean_task` on average, is held up by a long
+/// task: it gets no more tasks until it answers, so that tasks queue for
+/// workers that will run them sooner.
+pub(crate) fn held_up(running: f64, mean_task: f64) -> bool {
+    running > (HELD_UP_FACTOR * mean_task).max(HELD_UP_AFTER)
+}
+
 /// Take the next batch for a worker from the front of `queue`: at most
 /// `room` tasks that `start` accepts (a task it refuses is dropped from
 /// the queue). A suspect of a crash (`is_suspect`) runs alone: it is
@@ -213,6 +226,19 @@ mod tests {
         assert_eq!(room(b, 15, 0, None), 5);
         assert_eq!(room(b, 20, 0, None), 0);
         assert_eq!(room(b, 25, 0, None), 0);
+    }
+
+    #[test]
+    fn a_long_task_among_tiny_ones_holds_its_worker_up() {
+        // Tiny tasks (10 us): a task running 50 ms is long.
+        assert!(held_up(0.05, 10e-6));
+        assert!(!held_up(0.01, 10e-6));
+        // One-second tasks: 5 s is not long, 11 s is.
+        assert!(!held_up(5.0, 1.0));
+        assert!(held_up(11.0, 1.0));
+        // Nothing measured yet: only past the floor.
+        assert!(!held_up(0.0, 0.0));
+        assert!(held_up(0.03, 0.0));
     }
 
     #[test]
