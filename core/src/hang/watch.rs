@@ -276,6 +276,12 @@ mod tests {
         let w = watch_tree(pid, TreeWatchOptions::default(), |_: &Suspect| None)
             .expect("start the watch");
         assert_eq!(w.recv_timeout(Duration::from_secs(5)), None);
+        // The channel closes as the thread returns: wait for the thread
+        // to be done (a bounded wait on that condition).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !w.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
         assert!(w.is_finished() || !platform::SUPPORTED);
         assert_eq!(w.hang(), None);
     }

@@ -152,40 +152,14 @@ pub fn plan_program(
     // workers, the user's own values kept): where they already make fork
     // safe (one thread per worker), fork stays, as fast as it is; where
     // they do not, the start method changes.
-    let with_threads = {
-        let rec = recommend(
-            facts,
-            &Config {
-                workers: Some(workers.0),
-                start_method: Some(before.start_method.clone()),
-                ..config.clone()
-            },
-        );
-        // The thread limits alone: a hazard's fix counts only where the
-        // limit would set the same value anyway (OMP_NUM_THREADS=1 for one
-        // thread per worker), not NUMBA_THREADING_LAYER=workqueue.
-        let per_worker = rec.threads_per_worker.value.to_string();
-        let limits: Vec<EnvSetting> = rec
-            .env
-            .into_iter()
-            .filter(|e| e.answers.is_empty() || e.value == per_worker)
-            // As limits, they give way to the user's own values (which a
-            // changed start method can respect).
-            .map(|e| EnvSetting {
-                answers: Vec::new(),
-                ..e
-            })
-            .collect();
-        let env = decide_env(&limits, &options.explicit_env, &current);
-        assess(
-            facts,
-            &Plan {
-                env: env.into_iter().map(|a| (a.name, a.value)).collect(),
-                ..unchanged_plan
-            },
-            config,
-        )
-    };
+    let with_threads = assess_with_thread_limits(
+        facts,
+        config,
+        &unchanged_plan,
+        &before.start_method,
+        options,
+        &current,
+    );
 
     let mut changes = Vec::new();
     let (method, hook) = if options.no_fix {
@@ -242,6 +216,50 @@ pub fn plan_program(
         env,
         changes,
     }
+}
+
+/// The verdict on `plan` with only the thread limits caiclust sets anyway
+/// (sized for its workers; the user's own values kept).
+fn assess_with_thread_limits(
+    facts: &Facts,
+    config: &Config,
+    plan: &Plan,
+    start_method: &str,
+    options: &ProgramOptions,
+    current: &impl Fn(&str) -> Option<String>,
+) -> Verdict {
+    let rec = recommend(
+        facts,
+        &Config {
+            workers: plan.workers,
+            start_method: Some(start_method.to_string()),
+            ..config.clone()
+        },
+    );
+    // The thread limits alone: a hazard's fix counts only where the
+    // limit would set the same value anyway (OMP_NUM_THREADS=1 for one
+    // thread per worker), not NUMBA_THREADING_LAYER=workqueue.
+    let per_worker = rec.threads_per_worker.value.to_string();
+    let limits: Vec<EnvSetting> = rec
+        .env
+        .into_iter()
+        .filter(|e| e.answers.is_empty() || e.value == per_worker)
+        // As limits, they give way to the user's own values (which a
+        // changed start method can respect).
+        .map(|e| EnvSetting {
+            answers: Vec::new(),
+            ..e
+        })
+        .collect();
+    let env = decide_env(&limits, &options.explicit_env, current);
+    assess(
+        facts,
+        &Plan {
+            env: env.into_iter().map(|a| (a.name, a.value)).collect(),
+            ..plan.clone()
+        },
+        config,
+    )
 }
 
 /// What the script says about how its pools start.

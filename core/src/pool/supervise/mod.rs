@@ -4,6 +4,7 @@
 //! Fork servers and the socket forked workers connect to are Unix-only
 //! (`unix.rs`); elsewhere only spawn exists (`windows.rs`).
 
+mod crash;
 #[cfg(unix)]
 mod unix;
 #[cfg(not(unix))]
@@ -20,13 +21,12 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
-use super::events::Details;
 use super::io::{send_fork, spawn_reader, WorkerInput};
 use super::state::{StopCause, Worker};
 use super::Scheduler;
 use crate::messages::Notice;
 use crate::plan::StartMethod;
-use crate::task::{ExitInfo, Failure, Outcome, Output, PoolKind, TaskId};
+use crate::task::{ExitInfo, PoolKind};
 use crate::tree::{self, StopSignal};
 use crate::worker::protocol::ToParent;
 use crate::worker::{PYTHON_WORKER, WORKER_ENV, WORKER_SOCKET_ENV};
@@ -102,126 +102,6 @@ impl Scheduler {
         }
         for serial in done {
             self.worker_gone(serial);
-        }
-    }
-
-    pub(super) fn worker_gone(&mut self, serial: u64) {
-        let Some((kind, i)) = self.locate(serial) else {
-            return;
-        };
-        let pool = self.pools.get_mut(&kind).expect("located pool");
-        let w = pool.workers.remove(i);
-        let exit = w.exit.flatten();
-        let pid = w.pid.unwrap_or(0);
-        if !w.ready && w.stopping.is_none() && self.shutdown.is_none() {
-            pool.start_failures += 1;
-            if pool.start_failures >= self.settings.max_start_failures {
-                let what = match kind {
-                    PoolKind::Python => {
-                        format!("Python workers ({})", self.settings.python.display())
-                    }
-                    _ => "Rust workers".to_string(),
-                };
-                pool.broken = Some(format!(
-                    "{what} exit before they are ready ({} in a row; last: {}); see the workers' stderr",
-                    pool.start_failures,
-                    exit.map_or("exit status unknown".into(), |e| e.to_string()),
-                ));
-            }
-        }
-        if let Some(pid) = w.pid {
-            // Leftovers of the worker's tree (a task's children).
-            self.kill_now(pid);
-        }
-        let mut in_flight = w.in_flight;
-        // Answers travel in groups (see worker::FLUSH_AFTER): a worker that
-        // dies with several tasks handed out may have finished some of
-        // them, and which one crashed it is not known. None is blamed; each
-        // runs again alone, where a crash is its own.
-        let live: Vec<TaskId> = in_flight
-            .iter()
-            .filter(|f| !f.dropped)
-            .map(|f| f.id)
-            .collect();
-        if w.stopping.is_none() && live.len() > 1 {
-            let _ = self.notices.send(Notice {
-                task: None,
-                message: format!(
-                    "worker {pid} died ({}) with {} tasks handed out; they run again one at a time, to find the one that crashed it",
-                    exit.map_or("exit status unknown".into(), |e| e.to_string()),
-                    live.len()
-                ),
-            });
-            for &id in live.iter().rev() {
-                self.ledger.unstart(id);
-                if self.ledger.get(id).is_some() {
-                    self.isolated.insert(id);
-                    self.queues.entry(kind).or_default().push_front(id);
-                }
-            }
-            in_flight.clear();
-        }
-        if let Some(head) = in_flight.pop_front() {
-            let details = Details {
-                started: w.head_started_wall,
-                runtime: w.head_since.map_or(Duration::ZERO, |t| t.elapsed()),
-                exit,
-                pid: w.pid,
-                slot: Some(w.slot),
-                stdout: Output::Empty,
-                stderr: Output::Empty,
-            };
-            let after_ms = details.runtime.as_millis() as u64;
-            let failure = match &w.stopping {
-                Some(StopCause::Timeout) => Ok(Failure::TimedOut { after_ms }),
-                Some(StopCause::Hung(cause)) => Ok(Failure::Hung {
-                    after_ms,
-                    cause: cause.clone(),
-                }),
-                Some(StopCause::Cancelled(reason)) => Err(reason.clone()),
-                None => Ok(Failure::WorkerDied { exit, pid }),
-            };
-            match failure {
-                Err(reason) => {
-                    if let Some(e) = self.ledger.cancel(head.id) {
-                        self.finish(head.id, e, Outcome::Cancelled { reason }, details);
-                    }
-                }
-                Ok(_) if head.dropped => self.ledger.unstart(head.id),
-                Ok(failure) => {
-                    if matches!(failure, Failure::WorkerDied { .. }) {
-                        let again = self.ledger.get(head.id).is_some_and(|e| e.free == 0);
-                        let _ = self.notices.send(Notice {
-                            task: Some(head.id),
-                            message: format!(
-                                "worker {pid} died ({}) while running task {}{}",
-                                exit.map_or("exit status unknown".into(), |e| e.to_string()),
-                                head.id,
-                                if again { "; it runs once more on a new worker, in case the crash was not its own" } else { "" }
-                            ),
-                        });
-                    }
-                    self.fail_attempt(head.id, failure, details)
-                }
-            }
-        } else if w.stopping.is_none() && !w.retiring && self.shutdown.is_none() && w.ready {
-            let _ = self.notices.send(Notice {
-                task: None,
-                message: format!(
-                    "worker {pid} exited between tasks ({}); a new one replaces it",
-                    exit.map_or("exit status unknown".into(), |e| e.to_string())
-                ),
-            });
-        }
-        // Handed out but never begun: back to the front of the queue.
-        for f in in_flight.into_iter().rev() {
-            if f.dropped {
-                continue;
-            }
-            self.ledger.unstart(f.id);
-            if self.ledger.get(f.id).is_some() {
-                self.queues.entry(kind).or_default().push_front(f.id);
-            }
         }
     }
 
