@@ -20,7 +20,10 @@
 # venv-pypi has joblib's loky, venv-numpy has numpy) and hyperfine and GNU
 # parallel (Debian packages, installed by the setup script).
 # Knobs: BENCH_RUNS (default 10), BENCH_MAX_LOAD (default 0.5),
-# BENCH_ONLY="1 3" (run only these groups).
+# BENCH_ONLY="1 3" (run only these groups), BENCH_BASELINE=COMMIT (also
+# build that commit, from `git archive` into target/bench-baseline, and
+# run each caiclust row of groups 1-4 at it too, in the same hyperfine
+# run: a before/after comparison side by side).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -40,6 +43,32 @@ BIN=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys;
 CAICLUST=$BIN/caiclust
 THROUGHPUT=$BIN/examples/throughput
 OVERSUB=$BIN/examples/oversubscription
+
+# The baseline's binaries (BENCH_BASELINE), built once per commit.
+BASE=${BENCH_BASELINE:-}
+if [ -n "$BASE" ]; then
+    BASE_SHA=$(git rev-parse --short "$BASE^{commit}")
+    BASE_DIR=$ROOT/target/bench-baseline/$BASE_SHA
+    if [ ! -x "$BASE_DIR/target/release/examples/throughput" ]; then
+        rm -rf "$BASE_DIR/src" && mkdir -p "$BASE_DIR/src"
+        git archive "$BASE_SHA" | tar -x -C "$BASE_DIR/src"
+        (cd "$BASE_DIR/src" && CARGO_TARGET_DIR=$BASE_DIR/target \
+            cargo build --release -q -p caiclust-cli -p caiclust-core --examples --bins)
+    fi
+    B_CAICLUST=$BASE_DIR/target/release/caiclust
+    B_THROUGHPUT=$BASE_DIR/target/release/examples/throughput
+fi
+# `row NAME COMMAND-WITH-@BIN@`: the row as built now, and (with a
+# baseline) the same at the baseline, named "NAME @ SHA".
+row() {
+    local name=$1 cmd=$2
+    ROWS+=(-n "$name" "${cmd//@CAICLUST@/$CAICLUST}")
+    ROWS[-1]=${ROWS[-1]//@THROUGHPUT@/$THROUGHPUT}
+    if [ -n "$BASE" ]; then
+        local b=${cmd//@CAICLUST@/$B_CAICLUST}
+        ROWS+=(-n "$name @ $BASE_SHA" "${b//@THROUGHPUT@/$B_THROUGHPUT}")
+    fi
+}
 
 # Wait (bounded) for a quiet machine.
 for _ in $(seq 60); do
@@ -98,8 +127,9 @@ h() { # name, runs, then hyperfine arguments
 if want 1; then
 echo "== 1. 10 000 true commands, 2 workers" | tee -a "$OUT/summary.txt"
 # GNU parallel costs several ms per job: 3 runs of it are enough.
-h commands "$RUNS" \
-    -n "caiclust map -j2" "sh -c '$CAICLUST map --no-auto -j2 --no-bar true < $OUT/inputs-10k.txt'" \
+ROWS=()
+row "caiclust map -j2" "sh -c '@CAICLUST@ map --no-auto -j2 --no-bar true < $OUT/inputs-10k.txt'"
+h commands "$RUNS" "${ROWS[@]}" \
     -n "xargs -P2" "sh -c 'xargs -P2 -n1 true < $OUT/inputs-10k.txt'"
 h commands-parallel 3 \
     -n "parallel -j2" "sh -c 'parallel -j2 true < $OUT/inputs-10k.txt'"
@@ -107,10 +137,11 @@ h commands-parallel 3 \
 fi
 if want 2; then
 echo "== 2. 100 000 tiny Rust tasks vs Python, 2 workers" | tee -a "$OUT/summary.txt"
-h rust-tasks "$RUNS" \
-    -n "caiclust Rust tasks (spawn)" "$THROUGHPUT rust 100000 2 spawn" \
-    -n "caiclust Rust tasks (forkserver)" "$THROUGHPUT rust 100000 2 forkserver" \
-    -n "caiclust Rust tasks, one submit each (spawn)" "env SUBMIT=each $THROUGHPUT rust 100000 2 spawn" \
+ROWS=()
+row "caiclust Rust tasks (spawn)" "@THROUGHPUT@ rust 100000 2 spawn"
+row "caiclust Rust tasks (forkserver)" "@THROUGHPUT@ rust 100000 2 forkserver"
+row "caiclust Rust tasks, one submit each (spawn)" "env SUBMIT=each @THROUGHPUT@ rust 100000 2 spawn"
+h rust-tasks "$RUNS" "${ROWS[@]}" \
     -n "Pool.map fork" "$PY_PYPI $MOD/pool_map.py 100000 fork" \
     -n "Pool.map spawn" "$PY_PYPI $MOD/pool_map.py 100000 spawn" \
     -n "loky" "$PY_PYPI $MOD/loky_map.py 100000"
@@ -118,10 +149,11 @@ h rust-tasks "$RUNS" \
 fi
 if want 3; then
 echo "== 3. 10 000 tiny Python-callable tasks, 2 workers" | tee -a "$OUT/summary.txt"
-h python-tasks "$RUNS" \
-    -n "caiclust library (spawn)" "$THROUGHPUT python 10000 2 spawn $PY_PYPI" \
-    -n "caiclust library (forkserver)" "$THROUGHPUT python 10000 2 forkserver $PY_PYPI" \
-    -n "caiclust map -f" "sh -c '$CAICLUST map --no-auto -j2 --no-bar --start-method spawn --python $PY_PYPI -f tiny:f < $OUT/inputs-10k.txt > /dev/null'" \
+ROWS=()
+row "caiclust library (spawn)" "@THROUGHPUT@ python 10000 2 spawn $PY_PYPI"
+row "caiclust library (forkserver)" "@THROUGHPUT@ python 10000 2 forkserver $PY_PYPI"
+row "caiclust map -f" "sh -c '@CAICLUST@ map --no-auto -j2 --no-bar --start-method spawn --python $PY_PYPI -f tiny:f < $OUT/inputs-10k.txt > /dev/null'"
+h python-tasks "$RUNS" "${ROWS[@]}" \
     -n "Pool.map fork" "$PY_PYPI $MOD/pool_map.py 10000 fork" \
     -n "Pool.map spawn" "$PY_PYPI $MOD/pool_map.py 10000 spawn" \
     -n "loky" "$PY_PYPI $MOD/loky_map.py 10000"
@@ -129,15 +161,16 @@ h python-tasks "$RUNS" \
 fi
 if want 4; then
 echo "== 4. worker start latency: one trivial task on 2 fresh workers" | tee -a "$OUT/summary.txt"
-h start-latency "$RUNS" \
-    -n "caiclust spawn" "$THROUGHPUT python 2 2 spawn $PY_PYPI" \
-    -n "caiclust forkserver" "$THROUGHPUT python 2 2 forkserver $PY_PYPI" \
-    -n "caiclust fork" "env FORCE_FORK=1 $THROUGHPUT python 2 2 fork $PY_PYPI" \
+ROWS=()
+row "caiclust spawn" "@THROUGHPUT@ python 2 2 spawn $PY_PYPI"
+row "caiclust forkserver" "@THROUGHPUT@ python 2 2 forkserver $PY_PYPI"
+row "caiclust fork" "env FORCE_FORK=1 @THROUGHPUT@ python 2 2 fork $PY_PYPI"
+row "caiclust Rust spawn" "@THROUGHPUT@ rust 2 2 spawn"
+row "caiclust Rust forkserver" "@THROUGHPUT@ rust 2 2 forkserver"
+h start-latency "$RUNS" "${ROWS[@]}" \
     -n "Pool spawn" "$PY_PYPI $MOD/pool_map.py 2 spawn" \
     -n "Pool forkserver" "$PY_PYPI $MOD/pool_map.py 2 forkserver" \
-    -n "Pool fork" "$PY_PYPI $MOD/pool_map.py 2 fork" \
-    -n "caiclust Rust spawn" "$THROUGHPUT rust 2 2 spawn" \
-    -n "caiclust Rust forkserver" "$THROUGHPUT rust 2 2 forkserver"
+    -n "Pool fork" "$PY_PYPI $MOD/pool_map.py 2 fork"
 
 fi
 if want 5; then

@@ -63,18 +63,46 @@ const ADMIT_AHEAD: usize = 8192;
 /// At most this many events between two hand-outs of tasks.
 const EVENTS_PER_TURN: usize = 64;
 
+/// How many tasks were submitted, and how many ended which way (what
+/// the halt policy weighs).
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    submitted: u64,
+    succeeded: u64,
+    failed: u64,
+}
+
+/// Where results go: to the cluster, in one message per turn of the
+/// loop, in groups the cluster hands back emptied.
+struct Outlet {
+    results: Sender<Vec<TaskResult>>,
+    /// Emptied groups the cluster handed back.
+    spare: Spare,
+    /// Results finished since the last send.
+    outbox: Vec<TaskResult>,
+}
+
+impl Outlet {
+    fn send(&mut self) {
+        if !self.outbox.is_empty() {
+            let next = self
+                .spare
+                .lock()
+                .ok()
+                .and_then(|mut s| s.pop())
+                .unwrap_or_default();
+            let _ = self.results.send(std::mem::replace(&mut self.outbox, next));
+        }
+    }
+}
+
 /// The scheduler of a cluster's local pools (see the module's doc).
 pub(crate) struct Scheduler {
     settings: Arc<Settings>,
     env: Arc<BTreeMap<String, String>>,
     events: Receiver<Event>,
     events_tx: Sender<Event>,
-    results: Sender<Vec<TaskResult>>,
-    /// Emptied groups the cluster handed back.
-    spare: Spare,
-    /// Results finished since the last send: they go to the cluster in
-    /// one message per turn of the event loop.
-    outbox: Vec<TaskResult>,
+    outlet: Outlet,
     notices: Sender<Notice>,
     ledger: Ledger,
     /// Submitted, not yet in the ledger: large submissions are taken in
@@ -88,9 +116,7 @@ pub(crate) struct Scheduler {
     #[cfg_attr(not(unix), allow(dead_code))]
     socket_dir: Option<tempfile::TempDir>,
     kills: Vec<(Instant, Vec<u32>)>,
-    submitted: u64,
-    succeeded: u64,
-    failed: u64,
+    tally: Tally,
     halted: Option<String>,
     shutdown: Option<bool>,
     /// Tasks that run alone (suspects of a crash), one per worker.
@@ -112,9 +138,11 @@ impl Scheduler {
             env,
             events,
             events_tx,
-            results,
-            spare,
-            outbox: Vec::new(),
+            outlet: Outlet {
+                results,
+                spare,
+                outbox: Vec::new(),
+            },
             notices,
             pending: VecDeque::new(),
             queues: KindMap::default(),
@@ -123,9 +151,7 @@ impl Scheduler {
             next_serial: 1,
             socket_dir: None,
             kills: Vec::new(),
-            submitted: 0,
-            succeeded: 0,
-            failed: 0,
+            tally: Tally::default(),
             halted: None,
             shutdown: None,
             isolated: HashSet::new(),
@@ -173,15 +199,7 @@ impl Scheduler {
     }
 
     fn send_results(&mut self) {
-        if !self.outbox.is_empty() {
-            let next = self
-                .spare
-                .lock()
-                .ok()
-                .and_then(|mut s| s.pop())
-                .unwrap_or_default();
-            let _ = self.results.send(std::mem::replace(&mut self.outbox, next));
-        }
+        self.outlet.send();
     }
 
     fn tick_interval(&self) -> Duration {
@@ -242,7 +260,7 @@ impl Scheduler {
     fn on_request(&mut self, request: Request) {
         match request {
             Request::Submit(id, task) => {
-                self.submitted += 1;
+                self.tally.submitted += 1;
                 if self.pending.is_empty() {
                     self.admit_one(id, *task);
                 } else {
@@ -251,7 +269,7 @@ impl Scheduler {
                 }
             }
             Request::SubmitMany { first, tasks } => {
-                self.submitted += tasks.len() as u64;
+                self.tally.submitted += tasks.len() as u64;
                 self.pending.push_back((first, tasks.into_iter()));
                 self.admit(false);
             }

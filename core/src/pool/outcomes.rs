@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use super::events::Details;
 use super::state::StopCause;
-use super::Scheduler;
+use super::{Scheduler, Tally};
 use crate::ledger::{AfterFailure, Closed, Retry};
 use crate::messages::Notice;
 use crate::plan::HaltWhen;
@@ -42,8 +42,8 @@ impl Scheduler {
             self.isolated.remove(&id);
         }
         match &outcome {
-            Outcome::Succeeded { .. } => self.succeeded += 1,
-            Outcome::Failed { .. } => self.failed += 1,
+            Outcome::Succeeded { .. } => self.tally.succeeded += 1,
+            Outcome::Failed { .. } => self.tally.failed += 1,
             Outcome::Cancelled { .. } => {}
         }
         let result = TaskResult {
@@ -59,7 +59,7 @@ impl Scheduler {
             stdout: details.stdout,
             stderr: details.stderr,
         };
-        self.outbox.push(result);
+        self.outlet.outbox.push(result);
         self.check_halt();
     }
 
@@ -68,12 +68,17 @@ impl Scheduler {
             return;
         }
         let policy = self.settings.halt;
-        if !policy.triggered(self.succeeded, self.failed, self.submitted) {
+        let Tally {
+            submitted,
+            succeeded,
+            failed,
+        } = self.tally;
+        if !policy.triggered(succeeded, failed, submitted) {
             return;
         }
         let reason = format!(
             "halted ({} succeeded, {} failed of {} submitted)",
-            self.succeeded, self.failed, self.submitted
+            succeeded, failed, submitted
         );
         let _ = self.notices.send(Notice {
             task: None,
