@@ -64,7 +64,7 @@ impl WorkerInput {
     }
 
     /// Bytes sent and not yet written.
-    #[allow(dead_code)]
+    #[cfg(test)]
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
     }
@@ -146,5 +146,46 @@ pub(super) fn read_messages<R: std::io::Read>(
         if (!batch.is_empty() && !deliver(batch)) || eof {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    #[test]
+    fn sending_never_waits_for_the_reader() {
+        let (mut reader, writer) = std::io::pipe().expect("a pipe");
+        let input = WorkerInput::start("test", Box::new(writer)).expect("the writer thread");
+        // Far more than a pipe holds, and nobody reads yet: every send
+        // returns at once and the bytes wait.
+        let frames: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 1 << 20]).collect();
+        for f in &frames {
+            assert!(input.send(f.clone()));
+        }
+        assert!(input.queued() > 1 << 20, "{} bytes queued", input.queued());
+        // Dropping the input closes it once everything was written.
+        drop(input);
+        let mut got = Vec::new();
+        reader.read_to_end(&mut got).expect("read to EOF");
+        assert_eq!(got, frames.concat());
+    }
+
+    #[test]
+    fn a_reader_that_went_away_stops_the_writer() {
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        let input = WorkerInput::start("test", Box::new(writer)).expect("the writer thread");
+        drop(reader);
+        // The first write fails (EPIPE); the thread ends, and sends then
+        // say so. A bounded wait for that.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut refused = false;
+        while !refused && std::time::Instant::now() < deadline {
+            refused = !input.send(vec![0; 1024]);
+            std::thread::yield_now();
+        }
+        assert!(refused, "sends still accepted after the reader closed");
     }
 }
