@@ -500,13 +500,23 @@ pub fn processes_tagged(tag: &str) -> Vec<(u32, String)> {
 /// Wait up to `within` for every process tagged `tag` to be gone; return
 /// the survivors.
 pub fn orphans_after(tag: &str, within: std::time::Duration) -> Vec<(u32, String)> {
+    wait_for(within, || processes_tagged(tag).is_empty());
+    processes_tagged(tag)
+}
+
+/// Poll `done` until it says yes, at most `within`; whether it did. A
+/// bounded wait on a condition, for tests that must not guess how long
+/// something takes with a bare sleep.
+pub fn wait_for(within: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + within;
     loop {
-        let left = processes_tagged(tag);
-        if left.is_empty() || std::time::Instant::now() >= deadline {
-            return left;
+        if done() {
+            return true;
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
