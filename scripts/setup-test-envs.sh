@@ -267,22 +267,36 @@ log "sarif schema: $(CAICLUST_FIXTURES="$FIX" bash "$(dirname "${BASH_SOURCE[0]}
 # ---------------------------------------------------------------------------
 # 3. Foreign wheels
 # ---------------------------------------------------------------------------
+# The version of PyPI package $1 installed in the PyPI venv (from its
+# stamp's `pip freeze`); empty when it is not installed there.
+venv_pypi_version() {
+    sed -n "s/^$1==//Ip" "$STAMPS/venv-pypi" 2>/dev/null | head -n 1
+}
+
+# A wheel of a package the PyPI venv also has is fetched for the venv's
+# version of it, so that tests can compare the foreign build with the Linux
+# one of the same release (threadpoolctl is the oracle there).
 fetch_wheel() {
     local name=$1 pkg=$2 platform=$3 expect=$4
     local dest=$WHEELS/$name dl=$DOWNLOADS/$name stamp=$STAMPS/wheel-$name
     local want="package=$pkg platform=$platform python=$WHEEL_PY expect=$expect"
+    local version spec=$pkg
+    version=$(venv_pypi_version "$pkg")
+    [ -z "$version" ] || spec="$pkg==$version"
 
-    if [ -d "$dest" ] && [ -f "$stamp" ] && [ "$(head -n 1 "$stamp")" = "$want" ]; then
+    # Line 2 of the stamp is the wheel's file name: name-VERSION-...
+    if [ -d "$dest" ] && [ -f "$stamp" ] && [ "$(head -n 1 "$stamp")" = "$want" ] &&
+        { [ -z "$version" ] || [ "$(sed -n 2p "$stamp" | cut -d- -f2)" = "$version" ]; }; then
         log "wheel $name: up to date ($(sed -n 2p "$stamp"))"
         return 0
     fi
     rm -f "$stamp"
     mkdir -p "$dl"
-    log "wheel $name: pip download $pkg --platform $platform --python-version $WHEEL_PY"
+    log "wheel $name: pip download $spec --platform $platform --python-version $WHEEL_PY"
     rm -f "$dl"/*.whl
     "$VENV/bin/python" -m pip download --quiet --disable-pip-version-check \
         --no-deps --only-binary=:all: --platform "$platform" \
-        --python-version "$WHEEL_PY" -d "$dl" "$pkg"
+        --python-version "$WHEEL_PY" -d "$dl" "$spec"
     local whl
     whl=$(find "$dl" -maxdepth 1 -name '*.whl' | head -n 1)
     [ -n "$whl" ] || die "wheel $name: pip download produced no .whl"
