@@ -18,8 +18,10 @@
 #   manifest.json           the same paths, read by tests/src/lib.rs
 #
 # On Debian/Ubuntu it also installs the Debian packages the tests use (as root,
-# or through passwordless sudo) and points the libblas.so.3/liblapack.so.3
-# alternatives at the OpenMP build of OpenBLAS.
+# or through passwordless sudo). It changes nothing else on the machine: the
+# libblas.so.3/liblapack.so.3 alternatives stay as they are (a test that
+# needs one BLAS build puts its folder, e.g. /usr/lib/<triplet>/openblas-openmp,
+# in LD_LIBRARY_PATH for its own processes).
 #
 # Idempotent: a rerun checks stamps and does (almost) nothing. Any failure
 # exits non-zero: the tests must fail rather than skip when a fixture is
@@ -28,8 +30,8 @@
 # Knobs (environment):
 #   CAICLUST_FIXTURES      where to build (default <repo>/.fixtures)
 #   CAICLUST_PYTHON        interpreter for venv-pypi (default: python3 on PATH)
-#   CAICLUST_SKIP_APT=1    never touch Debian packages or alternatives (then
-#                          they must already be right, or the script fails)
+#   CAICLUST_SKIP_APT=1    never install Debian packages (then they must
+#                          already be there, or the script fails)
 
 set -euo pipefail
 
@@ -121,7 +123,7 @@ START=$(date +%s)
 log "fixtures folder: $FIX"
 
 # ---------------------------------------------------------------------------
-# 1. Debian packages and the BLAS alternative
+# 1. Debian packages
 # ---------------------------------------------------------------------------
 SUDO=()
 can_admin() {
@@ -142,6 +144,10 @@ deb_installed() {
 
 alt_value() {
     update-alternatives --query "$1" 2>/dev/null | sed -n 's/^Value: //p'
+}
+
+alt_status() {
+    update-alternatives --query "$1" 2>/dev/null | sed -n 's/^Status: //p'
 }
 
 MULTIARCH=""
@@ -176,25 +182,24 @@ if [ -r /etc/debian_version ] && command -v dpkg-query >/dev/null 2>&1; then
 
     OPENBLAS_OPENMP_DIR=/usr/lib/$MULTIARCH/openblas-openmp
     OPENBLAS_PTHREAD_DIR=/usr/lib/$MULTIARCH/openblas-pthread
-    # libblas.so.3 and liblapack.so.3 of each flavour are thin wrappers that
-    # NEED libopenblas.so.0, found through RUNPATH $ORIGIN, i.e. beside the
-    # /usr/lib/<triplet>/libblas.so.3 symlink: that is a third alternative,
-    # which must point at the same flavour or the process mixes the OpenMP
-    # wrapper with the pthreads core.
+    # Both builds must be there: tests pick one per process with
+    # LD_LIBRARY_PATH. The folder holds all three libraries of a build
+    # (libblas.so.3 and liblapack.so.3 are thin wrappers that NEED
+    # libopenblas.so.0), so the process never mixes builds.
     for lib in libblas.so.3 liblapack.so.3 libopenblas.so.0; do
+        for dir in "$OPENBLAS_OPENMP_DIR" "$OPENBLAS_PTHREAD_DIR"; do
+            [ -e "$dir/$lib" ] || die "$dir/$lib not found (are libopenblas0-openmp and libopenblas0-pthread installed?)"
+        done
+        # Older versions of this script pointed these alternatives at the
+        # OpenMP build by hand (update-alternatives --set), for every
+        # program on the machine. This one leaves them alone and says how
+        # to give Debian its own choice back.
         name=$lib-$MULTIARCH
-        want=$OPENBLAS_OPENMP_DIR/$lib
-        [ -e "$want" ] || die "$want not found (is libopenblas0-openmp installed?)"
-        [ -e "$OPENBLAS_PTHREAD_DIR/$lib" ] || die "$OPENBLAS_PTHREAD_DIR/$lib not found"
-        have=$(alt_value "$name")
-        if [ "$have" = "$want" ]; then
-            log "alternatives: $name -> $want (already)"
-        else
-            [ "${CAICLUST_SKIP_APT:-0}" = 1 ] &&
-                die "alternative $name is '$have', want $want (and CAICLUST_SKIP_APT=1)"
-            can_admin || die "alternative $name is '$have', want $want; run as root once"
-            log "alternatives: $name: '$have' -> $want"
-            "${SUDO[@]}" update-alternatives --set "$name" "$want"
+        if [ "$(alt_status "$name")" = manual ] &&
+            [ "$(alt_value "$name")" = "$OPENBLAS_OPENMP_DIR/$lib" ]; then
+            log "note: alternative $name is set by hand to $OPENBLAS_OPENMP_DIR/$lib" \
+                "(older versions of this script did that; the tests no longer need it):" \
+                "'update-alternatives --auto $name' restores Debian's choice"
         fi
     done
 
@@ -267,22 +272,36 @@ log "sarif schema: $(CAICLUST_FIXTURES="$FIX" bash "$(dirname "${BASH_SOURCE[0]}
 # ---------------------------------------------------------------------------
 # 3. Foreign wheels
 # ---------------------------------------------------------------------------
+# The version of PyPI package $1 installed in the PyPI venv (from its
+# stamp's `pip freeze`); empty when it is not installed there.
+venv_pypi_version() {
+    sed -n "s/^$1==//Ip" "$STAMPS/venv-pypi" 2>/dev/null | head -n 1
+}
+
+# A wheel of a package the PyPI venv also has is fetched for the venv's
+# version of it, so that tests can compare the foreign build with the Linux
+# one of the same release (threadpoolctl is the oracle there).
 fetch_wheel() {
     local name=$1 pkg=$2 platform=$3 expect=$4
     local dest=$WHEELS/$name dl=$DOWNLOADS/$name stamp=$STAMPS/wheel-$name
     local want="package=$pkg platform=$platform python=$WHEEL_PY expect=$expect"
+    local version spec=$pkg
+    version=$(venv_pypi_version "$pkg")
+    [ -z "$version" ] || spec="$pkg==$version"
 
-    if [ -d "$dest" ] && [ -f "$stamp" ] && [ "$(head -n 1 "$stamp")" = "$want" ]; then
+    # Line 2 of the stamp is the wheel's file name: name-VERSION-...
+    if [ -d "$dest" ] && [ -f "$stamp" ] && [ "$(head -n 1 "$stamp")" = "$want" ] &&
+        { [ -z "$version" ] || [ "$(sed -n 2p "$stamp" | cut -d- -f2)" = "$version" ]; }; then
         log "wheel $name: up to date ($(sed -n 2p "$stamp"))"
         return 0
     fi
     rm -f "$stamp"
     mkdir -p "$dl"
-    log "wheel $name: pip download $pkg --platform $platform --python-version $WHEEL_PY"
+    log "wheel $name: pip download $spec --platform $platform --python-version $WHEEL_PY"
     rm -f "$dl"/*.whl
     "$VENV/bin/python" -m pip download --quiet --disable-pip-version-check \
         --no-deps --only-binary=:all: --platform "$platform" \
-        --python-version "$WHEEL_PY" -d "$dl" "$pkg"
+        --python-version "$WHEEL_PY" -d "$dl" "$spec"
     local whl
     whl=$(find "$dl" -maxdepth 1 -name '*.whl' | head -n 1)
     [ -n "$whl" ] || die "wheel $name: pip download produced no .whl"

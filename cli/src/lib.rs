@@ -16,16 +16,16 @@ pub mod run;
 pub mod stdout;
 pub mod summary;
 
-/// Keep panics that the probe contains (inside the binary parser, reported
-/// as a malformed file) from printing a backtrace over the user's output;
-/// every other panic is reported as usual.
+/// Keep a panic that the probe contains (inside its parse of one binary)
+/// from printing over the user's output: the probe reports it as that
+/// file's error, naming the file, the panic's message and where it
+/// happened, and goes on with the other files (see
+/// [`caiclust_probe::claim_parser_panic`]). Every other panic, wherever it
+/// happens (goblin included), is reported as usual.
 pub fn quiet_contained_panics() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let contained = info
-            .location()
-            .is_some_and(|l| l.file().contains("goblin") || l.file().contains("scroll"));
-        if !contained {
+        if !caiclust_probe::claim_parser_panic(info) {
             default(info);
         }
     }));

@@ -475,8 +475,8 @@ fn affinity_pins_the_child_as_taskset_pins_python() {
 }
 
 /// Debian's numpy with the OpenBLAS build in `dir` (through
-/// `LD_LIBRARY_PATH` for the pthreads one), compared with Debian's
-/// threadpoolctl.
+/// `LD_LIBRARY_PATH`, whatever the system's alternative is), compared with
+/// Debian's threadpoolctl.
 fn debian_agrees(dir: &Path, ld_library_path: Option<&Path>, layer: &str) {
     let fx = fixtures();
     let lib = dir.join("libopenblas.so.0");
@@ -528,7 +528,11 @@ fn debian_agrees(dir: &Path, ld_library_path: Option<&Path>, layer: &str) {
 #[test]
 fn debian_openmp_openblas_agrees_with_threadpoolctl() {
     let fx = fixtures();
-    debian_agrees(&fx.openblas_openmp_dir, None, "openmp");
+    debian_agrees(
+        &fx.openblas_openmp_dir,
+        Some(&fx.openblas_openmp_dir),
+        "openmp",
+    );
 }
 
 #[test]

@@ -3,8 +3,10 @@
 //!
 //! Files are memory-mapped, so a large or sparse file costs only the pages
 //! actually read. Parsing is defensive: any malformed input becomes a
-//! [`BinaryError`], never a panic.
+//! [`BinaryError`], never a panic; a panic inside the parser (a bug) is
+//! contained and becomes [`BinaryError::ParserPanic`], naming the file.
 
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::Path;
@@ -246,11 +248,7 @@ pub fn read_binary(path: &Path) -> Result<BinaryInfo, BinaryError> {
     // while it is being probed, and the probe is a short-lived reader. No
     // reference into the map outlives this function (all strings are copied).
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| BinaryError::Io(e.to_string()))?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    parse_binary_named(&map, &file_name)
+    parse_binary_from(&map, Some(path))
 }
 
 /// Which container format these leading bytes announce.
@@ -269,37 +267,95 @@ pub fn sniff_format(bytes: &[u8]) -> Option<BinaryFormat> {
 
 /// Parse a binary from memory. Never panics on malformed input.
 pub fn parse_binary(bytes: &[u8]) -> Result<BinaryInfo, BinaryError> {
-    parse_binary_named(bytes, "")
+    parse_binary_from(bytes, None)
 }
 
-fn parse_binary_named(bytes: &[u8], file_name: &str) -> Result<BinaryInfo, BinaryError> {
+/// Parse `bytes`, read from the file `source` (`None`: given in memory).
+fn parse_binary_from(bytes: &[u8], source: Option<&Path>) -> Result<BinaryInfo, BinaryError> {
     let format = sniff_format(bytes).ok_or(BinaryError::NotBinary)?;
     // goblin returns errors for most malformed input but can still panic on
     // some (out-of-range offsets in Mach-O export tries and load commands,
     // found by fuzzing). A hostile file must not take the probe down:
-    // contain the panic and report the file as malformed.
-    let parsed = std::panic::catch_unwind(|| match format {
+    // contain the panic and report it, naming the file.
+    let (mut info, rodata) = contain_panics(format, source, || match format {
         BinaryFormat::Elf => parse_elf(bytes),
         BinaryFormat::MachO => parse_mach(bytes),
         BinaryFormat::Pe => parse_pe(bytes),
-    });
-    let (mut info, rodata) = match parsed {
-        Ok(result) => result?,
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown".into());
-            return Err(malformed(
-                format,
-                format!("the parser failed on it ({what})"),
-            ));
-        }
-    };
+    })?;
+    let file_name = source
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     info.format = Some(format);
-    info.marker_strings = find_markers(bytes, &rodata, file_name, &info.exports);
+    info.marker_strings = find_markers(bytes, &rodata, &file_name, &info.exports);
     Ok(info)
+}
+
+thread_local! {
+    /// Set while this thread runs a parser under [`contain_panics`].
+    static CONTAINING: Cell<bool> = const { Cell::new(false) };
+    /// Where the contained panic happened (`file:line:col`), as the
+    /// program's panic hook passed it to [`claim_parser_panic`].
+    static PANIC_AT: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// For a program's panic hook: whether this panic happens inside the
+/// probe's parse of one binary on this thread. If so, the probe reports it
+/// as [`BinaryError::ParserPanic`] naming the file, with the panic's
+/// message and the location recorded here, and goes on with the other
+/// files: the hook need not print it. Any other panic: `false`, and the
+/// hook should report it as usual.
+///
+/// ```no_run
+/// let default = std::panic::take_hook();
+/// std::panic::set_hook(Box::new(move |info| {
+///     if !caiclust_probe::claim_parser_panic(info) {
+///         default(info);
+///     }
+/// }));
+/// ```
+pub fn claim_parser_panic(info: &std::panic::PanicHookInfo<'_>) -> bool {
+    if !CONTAINING.with(Cell::get) {
+        return false;
+    }
+    let at = info
+        .location()
+        .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+    PANIC_AT.with(|p| *p.borrow_mut() = at);
+    true
+}
+
+/// Run the parser `parse` of a `format` file read from `source`; a panic
+/// inside it becomes [`BinaryError::ParserPanic`] naming the file.
+fn contain_panics<T>(
+    format: BinaryFormat,
+    source: Option<&Path>,
+    parse: impl FnOnce() -> Result<T, BinaryError>,
+) -> Result<T, BinaryError> {
+    let outer = CONTAINING.with(|c| c.replace(true));
+    PANIC_AT.with(|p| p.borrow_mut().take());
+    // Unwind safety: nothing `parse` touched is used after a panic; the
+    // error carries only copied text.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse));
+    CONTAINING.with(|c| c.set(outer));
+    let payload = match result {
+        Ok(parsed) => return parsed,
+        Err(payload) => payload,
+    };
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    let message = match PANIC_AT.with(|p| p.borrow_mut().take()) {
+        Some(at) => format!("{what} (at {at})"),
+        None => what,
+    };
+    Err(BinaryError::ParserPanic {
+        format,
+        path: source.map(Path::to_path_buf),
+        message,
+    })
 }
 
 fn malformed(format: BinaryFormat, e: impl std::fmt::Display) -> BinaryError {
@@ -1025,6 +1081,80 @@ fn extract_string(hay: &[u8], pos: usize, to_line_end: bool) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_parser_panic_is_an_error_naming_the_file() {
+        let path = Path::new("/wheels/pkg/.dylibs/libbroken.dylib");
+        let r: Result<(), _> = contain_panics(BinaryFormat::MachO, Some(path), || {
+            panic!("index 9 out of range for slice of length 4")
+        });
+        let e = r.expect_err("the panic is an error");
+        assert!(
+            matches!(&e, BinaryError::ParserPanic { format: BinaryFormat::MachO, path: Some(p), message }
+                if p == path && message.contains("index 9 out of range")),
+            "{e:?}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.starts_with(
+                "the Mach-O parser panicked reading /wheels/pkg/.dylibs/libbroken.dylib: index 9"
+            ),
+            "{text}"
+        );
+        // In memory, it says so; the flag is down again afterwards.
+        let r: Result<(), _> = contain_panics(BinaryFormat::Pe, None, || panic!("boom"));
+        assert!(r
+            .expect_err("an error")
+            .to_string()
+            .contains("reading bytes in memory: boom"));
+        assert!(!CONTAINING.with(Cell::get));
+        // A parse that does not panic is passed through.
+        assert_eq!(
+            contain_panics(BinaryFormat::Elf, Some(path), || Ok::<_, BinaryError>(7)),
+            Ok(7)
+        );
+        assert_eq!(
+            contain_panics(BinaryFormat::Elf, Some(path), || Err::<(), _>(
+                BinaryError::Empty
+            )),
+            Err(BinaryError::Empty)
+        );
+    }
+
+    thread_local! {
+        /// What [`claim_parser_panic`] answered for this thread's last panic.
+        static CLAIMED: Cell<Option<bool>> = const { Cell::new(None) };
+    }
+
+    /// A program's hook built on [`claim_parser_panic`] stays quiet about
+    /// contained panics only, and the error gets the panic's location.
+    #[test]
+    fn the_hook_claims_only_contained_panics() {
+        static HOOK: std::sync::Once = std::sync::Once::new();
+        HOOK.call_once(|| {
+            let default = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                let claimed = claim_parser_panic(info);
+                CLAIMED.with(|c| c.set(Some(claimed)));
+                if !claimed {
+                    default(info);
+                }
+            }));
+        });
+        let path = Path::new("/lib/libbad.so");
+        let r: Result<(), _> =
+            contain_panics(BinaryFormat::Elf, Some(path), || panic!("bad offset"));
+        assert_eq!(CLAIMED.with(Cell::get), Some(true));
+        let text = r.expect_err("an error").to_string();
+        assert!(
+            text.contains("/lib/libbad.so: bad offset (at ") && text.contains("binary.rs:"),
+            "{text}"
+        );
+        // Outside the parser: not claimed, reported by the default hook.
+        let outside = std::panic::catch_unwind(|| panic!("not the parser's"));
+        assert!(outside.is_err());
+        assert_eq!(CLAIMED.with(Cell::get), Some(false));
+    }
 
     #[test]
     fn sniffs_formats() {

@@ -75,4 +75,27 @@ pub enum BinaryError {
     },
     #[error("not a regular file")]
     NotRegular,
+    /// The parser panicked on the file (a bug, in goblin or here). The
+    /// panic was contained: the file is reported with this error and the
+    /// probe goes on with the others.
+    #[error("the {format} parser panicked reading {}: {message}", path_or_memory(.path))]
+    ParserPanic {
+        format: crate::facts::BinaryFormat,
+        /// The file being read; `None` for bytes given in memory.
+        path: Option<PathBuf>,
+        /// The panic's message and, when the program's panic hook passed
+        /// it on (see [`crate::claim_parser_panic`]), where it happened.
+        message: String,
+    },
+    /// The thread reading the file (with others) panicked outside the
+    /// contained parse: a bug, reported by the panic hook as it happened.
+    #[error("the thread reading it panicked ({0})")]
+    ReaderPanic(String),
+}
+
+fn path_or_memory(path: &Option<PathBuf>) -> String {
+    match path {
+        Some(p) => p.display().to_string(),
+        None => "bytes in memory".to_owned(),
+    }
 }

@@ -39,7 +39,9 @@ mod runtime;
 mod scan;
 mod spawn;
 
-pub use binary::{parse_binary, read_binary, sniff_format, BinaryInfo, MAX_BINARY_SIZE};
+pub use binary::{
+    claim_parser_panic, parse_binary, read_binary, sniff_format, BinaryInfo, MAX_BINARY_SIZE,
+};
 pub use env::{relevant_env, RELEVANT_ENV_PREFIXES, RELEVANT_ENV_VARS};
 pub use error::{BinaryError, ProbeError};
 pub use facts::*;

@@ -503,9 +503,19 @@ impl Scanner {
                         })
                     })
                     .collect();
+                // A reader thread only panics outside the contained parse
+                // (a bug, reported by the panic hook as usual): its files
+                // are then recorded as skipped, never dropped silently.
                 handles
                     .into_iter()
-                    .flat_map(|h| h.join().unwrap_or_default())
+                    .zip(paths.chunks(chunk))
+                    .flat_map(|(h, part)| {
+                        h.join().unwrap_or_else(|_| {
+                            part.iter()
+                                .map(|p| (p.clone(), Err(reader_panicked())))
+                                .collect()
+                        })
+                    })
                     .collect()
             });
         for (path, result) in results {
@@ -592,6 +602,7 @@ impl Scanner {
             for request in &info.needed {
                 let parsed = &mut self.parsed;
                 let binaries_read = &mut self.binaries_read;
+                let skipped = &mut self.skipped;
                 let canon = &mut self.canon;
                 let mut accept = |candidate: &Path| -> bool {
                     let Some(c) = canonical(canon, candidate) else {
@@ -603,8 +614,17 @@ impl Scanner {
                         None => {
                             let r = read_binary(&c).map(Arc::new);
                             let ok = matches!(&r, Ok(ci) if compatible(ci, wanted_format, &wanted_arches));
-                            if r.is_ok() {
-                                *binaries_read += 1;
+                            match &r {
+                                Ok(_) => *binaries_read += 1,
+                                // A candidate that is not a binary is no
+                                // news; a parser that panicked on it is.
+                                Err(e @ BinaryError::ParserPanic { .. }) => {
+                                    skipped.insert(Skipped {
+                                        path: c.clone(),
+                                        reason: e.to_string(),
+                                    });
+                                }
+                                Err(_) => {}
                             }
                             parsed.insert(c, r);
                             ok
@@ -1049,6 +1069,11 @@ fn numba_omp_runtime(v: Vendor) -> &'static str {
 }
 
 /// Same format and at least one architecture in common.
+/// Why a file has no result: its reader thread panicked.
+fn reader_panicked() -> BinaryError {
+    BinaryError::ReaderPanic("its message was printed when it happened".to_owned())
+}
+
 fn compatible(candidate: &BinaryInfo, format: Option<BinaryFormat>, arches: &[String]) -> bool {
     candidate.format == format
         && (arches.is_empty() || candidate.architectures.iter().any(|a| arches.contains(a)))

@@ -84,7 +84,11 @@ fn pypi_sklearn_with_fork_is_an_error_naming_libgomp() {
 #[test]
 fn debian_numpy_with_openblas_openmp_is_an_error() {
     let fx = caiclust_tests::fixtures();
-    let facts = probe(&fx.debian_python, env_without(&["LD_LIBRARY_PATH"], &[]));
+    let (k, v) = fx.debian_openblas_openmp_env();
+    let facts = probe(
+        &fx.debian_python,
+        env_without(&["LD_LIBRARY_PATH"], &[(&k, &v)]),
+    );
     let report = evaluate(&facts, &Plan::default(), &Config::default());
     let errs = errors(&report);
     assert!(
@@ -97,10 +101,20 @@ fn debian_numpy_with_openblas_openmp_is_an_error() {
 
 #[test]
 fn debian_numpy_with_omp_num_threads_1_has_no_error() {
+    // The OpenMP build, whose pool OMP_NUM_THREADS=1 keeps from starting.
     let fx = caiclust_tests::fixtures();
+    let (k, v) = fx.debian_openblas_openmp_env();
     let facts = probe(
         &fx.debian_python,
-        env_without(&["LD_LIBRARY_PATH"], &[("OMP_NUM_THREADS", "1")]),
+        env_without(&["LD_LIBRARY_PATH"], &[(&k, &v), ("OMP_NUM_THREADS", "1")]),
+    );
+    assert!(
+        facts
+            .libraries
+            .iter()
+            .any(|l| l.path.starts_with(&fx.openblas_openmp_dir)),
+        "the OpenMP OpenBLAS is what numpy loads: {:#?}",
+        facts.libraries
     );
     let report = evaluate(&facts, &Plan::default(), &Config::default());
     assert!(errors(&report).is_empty(), "{:#?}", report.findings);

@@ -8,10 +8,12 @@
 //!
 //! * `venv-pypi/`: a CPython venv with PyPI numpy, scipy, scikit-learn,
 //!   opencv-python-headless and threadpoolctl;
-//! * the Debian interpreter `/usr/bin/python3` with `python3-numpy`, whose
-//!   `libblas.so.3` alternative points at the OpenMP build of OpenBLAS (the
-//!   pthreads build is in [`Fixtures::openblas_pthread_dir`], reachable with
-//!   `LD_LIBRARY_PATH`);
+//! * the Debian interpreter `/usr/bin/python3` with `python3-numpy`, and
+//!   both Debian builds of OpenBLAS (OpenMP and pthreads). The system's
+//!   `libblas.so.3` alternative is left as the machine has it: a test that
+//!   needs one build names it for its own processes with `LD_LIBRARY_PATH`
+//!   ([`Fixtures::debian_openblas_openmp_env`],
+//!   [`Fixtures::openblas_pthread_dir`]);
 //! * `venv-ipp/`: a CPython venv with PyPI ipyparallel, numpy and
 //!   scikit-learn, for the ipyparallel backend;
 //! * `wheels/<name>/`: unpacked foreign wheels (macOS, Windows), one per
@@ -117,8 +119,9 @@ pub struct Fixtures {
     /// `/usr/lib/<triplet>/openblas-pthread`: put it in `LD_LIBRARY_PATH` to
     /// give Debian's numpy the pthreads OpenBLAS instead of the OpenMP one.
     pub openblas_pthread_dir: PathBuf,
-    /// `/usr/lib/<triplet>/openblas-openmp`, where the system alternatives
-    /// point.
+    /// `/usr/lib/<triplet>/openblas-openmp`: put it in `LD_LIBRARY_PATH` to
+    /// give Debian's numpy the OpenMP OpenBLAS (see
+    /// [`Fixtures::debian_openblas_openmp_env`]).
     pub openblas_openmp_dir: PathBuf,
     /// The folder holding one sub-folder per unpacked foreign wheel.
     pub wheels_dir: PathBuf,
@@ -185,6 +188,19 @@ impl Fixtures {
                 self.wheels.keys().cloned().collect::<Vec<_>>().join(", ")
             )
         })
+    }
+
+    /// The variable that gives Debian's numpy the OpenMP build of OpenBLAS
+    /// in one process and its children, whatever the system's
+    /// `libblas.so.3` alternative is: `LD_LIBRARY_PATH` set to
+    /// [`Fixtures::openblas_openmp_dir`] (its `libblas.so.3`,
+    /// `liblapack.so.3` and `libopenblas.so.0` come first, all three of the
+    /// same build).
+    pub fn debian_openblas_openmp_env(&self) -> (String, String) {
+        (
+            "LD_LIBRARY_PATH".to_owned(),
+            self.openblas_openmp_dir.to_string_lossy().into_owned(),
+        )
     }
 
     /// The prefix of the PyPI venv (`<root>/venv-pypi`).
@@ -500,13 +516,23 @@ pub fn processes_tagged(tag: &str) -> Vec<(u32, String)> {
 /// Wait up to `within` for every process tagged `tag` to be gone; return
 /// the survivors.
 pub fn orphans_after(tag: &str, within: std::time::Duration) -> Vec<(u32, String)> {
+    wait_for(within, || processes_tagged(tag).is_empty());
+    processes_tagged(tag)
+}
+
+/// Poll `done` until it says yes, at most `within`; whether it did. A
+/// bounded wait on a condition, for tests that must not guess how long
+/// something takes with a bare sleep.
+pub fn wait_for(within: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + within;
     loop {
-        let left = processes_tagged(tag);
-        if left.is_empty() || std::time::Instant::now() >= deadline {
-            return left;
+        if done() {
+            return true;
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
@@ -560,7 +586,8 @@ def task(seed):
 task(0)
 "#;
 
-    /// numpy on an OpenMP OpenBLAS (Debian's openblas-openmp).
+    /// numpy on an OpenMP OpenBLAS (Debian's openblas-openmp, which
+    /// [`install`] puts in `LD_LIBRARY_PATH`).
     pub const OPENBLAS: &str = r#"
 import numpy as np
 A = np.random.RandomState(0).rand(700, 700)
@@ -610,12 +637,25 @@ double work(int n) {
 
     /// Write `module` as `dir/hazard.py` (building the C library for
     /// [`GOMP`]); the environment that makes `import hazard` work.
+    ///
+    /// For [`OPENBLAS`] and [`GOMP`] (both run by Debian's interpreter)
+    /// also `LD_LIBRARY_PATH` to Debian's OpenMP OpenBLAS
+    /// ([`crate::Fixtures::debian_openblas_openmp_env`]): for `OPENBLAS`
+    /// it is the hazard; for `GOMP` it is what lets a plan see one, since
+    /// a library loaded with ctypes is invisible to the static probe: the
+    /// rules flag the interpreter's OpenMP OpenBLAS (CC001), whose
+    /// remedies (no fork, or `OMP_NUM_THREADS=1`) defuse the C library
+    /// too. The tests were written on machines whose `libblas.so.3`
+    /// alternative named that build; now each test names it itself.
     pub fn install(dir: &Path, module: &str) -> Vec<(String, String)> {
         std::fs::write(dir.join("hazard.py"), module).expect("write hazard.py");
         let mut env = vec![("PYTHONPATH".to_string(), dir.to_string_lossy().into_owned())];
         if module == GOMP {
             let lib = build_ompwork(dir);
             env.push(("OMPWORK_LIB".into(), lib.to_string_lossy().into_owned()));
+        }
+        if module == OPENBLAS || module == GOMP {
+            env.push(crate::fixtures().debian_openblas_openmp_env());
         }
         env
     }

@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use caiclust_core::{Cluster, Outcome, StartMethod, Task};
+use caiclust_tests::wait_for;
 use serde_json::json;
 
 const FIXTURE: &str = env!("CARGO_BIN_EXE_caiclust-task-fixture");
@@ -81,9 +82,20 @@ fn results_of_earlier_submissions_stay_for_recv() {
 #[test]
 fn withdraw_cancels_what_has_not_begun_and_lets_running_tasks_finish() {
     let c = cluster(1);
-    let ids = c.submit_many((0..30).map(|_| Task::rust("sleep_ms", json!(400))));
+    let dir = tempfile::tempdir().unwrap();
+    let began = dir.path().join("began");
+    let first = Task::rust(
+        "mark_then_sleep_ms",
+        json!([began.to_str().expect("a UTF-8 temp path"), 400]),
+    );
+    let ids = c.submit_many(
+        std::iter::once(first).chain((1..30).map(|_| Task::rust("sleep_ms", json!(400)))),
+    );
     // Wait until the first is running.
-    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        wait_for(Duration::from_secs(30), || began.exists()),
+        "the first task did not begin within 30 s"
+    );
     let t0 = Instant::now();
     c.withdraw(ids.iter().copied());
     let results: Vec<_> = c.results().collect();

@@ -8,10 +8,18 @@ use caiclust_core::{
     Cluster, ExitInfo, Failure, HaltPolicy, Outcome, Output, StartCause, StartMethod, Task,
     TaskResult,
 };
-use caiclust_tests::{orphans_after, unique_tag, TAG_VAR};
+use caiclust_tests::{orphans_after, processes_tagged, unique_tag, wait_for, TAG_VAR};
 
 fn sh(script: &str) -> Task {
     Task::command(["sh", "-c", script])
+}
+
+/// How many processes tagged `tag` run the command line `cmd`.
+fn sleepers(tag: &str, cmd: &str) -> usize {
+    processes_tagged(tag)
+        .iter()
+        .filter(|(_, c)| c.trim_end() == cmd)
+        .count()
 }
 
 fn failure(r: &TaskResult) -> &Failure {
@@ -242,7 +250,12 @@ fn cancel_and_ordering() {
     let fast: Vec<_> = (0..6)
         .map(|i| c.submit(sh(&format!("sleep 0.0{}; echo {i}", 6 - i))))
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
+    // Until both workers run a `sleep 30` (the slow task and the first
+    // queued one).
+    assert!(
+        wait_for(Duration::from_secs(30), || sleepers(&tag, "sleep 30") >= 2),
+        "the first two tasks did not start within 30 s"
+    );
     c.cancel(slow);
     for id in &queued {
         c.cancel(*id);
@@ -273,8 +286,12 @@ fn dropping_a_cluster_stops_everything_it_started() {
     for _ in 0..4 {
         c.submit(sh("sleep 30 & sleep 30"));
     }
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(!caiclust_tests::processes_tagged(&tag).is_empty());
+    // Until both workers' tasks run both of their sleeps.
+    assert!(
+        wait_for(Duration::from_secs(30), || sleepers(&tag, "sleep 30") >= 4),
+        "two tasks did not start their sleeps within 30 s: {:?}",
+        caiclust_tests::processes_tagged(&tag)
+    );
     let t0 = Instant::now();
     drop(c);
     assert!(t0.elapsed() < Duration::from_secs(5));

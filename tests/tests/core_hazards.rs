@@ -1,6 +1,7 @@
 //! core against the hang of HAZARDS H01, with real runtimes: a parent that
 //! used GNU OpenMP, then runs tasks in workers. Three workloads: PyPI
-//! scikit-learn (its vendored libgomp), Debian numpy on openblas-openmp,
+//! scikit-learn (its vendored libgomp), Debian numpy on openblas-openmp
+//! (through `LD_LIBRARY_PATH`, see `hazard::install`),
 //! and a C library built here with `gcc -fopenmp`, loaded with ctypes.
 //!
 //! For each: Python's fork Pool hangs (shown with a timeout); a cluster
@@ -99,6 +100,20 @@ fn close(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// The facts of `w`'s interpreter as its workers will run it: with the
+/// workload's environment (`LD_LIBRARY_PATH` included), which the
+/// builder's own probe, reading this process's environment, would miss.
+fn facts_for(w: &Workload) -> caiclust_core::probe::Facts {
+    let mut env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    env.extend(w.env.iter().cloned());
+    caiclust_core::probe::probe_python(&caiclust_core::probe::ProbeOptions {
+        python: Some(w.python.clone()),
+        env: Some(env),
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("probe {}: {e}", w.python.display()))
+}
+
 fn auto_plan_completes(w: &Workload) {
     let want = expected(w, 6);
     let tag = unique_tag("hazard-auto");
@@ -106,6 +121,7 @@ fn auto_plan_completes(w: &Workload) {
         let mut b = Cluster::builder()
             .auto(true)
             .python(&w.python)
+            .facts(facts_for(w))
             .env(TAG_VAR, &tag);
         for (k, v) in &w.env {
             b = b.env(k, v);

@@ -86,22 +86,25 @@ fn numpy_windows_uses_scipy_openblas_named_by_its_export_table() {
     // The config string is split into code immediates on Windows; the
     // version is still recovered. Oracle: threadpoolctl's runtime answer
     // for the Linux build of the same numpy release, which pins the same
-    // scipy-openblas.
+    // scipy-openblas. The setup script fetches the wheel for the venv's
+    // numpy version, so the oracle always applies.
     let win_numpy = fx.wheel_info(wheel::NUMPY_WIN_AMD64).version.clone();
-    if win_numpy.as_deref() == Some(fx.venv_pypi_version("numpy")) {
-        let oracle = run_threadpoolctl(&fx.venv_pypi, &["numpy"]);
-        let linux = oracle
-            .iter()
-            .find(|p| p.filepath.to_string_lossy().contains("numpy.libs"))
-            .and_then(|p| p.version.clone())
-            .expect("threadpoolctl reports numpy's OpenBLAS version");
-        assert_eq!(
-            ob.version.as_ref().map(|v| v.value.as_str()),
-            Some(linux.as_str())
-        );
-    } else {
-        assert!(ob.version.is_some(), "version recovered");
-    }
+    assert_eq!(
+        win_numpy.as_deref(),
+        Some(fx.venv_pypi_version("numpy")),
+        "the Windows numpy wheel is not the venv's numpy release; {}",
+        caiclust_tests::SETUP_HINT
+    );
+    let oracle = run_threadpoolctl(&fx.venv_pypi, &["numpy"]);
+    let linux = oracle
+        .iter()
+        .find(|p| p.filepath.to_string_lossy().contains("numpy.libs"))
+        .and_then(|p| p.version.clone())
+        .expect("threadpoolctl reports numpy's OpenBLAS version");
+    assert_eq!(
+        ob.version.as_ref().map(|v| v.value.as_str()),
+        Some(linux.as_str())
+    );
     assert!(ob
         .version
         .as_ref()

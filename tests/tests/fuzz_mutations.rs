@@ -39,7 +39,7 @@ use std::process::{Command, Stdio};
 use std::sync::{mpsc, Once};
 use std::time::{Duration, Instant};
 
-use caiclust_probe::{fingerprint, parse_binary, read_binary};
+use caiclust_probe::{fingerprint, parse_binary, read_binary, BinaryError};
 use caiclust_tests::{fixtures, wheel, workspace_root, SETUP_HINT};
 
 /// Most CPU time any single input may take (parse + fingerprints), in a
@@ -997,7 +997,8 @@ enum Outcome {
 }
 
 /// `parse_binary` (or `read_binary` of `via_file`) then `fingerprint` with
-/// every name, under `catch_unwind`.
+/// every name, under `catch_unwind`. A panic the probe contained itself
+/// ([`BinaryError::ParserPanic`]) counts as a panic too.
 fn exercise(input: &[u8], via_file: Option<&Path>) -> Outcome {
     install_panic_hook();
     CATCHING.with(|c| c.set(true));
@@ -1011,15 +1012,23 @@ fn exercise(input: &[u8], via_file: Option<&Path>) -> Outcome {
                 for name in NAMES {
                     let _ = fingerprint(name, &info);
                 }
-                true
+                Ok(true)
             }
-            Err(_) => false,
+            // The probe contained a panic in the parser: still a bug.
+            Err(BinaryError::ParserPanic { message, .. }) => Err(message),
+            Err(_) => Ok(false),
         }
     }));
     CATCHING.with(|c| c.set(false));
     match result {
-        Ok(true) => Outcome::Parsed,
-        Ok(false) => Outcome::Rejected,
+        Ok(Ok(true)) => Outcome::Parsed,
+        Ok(Ok(false)) => Outcome::Rejected,
+        Ok(Err(message)) => {
+            let at = LAST_PANIC
+                .with(|p| p.borrow_mut().take())
+                .map_or_else(|| "?".to_owned(), |(_, at)| at);
+            Outcome::Panicked(message, at)
+        }
         Err(_) => {
             let (msg, at) = LAST_PANIC
                 .with(|p| p.borrow_mut().take())

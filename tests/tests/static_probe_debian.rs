@@ -1,7 +1,9 @@
-//! Acceptance: Debian's `python3-numpy` with `libopenblas0-openmp`
-//! (interpreter `/usr/bin/python3`). The probe reports OpenBLAS with the
-//! OpenMP threading layer, reached through `libblas.so.3`; with
-//! `LD_LIBRARY_PATH` pointing at the pthread flavour it reports that build.
+//! Acceptance: Debian's `python3-numpy` (interpreter `/usr/bin/python3`)
+//! with `libopenblas0-openmp` and `libopenblas0-pthread`. With
+//! `LD_LIBRARY_PATH` pointing at the OpenMP build, the probe reports
+//! OpenBLAS with the OpenMP threading layer, reached through
+//! `libblas.so.3`; pointing at the pthread build, it reports that one;
+//! without it, the build the system's alternative names.
 //! Oracles: `ldd` (the real loader's answer) and `dpkg -S` (which package
 //! owns the file).
 
@@ -131,7 +133,34 @@ fn check(ld_library_path: Option<&Path>, layer: ThreadingLayer, package: &str) {
 
 #[test]
 fn debian_numpy_reaches_openmp_openblas_through_libblas() {
-    check(None, ThreadingLayer::Openmp, "libopenblas0-openmp");
+    let fx = fixtures();
+    check(
+        Some(&fx.openblas_openmp_dir),
+        ThreadingLayer::Openmp,
+        "libopenblas0-openmp",
+    );
+}
+
+/// Without `LD_LIBRARY_PATH`: the machine's `libblas.so.3` alternative,
+/// whichever build it names (Debian's default is the pthreads one), is
+/// followed to the same file the real loader maps.
+#[test]
+fn debian_numpy_follows_the_system_alternative() {
+    let facts = probe_debian(None);
+    let module = numpy_core_module(&facts);
+    let loaded = ldd(&module, None);
+    let truth = std::fs::canonicalize(
+        loaded
+            .get("libopenblas.so.0")
+            .expect("ldd lists libopenblas.so.0"),
+    )
+    .expect("canonical");
+    let (layer, package) = match dpkg_owner(&truth).as_str() {
+        "libopenblas0-openmp" => (ThreadingLayer::Openmp, "libopenblas0-openmp"),
+        "libopenblas0-pthread" => (ThreadingLayer::Pthreads, "libopenblas0-pthread"),
+        other => panic!("{} is owned by {other:?}", truth.display()),
+    };
+    check(None, layer, package);
 }
 
 #[test]

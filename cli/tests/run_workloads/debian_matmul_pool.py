@@ -1,5 +1,6 @@
 """Workload for Debian's /usr/bin/python3: numpy (python3-numpy, on
-libblas.so.3 = the OpenMP build of OpenBLAS) multiplies 600x600 matrices in
+libblas.so.3 = the OpenMP build of OpenBLAS, which the test puts first in
+LD_LIBRARY_PATH: /usr/lib/<triplet>/openblas-openmp) multiplies 600x600 matrices in
 the parent, so OpenBLAS starts its OpenMP threads, then `multiprocessing.Pool(2)`
 (the default start method: fork on Python 3.11) multiplies more. Guarded.
 

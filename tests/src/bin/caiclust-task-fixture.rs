@@ -27,6 +27,15 @@ fn registry() -> Registry {
             }
             std::path::Path::new(&path).exists()
         })
+        .register_json("mark_then_sleep_ms", |v| {
+            // `[path, ms]`: say it began (a file the test waits for), then
+            // sleep.
+            let (mark, ms): (String, u64) =
+                serde_json::from_value(v).map_err(|e| format!("want [path, ms]: {e}"))?;
+            std::fs::write(&mark, b"began").map_err(|e| format!("write {mark}: {e}"))?;
+            std::thread::sleep(Duration::from_millis(ms));
+            Ok(Value::from(ms))
+        })
         .register("panic", |msg: String| -> Value { panic!("{msg}") })
         .register_json("fail", |v| Err(format!("failed on purpose with {v}")))
         .register("segfault", |_: Value| -> Value {

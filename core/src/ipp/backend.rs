@@ -1,0 +1,251 @@
+//! The running backend: [`IppBackend`] itself, submitting, cancelling and
+//! withdrawing tasks, receiving the events, and what it knows about the
+//! cluster.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::reader::{lock, Shared};
+use super::{wire, EngineInfo, IppConfig, IppError, IppEvent};
+use crate::task::{Failure, Outcome, Task, TaskId, TaskKind, TaskResult};
+
+/// A cluster of ipyparallel engines running tasks. Dropping it stops
+/// everything it started.
+pub struct IppBackend {
+    pub(super) config: IppConfig,
+    pub(super) child: Option<Child>,
+    pub(super) driver_pid: u32,
+    pub(super) stdin: Mutex<Option<ChildStdin>>,
+    pub(super) events: Receiver<IppEvent>,
+    pub(super) events_tx: Sender<IppEvent>,
+    /// Startup events held back until the first `recv`.
+    pub(super) early: Mutex<VecDeque<IppEvent>>,
+    pub(super) shared: Arc<Mutex<Shared>>,
+    pub(super) readers: Vec<JoinHandle<()>>,
+    pub(super) run_dir: Option<tempfile::TempDir>,
+    pub(super) cluster_id: String,
+    pub(super) connection_file: Option<PathBuf>,
+    pub(super) owned: bool,
+    pub(super) versions: (String, String),
+}
+
+impl fmt::Debug for IppBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IppBackend")
+            .field("cluster_id", &self.cluster_id)
+            .field("driver_pid", &self.driver_pid)
+            .field("owned", &self.owned)
+            .finish()
+    }
+}
+
+impl IppBackend {
+    pub(super) fn early_lock(&self) -> MutexGuard<'_, VecDeque<IppEvent>> {
+        self.early
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queue a task under the id the caller chose; its result comes back
+    /// as an [`IppEvent::Result`] with that id. Rust tasks cannot run on
+    /// engines: they get a failed result at once.
+    pub fn submit(&self, id: TaskId, task: &Task) -> Result<(), IppError> {
+        let timeout = task
+            .timeout
+            .or(self.config.timeout)
+            .map(|t| t.as_secs_f64());
+        let msg = match &task.kind {
+            TaskKind::Python(c) => json!({
+                "op": "run", "id": id, "kind": "python", "f": c.function, "a": c.args,
+                "timeout": timeout,
+            }),
+            TaskKind::Command(c) => {
+                if c.argv.is_empty() {
+                    self.fail_now(id, "empty command".into());
+                    return Ok(());
+                }
+                json!({
+                    "op": "run", "id": id, "kind": "command", "argv": c.argv, "env": c.env,
+                    "cwd": c.cwd.as_ref().map(|p| p.to_string_lossy().into_owned()),
+                    "stdin": c.stdin.as_ref().map(|b| wire::base64_encode(b)),
+                    "timeout": timeout,
+                })
+            }
+            TaskKind::Rust(c) => {
+                self.fail_now(
+                    id,
+                    format!(
+                        "Rust task '{}' cannot run on ipyparallel engines (they run Python \
+                         callables and commands)",
+                        c.function
+                    ),
+                );
+                return Ok(());
+            }
+        };
+        {
+            let mut s = lock(&self.shared);
+            s.pending.insert(id);
+            s.outstanding.insert(id);
+        }
+        if let Err(e) = self.send(&msg) {
+            let mut s = lock(&self.shared);
+            s.pending.remove(&id);
+            s.outstanding.remove(&id);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn fail_now(&self, id: TaskId, message: String) {
+        lock(&self.shared).outstanding.insert(id);
+        let _ = self.events_tx.send(IppEvent::Result(TaskResult::bare(
+            id,
+            Outcome::Failed {
+                failure: Failure::Start {
+                    message,
+                    cause: crate::task::StartCause::Other,
+                },
+            },
+        )));
+    }
+
+    /// Cancel a task: a queued one never starts; a running one is
+    /// interrupted (SIGINT through its engine's nanny), and its engine
+    /// killed and replaced when it does not stop within the grace period.
+    /// Its result says cancelled.
+    pub fn cancel(&self, id: TaskId) -> Result<(), IppError> {
+        self.send(&json!({"op": "cancel", "id": id}))
+    }
+
+    /// Cancel a task that has not begun (its result says cancelled, with
+    /// no attempt made); a running one goes on.
+    pub fn withdraw(&self, id: TaskId) -> Result<(), IppError> {
+        self.send(&json!({"op": "withdraw", "id": id}))
+    }
+
+    pub(super) fn send(&self, msg: &Value) -> Result<(), IppError> {
+        if lock(&self.shared).eof {
+            return Err(IppError::Driver(format!(
+                "the ipyparallel driver (pid {}) has exited",
+                self.driver_pid
+            )));
+        }
+        let mut guard = self
+            .stdin
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(stdin) = guard.as_mut() else {
+            return Err(IppError::Driver("the backend is stopping".into()));
+        };
+        let mut line = msg.to_string();
+        line.push('\n');
+        stdin
+            .write_all(line.as_bytes())
+            .and_then(|_| stdin.flush())
+            .map_err(|e| IppError::Driver(format!("cannot write to the driver: {e}")))
+    }
+
+    /// The next event; `None` once the driver is gone and every event was
+    /// received.
+    pub fn recv(&self) -> Option<IppEvent> {
+        if let Some(ev) = self.early_lock().pop_front() {
+            return Some(self.received(ev));
+        }
+        self.events.recv().ok().map(|ev| self.received(ev))
+    }
+
+    /// As [`IppBackend::recv`], waiting at most `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<IppEvent> {
+        if let Some(ev) = self.early_lock().pop_front() {
+            return Some(self.received(ev));
+        }
+        self.events
+            .recv_timeout(timeout)
+            .ok()
+            .map(|ev| self.received(ev))
+    }
+
+    /// An event if one is waiting.
+    pub fn try_recv(&self) -> Option<IppEvent> {
+        if let Some(ev) = self.early_lock().pop_front() {
+            return Some(self.received(ev));
+        }
+        self.events.try_recv().ok().map(|ev| self.received(ev))
+    }
+
+    fn received(&self, ev: IppEvent) -> IppEvent {
+        if let IppEvent::Result(r) = &ev {
+            lock(&self.shared).outstanding.remove(&r.id);
+        }
+        ev
+    }
+
+    /// Tasks submitted whose results were not received yet.
+    pub fn outstanding(&self) -> usize {
+        lock(&self.shared).outstanding.len()
+    }
+
+    /// The engines registered now.
+    pub fn engines(&self) -> Vec<EngineInfo> {
+        lock(&self.shared).engines.values().cloned().collect()
+    }
+
+    /// Processes of the cluster the driver started and reported
+    /// (controller, engines, their nannies), alive or not; empty when
+    /// attached.
+    pub fn cluster_pids(&self) -> Vec<u32> {
+        lock(&self.shared).pids.iter().copied().collect()
+    }
+
+    pub fn driver_pid(&self) -> u32 {
+        self.driver_pid
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// This run's profile folder (removed at the end); `None` once
+    /// stopped.
+    pub fn run_dir(&self) -> Option<&Path> {
+        self.run_dir.as_ref().map(|d| d.path())
+    }
+
+    /// The client connection file of a cluster this backend started: give
+    /// it to [`Attach::ConnectionFile`](super::Attach::ConnectionFile) to
+    /// share the cluster.
+    pub fn connection_file(&self) -> Option<&Path> {
+        self.connection_file.as_deref()
+    }
+
+    /// The driver interpreter's Python version and ipyparallel's version.
+    pub fn versions(&self) -> (&str, &str) {
+        (&self.versions.0, &self.versions.1)
+    }
+
+    pub fn config(&self) -> &IppConfig {
+        &self.config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backend_can_move_to_another_thread() {
+        fn is_send<T: Send>() {}
+        is_send::<IppBackend>();
+        is_send::<IppEvent>();
+    }
+}
