@@ -200,8 +200,14 @@ impl ClusterBuilder {
         if let Some(f) = &self.facts {
             return Ok(f.clone());
         }
+        // The environment the workers will have: this process's, with the
+        // cluster's own variables on top (LD_LIBRARY_PATH there changes
+        // which libraries they load).
+        let mut env: BTreeMap<String, String> = std::env::vars().collect();
+        env.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         let options = ProbeOptions {
             python: self.python.clone(),
+            env: Some(env),
             ..ProbeOptions::default()
         };
         match probe_python(&options) {
