@@ -17,7 +17,8 @@ use crate::task::{
 };
 use crate::tree::{self, StopSignal, TreeSample};
 use crate::watchdog;
-use crate::worker::protocol::{self, RunRef, ToParent};
+use crate::worker::frame::{self, FrameReader};
+use crate::worker::protocol::{self, ToParent};
 use crate::worker::{PYTHON_WORKER, WORKER_ENV, WORKER_SOCKET_ENV};
 
 /// Emptied result groups, handed back by the cluster for reuse.
@@ -382,10 +383,7 @@ impl Scheduler {
                 // began is shared out among them.
                 let now = Instant::now();
                 let mut at = self.locate(serial);
-                let answers = msgs
-                    .iter()
-                    .filter(|m| matches!(m, ToParent::Ok { .. } | ToParent::Err { .. }))
-                    .count() as u32;
+                let answers = msgs.iter().filter(|m| m.is_answer()).count() as u32;
                 let share = match at {
                     Some((kind, i)) if answers > 1 => self.pools[&kind].workers[i]
                         .head_since
@@ -520,7 +518,7 @@ impl Scheduler {
     }
 
     fn answered(&mut self, kind: PoolKind, i: usize, msg: ToParent, clock: GroupClock) {
-        let (id, result) = match msg {
+        let (id, result, payload) = match msg {
             ToParent::Hello { hello } => {
                 let pool = self.pools.get_mut(&kind).expect("located pool");
                 let w = &mut pool.workers[i];
@@ -529,8 +527,9 @@ impl Scheduler {
                 pool.start_failures = 0;
                 return;
             }
-            ToParent::Ok { id, ok } => (id, Ok(ok)),
-            ToParent::Err { id, err } => (id, Err(err)),
+            ToParent::Ok { id, ok } => (id, Ok(ok), None),
+            ToParent::Err { id, err } => (id, Err(err), None),
+            ToParent::Bytes { id, bytes } => (id, Ok(serde_json::Value::Null), Some(bytes)),
             _ => return,
         };
         let now = clock.now;
@@ -591,6 +590,7 @@ impl Scheduler {
             slot: Some(slot),
             stdout: Output::Empty,
             stderr: Output::Empty,
+            payload,
         };
         match result {
             Ok(value) => {
@@ -728,6 +728,7 @@ impl Scheduler {
                 slot: Some(w.slot),
                 stdout: Output::Empty,
                 stderr: Output::Empty,
+                payload: None,
             };
             let after_ms = details.runtime.as_millis() as u64;
             let failure = match &w.stopping {
@@ -898,6 +899,7 @@ impl Scheduler {
             slot: Some(slot),
             stdout: done.stdout,
             stderr: done.stderr,
+            payload: None,
         };
         let after_ms = details.runtime.as_millis() as u64;
         match (stopping, done.exit) {
@@ -1036,6 +1038,7 @@ impl Scheduler {
             slot: details.slot,
             stdout: details.stdout,
             stderr: details.stderr,
+            payload: details.payload,
         };
         self.outbox.push(result);
         self.check_halt();
@@ -1595,23 +1598,18 @@ impl Scheduler {
                 }
                 // The tasks as borrowed from the ledger, written in one line.
                 let ledger = &self.ledger;
-                let calls: Vec<(u64, &str, &serde_json::Value)> = batch
+                let calls: Vec<protocol::CallRef> = batch
                     .iter()
                     .filter_map(|&id| match &ledger.get(id)?.task.kind {
                         TaskKind::Python(c) | TaskKind::Rust(c) => {
-                            Some((id, c.function.as_str(), &c.args))
+                            Some((id, c.function.as_str(), &c.args, c.payload.as_deref()))
                         }
                         TaskKind::Command(_) => None,
                     })
                     .collect();
-                line.clear();
-                let encoded =
-                    serde_json::to_writer(&mut line, &RunRef::new(&calls, &mut ids)).is_ok();
-                line.push(b'\n');
-                let sent = encoded
-                    && w.writer
-                        .as_mut()
-                        .is_some_and(|wr| wr.write_all(&line).and_then(|_| wr.flush()).is_ok());
+                let sent = w.writer.as_mut().is_some_and(|wr| {
+                    frame::send_batch(wr.as_mut(), &mut line, &calls, &mut ids).is_ok()
+                });
                 if !sent {
                     // The worker is going away; its EOF hands the tasks
                     // back.
@@ -1918,16 +1916,14 @@ fn spawn_reader(
         });
     }
     std::thread::spawn(move || {
-        read_answers(serial, BufReader::with_capacity(1 << 16, out), &events);
+        read_answers(serial, FrameReader::new(out), &events);
         let _ = events.send(Event::WorkerEof { serial });
     });
 }
 
 /// Read a worker's answers until EOF, each group in one event.
-fn read_answers<R: std::io::Read>(serial: u64, reader: BufReader<R>, events: &Sender<Event>) {
-    read_messages(reader, |msgs| {
-        events.send(Event::FromWorkerBatch { serial, msgs }).is_ok()
-    });
+fn read_answers<R: std::io::Read>(serial: u64, reader: FrameReader<R>, events: &Sender<Event>) {
+    reader.read_groups(|msgs| events.send(Event::FromWorkerBatch { serial, msgs }).is_ok());
 }
 
 /// Read protocol lines until EOF, handing `deliver` every complete line
@@ -1977,13 +1973,11 @@ fn accept_loop(listener: std::os::unix::net::UnixListener, events: Sender<Event>
             let Ok(read_half) = stream.try_clone() else {
                 return;
             };
-            let mut reader = BufReader::with_capacity(1 << 16, read_half);
-            let mut line = Vec::new();
-            if reader.read_until(b'\n', &mut line).unwrap_or(0) == 0 {
+            let mut reader = FrameReader::new(read_half);
+            let Ok(Some(mut first)) = reader.next_frame() else {
                 return;
-            }
-            let trimmed = line.strip_suffix(b"\n").unwrap_or(&line);
-            let Ok(ToParent::Hello { hello }) = protocol::parse_from_worker(trimmed) else {
+            };
+            let Some(ToParent::Hello { hello }) = first.pop() else {
                 return;
             };
             let Some(serial) = hello.worker else { return };
@@ -2037,6 +2031,7 @@ struct Details {
     slot: Option<usize>,
     stdout: Output,
     stderr: Output,
+    payload: Option<Vec<u8>>,
 }
 
 impl Details {
@@ -2049,6 +2044,7 @@ impl Details {
             slot: None,
             stdout: Output::Empty,
             stderr: Output::Empty,
+            payload: None,
         }
     }
 }
