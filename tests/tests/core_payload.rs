@@ -38,6 +38,9 @@ def unpicklable():
 
 def square(x):
     return x * x
+
+def add(a, b):
+    return a + b
 "#;
 
 /// Writes the pickles the tests send and expect, made by the fixture's own
@@ -56,6 +59,7 @@ cases = {
     "make": (((5 << 20,), {}), bytes(i % 251 for i in range(5 << 20))),
     "kw": (((1,), {"b": 5}), None),
     "notpair": (([1, 2, 3],), None),
+    "add": (((2,), {"b": 3}), 5),
 }
 for name, (call, want) in cases.items():
     with open(f"{out}/{name}.call", "wb") as f:
@@ -166,6 +170,60 @@ fn python_payloads(method: StartMethod) {
 fn empty_call() -> Vec<u8> {
     // PROTO 2, EMPTY_TUPLE, EMPTY_DICT, TUPLE2, STOP
     vec![0x80, 2, b')', b'}', 0x86, b'.']
+}
+
+/// Tiny tasks with and without payloads, interleaved: they share batches
+/// (the worker's mixed path), and every answer is its own.
+#[test]
+fn tiny_pickled_and_json_tasks_share_batches() {
+    let python = fixtures().venv_numpy.clone();
+    let p = Pickles::make(&python);
+    let cluster = Cluster::builder()
+        .workers(2)
+        .start_method(StartMethod::Spawn)
+        .python(&python)
+        .env("PYTHONPATH", p.dir.path().to_string_lossy())
+        .build()
+        .unwrap();
+    let call = p.read("add.call");
+    let want = p.read("add.want");
+    let n = 3000u64;
+    let results = cluster.map((0..n).map(|i| {
+        if i % 2 == 0 {
+            Task::python("payload_mod:square", json!([i]))
+        } else {
+            Task::python_pickled("payload_mod:add", call.clone())
+        }
+    }));
+    assert_eq!(results.len() as u64, n);
+    for (i, r) in (0..n).zip(&results) {
+        if i % 2 == 0 {
+            assert_eq!(r.value(), Some(&json!(i * i)), "task {i}");
+            assert!(r.payload().is_none());
+        } else {
+            assert_payload(r, &want, "a pickled 5");
+        }
+    }
+    let rust = Cluster::builder()
+        .workers(2)
+        .start_method(StartMethod::Spawn)
+        .rust_worker(FIXTURE)
+        .build()
+        .unwrap();
+    let results = rust.map((0..n).map(|i| {
+        if i % 2 == 0 {
+            Task::rust("square", json!(i))
+        } else {
+            Task::rust_bytes("reverse", i.to_be_bytes())
+        }
+    }));
+    for (i, r) in (0..n).zip(&results) {
+        if i % 2 == 0 {
+            assert_eq!(r.value(), Some(&json!(i * i)), "task {i}");
+        } else {
+            assert_payload(r, &i.to_le_bytes(), "reversed");
+        }
+    }
 }
 
 #[test]

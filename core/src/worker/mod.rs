@@ -536,3 +536,41 @@ fn serve_tasks(registry: &Registry, inp: Box<dyn Read + Send>, shared: &Shared) 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_and_json_functions_take_only_their_own_tasks() {
+        let r = Registry::new()
+            .register("sq", |x: i64| x * x)
+            .register_bytes("rev", |b| Ok(b.iter().rev().copied().collect()));
+        assert_eq!(
+            r.call("sq", serde_json::json!(3), None),
+            Ok(Answer::Json(serde_json::json!(9)))
+        );
+        assert_eq!(
+            r.call("rev", Value::Null, Some(b"abc")),
+            Ok(Answer::Bytes(b"cba".to_vec()))
+        );
+        let e = r.call("sq", Value::Null, Some(b"x")).unwrap_err();
+        assert!(e.message.contains("takes JSON arguments"), "{}", e.message);
+        let e = r.call("rev", serde_json::json!(1), None).unwrap_err();
+        assert!(e.message.contains("Task::rust_bytes"), "{}", e.message);
+    }
+
+    #[test]
+    fn payloads_are_found_by_position_and_checked() {
+        let blobs = b"abcdef";
+        let p = [(0, Some(2)), (2, None), (3, Some(4)), (9, Some(0))];
+        let got = payloads(Some(&p), 5, blobs);
+        assert!(matches!(got[0], Payload::Sent(b"ab")));
+        assert!(matches!(got[1], Payload::None));
+        assert!(matches!(got[2], Payload::Missing(m) if m.contains("larger than a frame")));
+        assert!(matches!(got[3], Payload::Sent(b"cdef")));
+        let short = payloads(Some(&[(0, Some(10))]), 1, blobs);
+        assert!(matches!(short[0], Payload::Missing(m) if m.contains("missing")));
+        assert!(payloads(None, 3, blobs).is_empty());
+    }
+}

@@ -90,12 +90,10 @@ MAX_FRAME = 1 << 31
 MAX_BLOB = MAX_FRAME - (16 << 20)
 
 
-def frame_header(text_len, blob_len):
-    return (4 + text_len + blob_len).to_bytes(4, "little") + text_len.to_bytes(4, "little")
-
-
 def write_frame(out, text, blobs=()):
-    out.write(frame_header(len(text), sum(map(len, blobs))) + text)
+    n = len(text)
+    out.write((4 + n + sum(map(len, blobs))).to_bytes(4, "little") + n.to_bytes(4, "little")
+              + text)
     for blob in blobs:
         out.write(blob)
     out.flush()
@@ -113,9 +111,9 @@ class Answers:
     Built on _thread alone: the threading module costs milliseconds of
     imports at every worker start.
 
-    A pickled result goes alone in a frame of its own (blob()): `blobs`
-    is only touched under `wlock`, so a frame's blobs are those of its
-    lines."""
+    A pickled result goes alone in a frame of its own (send_blob()):
+    `blobs` is only touched under `wlock`, so a frame's blobs are those of
+    its lines."""
 
     AFTER = 0.001
 
@@ -157,32 +155,13 @@ class Answers:
                 blobs, self.blobs = self.blobs, []
                 try:
                     if len(text) > MAX_FRAME - 4:
-                        self._write_split(text)
-                    else:
-                        write_frame(self.out, text, blobs)
+                        sys.stderr.write("caiclust worker: answers of more than 2 GiB of "
+                                         "JSON cannot be sent; stopping\n")
+                        raise ValueError("answers too large for a frame")
+                    write_frame(self.out, text, blobs)
                 except (OSError, ValueError):
                     self.broken = True
             return not self.broken
-
-    def _write_split(self, text):
-        """Answer lines too many for one frame (no blobs among them): in
-        as many frames as they need."""
-        start = 0
-        while start < len(text):
-            end = text.rfind(b"\n", start, start + MAX_FRAME - 4) + 1
-            if end <= start:
-                raise ValueError("an answer line is larger than a frame")
-            write_frame(self.out, text[start:end])
-            start = end
-
-    def blob(self, line, data):
-        """A pickled result, after the answers before it, in its own
-        frame."""
-        self.flush()
-        with self.wlock:
-            self.pending.append(line)
-            self.blobs.append(data)
-        return self.flush()
 
     def _flusher(self):
         from time import monotonic, sleep
@@ -275,7 +254,7 @@ def read_frame(read):
     size = (v & 0xFFFFFFFF) - 4
     text_len = v >> 32
     if size < 0 or text_len > size:
-        raise ValueError(f"bad frame header from the parent: {head!r}")
+        raise ValueError("bad frame header from the parent: " + repr(head))
     body = read(size)
     if len(body) < size:
         return None
@@ -304,7 +283,7 @@ def serve(inp, out):
             names = msg.get("fs") or ()
             if msg.get("p") is not None:
                 # Some tasks carry pickled arguments: the general loop.
-                serve_mixed(answers, msg, memoryview(body)[text_len:])
+                serve_pickled(answers, msg, memoryview(body)[text_len:])
                 if not answers.flush():
                     return
                 continue
@@ -352,52 +331,63 @@ def exited(tid, exc):
         "type": "SystemExit", "message": str(exc.code), "traceback": ""}))
 
 
-def payloads(p, blobs):
-    """Each payload by its task's position in the batch: a memoryview of
-    the frame, or None when the parent could not send it."""
-    out = {}
-    off = 0
-    for i, n in p:
-        if n is None:
-            out[i] = None
-        else:
-            out[i] = blobs[off:off + n]
-            off += n
-    return out
+# The pickled-payload path, compiled on its first use: compiled with the
+# rest, it would cost every worker start about a millisecond. Its code runs
+# as the worker's own (file "<string>", left out of tracebacks).
+PICKLED = r"""
+import pickle
 
 
 def call_pickled(f, data):
-    """f(*args, **kwargs) with the pickled (args, kwargs) pair; its result
-    pickled."""
-    import pickle
-
     if data is None:
         raise ValueError("the task's payload is larger than a frame can carry (2 GiB)")
     call = pickle.loads(data)
     if type(call) is not tuple or len(call) != 2:
         raise TypeError(f"expected a pickled (args, kwargs) pair, got {type(call).__name__}")
-    args, kwargs = call
-    value = f(*args, **kwargs)
+    value = f(*call[0], **call[1])
     try:
-        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:  # noqa: BLE001 - PicklingError, TypeError, ...
+        blob = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
         message = f"the result could not be pickled: {exc}"
         try:
             again = type(exc)(message)
-        except Exception:  # noqa: BLE001 - a type that wants other arguments
+        except Exception:
             again = TypeError(message)
         raise again from None
+    if len(blob) > MAX_BLOB:
+        raise ValueError(f"the pickled result is {len(blob)} bytes, more than a frame "
+                         f"can carry ({MAX_BLOB})")
+    return blob
+
+
+def send_blob(answers, line, data):
+    # After the answers before it, in a frame of its own.
+    answers.flush()
+    with answers.wlock:
+        answers.pending.append(line)
+        answers.blobs.append(data)
+    return answers.flush()
+
+
+def call_json(tid, f, a):
+    # As serve() does inline, for a task without payload in this batch.
+    t = type(a)
+    value = f(*a) if t is list else f(**a) if t is dict else f() if a is None else f(a)
+    try:
+        return '{"id":%d,"ok":%s}\n' % (tid, CODEC[1](value))
+    except (TypeError, ValueError, RecursionError) as exc:
+        return not_json(tid, exc)
 
 
 def serve_mixed(answers, msg, blobs):
-    """A batch where some tasks carry pickled arguments (the others are as
-    in serve()); pickled results go back as blobs."""
-    encode = CODEC[1]
-    ids = msg["ids"]
-    args = msg.get("a") or ()
-    same = msg.get("f")
-    names = msg.get("fs") or ()
-    data = payloads(msg["p"], blobs)
+    # Each payload by its task's position: a view of the frame, or None
+    # when the parent could not send it.
+    data, off = {}, 0
+    for i, n in msg["p"]:
+        data[i] = None if n is None else blobs[off:off + n]
+        off += n or 0
+    ids, args = msg["ids"], msg.get("a") or ()
+    same, names = msg.get("f"), msg.get("fs") or ()
     for i, tid in enumerate(ids):
         blob = None
         try:
@@ -405,29 +395,29 @@ def serve_mixed(answers, msg, blobs):
             f = _functions.get(name) or resolve(name)
             if i in data:
                 blob = call_pickled(f, data[i])
-                if len(blob) > MAX_BLOB:
-                    raise ValueError(f"the pickled result is {len(blob)} bytes, "
-                                     f"more than a frame can carry ({MAX_BLOB})")
                 answer = '{"id":%d,"blob":%d}\n' % (tid, len(blob))
             else:
-                a = args[i] if i < len(args) else None
-                t = type(a)
-                value = f(*a) if t is list else f(**a) if t is dict else f() if a is None else f(a)
-                try:
-                    answer = '{"id":%d,"ok":%s}\n' % (tid, encode(value))
-                except (TypeError, ValueError, RecursionError) as exc:
-                    answer = not_json(tid, exc)
+                answer = call_json(tid, f, args[i] if i < len(args) else None)
         except SystemExit as exc:
             blob, answer = None, exited(tid, exc)
-        except BaseException as exc:  # noqa: BLE001 - every failure is reported
-            blob, answer = None, '{"id":%d,"err":%s}\n' % (tid, encode(error_of(exc)))
+        except BaseException as exc:
+            blob, answer = None, '{"id":%d,"err":%s}\n' % (tid, CODEC[1](error_of(exc)))
         if blob is not None:
-            if not answers.blob(answer, blob):
+            if not send_blob(answers, answer, blob):
                 return
             continue
         answers.pending.append(answer)
         if answers.since is None:
             answers.started()
+"""
+
+
+def serve_pickled(answers, msg, blobs):
+    """A batch where some tasks carry pickled (args, kwargs): results are
+    pickled and go back as blobs."""
+    if "serve_mixed" not in globals():
+        exec(compile(PICKLED, "<string>", "exec"), globals())
+    serve_mixed(answers, msg, blobs)  # noqa: F821 - defined by PICKLED
 
 
 def hello(out, worker, framed=True):
