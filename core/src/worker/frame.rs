@@ -127,22 +127,25 @@ pub(crate) fn parse_header(bytes: &[u8; HEADER_LEN]) -> Result<(usize, usize), F
     Ok((4 + frame, text))
 }
 
-/// `{"id":N,"blob":LEN}`, as both workers write it.
+/// `{"id":N,"blob":LEN}`, as both workers write it. Most lines are `ok`
+/// answers: they are told apart before any number is parsed.
 fn blob_ref(line: &[u8]) -> Option<(u64, usize)> {
-    fn number(b: &[u8]) -> Option<(u64, &[u8])> {
-        let digits = b.iter().take_while(|c| c.is_ascii_digit()).count();
-        if digits == 0 || digits > 19 {
+    fn number(b: &[u8]) -> Option<u64> {
+        if b.is_empty() || b.len() > 19 || !b.iter().all(u8::is_ascii_digit) {
             return None;
         }
-        let n = std::str::from_utf8(&b[..digits]).ok()?.parse().ok()?;
-        Some((n, &b[digits..]))
+        std::str::from_utf8(b).ok()?.parse().ok()
     }
-    let (id, rest) = number(line.strip_prefix(b"{\"id\":")?)?;
-    let (len, rest) = number(rest.strip_prefix(b",\"blob\":")?)?;
-    let rest = rest.strip_prefix(b"}")?;
-    rest.iter()
-        .all(u8::is_ascii_whitespace)
-        .then_some((id, usize::try_from(len).ok()?))
+    let rest = line.strip_prefix(b"{\"id\":")?;
+    let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+    let (id, rest) = rest.split_at(digits);
+    let rest = rest.strip_prefix(b",\"blob\":")?;
+    let end = rest.iter().position(|&c| c == b'}')?;
+    if !rest[end + 1..].iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    let len = usize::try_from(number(&rest[..end])?).ok()?;
+    Some((number(id)?, len))
 }
 
 fn protocol_error(id: u64, message: String) -> ToParent {

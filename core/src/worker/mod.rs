@@ -113,60 +113,73 @@ impl Registry {
     }
 
     /// Call `name` with the task's JSON arguments, or with its payload.
+    #[inline]
     pub(crate) fn call(
         &self,
         name: &str,
         args: Value,
         payload: Option<&[u8]>,
     ) -> Result<Answer, TaskError> {
-        let Some(f) = self.functions.get(name) else {
-            return Err(TaskError {
-                type_name: "UnknownFunction".into(),
-                message: format!(
-                    "no Rust task function named '{name}' is registered in this binary (known: {})",
-                    self.names().collect::<Vec<_>>().join(", ")
-                ),
-                traceback: String::new(),
-            });
-        };
-        let mismatch = |message: String| TaskError {
-            type_name: "Error".into(),
-            message,
+        match (self.functions.get(name), payload) {
+            (Some(TaskFn::Json(f)), None) => {
+                caught(catch_unwind(AssertUnwindSafe(|| f(args)))).map(Answer::Json)
+            }
+            (Some(TaskFn::Bytes(f)), Some(bytes)) => {
+                caught(catch_unwind(AssertUnwindSafe(|| f(bytes)))).map(Answer::Bytes)
+            }
+            (f, _) => Err(self.refusal(name, f.is_some())),
+        }
+    }
+
+    /// Why `name` cannot run the task: it is not registered, or takes the
+    /// other kind of input (`known`: it is registered).
+    #[cold]
+    #[inline(never)]
+    fn refusal(&self, name: &str, known: bool) -> TaskError {
+        match self.functions.get(name) {
+            Some(TaskFn::Json(_)) => error(format!(
+                "'{name}' takes JSON arguments (Registry::register), but the task carries \
+                 bytes (Task::rust_bytes)"
+            )),
+            Some(TaskFn::Bytes(_)) => error(format!(
+                "'{name}' takes bytes (Registry::register_bytes): make its tasks with \
+                 Task::rust_bytes"
+            )),
+            None => {
+                debug_assert!(!known);
+                TaskError {
+                    type_name: "UnknownFunction".into(),
+                    message: format!(
+                        "no Rust task function named '{name}' is registered in this binary \
+                         (known: {})",
+                        self.names().collect::<Vec<_>>().join(", ")
+                    ),
+                    traceback: String::new(),
+                }
+            }
+        }
+    }
+}
+
+fn error(message: String) -> TaskError {
+    TaskError {
+        type_name: "Error".into(),
+        message,
+        traceback: String::new(),
+    }
+}
+
+/// A task function's outcome: its value, its error, or its panic.
+#[inline]
+fn caught<T>(r: std::thread::Result<Result<T, String>>) -> Result<T, TaskError> {
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(message)) => Err(error(message)),
+        Err(payload) => Err(TaskError {
+            type_name: "panic".into(),
+            message: panic_message(payload.as_ref()),
             traceback: String::new(),
-        };
-        let run = || match (f, payload) {
-            (TaskFn::Json(f), None) => f(args).map(Answer::Json),
-            (TaskFn::Bytes(f), Some(bytes)) => f(bytes).map(Answer::Bytes),
-            _ => Err(String::new()),
-        };
-        match (f, payload) {
-            (TaskFn::Json(_), Some(_)) => {
-                return Err(mismatch(format!(
-                    "'{name}' takes JSON arguments (Registry::register), but the task \
-                     carries bytes (Task::rust_bytes)"
-                )))
-            }
-            (TaskFn::Bytes(_), None) => {
-                return Err(mismatch(format!(
-                    "'{name}' takes bytes (Registry::register_bytes): make its tasks with \
-                     Task::rust_bytes"
-                )))
-            }
-            _ => {}
-        }
-        match catch_unwind(AssertUnwindSafe(run)) {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(message)) => Err(TaskError {
-                type_name: "Error".into(),
-                message,
-                traceback: String::new(),
-            }),
-            Err(payload) => Err(TaskError {
-                type_name: "panic".into(),
-                message: panic_message(payload.as_ref()),
-                traceback: String::new(),
-            }),
-        }
+        }),
     }
 }
 

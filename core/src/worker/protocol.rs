@@ -339,11 +339,19 @@ pub(crate) fn write_line<T: Serialize>(out: &mut dyn Write, msg: &T) -> std::io:
 
 /// Append a task's answer line to `buf`.
 pub(crate) fn encode_answer(buf: &mut Vec<u8>, id: u64, result: Result<Value, TaskError>) {
-    let msg = match result {
-        Ok(ok) => ToParent::Ok { id, ok },
-        Err(err) => ToParent::Err { id, err },
+    let written = match result {
+        // The hot path, written as the derived form would be.
+        Ok(ok) => {
+            buf.extend_from_slice(b"{\"id\":");
+            let _ = serde_json::to_writer(&mut *buf, &id);
+            buf.extend_from_slice(b",\"ok\":");
+            let r = serde_json::to_writer(&mut *buf, &ok);
+            buf.push(b'}');
+            r
+        }
+        Err(err) => serde_json::to_writer(&mut *buf, &ToParent::Err { id, err }),
     };
-    if serde_json::to_writer(&mut *buf, &msg).is_err() {
+    if written.is_err() {
         buf.clear();
         let _ = serde_json::to_writer(
             &mut *buf,
@@ -471,7 +479,10 @@ mod tests {
     #[test]
     fn answers_round_trip() {
         let mut buf = Vec::new();
-        encode_answer(&mut buf, 7, Ok(serde_json::json!({"a": 1})));
+        let value = serde_json::json!({"a": [1, "\u{e9}\n"]});
+        encode_answer(&mut buf, 7, Ok(value.clone()));
+        let derived = serde_json::to_vec(&ToParent::Ok { id: 7, ok: value }).unwrap();
+        assert_eq!(buf[..buf.len() - 1], derived[..], "as the derived form");
         assert!(buf.ends_with(b"\n"));
         assert!(matches!(
             parse_from_worker(&buf[..buf.len() - 1]).unwrap(),
