@@ -1596,7 +1596,7 @@ impl Scheduler {
                     w.head_since = Some(Instant::now());
                     w.head_started_wall = Some(SystemTime::now());
                 }
-                // The tasks as borrowed from the ledger, written in one line.
+                // The tasks as borrowed from the ledger, sent in one frame.
                 let ledger = &self.ledger;
                 let calls: Vec<protocol::CallRef> = batch
                     .iter()
