@@ -23,7 +23,6 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-pub use frame::FrameError;
 use protocol::{TaskError, ToParent, ToWorker};
 
 /// The Python worker program, run with `python -c`.
