@@ -46,11 +46,38 @@ pub struct CommandTask {
 
 /// A call by name with JSON arguments: an array is passed as positional
 /// arguments, an object as keyword arguments (Python), `null` as no
-/// argument, anything else as the single argument.
-#[derive(Debug, Clone, PartialEq)]
+/// argument, anything else as the single argument. Or, with a `payload`,
+/// a call with bytes (the JSON arguments are then `null` and unused): a
+/// pickled `(args, kwargs)` pair for Python ([`Task::python_pickled`]),
+/// the argument of a bytes function for Rust ([`Task::rust_bytes`]).
+#[derive(Clone, PartialEq)]
 pub struct CallTask {
     pub function: String,
     pub args: serde_json::Value,
+    /// Sent to the worker as raw bytes, never inside JSON.
+    pub payload: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for CallTask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallTask")
+            .field("function", &self.function)
+            .field("args", &self.args)
+            .field(
+                "payload",
+                &self.payload.as_ref().map(|p| ByteCount(p.len())),
+            )
+            .finish()
+    }
+}
+
+/// Shows a payload by its size (a payload can be many MiB).
+struct ByteCount(usize);
+
+impl fmt::Debug for ByteCount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} bytes>", self.0)
+    }
 }
 
 impl Task {
@@ -76,6 +103,23 @@ impl Task {
             kind: TaskKind::Python(CallTask {
                 function: function.into(),
                 args,
+                payload: None,
+            }),
+            timeout: None,
+        }
+    }
+
+    /// A Python callable called with pickled arguments: the worker runs
+    /// `args, kwargs = pickle.loads(pickled)` and `function(*args,
+    /// **kwargs)`, and pickles what it returns (highest protocol) into the
+    /// result's [`payload`](TaskResult::payload); the result's value is
+    /// `null`. The bytes travel as they are, never escaped into JSON.
+    pub fn python_pickled(function: impl Into<String>, pickled: impl Into<Vec<u8>>) -> Task {
+        Task {
+            kind: TaskKind::Python(CallTask {
+                function: function.into(),
+                args: serde_json::Value::Null,
+                payload: Some(pickled.into()),
             }),
             timeout: None,
         }
@@ -87,6 +131,22 @@ impl Task {
             kind: TaskKind::Rust(CallTask {
                 function: name.into(),
                 args,
+                payload: None,
+            }),
+            timeout: None,
+        }
+    }
+
+    /// A Rust function of bytes registered under `name` with
+    /// [`crate::worker::Registry::register_bytes`]: it gets `bytes`, and
+    /// what it returns comes back as the result's
+    /// [`payload`](TaskResult::payload) (the value is `null`).
+    pub fn rust_bytes(name: impl Into<String>, bytes: impl Into<Vec<u8>>) -> Task {
+        Task {
+            kind: TaskKind::Rust(CallTask {
+                function: name.into(),
+                args: serde_json::Value::Null,
+                payload: Some(bytes.into()),
             }),
             timeout: None,
         }
@@ -131,7 +191,10 @@ impl Task {
                 .map(|a| shell_quote(a))
                 .collect::<Vec<_>>()
                 .join(" "),
-            TaskKind::Python(c) | TaskKind::Rust(c) => format!("{}({})", c.function, c.args),
+            TaskKind::Python(c) | TaskKind::Rust(c) => match &c.payload {
+                Some(p) => format!("{}(<{} bytes>)", c.function, p.len()),
+                None => format!("{}({})", c.function, c.args),
+            },
         }
     }
 
@@ -382,7 +445,6 @@ impl Output {
 }
 
 /// The one result of one task.
-#[derive(Debug)]
 pub struct TaskResult {
     pub id: TaskId,
     pub outcome: Outcome,
@@ -402,6 +464,32 @@ pub struct TaskResult {
     pub slot: Option<usize>,
     pub stdout: Output,
     pub stderr: Output,
+    /// The bytes a call returned: the pickled return value of a
+    /// [`Task::python_pickled`], the result of a [`Task::rust_bytes`]
+    /// (their value is then `null`).
+    pub payload: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for TaskResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskResult")
+            .field("id", &self.id)
+            .field("outcome", &self.outcome)
+            .field("attempts", &self.attempts)
+            .field("history", &self.history)
+            .field("started", &self.started)
+            .field("runtime", &self.runtime)
+            .field("exit", &self.exit)
+            .field("pid", &self.pid)
+            .field("slot", &self.slot)
+            .field("stdout", &self.stdout)
+            .field("stderr", &self.stderr)
+            .field(
+                "payload",
+                &self.payload.as_ref().map(|p| ByteCount(p.len())),
+            )
+            .finish()
+    }
 }
 
 impl TaskResult {
@@ -420,7 +508,19 @@ impl TaskResult {
             slot: None,
             stdout: Output::Empty,
             stderr: Output::Empty,
+            payload: None,
         }
+    }
+
+    /// The bytes a call returned (see [`TaskResult::payload`]), when it
+    /// succeeded with bytes.
+    pub fn payload(&self) -> Option<&[u8]> {
+        self.payload.as_deref()
+    }
+
+    /// Take the returned bytes out of the result, without copying them.
+    pub fn take_payload(&mut self) -> Option<Vec<u8>> {
+        self.payload.take()
     }
 
     /// The value a call returned, or `None` when it did not succeed.

@@ -64,6 +64,18 @@ impl IppBackend {
             .or(self.config.timeout)
             .map(|t| t.as_secs_f64());
         let msg = match &task.kind {
+            TaskKind::Python(c) if c.payload.is_some() => {
+                self.fail_now(
+                    id,
+                    format!(
+                        "Python task '{}' carries pickled arguments (Task::python_pickled), \
+                         which the ipyparallel backend does not send yet: run it on a local \
+                         cluster",
+                        c.function
+                    ),
+                );
+                return Ok(());
+            }
             TaskKind::Python(c) => json!({
                 "op": "run", "id": id, "kind": "python", "f": c.function, "a": c.args,
                 "timeout": timeout,

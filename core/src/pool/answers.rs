@@ -20,10 +20,7 @@ impl Scheduler {
         // out among them.
         let now = Instant::now();
         let mut at = self.locate(serial);
-        let answers = msgs
-            .iter()
-            .filter(|m| matches!(m, ToParent::Ok { .. } | ToParent::Err { .. }))
-            .count() as u32;
+        let answers = msgs.iter().filter(|m| m.is_answer()).count() as u32;
         let share = match at {
             Some((kind, i)) if answers > 1 => self.pools[&kind].workers[i]
                 .head_since
@@ -52,7 +49,7 @@ impl Scheduler {
     }
 
     pub(super) fn answered(&mut self, kind: PoolKind, i: usize, msg: ToParent, clock: GroupClock) {
-        let (id, result) = match msg {
+        let (id, result, payload) = match msg {
             ToParent::Hello { hello } => {
                 let pool = self.pools.get_mut(&kind).expect("located pool");
                 let w = &mut pool.workers[i];
@@ -61,8 +58,9 @@ impl Scheduler {
                 pool.start_failures = 0;
                 return;
             }
-            ToParent::Ok { id, ok } => (id, Ok(ok)),
-            ToParent::Err { id, err } => (id, Err(err)),
+            ToParent::Ok { id, ok } => (id, Ok(ok), None),
+            ToParent::Err { id, err } => (id, Err(err), None),
+            ToParent::Bytes { id, bytes } => (id, Ok(serde_json::Value::Null), Some(bytes)),
             _ => return,
         };
         let now = clock.now;
@@ -119,6 +117,7 @@ impl Scheduler {
             slot: Some(slot),
             stdout: Output::Empty,
             stderr: Output::Empty,
+            payload,
         };
         match result {
             Ok(value) => {

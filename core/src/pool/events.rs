@@ -79,6 +79,8 @@ pub(super) struct Details {
     pub slot: Option<usize>,
     pub stdout: Output,
     pub stderr: Output,
+    /// The bytes a call returned (pickled results).
+    pub payload: Option<Vec<u8>>,
 }
 
 impl Details {
@@ -91,6 +93,7 @@ impl Details {
             slot: None,
             stdout: Output::Empty,
             stderr: Output::Empty,
+            payload: None,
         }
     }
 }

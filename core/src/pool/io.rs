@@ -13,6 +13,7 @@ use std::sync::Arc;
 use super::events::Event;
 use super::state::Server;
 use crate::task::ExitInfo;
+use crate::worker::frame::FrameReader;
 use crate::worker::protocol::{self, ToParent};
 
 /// A process's input, written by a thread of its own. Dropping it closes
@@ -96,7 +97,7 @@ pub(super) fn spawn_reader(
         });
     }
     std::thread::spawn(move || {
-        read_answers(serial, BufReader::with_capacity(1 << 16, out), &events);
+        read_answers(serial, FrameReader::new(out), &events);
         let _ = events.send(Event::WorkerEof { serial });
     });
 }
@@ -104,15 +105,13 @@ pub(super) fn spawn_reader(
 /// Read a worker's answers until EOF, each group in one event.
 pub(super) fn read_answers<R: std::io::Read>(
     serial: u64,
-    reader: BufReader<R>,
+    reader: FrameReader<R>,
     events: &Sender<Event>,
 ) {
-    read_messages(reader, |msgs| {
-        events.send(Event::FromWorkerBatch { serial, msgs }).is_ok()
-    });
+    reader.read_groups(|msgs| events.send(Event::FromWorkerBatch { serial, msgs }).is_ok());
 }
 
-/// Read protocol lines until EOF, handing `deliver` every complete line
+/// Read a fork server's protocol lines until EOF, handing `deliver` every complete line
 /// already read in as one group (answers to tiny tasks come in groups);
 /// stop early when it returns false. Unreadable lines are reported.
 pub(super) fn read_messages<R: std::io::Read>(

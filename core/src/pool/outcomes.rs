@@ -58,6 +58,7 @@ impl Scheduler {
             slot: details.slot,
             stdout: details.stdout,
             stderr: details.stderr,
+            payload: details.payload,
         };
         self.outlet.outbox.push(result);
         self.check_halt();

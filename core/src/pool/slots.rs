@@ -53,6 +53,7 @@ impl Scheduler {
             slot: Some(slot),
             stdout: done.stdout,
             stderr: done.stderr,
+            payload: None,
         };
         let after_ms = details.runtime.as_millis() as u64;
         match (stopping, done.exit) {

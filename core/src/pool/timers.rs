@@ -65,6 +65,7 @@ impl Scheduler {
         }
     }
 
+    /// TERM now, KILL after the grace period.
     pub(super) fn stop_tree(&mut self, pid: u32) {
         let pids = tree::signal_tree(pid, StopSignal::Term);
         self.kills

@@ -1,5 +1,6 @@
 //! Worker processes: the Rust worker entry hook, the registry of Rust task
-//! functions, and the wire protocol shared with the Python worker.
+//! functions (of JSON values or of bytes), and the wire protocol shared
+//! with the Python worker (frames: see [`protocol`] and [`frame`]).
 //!
 //! A program that runs Rust tasks calls [`serve_if_requested`] first thing
 //! in `main`. In the parent it returns at once; in a worker process (the
@@ -8,12 +9,13 @@
 
 #[cfg(unix)]
 pub(crate) mod fork;
+pub(crate) mod frame;
 pub(crate) mod protocol;
 #[cfg(unix)]
 pub(crate) mod server;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
@@ -32,12 +34,27 @@ pub(crate) const PYTHON_WORKER: &str = include_str!("python_worker.py");
 pub const WORKER_ENV: &str = "CAICLUST_WORKER";
 pub(crate) const WORKER_SOCKET_ENV: &str = "CAICLUST_WORKER_SOCKET";
 
-type TaskFn = dyn Fn(Value) -> Result<Value, String> + Send + Sync + 'static;
+type JsonFn = dyn Fn(Value) -> Result<Value, String> + Send + Sync + 'static;
+type BytesFn = dyn Fn(&[u8]) -> Result<Vec<u8>, String> + Send + Sync + 'static;
+
+/// A registered function: of JSON values, or of bytes.
+#[derive(Clone)]
+enum TaskFn {
+    Json(Arc<JsonFn>),
+    Bytes(Arc<BytesFn>),
+}
+
+/// What a task function returned.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Answer {
+    Json(Value),
+    Bytes(Vec<u8>),
+}
 
 /// Rust task functions by name.
 #[derive(Clone, Default)]
 pub struct Registry {
-    functions: BTreeMap<String, Arc<TaskFn>>,
+    functions: BTreeMap<String, TaskFn>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -56,7 +73,21 @@ impl Registry {
     where
         F: Fn(Value) -> Result<Value, String> + Send + Sync + 'static,
     {
-        self.functions.insert(name.to_string(), Arc::new(f));
+        self.functions
+            .insert(name.to_string(), TaskFn::Json(Arc::new(f)));
+        self
+    }
+
+    /// Register a function of bytes, for tasks made with
+    /// [`crate::Task::rust_bytes`]: it gets the task's payload and its
+    /// result comes back as the result's
+    /// [`payload`](crate::TaskResult::payload) (the value is `null`).
+    pub fn register_bytes<F>(mut self, name: &str, f: F) -> Registry
+    where
+        F: Fn(&[u8]) -> Result<Vec<u8>, String> + Send + Sync + 'static,
+    {
+        self.functions
+            .insert(name.to_string(), TaskFn::Bytes(Arc::new(f)));
         self
     }
 
@@ -80,30 +111,74 @@ impl Registry {
         self.functions.keys().map(String::as_str)
     }
 
-    pub(crate) fn call(&self, name: &str, args: Value) -> Result<Value, TaskError> {
-        let Some(f) = self.functions.get(name) else {
-            return Err(TaskError {
-                type_name: "UnknownFunction".into(),
-                message: format!(
-                    "no Rust task function named '{name}' is registered in this binary (known: {})",
-                    self.names().collect::<Vec<_>>().join(", ")
-                ),
-                traceback: String::new(),
-            });
-        };
-        match catch_unwind(AssertUnwindSafe(|| f(args))) {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(message)) => Err(TaskError {
-                type_name: "Error".into(),
-                message,
-                traceback: String::new(),
-            }),
-            Err(payload) => Err(TaskError {
-                type_name: "panic".into(),
-                message: panic_message(payload.as_ref()),
-                traceback: String::new(),
-            }),
+    /// Call `name` with the task's JSON arguments, or with its payload.
+    #[inline]
+    pub(crate) fn call(
+        &self,
+        name: &str,
+        args: Value,
+        payload: Option<&[u8]>,
+    ) -> Result<Answer, TaskError> {
+        match (self.functions.get(name), payload) {
+            (Some(TaskFn::Json(f)), None) => {
+                caught(catch_unwind(AssertUnwindSafe(|| f(args)))).map(Answer::Json)
+            }
+            (Some(TaskFn::Bytes(f)), Some(bytes)) => {
+                caught(catch_unwind(AssertUnwindSafe(|| f(bytes)))).map(Answer::Bytes)
+            }
+            (f, _) => Err(self.refusal(name, f.is_some())),
         }
+    }
+
+    /// Why `name` cannot run the task: it is not registered, or takes the
+    /// other kind of input (`known`: it is registered).
+    #[cold]
+    #[inline(never)]
+    fn refusal(&self, name: &str, known: bool) -> TaskError {
+        match self.functions.get(name) {
+            Some(TaskFn::Json(_)) => error(format!(
+                "'{name}' takes JSON arguments (Registry::register), but the task carries \
+                 bytes (Task::rust_bytes)"
+            )),
+            Some(TaskFn::Bytes(_)) => error(format!(
+                "'{name}' takes bytes (Registry::register_bytes): make its tasks with \
+                 Task::rust_bytes"
+            )),
+            None => {
+                debug_assert!(!known);
+                TaskError {
+                    type_name: "UnknownFunction".into(),
+                    message: format!(
+                        "no Rust task function named '{name}' is registered in this binary \
+                         (known: {})",
+                        self.names().collect::<Vec<_>>().join(", ")
+                    ),
+                    traceback: String::new(),
+                }
+            }
+        }
+    }
+}
+
+fn error(message: String) -> TaskError {
+    TaskError {
+        type_name: "Error".into(),
+        message,
+        traceback: String::new(),
+    }
+}
+
+/// A task function's outcome: its value, its error, or its panic.
+#[inline]
+fn caught<T>(r: std::thread::Result<Result<T, String>>) -> Result<T, TaskError> {
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(message)) => Err(error(message)),
+        Err(payload) => Err(TaskError {
+            type_name: "panic".into(),
+            message: panic_message(payload.as_ref()),
+            traceback: String::new(),
+        }),
     }
 }
 
@@ -198,9 +273,13 @@ fn private_channel_files() -> Option<(std::fs::File, std::fs::File)> {
 /// task is running (for timeouts and crash blame) stays within it.
 const FLUSH_AFTER: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// Answers waiting to be written, shared with the flusher thread.
+/// Answers waiting to be written, shared with the flusher thread: the
+/// next frame, its header still to be filled in.
 struct Pending {
+    /// [`frame::HEADER_LEN`] bytes kept for the header, then answer lines.
     buf: Vec<u8>,
+    /// The blobs of the `{"id":N,"blob":LEN}` lines in `buf`.
+    blobs: Vec<Vec<u8>>,
     since: Option<std::time::Instant>,
     out: Box<dyn Write + Send>,
     broken: bool,
@@ -209,17 +288,14 @@ struct Pending {
 
 impl Pending {
     fn flush(&mut self) {
-        if !self.buf.is_empty()
-            && !self.broken
-            && self
-                .out
-                .write_all(&self.buf)
-                .and_then(|_| self.out.flush())
-                .is_err()
-        {
-            self.broken = true;
+        if self.buf.len() > frame::HEADER_LEN && !self.broken {
+            let blobs: Vec<&[u8]> = self.blobs.iter().map(Vec::as_slice).collect();
+            if frame::write_frame(&mut *self.out, &mut self.buf, &blobs).is_err() {
+                self.broken = true;
+            }
         }
-        self.buf.clear();
+        self.buf.truncate(frame::HEADER_LEN);
+        self.blobs.clear();
         self.since = None;
     }
 }
@@ -268,12 +344,15 @@ pub(crate) fn serve_loop(
             worker,
         },
     };
-    if protocol::write_line(&mut out, &hello).is_err() {
+    if frame::write_message(&mut out, &hello).is_err() {
         return;
     }
+    let mut buf = Vec::with_capacity(1 << 16);
+    buf.resize(frame::HEADER_LEN, 0);
     let shared: Shared = std::sync::Arc::new((
         std::sync::Mutex::new(Pending {
-            buf: Vec::with_capacity(1 << 16),
+            buf,
+            blobs: Vec::new(),
             since: None,
             out,
             broken: false,
@@ -297,17 +376,143 @@ pub(crate) fn serve_loop(
     }
 }
 
+/// A task's payload as a batch frame carries it.
+#[derive(Clone, Copy)]
+enum Payload<'b> {
+    None,
+    Sent(&'b [u8]),
+    /// Not sent, or not where the batch says: why.
+    Missing(&'static str),
+}
+
+/// Each task's payload, by its position in the batch.
+fn payloads<'b>(
+    p: Option<&[(usize, Option<usize>)]>,
+    n: usize,
+    blobs: &'b [u8],
+) -> Vec<Payload<'b>> {
+    let Some(p) = p else { return Vec::new() };
+    let mut out = vec![Payload::None; n];
+    let mut rest = blobs;
+    for &(i, len) in p {
+        let payload = match len {
+            None => Payload::Missing("the task's payload is larger than a frame can carry (2 GiB)"),
+            Some(len) if len <= rest.len() => {
+                let (blob, after) = rest.split_at(len);
+                rest = after;
+                Payload::Sent(blob)
+            }
+            Some(_) => Payload::Missing("the task's payload is missing from its frame"),
+        };
+        if let Some(slot) = out.get_mut(i) {
+            *slot = payload;
+        }
+    }
+    out
+}
+
+/// Read the next frame into `body` (text and blobs); its text length, or
+/// `None` at EOF or when the stream is unreadable (reported).
+fn read_frame(reader: &mut impl Read, body: &mut Vec<u8>) -> Option<usize> {
+    let mut header = [0; frame::HEADER_LEN];
+    reader.read_exact(&mut header).ok()?;
+    let (len, text_len) = match frame::parse_header(&header) {
+        Ok(lens) => lens,
+        Err(e) => {
+            eprintln!("caiclust worker: bad frame from the parent: {e}");
+            return None;
+        }
+    };
+    let want = len - frame::HEADER_LEN;
+    body.clear();
+    // Grows as the bytes arrive, not to what the header claims.
+    match reader.take(want as u64).read_to_end(body) {
+        Ok(n) if n == want => Some(text_len),
+        _ => {
+            eprintln!("caiclust worker: the parent's stream ended inside a frame");
+            None
+        }
+    }
+}
+
+/// Append task `id`'s answer to the frame being gathered (a bytes answer
+/// goes alone in a frame of its own); false when the channel is broken.
+fn answer(
+    shared: &Shared,
+    line: &mut Vec<u8>,
+    id: u64,
+    result: Result<Answer, TaskError>,
+    last: bool,
+) -> bool {
+    line.clear();
+    let blob = match result {
+        Ok(Answer::Bytes(b)) if b.len() <= frame::MAX_BLOB_LEN => {
+            protocol::encode_blob_ref(line, id, b.len());
+            Some(b)
+        }
+        Ok(Answer::Bytes(b)) => {
+            protocol::encode_answer(line, id, Err(too_large(b.len())));
+            None
+        }
+        Ok(Answer::Json(v)) => {
+            protocol::encode_answer(line, id, Ok(v));
+            let len = line.len();
+            if len > frame::MAX_BLOB_LEN {
+                line.clear();
+                protocol::encode_answer(line, id, Err(too_large(len)));
+            }
+            None
+        }
+        Err(e) => {
+            protocol::encode_answer(line, id, Err(e));
+            None
+        }
+    };
+    let mut p = lock(shared);
+    if let Some(blob) = blob {
+        p.flush();
+        p.buf.extend_from_slice(line);
+        p.blobs.push(blob);
+        p.flush();
+        return !p.broken;
+    }
+    p.buf.extend_from_slice(line);
+    if last {
+        // The batch is done: nothing would come to share the write.
+        p.flush();
+    } else if p.since.is_none() {
+        // The first answer waiting: the flusher writes it (and any after
+        // it) within FLUSH_AFTER. One clock reading per write, not per
+        // task.
+        p.since = Some(std::time::Instant::now());
+        drop(p);
+        shared.1.notify_one();
+        return true;
+    }
+    !p.broken
+}
+
+fn too_large(len: usize) -> TaskError {
+    TaskError {
+        type_name: "Error".into(),
+        message: format!(
+            "the result is {len} bytes, more than a frame can carry ({} bytes)",
+            frame::MAX_BLOB_LEN
+        ),
+        traceback: String::new(),
+    }
+}
+
 fn serve_tasks(registry: &Registry, inp: Box<dyn Read + Send>, shared: &Shared) {
     let mut reader = BufReader::with_capacity(1 << 16, inp);
-    let mut line = Vec::new();
-    let mut answer = Vec::with_capacity(256);
+    let mut body = Vec::new();
+    let mut line = Vec::with_capacity(256);
     loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let msg: ToWorker = match serde_json::from_slice(&line) {
+        let Some(text_len) = read_frame(&mut reader, &mut body) else {
+            return;
+        };
+        let (text, blobs) = body.split_at(text_len);
+        let msg: ToWorker = match serde_json::from_slice(text) {
             Ok(m) => m,
             Err(e) => {
                 eprintln!("caiclust worker: bad message from the parent: {e}");
@@ -319,6 +524,7 @@ fn serve_tasks(registry: &Registry, inp: Box<dyn Read + Send>, shared: &Shared) 
             return;
         };
         let n = ids.len();
+        let payloads = payloads(msg.p.as_deref(), n, blobs);
         let mut args = msg.a.into_iter();
         for (i, id) in ids.into_iter().enumerate() {
             let name = match (&msg.f, &msg.fs) {
@@ -326,26 +532,57 @@ fn serve_tasks(registry: &Registry, inp: Box<dyn Read + Send>, shared: &Shared) 
                 (None, Some(fs)) => fs.get(i).map_or("", |f| f.as_ref()),
                 (None, None) => "",
             };
-            let result = registry.call(name, args.next().unwrap_or(Value::Null));
-            answer.clear();
-            protocol::encode_answer(&mut answer, id, result);
-            let mut p = lock(shared);
-            p.buf.extend_from_slice(&answer);
-            if i + 1 == n {
-                // The batch is done: nothing would come to share the write.
-                p.flush();
-            } else if p.since.is_none() {
-                // The first answer waiting: the flusher writes it (and any
-                // after it) within FLUSH_AFTER. One clock reading per
-                // write, not per task.
-                p.since = Some(std::time::Instant::now());
-                drop(p);
-                shared.1.notify_one();
-                continue;
-            }
-            if p.broken {
+            let arg = args.next().unwrap_or(Value::Null);
+            let result = match payloads.get(i).copied().unwrap_or(Payload::None) {
+                Payload::None => registry.call(name, arg, None),
+                Payload::Sent(bytes) => registry.call(name, arg, Some(bytes)),
+                Payload::Missing(why) => Err(TaskError {
+                    type_name: "Error".into(),
+                    message: why.into(),
+                    traceback: String::new(),
+                }),
+            };
+            if !answer(shared, &mut line, id, result, i + 1 == n) {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_and_json_functions_take_only_their_own_tasks() {
+        let r = Registry::new()
+            .register("sq", |x: i64| x * x)
+            .register_bytes("rev", |b| Ok(b.iter().rev().copied().collect()));
+        assert_eq!(
+            r.call("sq", serde_json::json!(3), None),
+            Ok(Answer::Json(serde_json::json!(9)))
+        );
+        assert_eq!(
+            r.call("rev", Value::Null, Some(b"abc")),
+            Ok(Answer::Bytes(b"cba".to_vec()))
+        );
+        let e = r.call("sq", Value::Null, Some(b"x")).unwrap_err();
+        assert!(e.message.contains("takes JSON arguments"), "{}", e.message);
+        let e = r.call("rev", serde_json::json!(1), None).unwrap_err();
+        assert!(e.message.contains("Task::rust_bytes"), "{}", e.message);
+    }
+
+    #[test]
+    fn payloads_are_found_by_position_and_checked() {
+        let blobs = b"abcdef";
+        let p = [(0, Some(2)), (2, None), (3, Some(4)), (9, Some(0))];
+        let got = payloads(Some(&p), 5, blobs);
+        assert!(matches!(got[0], Payload::Sent(b"ab")));
+        assert!(matches!(got[1], Payload::None));
+        assert!(matches!(got[2], Payload::Missing(m) if m.contains("larger than a frame")));
+        assert!(matches!(got[3], Payload::Sent(b"cdef")));
+        let short = payloads(Some(&[(0, Some(10))]), 1, blobs);
+        assert!(matches!(short[0], Payload::Missing(m) if m.contains("missing")));
+        assert!(payloads(None, 3, blobs).is_empty());
     }
 }

@@ -1,5 +1,38 @@
-//! The JSON-lines protocol between a cluster and its workers (Python or
-//! Rust) and fork servers. One message per line, both ways.
+//! The protocol between a cluster and its workers (Python or Rust) and
+//! fork servers.
+//!
+//! # Workers: length-prefixed frames
+//!
+//! Both ways, a worker's channel carries frames (the framing itself is in
+//! [`super::frame`]):
+//!
+//! ```text
+//! u32 LE frame_len | u32 LE text_len | text | blobs
+//! ```
+//!
+//! `frame_len` counts the bytes after itself (`4 + text_len + blobs`), at
+//! most [`super::frame::MAX_FRAME_LEN`] (2 GiB). `text` is UTF-8 JSON lines,
+//! each ending in `\n`; `blobs` are raw byte payloads, concatenated in the
+//! order the lines refer to them, with nothing between them.
+//!
+//! * Parent → worker: one batch line per frame (see [`RunRef`]). Tasks with
+//!   a byte payload are listed in `"p": [[INDEX, LEN], ...]` (INDEX: the
+//!   task's position in the batch; LEN: its blob's length, `null` when the
+//!   payload was too large to send, which fails that task). A frame whose
+//!   text has no `ids` (`{"stop": true}`) stops the worker; so does EOF.
+//! * Worker → parent: the hello (`{"hello": {"pid": P, "worker": N}}`) is
+//!   the first frame; then answers, one line each, several per frame when
+//!   they were ready together: `{"id":N,"ok":VALUE}`,
+//!   `{"id":N,"err":{"type":..,"message":..,"traceback":..}}`, or
+//!   `{"id":N,"blob":LEN}` whose value is the frame's next `LEN` blob
+//!   bytes (a pickled result, or a Rust bytes task's result).
+//!
+//! # Fork servers: JSON lines
+//!
+//! A fork server's control channel (its stdin/stdout) stays one JSON
+//! message per line: `{"fork": N}` in; its hello, `{"forked": N, "pid":
+//! P}`, `{"fork_error": N, "message": ..}` and `{"exited": P, "code"|
+//! "signal": ..}` out.
 
 use std::io::Write;
 
@@ -10,8 +43,10 @@ use serde_json::Value;
 /// than an object per task, in Python above all):
 ///
 /// `{"ids": [1, 2], "f": "pkg.mod:func", "a": [ARGS1, ARGS2]}`, with
-/// `"fs": [NAME1, NAME2]` instead of `"f"` when the functions differ. Any
-/// message without `ids` (`{"stop": true}`) stops the worker.
+/// `"fs": [NAME1, NAME2]` instead of `"f"` when the functions differ, and
+/// `"p": [[INDEX, LEN], ..]` when some tasks carry a byte payload (their
+/// blobs follow the text of the frame, in this order). Any message without
+/// `ids` (`{"stop": true}`) stops the worker.
 #[derive(Debug, Serialize)]
 pub(crate) struct RunRef<'a> {
     pub ids: &'a [u64],
@@ -20,7 +55,16 @@ pub(crate) struct RunRef<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fs: Option<Vec<&'a str>>,
     pub a: Vec<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p: Option<Vec<(usize, Option<usize>)>>,
+    /// The payloads sent, in the order of `p`'s non-null entries.
+    #[serde(skip)]
+    pub blobs: Vec<&'a [u8]>,
 }
+
+/// One task as a batch borrows it from the ledger: id, function name, JSON
+/// arguments, byte payload.
+pub(crate) type CallRef<'a> = (u64, &'a str, &'a Value, Option<&'a [u8]>);
 
 /// The same batch as a Rust worker reads it (names borrowed from the line
 /// when they have no escapes).
@@ -34,19 +78,42 @@ pub(crate) struct ToWorker<'a> {
     pub fs: Option<Vec<std::borrow::Cow<'a, str>>>,
     #[serde(default)]
     pub a: Vec<Value>,
+    /// `[INDEX, LEN]` of the tasks with a payload (`LEN` null: too large
+    /// to have been sent).
+    #[serde(default)]
+    pub p: Option<Vec<(usize, Option<usize>)>>,
 }
 
 impl<'a> RunRef<'a> {
-    /// A batch of `(id, function, arguments)`.
-    pub fn new(tasks: &[(u64, &'a str, &'a Value)], ids: &'a mut Vec<u64>) -> RunRef<'a> {
+    /// A batch of `(id, function, arguments, payload)`. Payloads that would
+    /// take the frame past `budget` bytes are not sent (`null` in `p`).
+    pub fn new(tasks: &[CallRef<'a>], ids: &'a mut Vec<u64>, budget: usize) -> RunRef<'a> {
         ids.clear();
         ids.extend(tasks.iter().map(|t| t.0));
         let same = tasks.windows(2).all(|w| w[0].1 == w[1].1);
+        let mut blobs = Vec::new();
+        let p = tasks.iter().any(|t| t.3.is_some()).then(|| {
+            let mut left = budget;
+            let mut p = Vec::new();
+            for (i, t) in tasks.iter().enumerate() {
+                let Some(payload) = t.3 else { continue };
+                if payload.len() <= left {
+                    left -= payload.len();
+                    blobs.push(payload);
+                    p.push((i, Some(payload.len())));
+                } else {
+                    p.push((i, None));
+                }
+            }
+            p
+        });
         RunRef {
             ids,
             f: same.then(|| tasks.first().map_or("", |t| t.1)),
             fs: (!same).then(|| tasks.iter().map(|t| t.1).collect()),
             a: tasks.iter().map(|t| t.2).collect(),
+            p,
+            blobs,
         }
     }
 }
@@ -65,16 +132,54 @@ pub(crate) struct TaskError {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(untagged)]
 pub(crate) enum ToParent {
-    Hello { hello: Hello },
-    Ok { id: u64, ok: Value },
-    Err { id: u64, err: TaskError },
-    Forked { forked: u64, pid: u32 },
-    ForkError { fork_error: u64, message: String },
-    ExitedCode { exited: u32, code: i32 },
-    ExitedSignal { exited: u32, signal: i32 },
+    Hello {
+        hello: Hello,
+    },
+    Ok {
+        id: u64,
+        ok: Value,
+    },
+    Err {
+        id: u64,
+        err: TaskError,
+    },
+    /// An answer whose value is bytes (`{"id":N,"blob":LEN}` and its blob).
+    #[serde(skip)]
+    Bytes {
+        id: u64,
+        bytes: Vec<u8>,
+    },
+    Forked {
+        forked: u64,
+        pid: u32,
+    },
+    ForkError {
+        fork_error: u64,
+        message: String,
+    },
+    ExitedCode {
+        exited: u32,
+        code: i32,
+    },
+    ExitedSignal {
+        exited: u32,
+        signal: i32,
+    },
 }
 
-/// The first line from every worker and server.
+impl ToParent {
+    /// Whether this is a task's answer (as opposed to a hello or a fork
+    /// server's report).
+    pub fn is_answer(&self) -> bool {
+        matches!(
+            self,
+            ToParent::Ok { .. } | ToParent::Err { .. } | ToParent::Bytes { .. }
+        )
+    }
+}
+
+/// The first message from every worker (its first frame) and server (its
+/// first line).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Hello {
     pub pid: u32,
@@ -234,11 +339,19 @@ pub(crate) fn write_line<T: Serialize>(out: &mut dyn Write, msg: &T) -> std::io:
 
 /// Append a task's answer line to `buf`.
 pub(crate) fn encode_answer(buf: &mut Vec<u8>, id: u64, result: Result<Value, TaskError>) {
-    let msg = match result {
-        Ok(ok) => ToParent::Ok { id, ok },
-        Err(err) => ToParent::Err { id, err },
+    let written = match result {
+        // The hot path, written as the derived form would be.
+        Ok(ok) => {
+            buf.extend_from_slice(b"{\"id\":");
+            let _ = serde_json::to_writer(&mut *buf, &id);
+            buf.extend_from_slice(b",\"ok\":");
+            let r = serde_json::to_writer(&mut *buf, &ok);
+            buf.push(b'}');
+            r
+        }
+        Err(err) => serde_json::to_writer(&mut *buf, &ToParent::Err { id, err }),
     };
-    if serde_json::to_writer(&mut *buf, &msg).is_err() {
+    if written.is_err() {
         buf.clear();
         let _ = serde_json::to_writer(
             &mut *buf,
@@ -253,6 +366,12 @@ pub(crate) fn encode_answer(buf: &mut Vec<u8>, id: u64, result: Result<Value, Ta
         );
     }
     buf.push(b'\n');
+}
+
+/// Append the line of an answer whose value is the next `len` blob bytes.
+pub(crate) fn encode_blob_ref(buf: &mut Vec<u8>, id: u64, len: usize) {
+    use std::io::Write as _;
+    let _ = writeln!(buf, "{{\"id\":{id},\"blob\":{len}}}");
 }
 
 #[cfg(test)]
@@ -360,7 +479,10 @@ mod tests {
     #[test]
     fn answers_round_trip() {
         let mut buf = Vec::new();
-        encode_answer(&mut buf, 7, Ok(serde_json::json!({"a": 1})));
+        let value = serde_json::json!({"a": [1, "\u{e9}\n"]});
+        encode_answer(&mut buf, 7, Ok(value.clone()));
+        let derived = serde_json::to_vec(&ToParent::Ok { id: 7, ok: value }).unwrap();
+        assert_eq!(buf[..buf.len() - 1], derived[..], "as the derived form");
         assert!(buf.ends_with(b"\n"));
         assert!(matches!(
             parse_from_worker(&buf[..buf.len() - 1]).unwrap(),

@@ -1,4 +1,6 @@
-# caiclust's Python worker. Started by caiclust-core; speaks JSON lines.
+# caiclust's Python worker. Started by caiclust-core; speaks length-prefixed
+# frames of JSON lines and raw bytes with the parent (protocol.rs has the
+# full description), JSON lines with the fork server's own parent.
 #
 #   python python_worker.py worker
 #       A worker on stdin/stdout (the spawn start method).
@@ -9,13 +11,26 @@
 #       worker connects to the Unix socket SOCKET and says hello with N.
 #       Exits of forked workers are reported as {"exited": PID, ...}.
 #
-# Messages to a worker, a batch of tasks by column:
+# A worker's channel carries frames, both ways:
+#
+#   u32 LE frame_len | u32 LE text_len | text | blobs
+#
+# frame_len counts the bytes after itself (4 + text_len + the blobs), at
+# most 2 GiB; text is JSON lines; blobs are raw bytes, concatenated in the
+# order the lines refer to them.
+#
+# Frames to a worker: one batch of tasks by column,
 # {"ids": [1, 2], "f": "pkg.mod:func", "a": [ARGS1, ARGS2]} ("fs": [NAME1,
-# NAME2] instead of "f" when the functions differ), or {"stop": true}.
-# Answers, one line per task: {"id": 1, "ok": VALUE} or
-# {"id": 1, "err": {"type": ..., "message": ..., "traceback": ...}}.
-# Answers to a batch of tiny tasks are written together, at most about a
-# millisecond late (the Answers class).
+# NAME2] instead of "f" when the functions differ; "p": [[INDEX, LEN], ...]
+# for the tasks whose pickled (args, kwargs) follow as blobs, LEN null when
+# the payload was too large to send), or {"stop": true}.
+# Frames from a worker: the hello first; then answers, one line per task:
+# {"id": 1, "ok": VALUE}, {"id": 1, "err": {"type": ..., "message": ...,
+# "traceback": ...}}, or {"id":1,"blob":LEN} for a pickled result (the
+# frame's next LEN blob bytes). Answers to a batch of tiny tasks are
+# written together, at most about a millisecond late (the Answers class).
+# The fork server's control channel (stdin/stdout) stays one JSON message
+# per line.
 #
 # The protocol has private copies of the standard streams: whatever a task
 # prints to stdout goes to stderr and cannot corrupt it.
@@ -70,6 +85,20 @@ def error_of(exc):
     return {"type": type(exc).__name__, "message": message, "traceback": text}
 
 
+MAX_FRAME = 1 << 31
+# The largest pickled result; the rest of a frame is for its text.
+MAX_BLOB = MAX_FRAME - (16 << 20)
+
+
+def write_frame(out, text, blobs=()):
+    n = len(text)
+    out.write((4 + n + sum(map(len, blobs))).to_bytes(4, "little") + n.to_bytes(4, "little")
+              + text)
+    for blob in blobs:
+        out.write(blob)
+    out.flush()
+
+
 class Answers:
     """Answers waiting to be written. Tiny tasks share one write (and one
     wake-up of the parent); a flusher thread sends whatever waited 1 ms, so
@@ -80,7 +109,11 @@ class Answers:
     waiting, stamps `since` and wakes the flusher; whoever writes clears
     `since` before taking what is pending, so nothing is left unstamped.
     Built on _thread alone: the threading module costs milliseconds of
-    imports at every worker start."""
+    imports at every worker start.
+
+    A pickled result goes alone in a frame of its own (send_blob()):
+    `blobs` is only touched under `wlock`, so a frame's blobs are those of
+    its lines."""
 
     AFTER = 0.001
 
@@ -89,6 +122,7 @@ class Answers:
 
         self.out = out
         self.pending = []
+        self.blobs = []
         self.since = None
         self.closed = False
         self.broken = False
@@ -116,11 +150,15 @@ class Answers:
             pending = self.pending
             n = len(pending)
             if n and not self.broken:
-                data = "".join(pending[:n]).encode()
+                text = "".join(pending[:n]).encode()
                 del pending[:n]
+                blobs, self.blobs = self.blobs, []
                 try:
-                    self.out.write(data)
-                    self.out.flush()
+                    if len(text) > MAX_FRAME - 4:
+                        sys.stderr.write("caiclust worker: answers of more than 2 GiB of "
+                                         "JSON cannot be sent; stopping\n")
+                        raise ValueError("answers too large for a frame")
+                    write_frame(self.out, text, blobs)
                 except (OSError, ValueError):
                     self.broken = True
             return not self.broken
@@ -206,17 +244,36 @@ def json_codec():
     return loads, encode
 
 
+def read_frame(read):
+    """The next frame from the parent: (body, text length), or None at the
+    end of the stream."""
+    head = read(8)
+    if len(head) < 8:
+        return None
+    v = int.from_bytes(head, "little")
+    size = (v & 0xFFFFFFFF) - 4
+    text_len = v >> 32
+    if size < 0 or text_len > size:
+        raise ValueError("bad frame header from the parent: " + repr(head))
+    body = read(size)
+    if len(body) < size:
+        return None
+    return body, text_len
+
+
 def serve(inp, out):
     loads, encode = CODEC
     functions = _functions
     answers = Answers(out)
     pending = answers.pending
+    read = inp.read
     try:
         while True:
-            line = inp.readline()
-            if not line:
+            got = read_frame(read)
+            if got is None:
                 return
-            msg = loads(line)
+            body, text_len = got
+            msg = loads(body[:text_len] if text_len < len(body) else body)
             ids = msg.get("ids")
             if ids is None:
                 # {"stop": true}, or anything else that is not work.
@@ -224,6 +281,12 @@ def serve(inp, out):
             args = msg.get("a") or ()
             same = msg.get("f")
             names = msg.get("fs") or ()
+            if msg.get("p") is not None:
+                # Some tasks carry pickled arguments: the general loop.
+                serve_pickled(answers, msg, memoryview(body)[text_len:])
+                if not answers.flush():
+                    return
+                continue
             for i, tid in enumerate(ids):
                 try:
                     name = same if same is not None else names[i]
@@ -241,13 +304,9 @@ def serve(inp, out):
                     try:
                         answer = '{"id":%d,"ok":%s}\n' % (tid, encode(value))
                     except (TypeError, ValueError, RecursionError) as exc:
-                        answer = '{"id":%d,"err":%s}\n' % (tid, encode({
-                            "type": "TypeError",
-                            "message": f"result is not JSON-serialisable: {exc}",
-                            "traceback": ""}))
+                        answer = not_json(tid, exc)
                 except SystemExit as exc:
-                    answer = '{"id":%d,"err":%s}\n' % (tid, encode({
-                        "type": "SystemExit", "message": str(exc.code), "traceback": ""}))
+                    answer = exited(tid, exc)
                 except BaseException as exc:  # noqa: BLE001 - every failure is reported
                     answer = '{"id":%d,"err":%s}\n' % (tid, encode(error_of(exc)))
                 pending.append(answer)
@@ -260,10 +319,116 @@ def serve(inp, out):
         answers.close()
 
 
-def hello(out, worker):
-    out.write(CODEC[1]({"hello": {"pid": os.getpid(), "worker": worker,
-                            "python": sys.version.split()[0]}}).encode() + b"\n")
-    out.flush()
+def not_json(tid, exc):
+    return '{"id":%d,"err":%s}\n' % (tid, CODEC[1]({
+        "type": "TypeError",
+        "message": f"result is not JSON-serialisable: {exc}",
+        "traceback": ""}))
+
+
+def exited(tid, exc):
+    return '{"id":%d,"err":%s}\n' % (tid, CODEC[1]({
+        "type": "SystemExit", "message": str(exc.code), "traceback": ""}))
+
+
+# The pickled-payload path, compiled on its first use: compiled with the
+# rest, it would cost every worker start about a millisecond. Its code runs
+# as the worker's own (file "<string>", left out of tracebacks).
+PICKLED = r"""
+import pickle
+
+
+def call_pickled(f, data):
+    if data is None:
+        raise ValueError("the task's payload is larger than a frame can carry (2 GiB)")
+    call = pickle.loads(data)
+    if type(call) is not tuple or len(call) != 2:
+        raise TypeError(f"expected a pickled (args, kwargs) pair, got {type(call).__name__}")
+    value = f(*call[0], **call[1])
+    try:
+        blob = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        message = f"the result could not be pickled: {exc}"
+        try:
+            again = type(exc)(message)
+        except Exception:
+            again = TypeError(message)
+        raise again from None
+    if len(blob) > MAX_BLOB:
+        raise ValueError(f"the pickled result is {len(blob)} bytes, more than a frame "
+                         f"can carry ({MAX_BLOB})")
+    return blob
+
+
+def send_blob(answers, line, data):
+    # After the answers before it, in a frame of its own.
+    answers.flush()
+    with answers.wlock:
+        answers.pending.append(line)
+        answers.blobs.append(data)
+    return answers.flush()
+
+
+def call_json(tid, f, a):
+    # As serve() does inline, for a task without payload in this batch.
+    t = type(a)
+    value = f(*a) if t is list else f(**a) if t is dict else f() if a is None else f(a)
+    try:
+        return '{"id":%d,"ok":%s}\n' % (tid, CODEC[1](value))
+    except (TypeError, ValueError, RecursionError) as exc:
+        return not_json(tid, exc)
+
+
+def serve_mixed(answers, msg, blobs):
+    # Each payload by its task's position: a view of the frame, or None
+    # when the parent could not send it.
+    data, off = {}, 0
+    for i, n in msg["p"]:
+        data[i] = None if n is None else blobs[off:off + n]
+        off += n or 0
+    ids, args = msg["ids"], msg.get("a") or ()
+    same, names = msg.get("f"), msg.get("fs") or ()
+    for i, tid in enumerate(ids):
+        blob = None
+        try:
+            name = same if same is not None else names[i]
+            f = _functions.get(name) or resolve(name)
+            if i in data:
+                blob = call_pickled(f, data[i])
+                answer = '{"id":%d,"blob":%d}\n' % (tid, len(blob))
+            else:
+                answer = call_json(tid, f, args[i] if i < len(args) else None)
+        except SystemExit as exc:
+            blob, answer = None, exited(tid, exc)
+        except BaseException as exc:
+            blob, answer = None, '{"id":%d,"err":%s}\n' % (tid, CODEC[1](error_of(exc)))
+        if blob is not None:
+            if not send_blob(answers, answer, blob):
+                return
+            continue
+        answers.pending.append(answer)
+        if answers.since is None:
+            answers.started()
+"""
+
+
+def serve_pickled(answers, msg, blobs):
+    """A batch where some tasks carry pickled (args, kwargs): results are
+    pickled and go back as blobs."""
+    if "serve_mixed" not in globals():
+        exec(compile(PICKLED, "<string>", "exec"), globals())
+    serve_mixed(answers, msg, blobs)  # noqa: F821 - defined by PICKLED
+
+
+def hello(out, worker, framed=True):
+    """The first message: a frame from a worker, a line from a server."""
+    text = CODEC[1]({"hello": {"pid": os.getpid(), "worker": worker,
+                               "python": sys.version.split()[0]}}).encode() + b"\n"
+    if framed:
+        write_frame(out, text)
+    else:
+        out.write(text)
+        out.flush()
 
 
 def prctl_of_libc():
@@ -306,7 +471,7 @@ def server_main(sock_path, preload):
     prctl = prctl_of_libc()
     for module in preload:
         importlib.import_module(module)
-    hello(out, None)
+    hello(out, None, framed=False)
 
     def report(msg):
         out.write(CODEC[1](msg).encode() + b"\n")

@@ -38,6 +38,19 @@ fn registry() -> Registry {
         })
         .register("panic", |msg: String| -> Value { panic!("{msg}") })
         .register_json("fail", |v| Err(format!("failed on purpose with {v}")))
+        // Bytes tasks: the payload reversed; N (LE u64) bytes of a
+        // pattern; a failure; a panic.
+        .register_bytes("reverse", |b| Ok(b.iter().rev().copied().collect()))
+        .register_bytes("pattern", |b| {
+            let n = <[u8; 8]>::try_from(b).map_err(|_| "expected 8 bytes: a LE u64")?;
+            Ok((0..u64::from_le_bytes(n))
+                .map(|i| (i % 251) as u8)
+                .collect())
+        })
+        .register_bytes("bytes_fail", |b| Err(format!("refused {} bytes", b.len())))
+        .register_bytes("bytes_panic", |_| -> Result<Vec<u8>, String> {
+            panic!("bytes panic")
+        })
         .register("segfault", |_: Value| -> Value {
             // SAFETY: not safe at all: this task crashes its worker with
             // SIGSEGV on purpose, to test that the crash is reported.

@@ -14,7 +14,8 @@ use super::state::{CallPool, InFlight, Worker};
 use super::{Scheduler, ADMIT_AHEAD};
 use crate::ledger::{AfterFailure, Ledger, Retry};
 use crate::task::{Failure, Outcome, PoolKind, StartCause, Task, TaskId, TaskKind};
-use crate::worker::protocol::RunRef;
+use crate::worker::frame;
+use crate::worker::protocol::CallRef;
 
 impl Scheduler {
     /// Take pending tasks into the ledger and the queues: until enough
@@ -202,18 +203,18 @@ impl BatchWriter {
         }
         w.in_flight
             .extend(batch.iter().map(|&id| InFlight { id, dropped: false }));
-        // The tasks as borrowed from the ledger, written in one message.
-        let calls: Vec<(u64, &str, &serde_json::Value)> = batch
+        // The tasks as borrowed from the ledger, sent in one frame.
+        let calls: Vec<CallRef> = batch
             .iter()
             .filter_map(|&id| match &ledger.get(id)?.task.kind {
-                TaskKind::Python(c) | TaskKind::Rust(c) => Some((id, c.function.as_str(), &c.args)),
+                TaskKind::Python(c) | TaskKind::Rust(c) => {
+                    Some((id, c.function.as_str(), &c.args, c.payload.as_deref()))
+                }
                 TaskKind::Command(_) => None,
             })
             .collect();
-        let mut line = Vec::new();
-        let encoded = serde_json::to_writer(&mut line, &RunRef::new(&calls, &mut self.ids)).is_ok();
-        line.push(b'\n');
-        let sent = encoded && w.input.as_ref().is_some_and(|input| input.send(line));
+        let frame = frame::encode_batch(&calls, &mut self.ids);
+        let sent = frame.is_ok_and(|f| w.input.as_ref().is_some_and(|input| input.send(f)));
         if !sent {
             // The worker is going away; its EOF hands the tasks back.
             w.input = None;

@@ -120,6 +120,7 @@ impl Scheduler {
             slot: Some(w.slot),
             stdout: Output::Empty,
             stderr: Output::Empty,
+            payload: None,
         };
         let after_ms = details.runtime.as_millis() as u64;
         let failure = match &w.stopping {

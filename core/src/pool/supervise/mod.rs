@@ -212,8 +212,8 @@ impl Scheduler {
         }
     }
 
-    /// TERM now, KILL after the grace period.
-
+    /// Close the input of workers that served their quota and are idle
+    /// (their loop then ends).
     pub(super) fn retire_idle(&mut self, kind: PoolKind) {
         if let Some(pool) = self.pools.get_mut(&kind) {
             for w in &mut pool.workers {

@@ -3,7 +3,7 @@
 //! process settings of every worker (its own process group; on Linux,
 //! death with the scheduler).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::Sender;
@@ -16,7 +16,8 @@ use super::super::Scheduler;
 use super::input_of;
 use crate::plan::StartMethod;
 use crate::task::{ExitInfo, PoolKind};
-use crate::worker::protocol::{self, ToParent};
+use crate::worker::frame::FrameReader;
+use crate::worker::protocol::ToParent;
 
 /// Every worker and fork server: its own process group (a stop signals
 /// the whole group); on Linux, killed when the scheduler's thread ends.
@@ -123,8 +124,8 @@ pub(super) fn read_server(
     });
 }
 
-/// Read a worker's answers until EOF; a second thread waits for the
-
+/// Accept forked workers' connections: each says hello with its serial
+/// first, then its answers follow, read as a spawned worker's are.
 fn accept_loop(listener: std::os::unix::net::UnixListener, events: Sender<Event>) {
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
@@ -134,13 +135,11 @@ fn accept_loop(listener: std::os::unix::net::UnixListener, events: Sender<Event>
             let Ok(read_half) = stream.try_clone() else {
                 return;
             };
-            let mut reader = BufReader::with_capacity(1 << 16, read_half);
-            let mut line = Vec::new();
-            if reader.read_until(b'\n', &mut line).unwrap_or(0) == 0 {
+            let mut reader = FrameReader::new(read_half);
+            let Ok(Some(mut first)) = reader.next_frame() else {
                 return;
-            }
-            let trimmed = line.strip_suffix(b"\n").unwrap_or(&line);
-            let Ok(ToParent::Hello { hello }) = protocol::parse_from_worker(trimmed) else {
+            };
+            let Some(ToParent::Hello { hello }) = first.pop() else {
                 return;
             };
             let Some(serial) = hello.worker else { return };
