@@ -4,7 +4,7 @@
 //! with megabytes of arguments queued for it) delays nobody. Answers are
 //! read by a thread per worker and arrive as events.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::Child;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
@@ -14,7 +14,6 @@ use super::events::Event;
 use super::state::Server;
 use crate::task::ExitInfo;
 use crate::worker::frame::FrameReader;
-use crate::worker::protocol::{self, ToParent};
 
 /// A process's input, written by a thread of its own. Dropping it closes
 /// the input once what was sent before is written (a worker reads that as
@@ -109,43 +108,6 @@ pub(super) fn read_answers<R: std::io::Read>(
     events: &Sender<Event>,
 ) {
     reader.read_groups(|msgs| events.send(Event::FromWorkerBatch { serial, msgs }).is_ok());
-}
-
-/// Read a fork server's protocol lines until EOF, handing `deliver` every complete line
-/// already read in as one group (answers to tiny tasks come in groups);
-/// stop early when it returns false. Unreadable lines are reported.
-pub(super) fn read_messages<R: std::io::Read>(
-    mut reader: BufReader<R>,
-    mut deliver: impl FnMut(Vec<ToParent>) -> bool,
-) {
-    let mut line = Vec::new();
-    loop {
-        let mut batch = Vec::new();
-        let mut eof = false;
-        loop {
-            line.clear();
-            match reader.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => {
-                    eof = true;
-                    break;
-                }
-                Ok(_) => {}
-            }
-            let trimmed = line.strip_suffix(b"\n").unwrap_or(&line);
-            match protocol::parse_from_worker(trimmed) {
-                Ok(msg) => batch.push(msg),
-                Err(e) => eprintln!("caiclust: unreadable message from a worker: {e}"),
-            }
-            // Stop when no complete line is left in the buffer: reading
-            // further would wait.
-            if !reader.buffer().contains(&b'\n') {
-                break;
-            }
-        }
-        if (!batch.is_empty() && !deliver(batch)) || eof {
-            return;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -228,6 +228,7 @@ impl<R: Read> FrameReader<R> {
         }
     }
 
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub fn get_ref(&self) -> &R {
         &self.inner
     }
@@ -328,6 +329,7 @@ impl<R: Read> FrameReader<R> {
     }
 
     /// The messages of the next frame; `None` at EOF.
+    #[cfg_attr(not(unix), allow(dead_code))]
     pub fn next_frame(&mut self) -> Result<Option<Vec<ToParent>>, FrameError> {
         self.read_until(false)
     }

@@ -330,6 +330,7 @@ pub(crate) fn parse_from_worker(line: &[u8]) -> Result<ToParent, String> {
     Ok(msg)
 }
 
+#[cfg_attr(not(unix), allow(dead_code))]
 pub(crate) fn write_line<T: Serialize>(out: &mut dyn Write, msg: &T) -> std::io::Result<()> {
     let mut buf = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
     buf.push(b'\n');

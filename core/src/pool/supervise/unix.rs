@@ -3,21 +3,21 @@
 //! process settings of every worker (its own process group; on Linux,
 //! death with the scheduler).
 
-use std::io::{BufReader, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 use super::super::events::Event;
-use super::super::io::{read_answers, read_messages};
+use super::super::io::read_answers;
 use super::super::state::Server;
 use super::super::Scheduler;
 use super::input_of;
 use crate::plan::StartMethod;
 use crate::task::{ExitInfo, PoolKind};
 use crate::worker::frame::FrameReader;
-use crate::worker::protocol::ToParent;
+use crate::worker::protocol::{self, ToParent};
 
 /// Every worker and fork server: its own process group (a stop signals
 /// the whole group); on Linux, killed when the scheduler's thread ends.
@@ -178,5 +178,42 @@ impl Write for SocketWriter {
 impl Drop for SocketWriter {
     fn drop(&mut self) {
         let _ = self.0.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// Read a fork server's protocol lines until EOF, handing `deliver` every complete line
+/// already read in as one group (answers to tiny tasks come in groups);
+/// stop early when it returns false. Unreadable lines are reported.
+fn read_messages<R: std::io::Read>(
+    mut reader: BufReader<R>,
+    mut deliver: impl FnMut(Vec<ToParent>) -> bool,
+) {
+    let mut line = Vec::new();
+    loop {
+        let mut batch = Vec::new();
+        let mut eof = false;
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => {
+                    eof = true;
+                    break;
+                }
+                Ok(_) => {}
+            }
+            let trimmed = line.strip_suffix(b"\n").unwrap_or(&line);
+            match protocol::parse_from_worker(trimmed) {
+                Ok(msg) => batch.push(msg),
+                Err(e) => eprintln!("caiclust: unreadable message from a worker: {e}"),
+            }
+            // Stop when no complete line is left in the buffer: reading
+            // further would wait.
+            if !reader.buffer().contains(&b'\n') {
+                break;
+            }
+        }
+        if (!batch.is_empty() && !deliver(batch)) || eof {
+            return;
+        }
     }
 }
