@@ -22,6 +22,8 @@
 //!   255 an error (bad options or input, a malformed job log, a cluster
 //!   that could not start).
 
+pub mod cluster;
+pub mod dispatch;
 pub mod inputs;
 pub mod interrupt;
 pub mod joblog;
@@ -29,8 +31,10 @@ pub mod jobs;
 pub mod options;
 pub mod output;
 pub mod placeholders;
+pub mod prepare;
 pub mod progress;
 pub mod reaper;
+pub mod report;
 mod runner;
 
 pub use options::MapArgs;
