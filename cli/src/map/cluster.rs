@@ -12,8 +12,8 @@ use super::{MapError, ERROR_EXIT};
 
 /// What starting the cluster came to.
 pub enum Launch {
-    /// It runs.
-    Ready(Cluster),
+    /// It runs (boxed: a cluster is large, and the other case tiny).
+    Ready(Box<Cluster>),
     /// The map ends here with this status: the plan was printed, or fork
     /// was refused (and the user told why).
     Exit(u8),
@@ -37,7 +37,7 @@ pub fn launch(args: &MapArgs, options: &CheckedOptions, token: &str) -> Result<L
         return print_plan(builder).map(Launch::Exit);
     }
     match builder.build() {
-        Ok(c) => Ok(Launch::Ready(c)),
+        Ok(c) => Ok(Launch::Ready(Box::new(c))),
         Err(CoreError::ForkRefused { findings }) => {
             eprintln!(
                 "caiclust map: error: the fork start method is refused: the rules see a fork hazard here:"

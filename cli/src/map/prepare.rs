@@ -299,3 +299,231 @@ pub fn resume_warnings(
     }
     warnings
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::map::joblog::{Entry, HEADER};
+
+    /// `echo {#} {}` over `a b c d`, logging to `joblog`.
+    fn args(joblog: Option<PathBuf>) -> MapArgs {
+        let words = ["echo", "{#}", "{}", ":::", "a", "b", "c", "d"];
+        MapArgs {
+            command: words.iter().map(|w| w.to_string()).collect(),
+            joblog,
+            ..MapArgs::default()
+        }
+    }
+
+    fn prepare(args: &MapArgs) -> Result<Preparation, MapError> {
+        Preparation::new(args, &mut std::io::empty(), true)
+    }
+
+    fn entry(seq: u64, exitval: i64, command: &str) -> Entry {
+        Entry {
+            seq,
+            host: ":".into(),
+            starttime: 1_700_000_000.0,
+            runtime: 0.5,
+            send: 0,
+            receive: 0,
+            exitval,
+            signal: 0,
+            command: command.into(),
+        }
+    }
+
+    /// A job log in a fresh folder: job 1 succeeded, job 3 failed.
+    fn logged() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let path = dir.path().join("run.log");
+        let mut w = Writer::create(&path).expect("a new job log");
+        w.write(&entry(1, 0, "echo 1 a")).expect("written");
+        w.write(&entry(3, 1, "echo 3 c")).expect("written");
+        (dir, path)
+    }
+
+    #[test]
+    fn every_input_is_a_job_and_jobs_are_built_from_their_row() {
+        let prep = prepare(&args(None)).expect("prepared");
+        assert_eq!(prep.total(), 4);
+        assert_eq!(prep.todo, [0, 1, 2, 3]);
+        assert!(prep.previous.is_none() && prep.warnings.is_empty());
+        let start = Start {
+            row: 2,
+            seq: 3,
+            slot: 2,
+        };
+        assert_eq!(prep.job(&start).command, "echo 3 c");
+        assert_eq!(prep.tag(2), "c");
+        assert_eq!(prep.dry_run(), "echo 1 a\necho 2 b\necho 3 c\necho 4 d\n");
+    }
+
+    #[test]
+    fn resume_skips_every_job_the_log_lists() {
+        let (_dir, path) = logged();
+        let args = MapArgs {
+            resume: true,
+            ..args(Some(path))
+        };
+        let prep = prepare(&args).expect("prepared");
+        assert_eq!(prep.todo, [1, 3], "jobs 1 and 3 are logged");
+        assert!(prep.warnings.is_empty(), "{:?}", prep.warnings);
+        assert_eq!(prep.dry_run(), "echo 2 b\necho 4 d\n");
+    }
+
+    #[test]
+    fn resume_failed_skips_only_the_jobs_that_succeeded() {
+        let (_dir, path) = logged();
+        let args = MapArgs {
+            resume_failed: true,
+            ..args(Some(path))
+        };
+        let prep = prepare(&args).expect("prepared");
+        assert_eq!(prep.todo, [1, 2, 3], "job 3 failed: it runs again");
+    }
+
+    #[test]
+    fn resuming_without_a_log_runs_everything_and_starts_one() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let path = dir.path().join("none.log");
+        let args = MapArgs {
+            resume: true,
+            ..args(Some(path.clone()))
+        };
+        let prep = prepare(&args).expect("prepared");
+        assert_eq!(prep.todo, [0, 1, 2, 3]);
+        assert!(prep.open_joblog(Some(&path)).expect("opened").is_some());
+        let text = std::fs::read_to_string(&path).expect("created");
+        assert_eq!(text, format!("{HEADER}\n"));
+    }
+
+    #[test]
+    fn resuming_continues_the_log() {
+        let (_dir, path) = logged();
+        let args = MapArgs {
+            resume: true,
+            ..args(Some(path.clone()))
+        };
+        let prep = prepare(&args).expect("prepared");
+        let mut w = prep
+            .open_joblog(Some(&path))
+            .expect("opened")
+            .expect("a writer");
+        w.write(&entry(2, 0, "echo 2 b")).expect("written");
+        let log = Joblog::read(&path).expect("readable").expect("not empty");
+        assert_eq!(log.done(false).into_iter().collect::<Vec<_>>(), [1, 2, 3]);
+        // Nothing left to run: the log stays as it is.
+        prep.log_nothing_run(Some(&path)).expect("nothing to do");
+        let again = Joblog::read(&path).expect("readable").expect("not empty");
+        assert_eq!(again.entries.len(), 3);
+    }
+
+    #[test]
+    fn a_log_not_resumed_is_replaced_with_a_warning() {
+        let (_dir, path) = logged();
+        let prep = prepare(&args(Some(path.clone()))).expect("prepared");
+        assert_eq!(prep.todo, [0, 1, 2, 3]);
+        assert_eq!(prep.warnings.len(), 1);
+        assert!(
+            prep.warnings[0].contains("replacing the job log")
+                && prep.warnings[0].contains("(2 jobs logged)"),
+            "{:?}",
+            prep.warnings
+        );
+        // Not before it runs, though.
+        let text = std::fs::read_to_string(&path).expect("readable");
+        assert_eq!(text.lines().count(), 3);
+        prep.log_nothing_run(Some(&path)).expect("replaced");
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("readable"),
+            format!("{HEADER}\n")
+        );
+
+        // A dry run writes no log, so it says nothing about it.
+        let dry = MapArgs {
+            dry_run: true,
+            ..args(Some(path))
+        };
+        assert!(prepare(&dry).expect("prepared").warnings.is_empty());
+    }
+
+    #[test]
+    fn resuming_with_changed_inputs_warns_by_job_number() {
+        let (_dir, path) = logged();
+        let log = Joblog::read(&path).expect("readable").expect("not empty");
+        let mut w = Writer::append(&path, &log).expect("appendable");
+        w.write(&entry(2, 0, "echo 2 zzz")).expect("written");
+        w.write(&entry(9, 0, "echo 9 i")).expect("written");
+        let args = MapArgs {
+            resume: true,
+            ..args(Some(path))
+        };
+        let prep = prepare(&args).expect("prepared");
+        assert_eq!(prep.todo, [3], "skipped by number all the same");
+        assert_eq!(prep.warnings.len(), 2, "{:?}", prep.warnings);
+        assert!(
+            prep.warnings[0].contains(":4: job 2 ran `echo 2 zzz`, now it would run `echo 2 b`"),
+            "{}",
+            prep.warnings[0]
+        );
+        assert!(
+            prep.warnings[1].contains("1 logged jobs have numbers beyond the 4 jobs"),
+            "{}",
+            prep.warnings[1]
+        );
+    }
+
+    #[test]
+    fn slot_dependent_commands_are_not_compared_on_resume() {
+        let (_dir, path) = logged();
+        let words = ["echo", "{%}", "{}", ":::", "a", "b", "c", "d"];
+        let args = MapArgs {
+            command: words.iter().map(|w| w.to_string()).collect(),
+            resume: true,
+            joblog: Some(path),
+            ..MapArgs::default()
+        };
+        assert!(prepare(&args).expect("prepared").warnings.is_empty());
+    }
+
+    #[test]
+    fn options_are_checked_before_any_input_is_read() {
+        let bad = |f: fn(&mut MapArgs)| {
+            let mut a = args(None);
+            f(&mut a);
+            prepare(&a).expect_err("refused").to_string()
+        };
+        assert!(bad(|a| a.jobs = Some(0)).contains("-j/--jobs"));
+        assert!(bad(|a| a.halt = Some("sometimes".into())).contains("--halt"));
+        assert!(bad(|a| a.stall = Some("soon".into())).contains("--stall"));
+        assert!(bad(|a| a.grace = Some("0".into())).contains("--grace"));
+        assert!(bad(|a| a.env = vec!["NOVALUE".into()]).contains("--env"));
+        assert!(bad(|a| a.function = Some("nomodule".into())).contains("-f"));
+        let e = bad(|a| a.function = Some("m:f".into()));
+        assert!(e.contains("not both") && e.contains("'echo'"), "{e}");
+
+        let mut a = args(None);
+        a.timeout = Some("300%".into());
+        a.grace = Some("1m".into());
+        let checked = CheckedOptions::check(&a).expect("valid");
+        assert_eq!(checked.timeout, Some(Timeout::PercentOfMedian(300.0)));
+        assert_eq!(checked.grace, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn standard_input_is_the_source_unless_it_is_a_terminal() {
+        let a = MapArgs {
+            command: vec!["echo".into()],
+            ..MapArgs::default()
+        };
+        let e = prepare(&a).expect_err("nothing to read").to_string();
+        assert!(e.contains("no inputs"), "{e}");
+        let prep = Preparation::new(&a, &mut &b"x\ny z\n"[..], false).expect("prepared");
+        assert_eq!(prep.todo, [0, 1]);
+        assert_eq!(prep.tag(1), "y z");
+        assert_eq!(prep.dry_run(), "echo x\necho 'y z'\n");
+    }
+}

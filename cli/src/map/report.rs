@@ -219,3 +219,173 @@ pub fn note_text(seq: Option<u64>, message: &str) -> String {
 pub fn joblog_failed_text(error: impl Display) -> String {
     format!("caiclust map: error: writing the job log {error}; starting no more jobs")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::map::options::parse_halt;
+
+    fn tally(total: u64, succeeded: u64, failed: u64) -> Tally {
+        Tally {
+            total,
+            succeeded,
+            failed,
+            ..Tally::default()
+        }
+    }
+
+    fn halted(trigger: &str, job_status: u8, failed: u64) -> Option<HaltFacts> {
+        Some(HaltFacts {
+            trigger: parse_halt(trigger).expect("a valid policy").trigger,
+            job_status,
+            failed,
+        })
+    }
+
+    #[test]
+    fn a_quiet_complete_run_has_no_summary_unless_the_bar_was_shown() {
+        assert_eq!(summary(&tally(3, 3, 0), false, true), None);
+        assert_eq!(
+            summary(&tally(3, 3, 0), true, true).as_deref(),
+            Some("caiclust: 3 jobs: 3 succeeded, 0 failed")
+        );
+        assert_eq!(
+            summary(&tally(1, 1, 0), true, false).as_deref(),
+            Some("caiclust: 1 job: 1 succeeded, 0 failed")
+        );
+    }
+
+    #[test]
+    fn the_summary_says_what_failed_and_what_did_not_run_and_why() {
+        let line = summary(&tally(4, 3, 1), false, false).expect("a failure is summed up");
+        assert!(
+            line.starts_with("caiclust: 4 jobs: 3 succeeded, "),
+            "{line}"
+        );
+        assert!(
+            line.contains("1 failed") && !line.contains("not run"),
+            "{line}"
+        );
+
+        let t = Tally {
+            cancelled: 2,
+            stop: Some(Stop::Halted),
+            ..tally(10, 2, 1)
+        };
+        let line = summary(&t, false, true).expect("a summary");
+        assert!(
+            line.ends_with(
+                ", 7 not run (halted), 2 of them stopped while running; --resume runs them"
+            ),
+            "{line}"
+        );
+        let reasons = [
+            (Stop::Interrupted, "(interrupted)"),
+            (Stop::OutputClosed, "(standard output was closed)"),
+            (Stop::JoblogFailed, "(the job log could not be written)"),
+        ];
+        for (stop, reason) in reasons {
+            let t = Tally {
+                stop: Some(stop),
+                ..tally(5, 1, 0)
+            };
+            let line = summary(&t, false, false).expect("jobs not run");
+            assert!(line.ends_with(&format!(", 4 not run {reason}")), "{line}");
+        }
+    }
+
+    #[test]
+    fn exit_status_counts_failures_like_gnu_parallel() {
+        assert_eq!(failures_status(0), 0);
+        assert_eq!(failures_status(7), 7);
+        assert_eq!(failures_status(100), 100);
+        assert_eq!(failures_status(101), 101);
+        assert_eq!(failures_status(150), 101);
+        assert_eq!(exit_status(&tally(10, 10, 0), None), 0);
+        assert_eq!(exit_status(&tally(10, 7, 3), None), 3);
+        assert_eq!(exit_status(&tally(300, 100, 200), None), 101);
+        // A policy that never triggered does not change the count...
+        let count = parse_halt("soon,fail=5").ok();
+        assert_eq!(exit_status(&tally(10, 7, 3), count.as_ref()), 3);
+        // ... a percentage makes it the failed share of the jobs that
+        // ended, rounded up.
+        let percent = parse_halt("soon,fail=50%").ok();
+        assert_eq!(exit_status(&tally(10, 7, 3), percent.as_ref()), 30);
+        assert_eq!(exit_status(&tally(3, 2, 1), percent.as_ref()), 34);
+        assert_eq!(exit_status(&tally(0, 0, 0), percent.as_ref()), 0);
+    }
+
+    #[test]
+    fn exit_status_after_a_halt_is_gnu_parallels() {
+        let after = |trigger: &str, status: u8, failed_then: u64| {
+            let t = Tally {
+                stop: Some(Stop::Halted),
+                halted: halted(trigger, status, failed_then),
+                ..tally(10, 2, failed_then + 1)
+            };
+            exit_status(&t, None)
+        };
+        // fail=1 and done=1: the status of the job that halted the run.
+        assert_eq!(after("now,fail=1", 42, 1), 42);
+        assert_eq!(after("soon,done=1", 0, 0), 0);
+        // A count: the failures when it halted (not those after).
+        assert_eq!(after("soon,fail=3", 9, 3), 3);
+        // A percentage: of all the jobs, rounded up.
+        assert_eq!(after("now,fail=20%", 1, 3), 30);
+        assert_eq!(after("now,done=10%", 1, 1), 10);
+        // On successes: 0.
+        assert_eq!(after("now,success=1", 7, 2), 0);
+    }
+
+    #[test]
+    fn ctrl_c_and_a_lost_job_log_win_over_everything() {
+        let t = Tally {
+            stop: Some(Stop::Interrupted),
+            ..tally(10, 2, 3)
+        };
+        assert_eq!(exit_status(&t, None), INTERRUPTED_EXIT);
+        let t = Tally {
+            stop: Some(Stop::JoblogFailed),
+            halted: halted("now,fail=1", 4, 1),
+            ..tally(10, 0, 1)
+        };
+        assert_eq!(exit_status(&t, None), ERROR_EXIT);
+        let t = Tally {
+            stop: Some(Stop::OutputClosed),
+            ..tally(10, 2, 3)
+        };
+        assert_eq!(exit_status(&t, None), 3);
+    }
+
+    #[test]
+    fn notes_name_the_job_and_the_halt() {
+        let soon = Halting {
+            now: false,
+            others: 2,
+            cancel: Vec::new(),
+        };
+        assert_eq!(
+            halting_text("soon,fail=1", &soon),
+            "caiclust: halting (--halt soon,fail=1): starting no more jobs, waiting for the 2 running"
+        );
+        let now = Halting {
+            now: true,
+            others: 3,
+            cancel: vec![1, 2, 3],
+        };
+        assert!(halting_text("2", &now).ends_with(", stopping the 3 running"));
+        let alone = Halting {
+            now: true,
+            others: 0,
+            cancel: Vec::new(),
+        };
+        assert!(halting_text("2", &alone).ends_with("starting no more jobs"));
+        assert_eq!(note_text(Some(4), "slow"), "caiclust: note: job 4: slow");
+        assert_eq!(note_text(None, "slow"), "caiclust: note: slow");
+        assert!(interrupted_text(3).contains("waiting for the 3 running"));
+        assert_eq!(stopping_text(2), "caiclust: stopping the 2 running jobs");
+        assert_eq!(bar_mode(true, false), BarMode::On);
+        assert_eq!(bar_mode(false, true), BarMode::Off);
+        assert_eq!(bar_mode(false, false), BarMode::Auto);
+    }
+}

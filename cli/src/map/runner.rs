@@ -67,7 +67,7 @@ pub fn run(args: MapArgs) -> Result<u8, MapError> {
 
     let token = cluster::run_token();
     let cluster = match cluster::launch(&args, &prep.options, &token)? {
-        Launch::Ready(c) => c,
+        Launch::Ready(c) => *c,
         Launch::Exit(code) => return Ok(code),
     };
     let todo = std::mem::take(&mut prep.todo);
