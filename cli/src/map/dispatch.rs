@@ -3,7 +3,7 @@
 //! the run stops starting jobs (a halt, Ctrl-C, a closed standard output,
 //! a job log that cannot be written) or stops the running ones too.
 //!
-//! It does no I/O. The driver ([`super::runner`]) tells it what happened
+//! It does no I/O. The driver ([`super::run`]) tells it what happened
 //! (a result, the number of Ctrl-Cs so far, a closed output, a failed
 //! job-log write) and carries out what it answers: the jobs to prepare and
 //! submit, the tasks to withdraw or cancel, what to announce. At the end,
