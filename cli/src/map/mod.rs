@@ -16,12 +16,19 @@
 //!   `--resume-failed` work on it with either program.
 //! * Output ([`output`]) is grouped per job, `--keep-order` and `--tag`
 //!   as in GNU parallel; failures are reported with their reason.
+//! * A run goes in stages, each testable alone: [`prepare`] (options,
+//!   inputs, job log, what `--resume` skips), [`cluster`] (the pool the
+//!   rules recommend), [`dispatch`] (a state machine: slots, refill, halt,
+//!   Ctrl-C; it decides, it does no I/O) and [`report`] (output, bar,
+//!   summary, exit status), wired together by a short driver.
 //! * Exit status as GNU parallel: 0 all succeeded, 1–100 that many
 //!   failed, 101 more than 100; with `--halt ...,fail=1` that of the job
 //!   that failed, with `fail=N%` the percentage; 130 interrupted (Ctrl-C);
 //!   255 an error (bad options or input, a malformed job log, a cluster
 //!   that could not start).
 
+pub mod cluster;
+pub mod dispatch;
 pub mod inputs;
 pub mod interrupt;
 pub mod joblog;
@@ -29,8 +36,10 @@ pub mod jobs;
 pub mod options;
 pub mod output;
 pub mod placeholders;
+pub mod prepare;
 pub mod progress;
 pub mod reaper;
+pub mod report;
 mod runner;
 
 pub use options::MapArgs;
