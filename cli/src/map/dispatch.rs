@@ -390,6 +390,7 @@ mod tests {
             slot: None,
             stdout: Output::Empty,
             stderr: Output::Empty,
+            payload: None,
         }
     }
 
