@@ -10,9 +10,13 @@
 //! stalled workers with the probe and names the likely cause.
 //!
 //! Three kinds of task: external commands (fresh fork+exec each), Python
-//! callables `package.module:function` with JSON arguments (long-lived
-//! Python workers; no pickle crosses languages), and Rust functions
-//! registered by name in the same binary (see [`worker::serve_if_requested`]).
+//! callables `package.module:function` with JSON arguments or pickled
+//! ones ([`Task::python_pickled`]; the result comes back pickled, as
+//! bytes), in long-lived Python workers, and Rust functions registered
+//! by name in the same binary (see [`worker::serve_if_requested`]).
+//! Workers speak length-prefixed frames, so byte payloads travel as they
+//! are, and the scheduler never waits on a worker: each has a writer
+//! thread of its own.
 //!
 //! For a program run as it is (`caiclust run -- python pipeline.py`),
 //! [`watch_tree`] watches its whole process tree and reports the first

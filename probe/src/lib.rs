@@ -50,5 +50,5 @@ pub use host::collect_host;
 pub use live::{probe_pid, probe_python_imports, LiveOptions};
 pub use probe::{probe_python, probe_tree, ProbeOptions};
 pub use process::{loaded_libraries_of_this_process, read_process};
-pub use python::{discover_python, query_python};
+pub use python::{cache_dir, discover_python, query_python};
 pub use runtime::*;

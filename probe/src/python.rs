@@ -16,6 +16,13 @@
 //! (answers kept on disk), `python/query.py` (the script).
 
 mod cache;
+
+/// caiclust's cache folder: `$XDG_CACHE_HOME/caiclust`, else
+/// `~/.cache/caiclust` (`%LOCALAPPDATA%\\caiclust\\cache` on Windows); `None`
+/// when `CAICLUST_NO_CACHE` is set or no base is known.
+pub fn cache_dir() -> Option<std::path::PathBuf> {
+    cache::default_dir()
+}
 mod discover;
 mod query;
 mod run;

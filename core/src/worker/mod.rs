@@ -8,6 +8,7 @@
 //! tasks and exits, never returning.
 
 #[cfg(unix)]
+pub(crate) mod boot;
 pub(crate) mod fork;
 pub(crate) mod frame;
 pub(crate) mod protocol;
@@ -25,7 +26,7 @@ use serde_json::Value;
 
 use protocol::{TaskError, ToParent, ToWorker};
 
-/// The Python worker program, run with `python -c`.
+/// The Python worker program (see [`boot`] for how it is started).
 pub(crate) const PYTHON_WORKER: &str = include_str!("python_worker.py");
 
 /// The environment variable that turns a process into a worker: `rust`

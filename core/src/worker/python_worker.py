@@ -74,7 +74,7 @@ def error_of(exc):
     # Drop this worker's own frames (it runs as `python -c`, file "<string>"):
     # the traceback starts at the task's code.
     tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename == "<string>":
+    while tb is not None and tb.tb_frame.f_code.co_filename in OWN_FILES:
         tb = tb.tb_next
     try:
         message = str(exc)
@@ -553,6 +553,11 @@ def main():
         sys.stderr.write(f"caiclust python worker: unknown mode {mode!r}\n")
         sys.exit(2)
 
+
+# This worker's own code: "<string>" as `python -c SOURCE` and the boot line
+# run it, and this file's path when it is imported from caiclust's cache
+# (worker/boot.rs), compiled once and then loaded from its .pyc.
+OWN_FILES = ("<string>", globals().get("__file__", "<string>"))
 
 if __name__ == "__main__":
     main()

@@ -29,7 +29,7 @@ use crate::plan::StartMethod;
 use crate::task::{ExitInfo, PoolKind};
 use crate::tree::{self, StopSignal};
 use crate::worker::protocol::ToParent;
-use crate::worker::{PYTHON_WORKER, WORKER_ENV, WORKER_SOCKET_ENV};
+use crate::worker::{boot, WORKER_ENV, WORKER_SOCKET_ENV};
 
 /// The writer thread of process `serial`'s input (0: a fork server).
 fn input_of(serial: u64, writer: Box<dyn Write + Send>) -> Result<WorkerInput, String> {
@@ -288,7 +288,7 @@ impl Scheduler {
         let mut cmd = match kind {
             PoolKind::Python => {
                 let mut c = Command::new(&self.settings.python);
-                c.arg("-c").arg(PYTHON_WORKER);
+                c.arg("-c").arg(boot::python_program());
                 match server_socket {
                     None => {
                         c.arg("worker");
