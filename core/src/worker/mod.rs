@@ -7,8 +7,8 @@
 //! same binary, started by a cluster with `CAICLUST_WORKER` set) it serves
 //! tasks and exits, never returning.
 
-#[cfg(unix)]
 pub(crate) mod boot;
+#[cfg(unix)]
 pub(crate) mod fork;
 pub(crate) mod frame;
 pub(crate) mod protocol;
