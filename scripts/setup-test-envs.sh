@@ -284,14 +284,15 @@ venv_pypi_version() {
 fetch_wheel() {
     local name=$1 pkg=$2 platform=$3 expect=$4
     local dest=$WHEELS/$name dl=$DOWNLOADS/$name stamp=$STAMPS/wheel-$name
-    local want="package=$pkg platform=$platform python=$WHEEL_PY expect=$expect"
     local version spec=$pkg
     version=$(venv_pypi_version "$pkg")
     [ -z "$version" ] || spec="$pkg==$version"
+    # The venv's version is part of what was asked for: a new venv fetches
+    # again (whether that release or, without one for the platform, the
+    # newest).
+    local want="package=$pkg platform=$platform python=$WHEEL_PY expect=$expect venv=${version:-none}"
 
-    # Line 2 of the stamp is the wheel's file name: name-VERSION-...
-    if [ -d "$dest" ] && [ -f "$stamp" ] && [ "$(head -n 1 "$stamp")" = "$want" ] &&
-        { [ -z "$version" ] || [ "$(sed -n 2p "$stamp" | cut -d- -f2)" = "$version" ]; }; then
+    if [ -d "$dest" ] && [ -f "$stamp" ] && [ "$(head -n 1 "$stamp")" = "$want" ]; then
         log "wheel $name: up to date ($(sed -n 2p "$stamp"))"
         return 0
     fi
@@ -299,9 +300,16 @@ fetch_wheel() {
     mkdir -p "$dl"
     log "wheel $name: pip download $spec --platform $platform --python-version $WHEEL_PY"
     rm -f "$dl"/*.whl
-    "$VENV/bin/python" -m pip download --quiet --disable-pip-version-check \
-        --no-deps --only-binary=:all: --platform "$platform" \
-        --python-version "$WHEEL_PY" -d "$dl" "$spec"
+    local pip_dl=("$VENV/bin/python" -m pip download --quiet --disable-pip-version-check
+        --no-deps --only-binary=:all: --platform "$platform" --python-version "$WHEEL_PY" -d "$dl")
+    if ! "${pip_dl[@]}" "$spec"; then
+        # The venv's release has no wheel for that platform (a project may
+        # publish platforms apart): the newest that has one. Tests that
+        # compare releases say so when they differ.
+        [ "$spec" != "$pkg" ] || die "wheel $name: pip download $pkg failed"
+        log "wheel $name: no $spec for $platform; taking the newest $pkg there"
+        "${pip_dl[@]}" "$pkg"
+    fi
     local whl
     whl=$(find "$dl" -maxdepth 1 -name '*.whl' | head -n 1)
     [ -n "$whl" ] || die "wheel $name: pip download produced no .whl"
