@@ -152,16 +152,7 @@ impl Scheduler {
         if let Some((kind, i)) = stop {
             self.stop_worker(kind, i, StopCause::Cancelled(reason.to_string()));
         } else if dropped {
-            if let Some(e) = self.ledger.cancel(id) {
-                self.finish(
-                    id,
-                    e,
-                    Outcome::Cancelled {
-                        reason: reason.to_string(),
-                    },
-                    Details::none(),
-                );
-            }
+            self.cancel_queued(id, reason);
         }
     }
 

@@ -105,6 +105,19 @@ impl Scheduler {
         }
     }
 
+    /// The fork server saw its worker `pid` end.
+    fn forked_worker_exited(&mut self, kind: PoolKind, pid: u32, exit: ExitInfo) {
+        let serial = self.pools.get(&kind).and_then(|p| {
+            p.workers
+                .iter()
+                .find(|w| w.pid == Some(pid))
+                .map(|w| w.serial)
+        });
+        if let Some(serial) = serial {
+            self.worker_exited(serial, Some(exit));
+        }
+    }
+
     pub(super) fn on_server_message(&mut self, kind: PoolKind, msg: ToParent) {
         let Some(pool) = self.pools.get_mut(&kind) else {
             return;
@@ -137,24 +150,10 @@ impl Scheduler {
                 }
             }
             ToParent::ExitedCode { exited, code } => {
-                let serial = pool
-                    .workers
-                    .iter()
-                    .find(|w| w.pid == Some(exited))
-                    .map(|w| w.serial);
-                if let Some(serial) = serial {
-                    self.worker_exited(serial, Some(ExitInfo::Code(code)));
-                }
+                self.forked_worker_exited(kind, exited, ExitInfo::Code(code))
             }
             ToParent::ExitedSignal { exited, signal } => {
-                let serial = pool
-                    .workers
-                    .iter()
-                    .find(|w| w.pid == Some(exited))
-                    .map(|w| w.serial);
-                if let Some(serial) = serial {
-                    self.worker_exited(serial, Some(ExitInfo::Signal(signal)));
-                }
+                self.forked_worker_exited(kind, exited, ExitInfo::Signal(signal))
             }
             _ => {}
         }
