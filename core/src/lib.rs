@@ -49,7 +49,7 @@ pub mod tree;
 mod watchdog;
 pub mod worker;
 
-pub use cluster::{Advice, Cluster, ClusterBuilder, CoreError, InOrder};
+pub use cluster::{Advice, Cluster, ClusterBuilder, CoreError, InOrder, Submitter};
 pub use hang::{
     diagnose_forked_child, watch_tree, Hang, HangKind, Suspect, TreeWatch, TreeWatchOptions,
 };

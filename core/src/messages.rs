@@ -26,13 +26,14 @@ pub(crate) enum Request {
 }
 
 /// Where a cluster sends its requests: into the backend's own event
-/// channel, whatever its event type.
-pub(crate) struct Requests(Box<dyn Fn(Request) -> bool + Send>);
+/// channel, whatever its event type. Cloned, it serves any thread.
+#[derive(Clone)]
+pub(crate) struct Requests(Arc<dyn Fn(Request) -> bool + Send + Sync>);
 
 impl Requests {
     /// Requests that arrive on `events` as `E`.
     pub fn into_channel<E: From<Request> + Send + 'static>(events: Sender<E>) -> Requests {
-        Requests(Box::new(move |r| events.send(E::from(r)).is_ok()))
+        Requests(Arc::new(move |r| events.send(E::from(r)).is_ok()))
     }
 
     /// Send `request`; false when the backend has gone.

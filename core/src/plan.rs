@@ -200,8 +200,11 @@ pub struct Settings {
     pub python: PathBuf,
     /// The program whose `main` calls `serve_if_requested`, for Rust tasks.
     pub rust_worker: Option<PathBuf>,
-    /// Python modules a fork template imports before forking (fork start
-    /// method): what the parent would have imported.
+    /// Python modules a fork template imports before forking workers
+    /// (fork and forkserver start methods): what the parent would have
+    /// imported. A module that fails to import is reported on the
+    /// server's standard error and skipped. Nothing else runs there, so no
+    /// threading runtime has started its threads when the workers fork.
     pub preload: Vec<String>,
     pub timeout: Option<Duration>,
     /// Between TERM and KILL.

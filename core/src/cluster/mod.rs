@@ -6,6 +6,7 @@
 
 mod builder;
 mod ipp_loop;
+mod submitter;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
@@ -15,15 +16,14 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use builder::{Advice, ClusterBuilder, CoreError};
+pub use submitter::Submitter;
+use submitter::SUBMIT_SLICE;
 
 use crate::ipp::IppBackend;
 use crate::messages::{Notice, Request, Requests, Spare};
 use crate::plan::Settings;
 use crate::pool::Scheduler;
 use crate::task::{Task, TaskId, TaskResult};
-
-/// How many tasks [`Cluster::submit_many`] sends in one event.
-const SUBMIT_SLICE: usize = 512;
 
 /// How many of its tasks [`Cluster::map`] keeps in play at once (at
 /// least; more with many workers).
@@ -32,7 +32,7 @@ const MAP_AHEAD: usize = 16384;
 /// Worker processes running tasks. Dropping it stops everything it
 /// started.
 pub struct Cluster {
-    requests: Requests,
+    submitter: Submitter,
     /// Results arrive in groups (one per turn of the scheduler's loop).
     results: Receiver<Vec<TaskResult>>,
     /// Received and not yet handed out.
@@ -40,7 +40,6 @@ pub struct Cluster {
     /// Emptied groups, for the scheduler to fill again.
     spare: Spare,
     notices: Receiver<Notice>,
-    next_id: AtomicU64,
     received: AtomicU64,
     scheduler: Option<JoinHandle<()>>,
     settings: Settings,
@@ -120,12 +119,11 @@ impl Cluster {
                 )
             })?;
         Ok(Cluster {
-            requests: Requests::into_channel(events_tx),
+            submitter: Submitter::new(Requests::into_channel(events_tx)),
             results: results_rx,
             arrived: RefCell::default(),
             spare,
             notices: notices_rx,
-            next_id: AtomicU64::new(1),
             received: AtomicU64::new(0),
             scheduler: Some(handle),
             settings,
@@ -145,44 +143,20 @@ impl Cluster {
 
     /// Queue a task; its result comes back through [`Cluster::recv`].
     pub fn submit(&self, task: Task) -> TaskId {
-        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        self.requests.send(Request::Submit(id, Box::new(task)));
-        id
+        self.submitter.submit(task)
     }
 
     /// Queue many tasks at once, much cheaper than one [`Cluster::submit`]
     /// each; their ids, in the order given (consecutive unless the
     /// iterator itself submits to this cluster).
     pub fn submit_many(&self, tasks: impl IntoIterator<Item = Task>) -> Vec<TaskId> {
-        let mut ids = Vec::new();
-        self.submit_slices(tasks, |range| ids.extend(range));
-        ids
+        self.submitter.submit_many(tasks)
     }
 
-    /// Send `tasks` in slices of consecutive ids, reading the iterator as
-    /// it goes (workers start on the first slices while the rest are
-    /// made); `each` sees every slice's ids.
-    fn submit_slices(
-        &self,
-        tasks: impl IntoIterator<Item = Task>,
-        mut each: impl FnMut(std::ops::Range<TaskId>),
-    ) {
-        let mut tasks = tasks.into_iter();
-        loop {
-            let slice: Vec<Task> = tasks.by_ref().take(SUBMIT_SLICE).collect();
-            if slice.is_empty() {
-                return;
-            }
-            each(self.send_slice(slice));
-        }
-    }
-
-    /// Queue one slice of tasks under consecutive ids.
-    fn send_slice(&self, tasks: Vec<Task>) -> std::ops::Range<TaskId> {
-        let n = tasks.len() as u64;
-        let first = self.next_id.fetch_add(n, Ordering::SeqCst);
-        self.requests.send(Request::SubmitMany { first, tasks });
-        first..first + n
+    /// A sending side for other threads: submit and cancel there while
+    /// this thread receives.
+    pub fn submitter(&self) -> Submitter {
+        self.submitter.clone()
     }
 
     /// Hand an emptied group back to the scheduler, to fill again (large
@@ -197,7 +171,7 @@ impl Cluster {
 
     /// Tasks submitted and not yet received.
     pub fn outstanding(&self) -> u64 {
-        self.next_id.load(Ordering::SeqCst) - 1 - self.received.load(Ordering::SeqCst)
+        self.submitter.submitted() - self.received.load(Ordering::SeqCst)
     }
 
     /// Take the next result already received, if any.
@@ -277,7 +251,7 @@ impl Cluster {
                     more = false;
                     break;
                 }
-                let ids = self.send_slice(slice);
+                let ids = self.submitter.send_slice(slice);
                 let base = slots.len();
                 slots.resize_with(base + (ids.end - ids.start) as usize, || None);
                 match runs.last_mut() {
@@ -329,7 +303,7 @@ impl Cluster {
     /// Cancel a task: a queued one never starts, a running one is stopped
     /// (its whole process tree). Its result says cancelled.
     pub fn cancel(&self, id: TaskId) {
-        self.requests.send(Request::Cancel(id));
+        self.submitter.cancel(id);
     }
 
     /// Cancel those of `ids` that have not begun (queued, or waiting in a
@@ -337,21 +311,18 @@ impl Cluster {
     /// stops "starting no more jobs" with many tasks submitted ahead.
     /// Withdrawn tasks end as cancelled with `attempts == 0`.
     pub fn withdraw(&self, ids: impl IntoIterator<Item = TaskId>) {
-        let ids: Vec<TaskId> = ids.into_iter().collect();
-        if !ids.is_empty() {
-            self.requests.send(Request::Withdraw(ids));
-        }
+        self.submitter.withdraw(ids);
     }
 
     /// Wait for every task to finish, then stop the workers.
     pub fn shutdown(mut self) {
-        self.requests.send(Request::Shutdown { kill: false });
+        self.submitter.shutdown(false);
         self.join();
     }
 
     /// Cancel queued tasks, stop running ones, stop the workers.
     pub fn kill(mut self) {
-        self.requests.send(Request::Shutdown { kill: true });
+        self.submitter.shutdown(true);
         self.join();
     }
 
@@ -364,7 +335,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        self.requests.send(Request::Shutdown { kill: true });
+        self.submitter.shutdown(true);
         self.join();
     }
 }

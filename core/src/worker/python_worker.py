@@ -244,9 +244,10 @@ def json_codec():
     return loads, encode
 
 
-def read_frame(read):
+def read_frame(read, readinto):
     """The next frame from the parent: (body, text length), or None at the
-    end of the stream."""
+    end of the stream. The body is writable: arrays unpickled from its
+    out-of-band buffers are views of it that a task may change."""
     head = read(8)
     if len(head) < 8:
         return None
@@ -255,9 +256,14 @@ def read_frame(read):
     text_len = v >> 32
     if size < 0 or text_len > size:
         raise ValueError("bad frame header from the parent: " + repr(head))
-    body = read(size)
-    if len(body) < size:
-        return None
+    body = bytearray(size)
+    view = memoryview(body)
+    got = 0
+    while got < size:
+        n = readinto(view[got:])
+        if not n:
+            return None
+        got += n
     return body, text_len
 
 
@@ -266,14 +272,14 @@ def serve(inp, out):
     functions = _functions
     answers = Answers(out)
     pending = answers.pending
-    read = inp.read
+    read, readinto = inp.read, inp.readinto
     try:
         while True:
-            got = read_frame(read)
+            got = read_frame(read, readinto)
             if got is None:
                 return
             body, text_len = got
-            msg = loads(body[:text_len] if text_len < len(body) else body)
+            msg = loads(bytes(body[:text_len]) if text_len < len(body) else bytes(body))
             ids = msg.get("ids")
             if ids is None:
                 # {"stop": true}, or anything else that is not work.
@@ -338,22 +344,52 @@ PICKLED = r"""
 import pickle
 
 
+class UnpicklableResult(TypeError):
+    """The task returned, but its value could not be pickled."""
+
+
+def loads_oob(data):
+    # A pickle, or "CCB5" | u32 n | u64 pickle_len | n x u64 buffer_len |
+    # pickle | buffers: protocol 5 with its out-of-band buffers after it
+    # (views of the frame, writable: no copy).
+    if data[:4] != b"CCB5":
+        return pickle.loads(data)
+    n = int.from_bytes(data[4:8], "little")
+    lens = [int.from_bytes(data[8 + 8 * i:16 + 8 * i], "little") for i in range(n + 1)]
+    off = 8 + 8 * (n + 1)
+    main = data[off:off + lens[0]]
+    off += lens[0]
+    buffers = []
+    for size in lens[1:]:
+        buffers.append(data[off:off + size])
+        off += size
+    return pickle.loads(main, buffers=buffers)
+
+
+def dumps_oob(value):
+    # Protocol 5; large buffers (numpy arrays) out of band, after the pickle.
+    buffers = []
+    main = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    if not buffers:
+        return main
+    raws = [b.raw() for b in buffers]
+    head = [b"CCB5", len(raws).to_bytes(4, "little"), len(main).to_bytes(8, "little")]
+    head += [r.nbytes.to_bytes(8, "little") for r in raws]
+    return b"".join(head + [main] + raws)
+
+
 def call_pickled(f, data):
     if data is None:
         raise ValueError("the task's payload is larger than a frame can carry (2 GiB)")
-    call = pickle.loads(data)
+    call = loads_oob(data)
     if type(call) is not tuple or len(call) != 2:
         raise TypeError(f"expected a pickled (args, kwargs) pair, got {type(call).__name__}")
     value = f(*call[0], **call[1])
     try:
-        blob = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        blob = dumps_oob(value)
     except Exception as exc:
-        message = f"the result could not be pickled: {exc}"
-        try:
-            again = type(exc)(message)
-        except Exception:
-            again = TypeError(message)
-        raise again from None
+        raise UnpicklableResult(f"the result could not be pickled: {exc!r} "
+                                f"(a value of type {type(value).__name__})") from None
     if len(blob) > MAX_BLOB:
         raise ValueError(f"the pickled result is {len(blob)} bytes, more than a frame "
                          f"can carry ({MAX_BLOB})")
@@ -470,7 +506,13 @@ def server_main(sock_path, preload):
     inp, out = private_channel(0, 1)
     prctl = prctl_of_libc()
     for module in preload:
-        importlib.import_module(module)
+        # A module that fails to import is left to the tasks that need it
+        # (they get its error); the server still serves the others.
+        try:
+            importlib.import_module(module)
+        except BaseException as exc:  # noqa: BLE001 - import-time SystemExit too
+            sys.stderr.write(f"caiclust fork server: preloading {module} failed: "
+                             f"{type(exc).__name__}: {exc}\n")
     hello(out, None, framed=False)
 
     def report(msg):
@@ -542,8 +584,20 @@ def server_main(sock_path, preload):
 CODEC = json_codec()
 
 
+def extend_path():
+    """Folders the parent wants on sys.path (CAICLUST_SYS_PATH, joined by
+    os.pathsep), ahead of the rest: where its task modules are found.
+    Taken out of the environment so that the tasks' own children do not
+    inherit it."""
+    extra = os.environ.pop("CAICLUST_SYS_PATH", None)
+    if extra:
+        known = set(sys.path)
+        sys.path[:0] = [p for p in extra.split(os.pathsep) if p and p not in known]
+
+
 def main():
     sys.dont_write_bytecode = True
+    extend_path()
     mode = sys.argv[1] if len(sys.argv) > 1 else "worker"
     if mode == "worker":
         worker_main()

@@ -293,10 +293,10 @@ impl Scheduler {
                         c.arg("worker");
                     }
                     Some(sock) => {
-                        c.arg("server").arg(sock);
-                        if self.settings.start_method == StartMethod::Fork {
-                            c.args(&self.settings.preload);
-                        }
+                        // A fork template imports these before any worker
+                        // forks (forkserver: modules the parent uses, as
+                        // multiprocessing's set_forkserver_preload).
+                        c.arg("server").arg(sock).args(&self.settings.preload);
                     }
                 }
                 c

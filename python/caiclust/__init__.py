@@ -1,0 +1,1 @@
+from caiclust._core import __version__
