@@ -1,0 +1,195 @@
+"""The bridge to the Rust core: one cluster of workers, the plan it runs,
+and a result handler thread that hands each result to whoever waits for it.
+
+Every pool, executor and view of this package stands on a ``Runtime``:
+- the plan comes from the hazard policy (worker count, threads per worker,
+  a start method that is safe), with the caller's explicit choices on top;
+- the workers never run the user's ``__main__``: they are the core's
+  Python workers, forked from a clean template that imported the
+  third-party modules the parent uses (forkserver), or spawned fresh;
+- they get the parent's working directory, environment and ``sys.path``,
+  with the thread limits applied before any library loads;
+- a failure is an exception that names its cause, never a hang.
+"""
+
+import os
+import sys
+import threading
+import time
+
+from . import _errors, _wire
+
+# Packages never worth importing in a worker's template: the notebook and
+# test machinery, packaging tools, this package.
+_NOT_PRELOADED = frozenset({
+    "IPython", "ipykernel", "ipywidgets", "jupyter_client", "jupyter_core", "traitlets",
+    "tornado", "zmq", "debugpy", "comm", "prompt_toolkit", "pygments", "jedi", "parso",
+    "pytest", "_pytest", "pluggy", "pip", "setuptools", "pkg_resources", "_distutils_hack",
+    "wheel", "caiclust", "cloudpickle", "matplotlib_inline", "psutil", "ipyparallel",
+})
+
+
+def preload_modules():
+    """The third-party top-level packages this process has imported (from
+    a site-packages folder): what a worker template imports before it
+    forks, so that each worker starts with them loaded."""
+    names = []
+    for name, module in list(sys.modules.items()):
+        if "." in name or name.startswith("_") or name in _NOT_PRELOADED or module is None:
+            continue
+        path = getattr(module, "__file__", None) or ""
+        if "site-packages" in path or "dist-packages" in path:
+            names.append(name)
+    return sorted(names)
+
+
+def worker_env():
+    """What the workers need of this process besides its environment: the
+    folders of its ``sys.path`` (a script's own folder among them), so
+    that modules it imports by path are found there too."""
+    paths = [p for p in sys.path if p and os.path.isdir(p)]
+    return {"CAICLUST_SYS_PATH": os.pathsep.join(paths)}
+
+
+class Runtime:
+    """A started cluster and its result handler.
+
+    ``submit`` and ``submit_many`` register a callback per task, called on
+    the handler thread with ``(ok, value)``: the unpickled return value, or
+    the exception to raise."""
+
+    def __init__(self, workers=None, start_method=None, backend=None, timeout=None,
+                 maxtasksperchild=None, stall_after=None, env=None, preload=None,
+                 force_fork=False):
+        from . import _core
+
+        all_env = worker_env()
+        all_env.update(env or {})
+        self._cluster = _core.Cluster(
+            sys.executable,
+            workers=workers,
+            start_method=start_method,
+            backend=backend,
+            preload=preload_modules() if preload is None else list(preload),
+            env=all_env,
+            timeout=timeout,
+            maxtasksperchild=maxtasksperchild,
+            stall_after=stall_after,
+            force_fork=force_fork,
+        )
+        import json
+
+        self.plan = json.loads(self._cluster.plan)
+        self.workers = int(self.plan["workers"])
+        self._lock = threading.Lock()
+        self._waiting = {}
+        self._idle = threading.Condition(self._lock)
+        self._closed = False
+        self._handler = threading.Thread(target=self._handle_results, daemon=True,
+                                         name="caiclust-results")
+        self._handler.start()
+
+    # -- sending ---------------------------------------------------------
+
+    def submit(self, function, payload, callback, timeout=None):
+        """Queue one call of ``function`` (``module:name``) with the pickled
+        ``(args, kwargs)``; ``callback(ok, value)`` gets its outcome."""
+        with self._lock:
+            self._check_open()
+            tid = self._cluster.submit(function, payload, timeout)
+            self._waiting[tid] = callback
+        return tid
+
+    def submit_many(self, function, payloads, callbacks, timeout=None):
+        with self._lock:
+            self._check_open()
+            ids = self._cluster.submit_many(function, payloads, timeout)
+            self._waiting.update(zip(ids, callbacks))
+        return ids
+
+    def cancel(self, tid):
+        self._cluster.cancel(tid)
+
+    def withdraw(self, ids):
+        self._cluster.withdraw(list(ids))
+
+    def _check_open(self):
+        if self._closed:
+            raise ValueError("the pool is closed")
+
+    # -- receiving -------------------------------------------------------
+
+    def _handle_results(self):
+        recv = self._cluster.recv_many
+        while True:
+            got = recv(0.1)
+            if not got:
+                if self._cluster.closed:
+                    break
+                continue
+            for tid, status, value, pid, _attempts in got:
+                with self._lock:
+                    callback = self._waiting.pop(tid, None)
+                    if not self._waiting:
+                        self._idle.notify_all()
+                if callback is not None:
+                    self._deliver(callback, status, value, pid)
+        self._fail_waiting(_errors.TaskCancelled("the pool was terminated"))
+
+    @staticmethod
+    def _deliver(callback, status, value, pid):
+        if status == "ok":
+            try:
+                obj = _wire.loads(value) if value is not None else None
+            except BaseException as exc:  # noqa: BLE001 - a result that cannot be rebuilt here
+                callback(False, exc)
+                return
+            callback(True, obj)
+        elif status == "exception":
+            callback(False, _errors.remote_exception(*value))
+        elif status == "failed":
+            callback(False, _errors.failure(value[0], value[1], pid))
+        else:
+            callback(False, _errors.TaskCancelled(f"task cancelled: {value}"))
+
+    def _fail_waiting(self, exc):
+        with self._lock:
+            waiting, self._waiting = self._waiting, {}
+            self._idle.notify_all()
+        for callback in waiting.values():
+            callback(False, exc)
+
+    # -- stopping --------------------------------------------------------
+
+    def pending(self):
+        with self._lock:
+            return len(self._waiting)
+
+    def wait_idle(self, timeout=None):
+        """Wait until every submitted task has its result."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while self._waiting:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+    def close(self):
+        """No more submissions."""
+        with self._lock:
+            self._closed = True
+
+    def shutdown(self, kill=False):
+        """Stop the workers: once the queued tasks are done, or at once
+        (running tasks are stopped, waiting ones cancelled)."""
+        self.close()
+        if not kill:
+            self.wait_idle()
+        self._cluster.shutdown(kill)
+        if threading.current_thread() is not self._handler:
+            self._handler.join()
+
+    def notices(self):
+        return self._cluster.notices()
