@@ -345,7 +345,8 @@ import pickle
 
 
 class UnpicklableResult(TypeError):
-    """The task returned, but its value could not be pickled."""
+    # The task returned, but its value could not be pickled.
+    pass
 
 
 def loads_oob(data):

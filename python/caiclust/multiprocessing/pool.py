@@ -81,6 +81,9 @@ class Pool:
         return (f"<{type(self).__module__}.{type(self).__qualname__} state={state} "
                 f"pool_size={self._processes} start_method={self.plan['start_method']}>")
 
+    def _state_running(self):
+        return self._state == RUN
+
     def _check_running(self):
         if self._state != RUN:
             raise ValueError("Pool not running")
