@@ -9,7 +9,8 @@
 #                           opencv-python-headless, threadpoolctl
 #   venv-ipp/               CPython venv with PyPI ipyparallel, numpy,
 #                           scikit-learn (the ipyparallel backend's tests)
-#   venv-tools/             ruff, for .ci/run's lint of the Python files
+#   venv-tools/             ruff, for .ci/run's lint of the Python files; maturin,
+#                           which builds the Python package's wheel
 #   wheels/<name>/          one unpacked foreign wheel per folder (macOS,
 #                           Windows), to be probed statically, each on its own
 #   downloads/<name>/       the downloaded .whl files (cache)
@@ -72,7 +73,7 @@ VENV_IPP_PACKAGES=(ipyparallel numpy scikit-learn)
 # And one for the project's own Python tooling: ruff, the linter .ci/run
 # runs over every Python file of the repository.
 VENV_TOOLS=$FIX/venv-tools
-VENV_TOOLS_PACKAGES=(ruff)
+VENV_TOOLS_PACKAGES=(ruff "maturin>=1.5,<2")
 
 # Debian packages: BLAS flavours for the system numpy, a C compiler for
 # OpenMP test programs, venv support, threadpoolctl for the system python,
@@ -264,7 +265,7 @@ build_venv venv-ipp "$VENV_IPP" \
     '"$1" -c "import ipyparallel, numpy, sklearn" && [ -x "$(dirname "$1")/ipcluster" ]' \
     "${VENV_IPP_PACKAGES[@]}"
 # shellcheck disable=SC2016
-build_venv venv-tools "$VENV_TOOLS" '"$(dirname "$1")/ruff" --version' "${VENV_TOOLS_PACKAGES[@]}"
+build_venv venv-tools "$VENV_TOOLS" '"$(dirname "$1")/ruff" --version && "$(dirname "$1")/maturin" --version' "${VENV_TOOLS_PACKAGES[@]}"
 
 # The SARIF 2.1.0 schema and a validator, for the --format sarif tests.
 log "sarif schema: $(CAICLUST_FIXTURES="$FIX" bash "$(dirname "${BASH_SOURCE[0]}")/fetch-sarif-schema.sh")"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The project's one test command: builds the fixture environments (idempotent,
-# about a second when already built), then runs every test of the workspace.
+# about a second when already built), then runs every test of the workspace,
+# then the Python package's tests on its freshly built wheel
+# (scripts/test-python.sh).
 #
 #   bash scripts/test.sh [extra cargo test arguments, e.g. -- --nocapture]
 #
@@ -20,3 +22,6 @@ source "$FIX/env.sh"
 
 echo "=== cargo test --workspace"
 cargo test --workspace "$@"
+
+echo "=== scripts/test-python.sh"
+bash "$REPO/scripts/test-python.sh"

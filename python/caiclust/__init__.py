@@ -33,7 +33,7 @@ _EXPORTS = {
     "RemoteError": "caiclust._errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = list(_EXPORTS)
 
 
 def __getattr__(name):

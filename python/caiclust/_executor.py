@@ -8,6 +8,7 @@ import itertools
 import threading
 
 from . import _wire, _worker
+from ._errors import TaskCancelled
 from ._results import _unwrap
 from ._runtime import Runtime
 
@@ -66,6 +67,9 @@ class Executor(cf.Executor):
             tid = getattr(future, "_caiclust_id", None)
             with self._lock:
                 self._futures.pop(tid, None)
+            if not ok and isinstance(value, TaskCancelled):
+                # Withdrawn before it began (shutdown with cancel_futures).
+                future.cancel()
             if not future.set_running_or_notify_cancel():
                 return
             if ok:
@@ -90,9 +94,8 @@ class Executor(cf.Executor):
         with self._lock:
             self._shutdown = True
             waiting = dict(self._futures) if cancel_futures else {}
-        for tid, future in waiting.items():
-            if future.cancel():
-                self._runtime.withdraw([tid])
+        # Those that have not begun end cancelled; running ones finish.
+        self._runtime.withdraw(waiting)
         if wait:
             self._runtime.shutdown(kill=False)
         else:

@@ -1,0 +1,125 @@
+"""Acceptance: each fault raises an exception that names its cause, and
+the pool stays usable afterwards."""
+
+import os
+import signal
+import threading
+import time
+from multiprocessing.pool import MaybeEncodingError
+
+import pytest
+
+import caiclust
+from conftest import descendants
+
+
+def square(x):
+    return x * x
+
+
+def segfault():
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+def exit_3():
+    os._exit(3)
+
+
+def kill_self():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def return_lock():
+    return threading.Lock()
+
+
+def sleep_with_grandchildren(marker):
+    import subprocess
+
+    # A child that starts a grandchild; both would outlive a plain kill of
+    # the worker.
+    child = subprocess.Popen(["sh", "-c", "sleep 300 & echo $! > " + marker + "; wait"])
+    deadline = time.monotonic() + 30
+    while not os.path.exists(marker) or not open(marker).read().strip():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the grandchild never started")
+        time.sleep(0.01)
+    child.wait()
+
+
+@pytest.fixture(scope="module")
+def pool():
+    p = caiclust.Pool(2)
+    yield p
+    p.terminate()
+    p.join()
+
+
+def still_usable(pool):
+    assert pool.map(square, range(20)) == [x * x for x in range(20)]
+
+
+def test_segfault(pool):
+    with pytest.raises(caiclust.WorkerDied, match=r"signal 11 \(SIGSEGV\)"):
+        pool.apply(segfault)
+    still_usable(pool)
+
+
+def test_os_exit(pool):
+    with pytest.raises(caiclust.WorkerDied, match="exit code 3"):
+        pool.apply(exit_3)
+    still_usable(pool)
+
+
+def test_sigkill(pool):
+    with pytest.raises(caiclust.WorkerDied, match=r"signal 9 \(SIGKILL\)"):
+        pool.apply(kill_self)
+    still_usable(pool)
+
+
+def test_unpicklable_argument(pool):
+    with pytest.raises(TypeError, match="lock"):
+        pool.apply(square, (threading.Lock(),))
+    still_usable(pool)
+
+
+def test_unpicklable_result(pool):
+    with pytest.raises(MaybeEncodingError, match="could not be pickled"):
+        pool.apply(return_lock)
+    still_usable(pool)
+
+
+def test_timeout_stops_grandchildren(pool, tmp_path):
+    marker = str(tmp_path / "grandchild.pid")
+    before = set(descendants(os.getpid()))
+    started = time.monotonic()
+    with pytest.raises(caiclust.TaskTimeout, match="timed out after"):
+        pool.apply_async(sleep_with_grandchildren, (marker,), timeout=2).get(60)
+    assert time.monotonic() - started < 30
+    grandchild = int(open(marker).read())
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{grandchild}") and time.monotonic() < deadline:
+        # Stopping a process tree takes the grace period at most.
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{grandchild}"), "the grandchild outlived the timeout"
+    left = set(descendants(os.getpid())) - before
+    assert all(not _is_sleep(pid) for pid in left), left
+    still_usable(pool)
+
+
+def _is_sleep(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"sleep" in f.read()
+    except OSError:
+        return False
+
+
+def test_executor_survives_a_dead_worker():
+    with caiclust.Executor(2) as ex:
+        dead = ex.submit(exit_3)
+        with pytest.raises(caiclust.WorkerDied, match="exit code 3"):
+            dead.result(60)
+        assert list(ex.map(square, range(10), chunksize=3)) == [x * x for x in range(10)]
