@@ -3,7 +3,9 @@
 Each is filled from the runtime's result handler thread."""
 
 import collections
+import sys
 import threading
+import traceback
 from multiprocessing import TimeoutError as MpTimeoutError
 
 from . import _worker
@@ -24,6 +26,36 @@ def _raised_exception(raised):
     exc = raised.exc if raised.exc is not None else RemoteError(raised.type_name, raised.message)
     exc.__cause__ = RemoteTraceback(raised.tb)
     return exc
+
+
+class _Once:
+    """A task's callback that lets go of what it fills once it has run:
+    the result handler may hold the last callback it ran while it waits
+    for the next result, and must not keep a finished result (and the
+    values in it) alive that way."""
+
+    __slots__ = ("_fn",)
+
+    def __init__(self, fn):
+        self._fn = fn
+
+    def __call__(self, ok, value):
+        fn, self._fn = self._fn, None
+        if fn is not None:
+            fn(ok, value)
+
+
+def _run_user_callback(callback, value):
+    """The caller's callback or error callback, on the result handler
+    thread. An exception it raises is printed, as an uncaught exception of
+    a thread is: it must not stop the handler, or every later result would
+    wait forever."""
+    try:
+        callback(value)
+    except BaseException:  # noqa: BLE001 - printed, the handler goes on
+        print(f"Exception in the callback {callback!r} of a caiclust result:",
+              file=sys.stderr)
+        traceback.print_exc()
 
 
 class AsyncResult:
@@ -57,19 +89,30 @@ class AsyncResult:
             return self._value
         raise self._value
 
+    def _task_callback(self):
+        """The callback of the task that fills this result."""
+        return _Once(self._set)
+
     def _set(self, ok, value):
         ok, value = _unwrap(ok, value)
         self._finish(ok, value)
 
+    def _fail(self, exc):
+        """Fail before any task ran (the call could not be sent)."""
+        self._finish(False, exc)
+
     def _finish(self, ok, value):
+        # As multiprocessing: the callback runs before get() returns.
         self._success, self._value = ok, value
-        if ok and self._callback is not None:
-            self._callback(value)
-        if not ok and self._error_callback is not None:
-            self._error_callback(value)
-        if self._progress is not None:
-            self._progress.close()
-        self._event.set()
+        callback = self._callback if ok else self._error_callback
+        self._callback = self._error_callback = None
+        try:
+            if callback is not None:
+                _run_user_callback(callback, value)
+            if self._progress is not None:
+                self._progress.close()
+        finally:
+            self._event.set()
 
 
 ApplyResult = AsyncResult
@@ -89,6 +132,7 @@ class MapResult(AsyncResult):
             self._finish(True, [])
 
     def _chunk_callback(self, index, size):
+        """The callback of the task that computes chunk ``index``."""
         def done(ok, value):
             ok, value = _unwrap(ok, value)
             with self._lock:
@@ -108,25 +152,49 @@ class MapResult(AsyncResult):
                 self._progress.advance(size)
             if finish is not None:
                 self._finish(*finish)
-        return done
+        return _Once(done)
+
+    @classmethod
+    def failed(cls, exc, callback=None, error_callback=None):
+        """A map that failed before any of its tasks was sent (its
+        iterable raised, or a chunk could not be pickled)."""
+        result = cls(1, [1], callback, error_callback)
+        result._fail(exc)
+        return result
+
+    def _fail(self, exc):
+        with self._lock:
+            if self._event.is_set():
+                return
+            self._left = 0
+            self._parts = None
+        self._finish(False, exc)
 
 
 class IMapIterator:
     """The iterator of ``imap``: results in order as they come; ``next``
-    takes a timeout."""
+    takes a timeout.
 
-    def __init__(self, progress=None):
+    As multiprocessing's: a task's exception is raised in its place; with
+    ``chunksize`` 1 the iteration goes on after it, with larger chunks
+    (multiprocessing hands out a generator over the chunks) it ends
+    there."""
+
+    def __init__(self, progress=None, chunksize=1):
         self._cond = threading.Condition()
         self._chunks = {}
         self._next_chunk = 0
         self._ready = collections.deque()
         self._length = None
         self._progress = progress
+        self._ends_at_failure = chunksize > 1
+        self._ended = False
 
     def __iter__(self):
         return self
 
     def _chunk_callback(self, index, size=1):
+        """The callback of the task that computes chunk ``index``."""
         def done(ok, value):
             ok, value = _unwrap(ok, value)
             with self._cond:
@@ -135,10 +203,12 @@ class IMapIterator:
                 self._cond.notify_all()
             if self._progress is not None:
                 self._progress.advance(size)
-        return done
+        return _Once(done)
 
     def _fail_at(self, index, exc):
-        """The iterable itself raised while chunk ``index`` was built."""
+        """Chunk ``index`` could not be sent: the iterable raised while it
+        was built, or the call could not be pickled. The iteration ends
+        with it."""
         with self._cond:
             self._chunks[index] = (False, exc)
             self._length = index + 1
@@ -153,29 +223,32 @@ class IMapIterator:
 
     def _advance(self):
         while self._next_chunk in self._chunks:
-            ok, value = self._chunks.pop(self._next_chunk)
-            self._next_chunk += 1
-            if ok:
-                self._ready.extend(value)
-            else:
-                self._ready.append(_Failure(value))
+            self._take(self._next_chunk)
+
+    def _take(self, index):
+        ok, value = self._chunks.pop(index)
+        self._next_chunk += 1
+        if self._ended:
+            return
+        if ok:
+            self._ready.extend(value)
+        else:
+            self._ready.append(_Failure(value))
 
     def _exhausted(self):
-        return self._length is not None and self._next_chunk >= self._length
+        return self._ended or (self._length is not None and self._next_chunk >= self._length)
 
     def next(self, timeout=None):
         with self._cond:
-            if not self._ready:
-                if self._exhausted():
-                    self._close_progress()
-                    raise StopIteration
-                self._cond.wait_for(lambda: self._ready or self._exhausted(), timeout)
-                if not self._ready:
-                    if self._exhausted():
-                        self._close_progress()
-                        raise StopIteration from None
-                    raise MpTimeoutError from None
+            if not self._cond.wait_for(lambda: self._ready or self._exhausted(), timeout):
+                raise MpTimeoutError
+            if self._ended or not self._ready:
+                self._close_progress()
+                raise StopIteration
             item = self._ready.popleft()
+            if isinstance(item, _Failure) and self._ends_at_failure:
+                self._ended = True
+                self._ready.clear()
         if isinstance(item, _Failure):
             raise item.exc
         return item
@@ -193,12 +266,7 @@ class IMapUnorderedIterator(IMapIterator):
 
     def _advance(self):
         for index in sorted(self._chunks):
-            ok, value = self._chunks.pop(index)
-            self._next_chunk += 1
-            if ok:
-                self._ready.extend(value)
-            else:
-                self._ready.append(_Failure(value))
+            self._take(index)
 
 
 class _Failure:

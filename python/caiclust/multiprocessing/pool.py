@@ -61,6 +61,8 @@ class Pool:
         if initializer is not None:
             self._init = (f"{id(self)}-{next(_tokens)}", initializer, tuple(initargs))
         self._lock = threading.Lock()
+        # The imap feeders still sending their iterables' chunks.
+        self._feeders = set()
 
     # -- what the pool runs ----------------------------------------------
 
@@ -88,6 +90,9 @@ class Pool:
         if self._state != RUN:
             raise ValueError("Pool not running")
 
+    def __reduce__(self):
+        raise NotImplementedError("pool objects cannot be passed between processes or pickled")
+
     # -- single calls ----------------------------------------------------
 
     def apply(self, func, args=(), kwds=None):
@@ -96,10 +101,16 @@ class Pool:
 
     def apply_async(self, func, args=(), kwds=None, callback=None, error_callback=None,
                     *, timeout=None):
+        """``func(*args, **kwds)`` in a worker; its ``AsyncResult``. A call
+        that cannot be pickled fails the result, as multiprocessing's."""
         self._check_running()
         result = AsyncResult(callback, error_callback)
-        payload = _wire.dumps(((self._init, func, tuple(args), dict(kwds or {})), {}))
-        self._runtime.submit(CALL, payload, result._set, timeout)
+        try:
+            payload = _wire.dumps(((self._init, func, tuple(args), dict(kwds or {})), {}))
+        except Exception as exc:  # noqa: BLE001 - the result's error
+            result._fail(exc)
+            return result
+        self._runtime.submit(CALL, payload, result._task_callback(), timeout)
         return result
 
     # -- maps ------------------------------------------------------------
@@ -126,24 +137,34 @@ class Pool:
 
     def _map_async(self, func, iterable, star, chunksize, callback, error_callback, progress,
                    timeout):
+        """As multiprocessing's: an iterable without a length is read here
+        (its exception is the caller's); one with a length is read as its
+        chunks are made, and its exception, or a chunk that cannot be
+        pickled, fails the result."""
         self._check_running()
         if not hasattr(iterable, "__len__"):
             iterable = list(iterable)
-        n = len(iterable)
+        chunksize = self._chunksize(len(iterable), chunksize)
+        try:
+            chunks = _chunks(iterable, chunksize)
+            payloads = [_wire.dumps(((self._init, func, c, star), {})) for c in chunks]
+        except Exception as exc:  # noqa: BLE001 - the result's error
+            return MapResult.failed(exc, callback, error_callback)
+        n = sum(map(len, chunks))
+        result = MapResult(n, [len(c) for c in chunks], callback, error_callback,
+                           Progress(n) if progress else None)
+        if chunks:
+            callbacks = [result._chunk_callback(i, len(c)) for i, c in enumerate(chunks)]
+            self._runtime.submit_many(CHUNK, payloads, callbacks, timeout)
+        return result
+
+    def _chunksize(self, n, chunksize):
+        """multiprocessing's default: about four chunks per worker."""
         if chunksize is None:
             chunksize, extra = divmod(n, self._processes * 4)
             if extra:
                 chunksize += 1
-        chunksize = max(1, chunksize)
-        items = list(iterable) if not isinstance(iterable, list) else iterable
-        chunks = [items[i:i + chunksize] for i in range(0, n, chunksize)]
-        bar = Progress(n) if progress else None
-        result = MapResult(n, [len(c) for c in chunks], callback, error_callback, bar)
-        if chunks:
-            payloads = [_wire.dumps(((self._init, func, c, star), {})) for c in chunks]
-            callbacks = [result._chunk_callback(i, len(c)) for i, c in enumerate(chunks)]
-            self._runtime.submit_many(CHUNK, payloads, callbacks, timeout)
-        return result
+        return max(1, chunksize)
 
     def imap(self, func, iterable, chunksize=1, *, progress=False, timeout=None):
         """Results in order, as they come."""
@@ -158,16 +179,29 @@ class Pool:
         if chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
         total = len(iterable) if hasattr(iterable, "__len__") else None
-        it = cls(Progress(total) if progress else None)
+        it = cls(Progress(total) if progress else None, chunksize)
         feeder = threading.Thread(target=self._feed, daemon=True, name="caiclust-imap-feeder",
                                   args=(it, func, iterable, chunksize, timeout))
+        with self._lock:
+            # Under the lock: join() after close() waits for every feeder.
+            self._check_running()
+            self._feeders.add(feeder)
         feeder.start()
         return it
 
     def _feed(self, it, func, iterable, chunksize, timeout):
+        """An imap's feeder thread: its iterable, sent chunk by chunk."""
+        try:
+            self._send_chunks(it, func, iterable, chunksize, timeout)
+        finally:
+            with self._lock:
+                self._feeders.discard(threading.current_thread())
+
+    def _send_chunks(self, it, func, iterable, chunksize, timeout):
         """Consume the iterable chunk by chunk and submit each (the caller
         already has the iterator). An exception of the iterable ends it
-        there, at that chunk's place."""
+        there, at that chunk's place. As multiprocessing's, it goes on
+        after ``close`` (``join`` waits for it), not after ``terminate``."""
         source = iter(iterable)
         index = 0
         while True:
@@ -196,7 +230,6 @@ class Pool:
         with self._lock:
             if self._state == RUN:
                 self._state = CLOSE
-                self._runtime.close()
 
     def terminate(self):
         """Stop at once: running tasks are killed, waiting ones fail."""
@@ -209,7 +242,18 @@ class Pool:
         ``terminate``)."""
         if self._state == RUN:
             raise ValueError("Pool is still running")
+        if self._state == CLOSE:
+            self._wait_feeders()
         self._runtime.shutdown(kill=self._state == TERMINATE)
+
+    def _wait_feeders(self):
+        while True:
+            with self._lock:
+                feeders = list(self._feeders)
+            if not feeders:
+                return
+            for feeder in feeders:
+                feeder.join()
 
     def __enter__(self):
         self._check_running()
@@ -229,3 +273,12 @@ class Pool:
                     runtime.shutdown(kill=True)
                 except Exception:  # noqa: BLE001 - interpreter shutdown
                     pass
+
+
+def _chunks(iterable, chunksize):
+    """The items of ``iterable`` in lists of ``chunksize``."""
+    if isinstance(iterable, list):
+        items = iterable
+    else:
+        items = list(iterable)
+    return [items[i:i + chunksize] for i in range(0, len(items), chunksize)]
