@@ -187,7 +187,11 @@ impl PyCluster {
     ) -> PyResult<Vec<u64>> {
         let mut tasks = Vec::with_capacity(payloads.len());
         for p in &payloads {
-            tasks.push(Self::task(function.clone(), p.as_bytes().to_vec(), timeout)?);
+            tasks.push(Self::task(
+                function.clone(),
+                p.as_bytes().to_vec(),
+                timeout,
+            )?);
         }
         Ok(self.submitter.submit_many(tasks))
     }

@@ -72,13 +72,26 @@ def failure(kind, message, pid=None):
     return cls(f"task failed: {message}", pid)
 
 
+def _encoding_error(message):
+    """multiprocessing's MaybeEncodingError for a result the worker could
+    not pickle: ``exc`` the pickling error, ``value`` the value's repr
+    (the worker's message ends with "(the value: REPR)")."""
+    from multiprocessing.pool import MaybeEncodingError
+
+    head, sep, tail = message.rpartition(" (the value: ")
+    value = tail[:-1] if sep and tail.endswith(")") else "<the task's return value>"
+    reason = head if sep else message
+    exc = MaybeEncodingError.__new__(MaybeEncodingError)
+    exc.exc, exc.value = reason, value
+    exc.args = (reason, value)
+    return exc
+
+
 def remote_exception(type_name, message, tb):
     """An exception the core reported by name (raised outside the task's
     own code: unpickling its arguments, pickling its result)."""
     if type_name == "UnpicklableResult":
-        from multiprocessing.pool import MaybeEncodingError
-
-        exc = MaybeEncodingError(message, "<the task's return value>")
+        exc = _encoding_error(message)
     else:
         cls = getattr(builtins, type_name, None)
         if isinstance(cls, type) and issubclass(cls, BaseException):

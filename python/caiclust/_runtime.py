@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 
 from . import _errors, _wire
 
@@ -58,10 +59,19 @@ class Runtime:
     the handler thread with ``(ok, value)``: the unpickled return value, or
     the exception to raise."""
 
+    # Seconds a task may make no progress before the hang watchdog looks
+    # at it; it stops the task only when the rules name a hazard.
+    STALL_AFTER = 60.0
+
     def __init__(self, workers=None, start_method=None, backend=None, timeout=None,
                  maxtasksperchild=None, stall_after=None, env=None, preload=None,
                  force_fork=False):
         from . import _core
+
+        if stall_after is None:
+            stall_after = self.STALL_AFTER
+        elif stall_after is False:
+            stall_after = None
 
         all_env = worker_env()
         all_env.update(env or {})
@@ -134,23 +144,29 @@ class Runtime:
                         self._idle.notify_all()
                 if callback is not None:
                     self._deliver(callback, status, value, pid)
+                # Hold on to nothing of a delivered result (its caller may
+                # be waiting for the values to be freed).
+                callback = value = None
+            got = None
         self._fail_waiting(_errors.TaskCancelled("the pool was terminated"))
 
     @staticmethod
     def _deliver(callback, status, value, pid):
         if status == "ok":
             try:
-                obj = _wire.loads(value) if value is not None else None
+                ok, obj = True, (_wire.loads(value) if value is not None else None)
             except BaseException as exc:  # noqa: BLE001 - a result that cannot be rebuilt here
-                callback(False, exc)
-                return
-            callback(True, obj)
+                ok, obj = False, exc
         elif status == "exception":
-            callback(False, _errors.remote_exception(*value))
+            ok, obj = False, _errors.remote_exception(*value)
         elif status == "failed":
-            callback(False, _errors.failure(value[0], value[1], pid))
+            ok, obj = False, _errors.failure(value[0], value[1], pid)
         else:
-            callback(False, _errors.TaskCancelled(f"task cancelled: {value}"))
+            ok, obj = False, _errors.TaskCancelled(f"task cancelled: {value}")
+        try:
+            callback(ok, obj)
+        except BaseException:  # noqa: BLE001 - a user's callback must not stop the handler
+            traceback.print_exc()
 
     def _fail_waiting(self, exc):
         with self._lock:

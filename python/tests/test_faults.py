@@ -123,3 +123,33 @@ def test_executor_survives_a_dead_worker():
         with pytest.raises(caiclust.WorkerDied, match="exit code 3"):
             dead.result(60)
         assert list(ex.map(square, range(10), chunksize=3)) == [x * x for x in range(10)]
+
+
+def openmp_then_fork_and_openmp_again():
+    # What hangs a forked worker: GNU OpenMP's threads started here, then a
+    # fork, then OpenMP in the child (whose team waits for threads that
+    # were not forked).
+    import numpy as np
+    from sklearn.cluster import KMeans
+
+    data = np.random.default_rng(0).normal(size=(4000, 8))
+    KMeans(n_clusters=4, n_init=2, random_state=0).fit(data)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            KMeans(n_clusters=4, n_init=2, random_state=0).fit(data)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    return "finished"
+
+
+def test_watchdog_ends_a_hung_task_and_names_the_rule():
+    with caiclust.Pool(1, stall_after=2) as p:
+        before = set(descendants(os.getpid()))
+        with pytest.raises(caiclust.TaskHung, match=r"CC0\d\d"):
+            p.apply_async(openmp_then_fork_and_openmp_again).get(120)
+        assert p.apply(square, (4,)) == 16
+        # The hung child went with its worker.
+        left = set(descendants(os.getpid())) - before
+        assert all(not _is_sleep(pid) for pid in left)

@@ -389,8 +389,10 @@ def call_pickled(f, data):
     try:
         blob = dumps_oob(value)
     except Exception as exc:
+        import reprlib
+
         raise UnpicklableResult(f"the result could not be pickled: {exc!r} "
-                                f"(a value of type {type(value).__name__})") from None
+                                f"(the value: {reprlib.repr(value)})") from None
     if len(blob) > MAX_BLOB:
         raise ValueError(f"the pickled result is {len(blob)} bytes, more than a frame "
                          f"can carry ({MAX_BLOB})")

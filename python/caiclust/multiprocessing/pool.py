@@ -33,12 +33,14 @@ _tokens = itertools.count(1)
 class Pool:
     """A pool of worker processes with ``multiprocessing.Pool``'s methods.
 
-    ``processes=None`` takes the policy's worker count (the usable CPUs).
-    Extra keywords: ``start_method`` (default: the policy's), ``timeout``
-    (seconds per task), ``stall_after`` (seconds before the watchdog looks
-    at a task), ``env`` (more variables for the workers), ``preload``
-    (modules a worker template imports; default: the third-party modules
-    this process has imported)."""
+    ``processes=None`` takes the policy's worker count (the usable CPUs,
+    one left for this process). Extra keywords: ``start_method`` (default:
+    the policy's), ``timeout`` (seconds per task; its process tree is
+    stopped past it), ``stall_after`` (seconds of no progress before the
+    hang watchdog looks at a task, default 60; it stops the task only when
+    the rules name a hazard; ``False`` turns it off), ``env`` (more
+    variables for the workers), ``preload`` (modules a worker template
+    imports; default: the third-party modules this process has imported)."""
 
     def __init__(self, processes=None, initializer=None, initargs=(), maxtasksperchild=None,
                  context=None, *, start_method=None, timeout=None, stall_after=None, env=None,
