@@ -56,30 +56,29 @@ impl IppBackend {
     }
 
     /// Queue a task under the id the caller chose; its result comes back
-    /// as an [`IppEvent::Result`] with that id. Rust tasks cannot run on
-    /// engines: they get a failed result at once.
+    /// as an [`IppEvent::Result`] with that id. A
+    /// [`Task::python_pickled`] runs on its engine as on a local worker,
+    /// its pickled result in the result's
+    /// [`payload`](crate::task::TaskResult::payload). Rust tasks cannot run
+    /// on engines: they get a failed result at once.
     pub fn submit(&self, id: TaskId, task: &Task) -> Result<(), IppError> {
         let timeout = task
             .timeout
             .or(self.config.timeout)
             .map(|t| t.as_secs_f64());
         let msg = match &task.kind {
-            TaskKind::Python(c) if c.payload.is_some() => {
-                self.fail_now(
-                    id,
-                    format!(
-                        "Python task '{}' carries pickled arguments (Task::python_pickled), \
-                         which the ipyparallel backend does not send yet: run it on a local \
-                         cluster",
-                        c.function
-                    ),
-                );
-                return Ok(());
-            }
-            TaskKind::Python(c) => json!({
-                "op": "run", "id": id, "kind": "python", "f": c.function, "a": c.args,
-                "timeout": timeout,
-            }),
+            // Pickled arguments travel to the driver in base64; from there
+            // to the engine, and back, as raw bytes (ipyparallel's frames).
+            TaskKind::Python(c) => match &c.payload {
+                Some(payload) => json!({
+                    "op": "run", "id": id, "kind": "python", "f": c.function,
+                    "payload": wire::base64_encode(payload), "timeout": timeout,
+                }),
+                None => json!({
+                    "op": "run", "id": id, "kind": "python", "f": c.function, "a": c.args,
+                    "timeout": timeout,
+                }),
+            },
             TaskKind::Command(c) => {
                 if c.argv.is_empty() {
                     self.fail_now(id, "empty command".into());

@@ -16,6 +16,11 @@
 # To the driver (one JSON object a line):
 #   {"op": "run", "id": N, "kind": "python", "f": "pkg.mod:func", "a": ARGS,
 #    "timeout": S | null}
+#   {"op": "run", "id": N, "kind": "python", "f": "pkg.mod:func",
+#    "payload": BASE64, "timeout": S | null}
+#       (pickled (args, kwargs), as python_worker.py's call_pickled takes
+#       them; the result's "ok" is null and its "payload" the pickled
+#       return value, base64)
 #   {"op": "run", "id": N, "kind": "command", "argv": [...], "env": {...},
 #    "cwd": DIR | null, "stdin": BASE64 | null, "timeout": S | null}
 #   {"op": "cancel", "id": N}
@@ -33,6 +38,7 @@
 #    "attempt": A}                       (when seen; quick tasks may not be)
 #   {"event": "notice", "message": ...}
 #   {"id": N, "ok": VALUE, ...details}
+#   {"id": N, "ok": null, "payload": BASE64, ...details}   (pickled calls)
 #   {"id": N, "err": {"kind": ..., ...}, ...details}
 #   {"event": "stopped", "left": [pids still alive]}
 # Details: "attempts", "history" (failures of earlier attempts), "engine",
@@ -204,6 +210,114 @@ def _caiclust_call(name, args, timeout, backstop):
                 pass
 
 
+def _caiclust_call_pickled(name, payload, timeout, backstop):
+    # As _caiclust_call, with pickled arguments and result, exactly as
+    # python_worker.py's call_pickled: `args, kwargs = pickle.loads(payload)`
+    # ("CCB5" for protocol 5 with out-of-band buffers), the result pickled
+    # (protocol 5, its large buffers out of band, "CCB5" again) and sent
+    # back as bytes, which ipyparallel carries as frames of their own.
+    import faulthandler
+    import importlib
+    import os
+    import pickle
+    import socket
+    import sys
+    import time
+    import traceback
+
+    # The largest pickled result, as for a local worker's frame.
+    max_blob = (1 << 31) - (16 << 20)
+
+    class UnpicklableResult(TypeError):
+        """The task returned, but its value could not be pickled."""
+
+    def loads_oob(data):
+        # A pickle, or "CCB5" | u32 n | u64 pickle_len | n x u64 buffer_len |
+        # pickle | buffers: protocol 5 with its out-of-band buffers after it.
+        if data[:4] != b"CCB5":
+            return pickle.loads(data)
+        n = int.from_bytes(data[4:8], "little")
+        lens = [int.from_bytes(data[8 + 8 * i:16 + 8 * i], "little") for i in range(n + 1)]
+        off = 8 + 8 * (n + 1)
+        main = data[off:off + lens[0]]
+        off += lens[0]
+        buffers = []
+        for size in lens[1:]:
+            buffers.append(data[off:off + size])
+            off += size
+        return pickle.loads(main, buffers=buffers)
+
+    def dumps_oob(value):
+        buffers = []
+        main = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+        if not buffers:
+            return main
+        raws = [b.raw() for b in buffers]
+        head = [b"CCB5", len(raws).to_bytes(4, "little"), len(main).to_bytes(8, "little")]
+        head += [r.nbytes.to_bytes(8, "little") for r in raws]
+        return b"".join(head + [main] + raws)
+
+    started = time.time()
+    try:
+        from ipyparallel.datapub import publish_data
+
+        publish_data({"caiclust": {"pid": os.getpid(), "host": socket.gethostname(),
+                                   "started": started}})
+    except Exception:  # noqa: BLE001 - only an optimisation
+        pass
+    if backstop:
+        try:
+            faulthandler.dump_traceback_later(backstop, exit=True, file=sys.__stderr__)
+        except Exception:  # noqa: BLE001
+            pass
+    try:
+        module, sep, attr = name.partition(":")
+        if not sep or not module or not attr:
+            raise ValueError(f"expected package.module:function, got {name!r}")
+        obj = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        if not callable(obj):
+            raise TypeError(f"{name} is not callable")
+        # A writable copy: arrays unpickled from its out-of-band buffers are
+        # views of it that the task may change, as on a local worker.
+        data = memoryview(bytearray(payload))
+        call = loads_oob(data)
+        if type(call) is not tuple or len(call) != 2:
+            raise TypeError(f"expected a pickled (args, kwargs) pair, got "
+                            f"{type(call).__name__}")
+        value = obj(*call[0], **call[1])
+        try:
+            blob = dumps_oob(value)
+        except Exception as exc:  # noqa: BLE001
+            raise UnpicklableResult(f"the result could not be pickled: {exc!r} "
+                                    f"(a value of type {type(value).__name__})") from None
+        if len(blob) > max_blob:
+            raise ValueError(f"the pickled result is {len(blob)} bytes, more than a task "
+                             f"result can carry ({max_blob})")
+        return {"ok": "null", "payload": blob, "pid": os.getpid(), "started": started,
+                "ended": time.time()}
+    except KeyboardInterrupt:
+        return {"err": {"kind": "interrupted"}, "pid": os.getpid(), "started": started,
+                "ended": time.time()}
+    except SystemExit as exc:
+        return {"err": {"kind": "exception", "type_name": "SystemExit",
+                        "message": str(exc.code), "traceback": ""},
+                "pid": os.getpid(), "started": started, "ended": time.time()}
+    except BaseException as exc:  # noqa: BLE001 - every failure is reported
+        return {"err": {"kind": "exception", "type_name": type(exc).__name__,
+                        "message": str(exc),
+                        "traceback": "".join(traceback.format_exception(
+                            type(exc), exc, exc.__traceback__))},
+                "pid": os.getpid(), "started": started, "ended": time.time()}
+    finally:
+        if backstop:
+            try:
+                faulthandler.cancel_dump_traceback_later()
+            except Exception:  # noqa: BLE001
+                pass
+
+
 def _caiclust_command(argv, env, cwd, stdin_b64, timeout, grace):
     # One external command, in a session of its own, its output captured;
     # past its timeout the whole group gets TERM, then KILL after the grace.
@@ -321,6 +435,15 @@ def kill_tree(pid):
 class Task:
     def __init__(self, msg):
         self.id = msg["id"]
+        # Pickled arguments: decoded once (retries send them again), kept
+        # as bytes, which ipyparallel sends as a frame of their own.
+        payload = msg.pop("payload", None)
+        self.payload = self.payload_error = None
+        if payload is not None:
+            try:
+                self.payload = base64.b64decode(payload, validate=True)
+            except (TypeError, ValueError) as exc:
+                self.payload_error = f"the task's payload is not base64: {exc}"
         self.msg = msg
         self.timeout = msg.get("timeout")
         self.attempts = 0
@@ -621,8 +744,14 @@ class Driver:
         # The engine-side backstop fires a little after the driver would
         # have stopped the task, for engines the driver cannot reach.
         backstop = (timeout + self.grace + 5.0) if timeout else None
+        if t.payload_error is not None:
+            self.finish(t, err={"kind": "start", "message": t.payload_error})
+            return
         try:
-            if kind == "python":
+            if kind == "python" and t.payload is not None:
+                ar = self.view.apply_async(_caiclust_call_pickled, t.msg["f"], t.payload,
+                                           timeout, backstop)
+            elif kind == "python":
                 ar = self.view.apply_async(_caiclust_call, t.msg["f"], t.msg.get("a"),
                                            timeout, backstop)
             elif kind == "command":
@@ -669,6 +798,8 @@ class Driver:
         for k in ("stdout", "stderr", "exit"):
             if res.get(k) is not None:
                 msg[k] = res[k]
+        if err is None and res.get("payload") is not None:
+            msg["payload"] = base64.b64encode(res["payload"]).decode("ascii")
         if res.get("pid"):
             msg["pid"] = res["pid"]
         msg.update(extra)
@@ -897,7 +1028,7 @@ class Driver:
             return
         if t.started is None and t.ar is not None:
             try:
-                t.ar.abort()
+                self.abort_queued(t)
             except Exception:  # noqa: BLE001 - it started meanwhile
                 pass
             else:
@@ -907,6 +1038,32 @@ class Driver:
             self.finish(t, err={"kind": "cancelled", "reason": "cancelled"})
             return
         self.stop_running(t, "cancel")
+
+    def abort_queued(self, t):
+        """ipyparallel's AsyncResult.abort() without its hang: that asks
+        every engine the client knows and waits for every answer, and an
+        engine that has just died (gone for the driver, not yet unregistered
+        by the controller's heartbeat) never answers. Here only the engines
+        alive are asked, and their answers awaited at most the grace
+        period. Raises, as abort() does, when the task is done or an engine
+        refuses."""
+        import concurrent.futures
+
+        if t.ar.ready():
+            raise RuntimeError("the task is done")
+        alive = [e for e in self.client.ids if e in self.engines or e not in self.known_ids]
+        if not alive:
+            return
+        replies = self.client.abort(list(t.ar.msg_ids), targets=alive, block=False)
+        try:
+            answers = replies.result(timeout=self.grace)
+        except concurrent.futures.TimeoutError:
+            log(f"task {t.id}: engines {alive} did not answer the abort request in time")
+            return
+        for msg in answers:
+            content = msg.get("content") or {}
+            if content.get("status") != "ok":
+                raise RuntimeError(f"abort refused: {content}")
 
     def withdraw(self, tid):
         """Cancel a task that has not begun; a running one goes on."""
@@ -921,7 +1078,7 @@ class Driver:
             return
         if t.ar is not None:
             try:
-                t.ar.abort()
+                self.abort_queued(t)
             except Exception:  # noqa: BLE001 - it started meanwhile
                 return
         t.attempts = max(0, t.attempts - 1)

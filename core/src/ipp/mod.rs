@@ -28,7 +28,11 @@
 //!   cluster when its standard input closes.
 //!
 //! Results come back as [`crate::task::TaskResult`]s, one per task, inside
-//! [`IppEvent`]s.
+//! [`IppEvent`]s. Pickled calls ([`crate::Task::python_pickled`]) run on
+//! an engine as on a local worker (the same payload layout, "CCB5"
+//! out-of-band buffers included, and the same result encoding); their
+//! bytes travel base64-encoded between caiclust and the driver, and as
+//! ipyparallel's own raw frames between the driver and the engines.
 //!
 //! ```no_run
 //! use caiclust_core::ipp::{IppBackend, IppConfig, IppEvent};

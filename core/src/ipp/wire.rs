@@ -129,6 +129,19 @@ fn result(msg: &Value) -> Option<TaskResult> {
         .map(|e| e + 1);
     r.stdout = output(&msg["stdout"]);
     r.stderr = output(&msg["stderr"]);
+    // A pickled call's return value (its value is then null).
+    if let (true, Some(text)) = (r.outcome.is_success(), msg["payload"].as_str()) {
+        match base64_decode(text) {
+            Some(bytes) => r.payload = Some(bytes),
+            None => {
+                r.outcome = Outcome::Failed {
+                    failure: Failure::Error {
+                        message: "the driver sent a result payload that is not base64".into(),
+                    },
+                }
+            }
+        }
+    }
     Some(r)
 }
 
@@ -314,6 +327,37 @@ mod tests {
             panic!("not a result")
         };
         assert!(matches!(r.outcome, Outcome::Cancelled { .. }));
+    }
+
+    #[test]
+    fn pickled_results_carry_their_bytes() {
+        let mut pids = BTreeSet::new();
+        let mut engines = BTreeMap::new();
+        let bytes: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        let msg = json!({"id": 7, "ok": null, "payload": base64_encode(&bytes)});
+        let Some(IppEvent::Result(r)) = apply(&msg, &mut pids, &mut engines) else {
+            panic!("not a result")
+        };
+        assert_eq!(r.value(), Some(&Value::Null));
+        assert_eq!(r.payload(), Some(&bytes[..]));
+        // No payload: none, as for JSON tasks.
+        let msg = json!({"id": 8, "ok": 1});
+        let Some(IppEvent::Result(r)) = apply(&msg, &mut pids, &mut engines) else {
+            panic!("not a result")
+        };
+        assert!(r.payload().is_none());
+        // A payload that is not base64 fails the task rather than
+        // vanishing.
+        let msg = json!({"id": 9, "ok": null, "payload": "not base64!"});
+        let Some(IppEvent::Result(r)) = apply(&msg, &mut pids, &mut engines) else {
+            panic!("not a result")
+        };
+        assert!(
+            matches!(&r.outcome, Outcome::Failed { failure: Failure::Error { message } } if message.contains("base64")),
+            "{:?}",
+            r.outcome
+        );
+        assert!(r.payload().is_none());
     }
 
     #[test]
