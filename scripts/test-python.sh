@@ -3,7 +3,7 @@
 #   1. maturin (from .fixtures/venv-tools) builds the release wheel;
 #   2. a fresh venv (target/py-test/venv, made anew each run) gets the wheel
 #      and the test dependencies from PyPI (numpy, scipy, scikit-learn,
-#      joblib, pytest);
+#      joblib, pytest, ipyparallel);
 #   3. pytest runs python/tests there, from a folder outside the source
 #      tree, so `import caiclust` is the installed package.
 #
@@ -20,7 +20,7 @@ PY=${CAICLUST_PYTHON:-python3}
 OUT=$REPO/target/py-test
 WHEELS=$OUT/wheels
 VENV=$OUT/venv
-TEST_PACKAGES=(numpy scipy scikit-learn joblib pytest)
+TEST_PACKAGES=(numpy scipy scikit-learn joblib pytest ipyparallel)
 
 log() { printf '[test-python] %s\n' "$*"; }
 

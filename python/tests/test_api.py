@@ -157,3 +157,26 @@ def test_joblib_backend_runs_scikit_learn():
     with joblib.parallel_config("caiclust"):
         assert joblib.Parallel(n_jobs=2)(joblib.delayed(square)(i) for i in range(10)) == [
             i * i for i in range(10)]
+
+
+def test_setup_cluster_ipyparallel_view():
+    # A real controller and engines from the venv's ipyparallel, started
+    # by caiclust's backend; the view has what CaImAn uses of a DirectView.
+    from conftest import descendants
+
+    before = set(descendants(os.getpid()))
+    c, dview, n = caiclust.setup_cluster(backend="ipyparallel", n_processes=2)
+    try:
+        assert n == 2 and len(dview) == 2 and len(c) == 2
+        assert dview.map_sync(square, range(10)) == [x * x for x in range(10)]
+        a = np.arange(1 << 16, dtype=np.float64)
+        got = dview.map_async(double, [a, a]).get(4294967)
+        assert all(np.array_equal(g, a * 2) for g in got)
+        dview.results.clear()
+        dview.clear()
+    finally:
+        caiclust.stop_server(dview=dview)
+    deadline = time.monotonic() + 30
+    while set(descendants(os.getpid())) - before and time.monotonic() < deadline:
+        time.sleep(0.05)  # the controller and engines take a moment to exit
+    assert not set(descendants(os.getpid())) - before

@@ -270,6 +270,12 @@ def _caiclust_call_pickled(name, payload, timeout, backstop):
             faulthandler.dump_traceback_later(backstop, exit=True, file=sys.__stderr__)
         except Exception:  # noqa: BLE001
             pass
+    # Folders the parent wants on sys.path (CAICLUST_SYS_PATH, as a local
+    # worker takes it): where its task modules are found.
+    extra = os.environ.get("CAICLUST_SYS_PATH")
+    if extra:
+        known = set(sys.path)
+        sys.path[:0] = [p for p in extra.split(os.pathsep) if p and p not in known]
     try:
         module, sep, attr = name.partition(":")
         if not sep or not module or not attr:
@@ -290,8 +296,10 @@ def _caiclust_call_pickled(name, payload, timeout, backstop):
         try:
             blob = dumps_oob(value)
         except Exception as exc:  # noqa: BLE001
+            import reprlib
+
             raise UnpicklableResult(f"the result could not be pickled: {exc!r} "
-                                    f"(a value of type {type(value).__name__})") from None
+                                    f"(the value: {reprlib.repr(value)})") from None
         if len(blob) > max_blob:
             raise ValueError(f"the pickled result is {len(blob)} bytes, more than a task "
                              f"result can carry ({max_blob})")
