@@ -13,6 +13,7 @@ pub mod map;
 pub mod output;
 pub mod ruledoc;
 pub mod run;
+pub mod self_program;
 pub mod stdout;
 pub mod summary;
 
