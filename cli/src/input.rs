@@ -5,9 +5,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use caiclust_core::probe::{
-    probe_pid, probe_python, probe_tree, Facts, LiveOptions, OsFamily, ProbeOptions, Subject,
+    probe_pid, probe_python, probe_tree, Facts, OsFamily, ProbeOptions, Subject,
 };
 use caiclust_rules::{Config, Plan};
+
+use crate::self_program::SelfProgram;
 
 /// Where the facts come from. At most one of `--python`, `--pid`,
 /// `--facts` and `--tree`; none means the current environment.
@@ -50,8 +52,9 @@ pub struct Loaded {
 
 impl InputArgs {
     /// Probe (or read) the facts. `helper` is the program that answers
-    /// runtime queries for `--pid` (normally the running binary).
-    pub fn load_facts(&self, helper: Option<PathBuf>) -> anyhow::Result<Loaded> {
+    /// runtime queries for `--pid` (normally
+    /// [`SelfProgram::current`]).
+    pub fn load_facts(&self, helper: Option<SelfProgram>) -> anyhow::Result<Loaded> {
         let options = ProbeOptions {
             python: self.python.clone(),
             target_os: self.target_os,
@@ -73,14 +76,7 @@ impl InputArgs {
             });
         }
         let facts = if let Some(pid) = self.pid {
-            let live = LiveOptions {
-                query_helper: if self.no_runtime_queries {
-                    None
-                } else {
-                    helper
-                },
-                ..LiveOptions::default()
-            };
+            let live = SelfProgram::live_options(helper.filter(|_| !self.no_runtime_queries));
             probe_pid(pid, &live).with_context(|| format!("probing process {pid}"))?
         } else if let Some(dir) = &self.tree {
             probe_tree(dir, &options).with_context(|| format!("probing {}", dir.display()))?

@@ -1,11 +1,14 @@
 //! # caiclust-cli
 //!
-//! The glue behind the `caiclust` and `caiclust-check` programs: argument
-//! parsing lives in the binaries, rendering for people lives here. Every
-//! command is one library call into `caiclust-core` (and the crates below
-//! it); this crate turns results into text, and drives the cluster for
-//! [`map`] (many jobs, GNU parallel style) and [`run`] (one program).
+//! The glue behind the `caiclust` and `caiclust-check` programs: both
+//! programs live here as library calls ([`apps`]), so that the binaries and
+//! the Python extension module run the same code. Every command is one
+//! library call into `caiclust-core` (and the crates below it); this crate
+//! parses command lines, turns results into text, and drives the cluster
+//! for [`map`] (many jobs, GNU parallel style) and [`run`] (one program).
+//! When it needs itself again (helpers), it starts [`self_program`].
 
+pub mod apps;
 pub mod color;
 pub mod envfmt;
 pub mod input;
@@ -13,6 +16,7 @@ pub mod map;
 pub mod output;
 pub mod ruledoc;
 pub mod run;
+pub mod self_program;
 pub mod stdout;
 pub mod summary;
 

@@ -295,6 +295,7 @@ fn mkl_threading_layer_follows_mkl_threading_layer() {
             },
             &RuntimeQueryOptions {
                 helper: PathBuf::from(env!("CARGO_BIN_EXE_caiclust")),
+                helper_args: Vec::new(),
                 env,
                 affinity: None,
                 deadline: Duration::from_secs(30),

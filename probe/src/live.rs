@@ -15,6 +15,7 @@
 //! answers take precedence over static readings; where the two disagree,
 //! the disagreement is kept in [`RuntimeAnswer::disagreements`].
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -44,6 +45,9 @@ pub struct LiveOptions {
     /// [`crate::serve_runtime_query_if_requested`] first. Default: this
     /// program. `None` skips runtime queries.
     pub query_helper: Option<PathBuf>,
+    /// Arguments put first on the helper's command line (see
+    /// [`RuntimeQueryOptions::helper_args`]). Default: none.
+    pub query_helper_args: Vec<OsString>,
     /// Deadline for each runtime query.
     pub query_deadline: Duration,
     /// Deadline for the interpreter to import the modules (`--import`).
@@ -54,6 +58,7 @@ impl Default for LiveOptions {
     fn default() -> Self {
         Self {
             query_helper: std::env::current_exe().ok(),
+            query_helper_args: Vec::new(),
             query_deadline: Duration::from_secs(10),
             import_deadline: Duration::from_secs(120),
         }
@@ -231,7 +236,14 @@ fn facts_for_process(
     });
     let mut libraries = result.libraries;
     if let Some(helper) = &live.query_helper {
-        ask_runtimes(&mut libraries, helper, &process, live.query_deadline);
+        let options = RuntimeQueryOptions {
+            helper: helper.clone(),
+            helper_args: live.query_helper_args.clone(),
+            env: process.initial_env.clone(),
+            affinity: process.affinity.clone(),
+            deadline: live.query_deadline,
+        };
+        ask_runtimes(&mut libraries, &options);
     }
     let executable = process
         .executable
@@ -259,18 +271,7 @@ fn facts_for_process(
 
 /// Ask every BLAS and OpenMP runtime about itself, in parallel, each in its
 /// own throw-away process with the probed process's environment and CPUs.
-fn ask_runtimes(
-    libraries: &mut [Library],
-    helper: &Path,
-    process: &ProcessFacts,
-    deadline: Duration,
-) {
-    let options = RuntimeQueryOptions {
-        helper: helper.to_path_buf(),
-        env: process.initial_env.clone(),
-        affinity: process.affinity.clone(),
-        deadline,
-    };
+fn ask_runtimes(libraries: &mut [Library], options: &RuntimeQueryOptions) {
     let wanted: Vec<usize> = libraries
         .iter()
         .enumerate()
@@ -292,7 +293,6 @@ fn ask_runtimes(
                     symbol_prefix: lib.symbol_prefix.clone(),
                     symbol_suffix: lib.symbol_suffix.clone(),
                 };
-                let options = &options;
                 s.spawn(move || (i, query_runtime(&query, options)))
             })
             .collect();

@@ -64,6 +64,7 @@ mod parent;
 mod protocol;
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -168,6 +169,10 @@ pub struct RuntimeQueryOptions {
     /// [`serve_runtime_query_if_requested`] first. Usually the running
     /// `caiclust` binary (`std::env::current_exe()`).
     pub helper: PathBuf,
+    /// Arguments put before anything else on the helper's command line,
+    /// for a helper that is an interpreter running the serving code, e.g.
+    /// `python -c "import caiclust._core"`. Usually none.
+    pub helper_args: Vec<OsString>,
     /// The child's whole environment (nothing else is inherited), e.g. a
     /// probed process's initial environment: the variables a runtime reads
     /// at load time (`OMP_NUM_THREADS`, `OPENBLAS_NUM_THREADS`,
@@ -183,9 +188,9 @@ pub struct RuntimeQueryOptions {
 }
 
 impl RuntimeQueryOptions {
-    /// Options for `helper` with this process's environment (variables
-    /// whose name or value is not UTF-8 are left out), no affinity and
-    /// [`DEFAULT_RUNTIME_QUERY_DEADLINE`].
+    /// Options for `helper` (without arguments) with this process's
+    /// environment (variables whose name or value is not UTF-8 are left
+    /// out), no affinity and [`DEFAULT_RUNTIME_QUERY_DEADLINE`].
     pub fn new(helper: impl Into<PathBuf>) -> Self {
         let env = std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
@@ -193,6 +198,7 @@ impl RuntimeQueryOptions {
             .collect();
         Self {
             helper: helper.into(),
+            helper_args: Vec::new(),
             env,
             affinity: None,
             deadline: DEFAULT_RUNTIME_QUERY_DEADLINE,
@@ -201,7 +207,7 @@ impl RuntimeQueryOptions {
 }
 
 /// Ask `query.library` about itself in a child process started from
-/// `options.helper`, and report what happened.
+/// `options.helper` (with `options.helper_args`), and report what happened.
 ///
 /// The result is always a [`RuntimeAnswer`]: on success with
 /// [`calls`](RuntimeAnswer::calls), [`version`](RuntimeAnswer::version),

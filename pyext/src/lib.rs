@@ -1,8 +1,14 @@
 //! `caiclust._core`: the Python extension module. It gives the Python
-//! package the Rust core's cluster (`Cluster`), the machine's usable CPUs
-//! and the hazard policy's plan; the pool, executor and CaImAn
-//! compatibility layers are Python, in `python/caiclust`.
+//! package the Rust core's cluster (`Cluster`), the machine's usable CPUs,
+//! the hazard policy's plan, and the command-line programs (`main`,
+//! `check_json`); the pool, executor and CaImAn compatibility layers are
+//! Python, in `python/caiclust`.
+//!
+//! Imported with a helper's environment variable set (a runtime query,
+//! `caiclust map`'s watcher), the module serves that request and exits:
+//! inside Python, the interpreter is the CLI's "self program".
 
+mod cli;
 mod cluster;
 mod results;
 
@@ -21,7 +27,9 @@ fn usable_cpus() -> usize {
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    cli::serve_helpers_if_requested();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    cli::register(m)?;
     m.add_class::<cluster::PyCluster>()?;
     m.add_function(wrap_pyfunction!(usable_cpus, m)?)?;
     Ok(())

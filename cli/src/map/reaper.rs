@@ -3,11 +3,12 @@
 //! `caiclust map` itself dies without cleaning up (`kill -9`, the OOM
 //! killer, a crash) they would run on as orphans, and `--resume` would
 //! start them a second time. So each map starts a small watcher, this
-//! program again in a process group of its own, holding the other end of a
-//! pipe. Every job and worker carries a marker variable naming the run;
-//! when the pipe closes, however the map ended, the watcher stops every
-//! process still carrying the marker (TERM, up to two seconds, then KILL)
-//! and exits. After a normal end there is nothing left to stop.
+//! program again ([`crate::self_program`]) in a process group of its own,
+//! holding the other end of a pipe. Every job and worker carries a marker
+//! variable naming the run; when the pipe closes, however the map ended,
+//! the watcher stops every process still carrying the marker (TERM, up to
+//! two seconds, then KILL) and exits. After a normal end there is nothing
+//! left to stop.
 //!
 //! # Platform-specific behaviour
 //! Linux only (it finds the marked processes in `/proc/*/environ`);
@@ -34,9 +35,9 @@ impl Reaper {
         #[cfg(target_os = "linux")]
         {
             use std::os::unix::process::CommandExt;
-            use std::process::{Command, Stdio};
-            let child = std::env::current_exe().ok().and_then(|exe| {
-                Command::new(exe)
+            use std::process::Stdio;
+            let child = crate::self_program::SelfProgram::current().and_then(|me| {
+                me.command()
                     .env(WATCH_ENV, token)
                     .env_remove(MARK_ENV)
                     .stdin(Stdio::piped())

@@ -74,7 +74,8 @@ pub(super) fn run(query: &RuntimeQuery, options: &RuntimeQueryOptions) -> Runtim
     };
 
     let mut cmd = Command::new(&options.helper);
-    cmd.env_clear()
+    cmd.args(&options.helper_args)
+        .env_clear()
         .envs(&options.env)
         .env(RUNTIME_QUERY_ENV, json)
         .stdin(Stdio::null())
@@ -540,6 +541,17 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("/bin/true"), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn helper_arguments_come_first_on_the_command_line() {
+        let q = RuntimeQuery::new("/x", crate::facts::Vendor::Openblas);
+        let mut options = super::super::RuntimeQueryOptions::new("/bin/sh");
+        options.helper_args = vec!["-c".into(), "exit 3".into()];
+        let a = run(&q, &options);
+        let e = a.error.unwrap();
+        assert!(e.contains("exited with status 3"), "{e}");
     }
 
     /// A helper script that starts a grandchild (which holds the pipes
