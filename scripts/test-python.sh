@@ -5,7 +5,8 @@
 #      and the test dependencies from PyPI (numpy, scipy, scikit-learn,
 #      joblib, pytest, ipyparallel);
 #   3. pytest runs python/tests there, from a folder outside the source
-#      tree, so `import caiclust` is the installed package.
+#      tree, so `import caiclust` is the installed package; the wheel's
+#      commands are compared with the native ones (cargo build --release).
 #
 #   bash scripts/test-python.sh [pytest arguments, e.g. -k faults -x]
 #
@@ -29,6 +30,11 @@ rm -rf "$WHEELS"
 "$FIX/venv-tools/bin/maturin" build --release --quiet -o "$WHEELS" --interpreter "$(command -v "$PY")"
 WHEEL=$(ls "$WHEELS"/caiclust-*.whl)
 log "built $(basename "$WHEEL") ($(du -h "$WHEEL" | cut -f1))"
+
+# The native programs, which the wheel's commands are compared with.
+log "cargo build --release -p caiclust-cli"
+cargo build --release --quiet -p caiclust-cli --bins
+export CAICLUST_CARGO_BIN_DIR=$REPO/target/release
 
 log "fresh venv at $VENV"
 rm -rf "$VENV"

@@ -200,12 +200,19 @@ pub struct Settings {
     pub python: PathBuf,
     /// The program whose `main` calls `serve_if_requested`, for Rust tasks.
     pub rust_worker: Option<PathBuf>,
-    /// Python modules a fork template imports before forking workers
-    /// (fork and forkserver start methods): what the parent would have
-    /// imported. A module that fails to import is reported on the
-    /// server's standard error and skipped. Nothing else runs there, so no
-    /// threading runtime has started its threads when the workers fork.
+    /// Python modules a fork template imports before forking workers (fork
+    /// start method): what the parent would have imported. The policy
+    /// judges fork with them loaded.
     pub preload: Vec<String>,
+    /// Python modules the forkserver's server imports before it forks
+    /// workers (multiprocessing's `set_forkserver_preload`): the
+    /// third-party packages a Python parent uses, so that each worker
+    /// starts with them loaded. Nothing else runs there. A module that
+    /// fails to import is reported on the server's standard error and
+    /// skipped; on Linux, an import that starts an OpenMP runtime's
+    /// threads (which forked workers would wait for forever) makes the
+    /// server start again without preloads.
+    pub forkserver_preload: Vec<String>,
     pub timeout: Option<Duration>,
     /// Between TERM and KILL.
     pub grace: Duration,
@@ -234,6 +241,7 @@ impl Default for Settings {
             python: PathBuf::from(if cfg!(windows) { "python" } else { "python3" }),
             rust_worker: None,
             preload: Vec::new(),
+            forkserver_preload: Vec::new(),
             timeout: None,
             grace: Duration::from_secs(2),
             max_attempts: 1,

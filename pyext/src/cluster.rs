@@ -53,8 +53,11 @@ impl Choices {
             let backend: Backend = name.parse().map_err(PyValueError::new_err)?;
             b = b.backend(backend);
         }
+        // The template imports them, whichever start method the policy
+        // picks (fork: a template of the task modules; forkserver: a
+        // clean server with them preloaded).
         for m in &self.preload {
-            b = b.preload(m.clone());
+            b = b.preload(m.clone()).forkserver_preload(m.clone());
         }
         for (k, v) in &self.env {
             b = b.env(k.clone(), v.clone());
@@ -94,7 +97,7 @@ fn plan_json(cluster: &Cluster) -> String {
         "start_method": s.start_method.as_str(),
         "env": s.env,
         "python": s.python,
-        "preload": s.preload,
+        "preload": s.forkserver_preload,
         "threads_per_worker": advice.map(|a| a.recommendation.threads_per_worker.value),
         "recommendation": advice.map(|a| &a.recommendation),
         "verdict": advice.map(|a| &a.verdict),

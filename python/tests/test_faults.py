@@ -153,3 +153,31 @@ def test_watchdog_ends_a_hung_task_and_names_the_rule():
         # The hung child went with its worker.
         left = set(descendants(os.getpid())) - before
         assert all(not _is_sleep(pid) for pid in left)
+
+
+OPENMP_AT_IMPORT = """
+import numpy as np
+from sklearn.cluster import KMeans
+
+# GNU OpenMP's pool started at import: a template that imports this module
+# cannot fork safe workers.
+KMeans(n_clusters=4, n_init=2, random_state=0).fit(
+    np.random.default_rng(0).normal(size=(4000, 8)))
+
+
+def task():
+    KMeans(n_clusters=4, n_init=2, random_state=0).fit(
+        np.random.default_rng(1).normal(size=(4000, 8)))
+    return "ran"
+"""
+
+
+def test_a_preload_that_starts_openmp_gives_a_clean_template(tmp_path, monkeypatch, capfd):
+    (tmp_path / "omp_at_import.py").write_text(OPENMP_AT_IMPORT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import omp_at_import
+
+    with caiclust.Pool(1, start_method="forkserver", preload=["omp_at_import"]) as p:
+        assert p.apply_async(omp_at_import.task).get(120) == "ran"
+    err = capfd.readouterr().err
+    assert "started GNU OpenMP's threads" in err and "without preloads" in err

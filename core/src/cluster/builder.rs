@@ -57,6 +57,7 @@ pub struct ClusterBuilder {
     rust_worker: Option<PathBuf>,
     env: BTreeMap<String, String>,
     preload: Vec<String>,
+    forkserver_preload: Vec<String>,
     timeout: Option<Duration>,
     grace: Option<Duration>,
     max_attempts: Option<u32>,
@@ -108,6 +109,12 @@ impl ClusterBuilder {
     /// Python modules a fork template imports before forking workers.
     pub fn preload(mut self, module: impl Into<String>) -> Self {
         self.preload.push(module.into());
+        self
+    }
+    /// Python modules the forkserver's server imports before forking
+    /// workers (see [`Settings::forkserver_preload`]).
+    pub fn forkserver_preload(mut self, module: impl Into<String>) -> Self {
+        self.forkserver_preload.push(module.into());
         self
     }
     pub fn timeout(mut self, t: Duration) -> Self {
@@ -300,6 +307,7 @@ impl ClusterBuilder {
         }
         settings.rust_worker = self.rust_worker.clone();
         settings.preload = self.preload.clone();
+        settings.forkserver_preload = self.forkserver_preload.clone();
         settings.timeout = self.timeout;
         if let Some(g) = self.grace {
             settings.grace = g;

@@ -499,6 +499,102 @@ def worker_main():
     serve(inp, out)
 
 
+def libgomp_code():
+    """Linux: the address ranges of GNU OpenMP's code in this process."""
+    ranges = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 6 and "x" in parts[1] and "libgomp" in parts[5]:
+                lo, hi = parts[0].split("-")
+                ranges.append((int(lo, 16), int(hi, 16)))
+    return ranges
+
+
+def thread_states(ranges):
+    """Each other thread's state: "gomp" (blocked in a system call made
+    from libgomp's code: a pool thread waiting for work), "running", or
+    "other" (blocked elsewhere), from /proc/self/task/TID/syscall."""
+    states = []
+    for tid in os.listdir("/proc/self/task"):
+        if int(tid) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/self/task/{tid}/syscall") as f:
+                fields = f.read().split()
+        except OSError:
+            continue
+        if not fields or fields[0] == "running":
+            states.append("running")
+        elif fields[0] == "-1":
+            # Not in a system call: spinning in user space.
+            states.append("running")
+        else:
+            pc = int(fields[-1], 16)
+            states.append("gomp" if any(lo <= pc < hi for lo, hi in ranges) else "other")
+    return states
+
+
+def openmp_pool_started():
+    """Linux: has GNU OpenMP started its pool in this process? A pool
+    thread spins a moment after its work, then waits inside libgomp; a
+    thread still running after 200 ms with libgomp loaded counts as one
+    (OMP_WAIT_POLICY=active spins for ever)."""
+    from time import sleep
+
+    try:
+        ranges = libgomp_code()
+        if not ranges:
+            return False
+        for _ in range(20):
+            states = thread_states(ranges)
+            if "gomp" in states:
+                return True
+            if "running" not in states:
+                return False
+            sleep(0.01)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def preload_started_openmp(preload):
+    """Import the preloaded modules; True when that started a GNU OpenMP
+    pool, whose threads forked workers would wait for forever."""
+    for module in preload:
+        # A module that fails to import is left to the tasks that need it
+        # (they get its error); the server still serves the others.
+        try:
+            importlib.import_module(module)
+        except BaseException as exc:  # noqa: BLE001 - import-time SystemExit too
+            sys.stderr.write(f"caiclust fork server: preloading {module} failed: "
+                             f"{type(exc).__name__}: {exc}\n")
+    if preload and sys.platform.startswith("linux") and openmp_pool_started():
+        sys.stderr.write("caiclust fork server: importing " + ", ".join(preload) + " started "
+                         "GNU OpenMP's threads, which forked workers would wait for forever "
+                         "(CC001); starting again without preloads\n")
+        return True
+    return False
+
+
+def restart_without_preloads(sock_path, inp, out):
+    """Become a clean server: the same process (its pipes, its pid), a new
+    program image without the threads. Possible when this file is on disk
+    (caiclust's cache); otherwise the server stops, and the pool reports
+    that it cannot start workers."""
+    sys.stderr.flush()
+    path = globals().get("__file__")
+    if path and os.path.exists(path):
+        # The protocol's pipes back on 0 and 1 (private_channel moved them
+        # to descriptors that exec closes).
+        os.dup2(inp.fileno(), 0)
+        os.dup2(out.fileno(), 1)
+        if EXTRA_PATH:
+            os.environ["CAICLUST_SYS_PATH"] = EXTRA_PATH
+        os.execv(sys.executable, [sys.executable, path, "server", sock_path])
+    os._exit(3)
+
+
 def server_main(sock_path, preload):
     # The C modules: signal and socket import enum and selectors (about
     # 9 ms before the first worker can fork).
@@ -508,14 +604,8 @@ def server_main(sock_path, preload):
 
     inp, out = private_channel(0, 1)
     prctl = prctl_of_libc()
-    for module in preload:
-        # A module that fails to import is left to the tasks that need it
-        # (they get its error); the server still serves the others.
-        try:
-            importlib.import_module(module)
-        except BaseException as exc:  # noqa: BLE001 - import-time SystemExit too
-            sys.stderr.write(f"caiclust fork server: preloading {module} failed: "
-                             f"{type(exc).__name__}: {exc}\n")
+    if preload_started_openmp(preload):
+        restart_without_preloads(sock_path, inp, out)
     hello(out, None, framed=False)
 
     def report(msg):
@@ -587,12 +677,17 @@ def server_main(sock_path, preload):
 CODEC = json_codec()
 
 
+# CAICLUST_SYS_PATH as this process found it.
+EXTRA_PATH = None
+
+
 def extend_path():
     """Folders the parent wants on sys.path (CAICLUST_SYS_PATH, joined by
     os.pathsep), ahead of the rest: where its task modules are found.
     Taken out of the environment so that the tasks' own children do not
     inherit it."""
-    extra = os.environ.pop("CAICLUST_SYS_PATH", None)
+    global EXTRA_PATH
+    extra = EXTRA_PATH = os.environ.pop("CAICLUST_SYS_PATH", None)
     if extra:
         known = set(sys.path)
         sys.path[:0] = [p for p in extra.split(os.pathsep) if p and p not in known]

@@ -294,9 +294,13 @@ impl Scheduler {
                     }
                     Some(sock) => {
                         // A fork template imports these before any worker
-                        // forks (forkserver: modules the parent uses, as
-                        // multiprocessing's set_forkserver_preload).
-                        c.arg("server").arg(sock).args(&self.settings.preload);
+                        // forks: the task modules (fork), or the modules a
+                        // Python parent uses (forkserver).
+                        let preload = match self.settings.start_method {
+                            StartMethod::Fork => &self.settings.preload,
+                            _ => &self.settings.forkserver_preload,
+                        };
+                        c.arg("server").arg(sock).args(preload);
                     }
                 }
                 c
