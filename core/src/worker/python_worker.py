@@ -5,8 +5,11 @@
 #   python python_worker.py worker
 #       A worker on stdin/stdout (the spawn start method).
 #   python python_worker.py server SOCKET [MODULE ...]
-#       A fork server: imports the MODULEs (none: a clean server, the
-#       forkserver start method; the task modules: the fork start method),
+#   python python_worker.py forkserver SOCKET [MODULE ...]
+#       A fork server: imports the MODULEs (the task modules: the fork
+#       start method, "server"; none, or the modules a Python parent uses:
+#       the forkserver start method, which must stay clean: on Linux, when
+#       the imports started GNU OpenMP's pool it starts again without them),
 #       then forks one worker per {"fork": N} line read on stdin. Each
 #       worker connects to the Unix socket SOCKET and says hello with N.
 #       Exits of forked workers are reported as {"exited": PID, ...}.
@@ -558,9 +561,12 @@ def openmp_pool_started():
         return False
 
 
-def preload_started_openmp(preload):
-    """Import the preloaded modules; True when that started a GNU OpenMP
-    pool, whose threads forked workers would wait for forever."""
+def preload_started_openmp(preload, clean):
+    """Import the preloaded modules; for a server that must stay clean (the
+    forkserver start method), True when that started a GNU OpenMP pool,
+    whose threads forked workers would wait for forever. (The fork start
+    method's template is judged by the hazard policy before it starts, and
+    may be forced.)"""
     for module in preload:
         # A module that fails to import is left to the tasks that need it
         # (they get its error); the server still serves the others.
@@ -569,7 +575,7 @@ def preload_started_openmp(preload):
         except BaseException as exc:  # noqa: BLE001 - import-time SystemExit too
             sys.stderr.write(f"caiclust fork server: preloading {module} failed: "
                              f"{type(exc).__name__}: {exc}\n")
-    if preload and sys.platform.startswith("linux") and openmp_pool_started():
+    if clean and preload and sys.platform.startswith("linux") and openmp_pool_started():
         sys.stderr.write("caiclust fork server: importing " + ", ".join(preload) + " started "
                          "GNU OpenMP's threads, which forked workers would wait for forever "
                          "(CC001); starting again without preloads\n")
@@ -591,11 +597,11 @@ def restart_without_preloads(sock_path, inp, out):
         os.dup2(out.fileno(), 1)
         if EXTRA_PATH:
             os.environ["CAICLUST_SYS_PATH"] = EXTRA_PATH
-        os.execv(sys.executable, [sys.executable, path, "server", sock_path])
+        os.execv(sys.executable, [sys.executable, path, "forkserver", sock_path])
     os._exit(3)
 
 
-def server_main(sock_path, preload):
+def server_main(sock_path, preload, clean=False):
     # The C modules: signal and socket import enum and selectors (about
     # 9 ms before the first worker can fork).
     import _signal
@@ -604,7 +610,7 @@ def server_main(sock_path, preload):
 
     inp, out = private_channel(0, 1)
     prctl = prctl_of_libc()
-    if preload_started_openmp(preload):
+    if preload_started_openmp(preload, clean):
         restart_without_preloads(sock_path, inp, out)
     hello(out, None, framed=False)
 
@@ -699,8 +705,8 @@ def main():
     mode = sys.argv[1] if len(sys.argv) > 1 else "worker"
     if mode == "worker":
         worker_main()
-    elif mode == "server":
-        server_main(sys.argv[2], [m for m in sys.argv[3:] if m])
+    elif mode in ("server", "forkserver"):
+        server_main(sys.argv[2], [m for m in sys.argv[3:] if m], mode == "forkserver")
     else:
         sys.stderr.write(f"caiclust python worker: unknown mode {mode!r}\n")
         sys.exit(2)

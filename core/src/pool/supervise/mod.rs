@@ -296,11 +296,11 @@ impl Scheduler {
                         // A fork template imports these before any worker
                         // forks: the task modules (fork), or the modules a
                         // Python parent uses (forkserver).
-                        let preload = match self.settings.start_method {
-                            StartMethod::Fork => &self.settings.preload,
-                            _ => &self.settings.forkserver_preload,
+                        let (mode, preload) = match self.settings.start_method {
+                            StartMethod::Fork => ("server", &self.settings.preload),
+                            _ => ("forkserver", &self.settings.forkserver_preload),
                         };
-                        c.arg("server").arg(sock).args(preload);
+                        c.arg(mode).arg(sock).args(preload);
                     }
                 }
                 c
