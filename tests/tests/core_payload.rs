@@ -45,12 +45,25 @@ def add(a, b):
 
 /// Writes the pickles the tests send and expect, made by the fixture's own
 /// Python: `NAME.call` (a pickled `(args, kwargs)`) and `NAME.want` (the
-/// pickled result), for each case.
+/// pickled result), for each case. Both in the worker's layout: protocol 5,
+/// and for a numpy array its data out of band after the pickle ("CCB5",
+/// python_worker.py), so the array travels both ways without a copy into
+/// the pickle.
 const MAKE_PICKLES: &str = r#"
 import pickle, sys
 import numpy as np
 out = sys.argv[1]
-H = pickle.HIGHEST_PROTOCOL
+
+def dumps_oob(value):
+    buffers = []
+    main = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    if not buffers:
+        return main
+    raws = [b.raw() for b in buffers]
+    head = [b"CCB5", len(raws).to_bytes(4, "little"), len(main).to_bytes(8, "little")]
+    head += [r.nbytes.to_bytes(8, "little") for r in raws]
+    return b"".join(head + [main] + raws)
+
 big = bytes(range(256)) * (16 << 20 >> 8)
 arr = np.arange(2 << 20, dtype=np.float64)
 cases = {
@@ -63,9 +76,10 @@ cases = {
 }
 for name, (call, want) in cases.items():
     with open(f"{out}/{name}.call", "wb") as f:
-        f.write(pickle.dumps(call, protocol=H))
+        f.write(dumps_oob(call))
     with open(f"{out}/{name}.want", "wb") as f:
-        f.write(pickle.dumps(want, protocol=H))
+        f.write(dumps_oob(want))
+assert open(f"{out}/numpy.want", "rb").read(4) == b"CCB5"
 "#;
 
 struct Pickles {

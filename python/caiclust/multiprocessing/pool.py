@@ -24,6 +24,10 @@ from .._results import AsyncResult, IMapIterator, IMapUnorderedIterator, MapResu
 from .._runtime import Runtime
 
 CALL = "caiclust._worker:call"
+# Chunks of a map pickled and sent at once.
+SEND_AHEAD = 8
+# At most about this many bytes of pickled items in a default chunk.
+CHUNK_BYTES = 1 << 20
 CHUNK = "caiclust._worker:chunk"
 
 # Tokens telling pools' initializers apart in a worker.
@@ -142,31 +146,45 @@ class Pool:
         """As multiprocessing's: an iterable without a length is read here
         (its exception is the caller's); one with a length is read as its
         chunks are made, and its exception, or a chunk that cannot be
-        pickled, fails the result."""
+        pickled, fails the result. Chunks are pickled and sent a few at a
+        time, so the workers start on the first while the rest are made."""
         self._check_running()
         if not hasattr(iterable, "__len__"):
             iterable = list(iterable)
-        chunksize = self._chunksize(len(iterable), chunksize)
         try:
-            chunks = _chunks(iterable, chunksize)
-            payloads = [_wire.dumps(((self._init, func, c, star), {})) for c in chunks]
+            items = iterable if isinstance(iterable, list) else list(iterable)
+            chunksize = self._chunksize(items, chunksize)
         except Exception as exc:  # noqa: BLE001 - the result's error
             return MapResult.failed(exc, callback, error_callback)
-        n = sum(map(len, chunks))
+        chunks = [items[i:i + chunksize] for i in range(0, len(items), chunksize)]
+        n = len(items)
         result = MapResult(n, [len(c) for c in chunks], callback, error_callback,
                            Progress(n) if progress else None)
-        if chunks:
-            callbacks = [result._chunk_callback(i, len(c)) for i, c in enumerate(chunks)]
+        for first in range(0, len(chunks), SEND_AHEAD):
+            group = chunks[first:first + SEND_AHEAD]
+            try:
+                payloads = [_wire.dumps(((self._init, func, c, star), {})) for c in group]
+            except Exception as exc:  # noqa: BLE001 - the result's error
+                result._fail(exc)
+                break
+            callbacks = [result._chunk_callback(first + i, len(c)) for i, c in enumerate(group)]
             self._runtime.submit_many(CHUNK, payloads, callbacks, timeout)
         return result
 
-    def _chunksize(self, n, chunksize):
-        """multiprocessing's default: about four chunks per worker."""
-        if chunksize is None:
-            chunksize, extra = divmod(n, self._processes * 4)
-            if extra:
-                chunksize += 1
-        return max(1, chunksize)
+    def _chunksize(self, items, chunksize):
+        """multiprocessing's default, about four chunks per worker, but no
+        more than about CHUNK_BYTES of pickled items in a chunk: large items
+        (arrays) stream to the workers instead of waiting in one huge
+        message (the first item's pickle is the measure)."""
+        if chunksize is not None:
+            return max(1, chunksize)
+        size, extra = divmod(len(items), self._processes * 4)
+        if extra:
+            size += 1
+        if items and size > 1:
+            sample = len(_wire.dumps(items[0]))
+            size = min(size, max(1, CHUNK_BYTES // max(sample, 1)))
+        return max(1, size)
 
     def imap(self, func, iterable, chunksize=1, *, progress=False, timeout=None):
         """Results in order, as they come."""
@@ -275,12 +293,3 @@ class Pool:
                     runtime.shutdown(kill=True)
                 except Exception:  # noqa: BLE001 - interpreter shutdown
                     pass
-
-
-def _chunks(iterable, chunksize):
-    """The items of ``iterable`` in lists of ``chunksize``."""
-    if isinstance(iterable, list):
-        items = iterable
-    else:
-        items = list(iterable)
-    return [items[i:i + chunksize] for i in range(0, len(items), chunksize)]
