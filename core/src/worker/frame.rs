@@ -208,6 +208,25 @@ pub(crate) fn parse_frame(text: &[u8], blobs: &[u8], out: &mut Vec<ToParent>) {
     }
 }
 
+/// One frame's messages when its blobs were read into a vector of their
+/// own: a frame that carries a single blob answer (a pickled result, which
+/// a worker sends alone) hands over that vector as the answer's bytes,
+/// without a copy.
+fn parse_frame_owned(text: &[u8], blobs: Vec<u8>, out: &mut Vec<ToParent>) {
+    let mut lines = text
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace));
+    if let (Some(line), None) = (lines.next(), lines.next()) {
+        if let Some((id, len)) = blob_ref(line) {
+            if len == blobs.len() {
+                out.push(ToParent::Bytes { id, bytes: blobs });
+                return;
+            }
+        }
+    }
+    parse_frame(text, &blobs, out);
+}
+
 /// Reads a worker's frames, parsing every complete one that is already in
 /// its buffer.
 pub(crate) struct FrameReader<R> {
@@ -273,6 +292,44 @@ impl<R: Read> FrameReader<R> {
         Ok(true)
     }
 
+    /// A frame larger than the buffer whose text is in: its blobs are read
+    /// straight into a vector of their own (no growing, no zeroing, no
+    /// copy out), which becomes the answer's bytes when the frame carries
+    /// one blob. True when it took one.
+    fn take_large(&mut self, out: &mut Vec<ToParent>) -> Result<bool, FrameError> {
+        let Some(len) = self.next_len()? else {
+            return Ok(false);
+        };
+        if len <= BUF_LEN || self.end - self.start >= len {
+            return Ok(false);
+        }
+        let mut header = [0; HEADER_LEN];
+        header.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
+        let (_, text_len) = parse_header(&header)?;
+        let blobs_start = self.start + HEADER_LEN + text_len;
+        if self.end < blobs_start {
+            return Ok(false);
+        }
+        // Everything after the text that is in belongs to this frame (the
+        // frame is not all in).
+        let text = self.buf[self.start + HEADER_LEN..blobs_start].to_vec();
+        let blob_len = len - HEADER_LEN - text_len;
+        let mut blobs = Vec::with_capacity(blob_len);
+        blobs.extend_from_slice(&self.buf[blobs_start..self.end]);
+        self.start = 0;
+        self.end = 0;
+        let rest = (blob_len - blobs.len()) as u64;
+        (&mut self.inner).take(rest).read_to_end(&mut blobs)?;
+        if blobs.len() < blob_len {
+            return Err(FrameError::Truncated {
+                got: HEADER_LEN + text_len + blobs.len(),
+                want: len,
+            });
+        }
+        parse_frame_owned(&text, blobs, out);
+        Ok(true)
+    }
+
     /// Make room for the rest of the next frame (growing with what has
     /// arrived, never to a size only a header claims), then read once.
     /// False at EOF.
@@ -316,6 +373,12 @@ impl<R: Read> FrameReader<R> {
             }
             if took && !group.is_empty() {
                 return Ok(Some(group));
+            }
+            if self.take_large(&mut group)? {
+                if !group.is_empty() {
+                    return Ok(Some(group));
+                }
+                continue;
             }
             if !self.fill()? {
                 let got = self.end - self.start;

@@ -275,3 +275,36 @@ fn blob_refs_are_read_strictly() {
         assert_eq!(blob_ref(bad), None, "{}", String::from_utf8_lossy(bad));
     }
 }
+
+#[test]
+fn large_frames_read_their_blobs_whole_however_they_arrive() {
+    // Larger than the buffer: the blobs go straight into a vector of their
+    // own (the one blob of a pickled result is handed over as it is).
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let small = vec![9u8; 100_000];
+    let mut data = frame("{\"id\":1,\"blob\":3000000}\n", &[&big]);
+    data.extend(frame(
+        "{\"id\":2,\"blob\":100000}\n{\"id\":3,\"blob\":3000000}\n{\"id\":4,\"ok\":4}\n",
+        &[&small, &big],
+    ));
+    data.extend(frame("{\"id\":5,\"ok\":5}\n", &[]));
+    for step in [7, 4096, 65_536, 1 << 20, usize::MAX] {
+        let msgs: Vec<ToParent> = all_groups(trickle(data.clone(), step))
+            .unwrap()
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(msgs.len(), 5, "step {step}");
+        assert!(matches!(&msgs[0], ToParent::Bytes { id: 1, bytes } if *bytes == big));
+        assert!(matches!(&msgs[1], ToParent::Bytes { id: 2, bytes } if *bytes == small));
+        assert!(matches!(&msgs[2], ToParent::Bytes { id: 3, bytes } if *bytes == big));
+        assert!(matches!(&msgs[3], ToParent::Ok { id: 4, .. }));
+        assert!(matches!(&msgs[4], ToParent::Ok { id: 5, .. }));
+    }
+    // Cut short inside the blobs: an error, not a panic or a short answer.
+    let cut = data[..1_000_000].to_vec();
+    assert!(matches!(
+        all_groups(trickle(cut, 65_536)),
+        Err(FrameError::Truncated { .. })
+    ));
+}
