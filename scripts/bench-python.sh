@@ -5,7 +5,7 @@
 # concurrent.futures.ProcessPoolExecutor, loky/joblib and mpire"):
 #
 #   a-warm  100 000 tiny calls (f(x) = x), map on a started pool (a map of
-#           1 000 first, not timed);
+#           1 000 first, not timed; the median of 5 maps in a row);
 #   a-cold  the same, from creating the pool to having the result list;
 #   b       2 000 tasks, a 1 MiB float64 array in and one out (a * 2), from
 #           creating the pool to the result list, default chunking per tool;
@@ -32,11 +32,17 @@
 # (numpy too for b): the time is taken inside it, around the pool (the
 # import is timed apart and shown in its own table). Rounds interleave the
 # tools (each round starts one tool later) so that machine noise hits all
-# alike. The table gives median, min and max seconds and the ratio of each
-# median to caiclust's; "disturbed" counts the runs during which other
-# processes took more than BENCH_MAX_FOREIGN of a core (/proc/stat less the
-# run's own CPU time). The script exits 1 when a run fails or returns a
-# wrong result; the targets are reported, not enforced.
+# alike. A run during which other processes took more than
+# BENCH_MAX_FOREIGN of a core (/proc/stat less the run's own CPU time) is
+# taken again, BENCH_RETRIES times at most; "disturbed" counts the runs
+# still above it. The table gives median, min and max seconds and the
+# ratio of each median to caiclust's. The script exits 1 when a run fails
+# or returns a wrong result; the targets are reported, not enforced.
+#
+# Results in target/bench-python/: machine.txt (CPU, versions, load),
+# table.md (what is printed), summary.md, results.json (every run, with
+# its import and teardown times and other processes' CPU share),
+# progress.log.
 #
 # Not part of the test suite. Builds its own venv (target/bench-python/
 # venv) from PyPI: numpy, cloudpickle, joblib, loky, mpire, and the caiclust
@@ -52,11 +58,13 @@
 #   BENCH_MAX_LOAD=0.5            1-min load to wait for before measuring
 #   BENCH_LOAD_WAIT=300           seconds to wait for it at most
 #   BENCH_MAX_FOREIGN=0.10        other processes' CPU share that marks a run
+#                                 as disturbed
+#   BENCH_RETRIES=2               times a disturbed run is taken again (the
+#                                 least disturbed try counts)
 #   BENCH_PYTHON=python3          the interpreter the venvs are made from
 #   BENCH_OUT                     results folder
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 OUT=${BENCH_OUT:-$TARGET_DIR/bench-python}
 BASE=$TARGET_DIR/bench-python
@@ -142,6 +150,7 @@ set +e
     --tiny "${BENCH_TINY:-100000}" \
     --arrays "${BENCH_ARRAYS:-2000}" \
     --max-foreign "${BENCH_MAX_FOREIGN:-0.10}" \
+    --retries "${BENCH_RETRIES:-2}" \
     --out "$OUT" 2> >(tee "$OUT/progress.log" >&2) | tee "$OUT/table.md"
 rc=${PIPESTATUS[0]}
 set -e

@@ -27,6 +27,7 @@ import time
 WORKERS = 2
 ARRAY_ITEMS = 1 << 17  # float64: 1 MiB
 WARMUP_ITEMS = 1000
+WARM_MAPS = 5
 
 # -- the tasks ------------------------------------------------------------------
 
@@ -96,11 +97,11 @@ class Caiclust(Tool):
 
 
 class MpPool(Tool):
-    note = "multiprocessing.get_context(METHOD).Pool(2): map (default chunksize); apply"
-
     def __init__(self, method):
         self.method = method
         self.name = f"mp.Pool {method}"
+        self.note = (f"multiprocessing.get_context({method!r}).Pool(2): map (default "
+                     "chunksize, ceil(len/8)); apply")
 
     def load(self):
         import multiprocessing
@@ -118,12 +119,12 @@ class MpPool(Tool):
 
 
 class Ppe(Tool):
-    note = ("concurrent.futures.ProcessPoolExecutor(2) (default context): "
-            "map with chunksize 1 (its default) or ceil(len/8); submit().result()")
-
     def __init__(self, chunked):
         self.chunked = chunked
         self.name = "PPE.map chunksize=len/8" if chunked else "PPE.map chunksize=1"
+        self.note = ("concurrent.futures.ProcessPoolExecutor(2) (default context): map with "
+                     + ("chunksize=ceil(len/8), as Pool.map picks" if chunked else
+                        "its default chunksize=1; submit().result() for one call"))
         if chunked:
             # One call is one call, whatever the chunksize.
             self.scenarios = ("a-warm", "a-cold", "b")
@@ -227,9 +228,8 @@ SCENARIOS = {
 
 
 def child(argv=None):
-    """Measure TOOL SCENARIO TINY ARRAYS here; print one JSON line."""
-    import json
-
+    """Measure TOOL SCENARIO TINY ARRAYS here; print one JSON line. For
+    a-warm, the median of WARM_MAPS maps in a row on the started pool."""
     argv = sys.argv[1:] if argv is None else argv
     tool_name, scenario, n_tiny, n_arrays = argv[0], argv[1], int(argv[2]), int(argv[3])
     tool = all_tools()[tool_name]
@@ -248,14 +248,25 @@ def child(argv=None):
     with tool.session() as pool:
         if scenario == "a-warm":
             tool.map(pool, tiny, list(range(WARMUP_ITEMS)))
-            t0 = time.perf_counter()
-        if scenario == "c":
+            times = []
+            for _ in range(WARM_MAPS):
+                t0 = time.perf_counter()
+                result = tool.map(pool, f, xs)
+                times.append(time.perf_counter() - t0)
+            times.sort()
+            t0 = 0.0
+            t1 = times[len(times) // 2]
+        elif scenario == "c":
             result = tool.one(pool, tiny, 7)
+            t1 = time.perf_counter()
         else:
             result = tool.map(pool, f, xs)
-        t1 = time.perf_counter()
+            t1 = time.perf_counter()
+        t_stop = time.perf_counter()
         info = tool.info(pool)
     t2 = time.perf_counter()
+    import json
+
     if scenario == "c":
         ok = result == 7
     elif scenario == "b":
@@ -264,7 +275,7 @@ def child(argv=None):
             for i, r in enumerate(result))
     else:
         ok = result == xs
-    print(json.dumps({"seconds": t1 - t0, "import": t_import, "teardown": t2 - t1,
+    print(json.dumps({"seconds": t1 - t0, "import": t_import, "teardown": t2 - t_stop,
                       "ok": bool(ok), "info": info}), flush=True)
 
 
@@ -444,6 +455,7 @@ def run(argv=None):
     ap.add_argument("--tools", default="", help="names separated by commas (default: all)")
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--max-foreign", type=float, default=0.10)
+    ap.add_argument("--retries", type=int, default=2)
     ap.add_argument("--out", default=".")
     args = ap.parse_args(argv)
 
@@ -485,14 +497,24 @@ def run(argv=None):
             # favour no tool.
             k = rnd % len(order)
             for name in order[k:] + order[:k]:
-                r = measure(name, sc, args, env, ours_before)
+                # A run that other processes disturbed is taken again (at
+                # most --retries times); the least disturbed one counts.
+                tries = []
+                for _ in range(args.retries + 1):
+                    tries.append(measure(name, sc, args, env, ours_before))
+                    if tries[-1]["foreign"] <= args.max_foreign or tries[-1]["rc"] != 0:
+                        break
+                r = min(tries, key=lambda t: (t["rc"] != 0, t["foreign"]))
                 r["round"] = rnd
+                r["tries"] = len(tries)
                 results.append(r)
                 state = ("ok" if r["rc"] == 0 and r.get("ok") else
                          f"FAILED ({r['rc']}, ok={r.get('ok')})")
                 secs = f"{r['seconds']:.4f} s" if "seconds" in r else "-"
+                again = f" (of {len(tries)} tries)" if len(tries) > 1 else ""
                 print(f"round {rnd + 1}/{args.runs} {sc:6} {name:26} {secs:>10}  "
-                      f"other CPU {r['foreign']:.0%}  {state}", file=sys.stderr, flush=True)
+                      f"other CPU {r['foreign']:.0%}{again}  {state}", file=sys.stderr,
+                      flush=True)
                 if state != "ok":
                     print(r["stderr"], file=sys.stderr)
 
