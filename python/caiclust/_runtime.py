@@ -34,14 +34,14 @@ def preload_modules():
     """The third-party top-level packages this process has imported (from
     a site-packages folder): what a worker template imports before it
     forks, so that each worker starts with them loaded."""
-    names = []
+    names = ["caiclust._worker"]  # what every task calls: imported once, in the template
     for name, module in list(sys.modules.items()):
         if "." in name or name.startswith("_") or name in _NOT_PRELOADED or module is None:
             continue
         path = getattr(module, "__file__", None) or ""
         if "site-packages" in path or "dist-packages" in path:
             names.append(name)
-    return sorted(names)
+    return names[:1] + sorted(names[1:])
 
 
 def worker_env():
@@ -94,6 +94,9 @@ class Runtime:
         self._lock = threading.Lock()
         self._waiting = {}
         self._idle = threading.Condition(self._lock)
+        # Set when there is something to wait for: the handler sleeps on it
+        # while nothing is outstanding (the core answers at once then).
+        self._work = threading.Event()
         self._closed = False
         self._handler = threading.Thread(target=self._handle_results, daemon=True,
                                          name="caiclust-results")
@@ -108,6 +111,7 @@ class Runtime:
             self._check_open()
             tid = self._cluster.submit(function, payload, timeout)
             self._waiting[tid] = callback
+        self._work.set()
         return tid
 
     def submit_many(self, function, payloads, callbacks, timeout=None):
@@ -115,6 +119,7 @@ class Runtime:
             self._check_open()
             ids = self._cluster.submit_many(function, payloads, timeout)
             self._waiting.update(zip(ids, callbacks))
+        self._work.set()
         return ids
 
     def cancel(self, tid):
@@ -132,6 +137,16 @@ class Runtime:
     def _handle_results(self):
         recv = self._cluster.recv_many
         while True:
+            self._work.clear()
+            with self._lock:
+                idle = not self._waiting
+            if idle:
+                # Nothing outstanding: sleep until a submission (or, now
+                # and then, to see whether the pool was shut down).
+                if self._cluster.closed:
+                    break
+                self._work.wait(0.1)
+                continue
             got = recv(0.1)
             if not got:
                 if self._cluster.closed:
@@ -204,6 +219,7 @@ class Runtime:
         if not kill:
             self.wait_idle()
         self._cluster.shutdown(kill)
+        self._work.set()
         if threading.current_thread() is not self._handler:
             self._handler.join()
 

@@ -454,11 +454,16 @@ def serve_mixed(answers, msg, blobs):
 """
 
 
+def load_pickled():
+    """Compile the pickled-payload path (and import pickle) once."""
+    if "serve_mixed" not in globals():
+        exec(compile(PICKLED, "<string>", "exec"), globals())
+
+
 def serve_pickled(answers, msg, blobs):
     """A batch where some tasks carry pickled (args, kwargs): results are
     pickled and go back as blobs."""
-    if "serve_mixed" not in globals():
-        exec(compile(PICKLED, "<string>", "exec"), globals())
+    load_pickled()
     serve_mixed(answers, msg, blobs)  # noqa: F821 - defined by PICKLED
 
 
@@ -612,6 +617,10 @@ def server_main(sock_path, preload, clean=False):
     prctl = prctl_of_libc()
     if preload_started_openmp(preload, clean):
         restart_without_preloads(sock_path, inp, out)
+    if preload:
+        # A Python parent's template: its workers take pickled calls, whose
+        # code every fork then has ready.
+        load_pickled()
     hello(out, None, framed=False)
 
     def report(msg):

@@ -16,12 +16,17 @@ What differs, on purpose:
 import itertools
 import threading
 import warnings
-from multiprocessing.pool import CLOSE, RUN, TERMINATE
 
 from .. import _wire
 from .._progress import Progress
 from .._results import AsyncResult, IMapIterator, IMapUnorderedIterator, MapResult
 from .._runtime import Runtime
+
+# multiprocessing.pool's states, by value (importing multiprocessing.pool
+# for them costs more than the rest of this package's import).
+RUN = "RUN"
+CLOSE = "CLOSE"
+TERMINATE = "TERMINATE"
 
 CALL = "caiclust._worker:call"
 # Chunks of a map pickled and sent at once.
