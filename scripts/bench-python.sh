@@ -128,6 +128,9 @@ above "$(load1)" "$MAX_LOAD" && log "WARNING: load still $(load1) > $MAX_LOAD af
 # A user's usual environment: .pyc files written and read (the module of
 # tasks too), stdout buffered.
 unset PYTHONDONTWRITEBYTECODE PYTHONUNBUFFERED
+# The workers import scripts/bench/python_pools.py: its .pyc is written
+# there, and removed at the end (the work tree stays clean).
+trap 'rm -rf scripts/bench/__pycache__' EXIT
 # caiclust caches its interpreter query (~/.cache/caiclust): a private
 # folder here, filled by the warm-up, as a user has it from the second run.
 export XDG_CACHE_HOME=$OUT/xdg-cache
