@@ -80,5 +80,13 @@ pub use backend::IppBackend;
 pub use config::{Attach, IppConfig, Launcher};
 pub use events::{EngineFailure, EngineInfo, IppError, IppEvent, StopReport};
 
-/// The driver program.
-pub const DRIVER: &str = include_str!("driver.py");
+/// The driver program: what runs on the engines (`engine.py`), the task
+/// record and process helpers (`tasks.py`), the driver itself
+/// (`driver.py`), as one program.
+pub const DRIVER: &str = concat!(
+    include_str!("engine.py"),
+    "\n\n",
+    include_str!("tasks.py"),
+    "\n\n",
+    include_str!("driver.py")
+);

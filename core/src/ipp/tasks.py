@@ -1,0 +1,160 @@
+# caiclust's ipyparallel driver, part 2 of 3: its channel to the parent
+# (send, log), the task record, and the helpers about processes and
+# outputs that the Driver class (driver.py) uses. core/src/ipp/mod.rs joins engine.py, this file and driver.py into
+# one program (DRIVER).
+
+import base64
+import json
+import os
+import sys
+import threading
+
+
+def private_stdout():
+    wfd = os.dup(1)
+    os.dup2(2, 1)
+    return os.fdopen(wfd, "w", buffering=1)
+
+
+OUT = None
+OUT_LOCK = threading.Lock()
+
+
+def send(msg):
+    # Never raises: when the parent is gone, the cluster must still be
+    # stopped.
+    global OUT
+    line = json.dumps(msg)
+    with OUT_LOCK:
+        if OUT is None:
+            return
+        try:
+            OUT.write(line + "\n")
+            OUT.flush()
+        except (OSError, ValueError):
+            OUT = None
+
+
+def log(text):
+    try:
+        sys.stderr.write(f"[caiclust-ipp] {text}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def orphaned():
+    # The parent is gone: nobody reads our standard error any more, and a
+    # write to it must not fail the cleanup.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    except OSError:
+        pass
+
+
+def b64(data):
+    if not data:
+        return None
+    if isinstance(data, str):
+        data = data.encode("utf-8", "replace")
+    return base64.b64encode(data).decode("ascii")
+
+
+def tail(text, lines=30):
+    return "".join((text or "").splitlines(True)[-lines:])
+
+
+def proc_tree(pid):
+    """pid and its descendants (psutil ships with ipyparallel)."""
+    import psutil
+
+    try:
+        p = psutil.Process(pid)
+        return [p] + p.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def kill_tree(pid):
+    import psutil
+
+    procs = proc_tree(pid)
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    return [p.pid for p in procs]
+
+
+class Task:
+    def __init__(self, msg):
+        self.id = msg["id"]
+        # Pickled arguments: decoded once (retries send them again), kept
+        # as bytes, which ipyparallel sends as a frame of their own.
+        payload = msg.pop("payload", None)
+        self.payload = self.payload_error = None
+        if payload is not None:
+            try:
+                self.payload = base64.b64decode(payload, validate=True)
+            except (TypeError, ValueError) as exc:
+                self.payload_error = f"the task's payload is not base64: {exc}"
+        self.msg = msg
+        self.timeout = msg.get("timeout")
+        self.attempts = 0
+        self.history = []
+        self.ar = None
+        self.msg_id = None
+        self.engine = None
+        self.pid = None
+        self.host = None
+        self.started = None  # driver clock (monotonic) of the attempt's start
+        self.started_wall = None
+        self.stopping = None  # (why, since)
+        self.stopping_killed = False
+        self.result_seen = None
+        self.done = False
+
+
+def task_metadata(t):
+    # The AsyncResult keeps its own reference: the client forgets a task's
+    # metadata once its output is complete.
+    try:
+        md = t.ar.metadata
+    except Exception:  # noqa: BLE001
+        return None
+    return md if isinstance(md, dict) else None
+
+
+def why_text(why):
+    return {"timeout": "ran past its timeout", "cancel": "cancelled"}.get(why, why)
+
+
+def safe_output(launcher):
+    try:
+        return launcher.get_output() or ""
+    except Exception as exc:  # noqa: BLE001
+        return f"(no output: {exc})"
+
+
+def describe(pids):
+    import psutil
+
+    out = []
+    for p in pids:
+        try:
+            out.append(f"{p} ({' '.join(psutil.Process(p).cmdline())[:80]})")
+        except psutil.Error:
+            out.append(str(p))
+    return ", ".join(out)
+
+
+def pid_alive(pid):
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() not in ("zombie", "dead")
+    except psutil.Error:
+        return False
