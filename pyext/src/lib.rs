@@ -25,6 +25,21 @@ fn usable_cpus() -> usize {
         .max(1)
 }
 
+/// Start a standby interpreter for `python` in the background (Unix), so
+/// the next pool's fork template is ready when the pool starts; `imports`
+/// are standard-library modules it loads while it waits. Returns at once;
+/// False where none can start.
+#[pyfunction]
+fn prestart(python: std::path::PathBuf, imports: Vec<String>) -> bool {
+    caiclust_core::worker::prestart_python(&python, &imports)
+}
+
+/// Stop the standby interpreters still waiting; how many there were.
+#[pyfunction]
+fn stop_standbys() -> usize {
+    caiclust_core::worker::stop_standbys()
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     cli::serve_helpers_if_requested();
@@ -32,5 +47,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     cli::register(m)?;
     m.add_class::<cluster::PyCluster>()?;
     m.add_function(wrap_pyfunction!(usable_cpus, m)?)?;
+    m.add_function(wrap_pyfunction!(prestart, m)?)?;
+    m.add_function(wrap_pyfunction!(stop_standbys, m)?)?;
     Ok(())
 }

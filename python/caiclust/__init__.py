@@ -9,8 +9,18 @@ runtime, sized for the machine, and says why a task died.
 
 Names are imported on first use: a worker imports ``caiclust._worker``
 alone, and pays for nothing else.
+
+Importing the package starts a *standby* interpreter in the background
+(POSIX), so that the first pool's worker template is ready when the pool
+starts: a bare interpreter that has imported only the standard library;
+it takes on the pool's environment (thread limits included) and working
+folder before it imports anything else (see the core's
+``worker/standby.rs``). ``CAICLUST_PRESTART=0`` turns this off. None
+starts inside caiclust's own workers or commands.
 """
 
+import os
+import sys
 from importlib import import_module
 
 __version__ = "0.1.0"
@@ -47,3 +57,29 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(set(globals()) | set(_EXPORTS))
+
+
+# What caiclust._worker imports from the standard library: a standby has
+# them loaded before any pool asks for it.
+_STANDBY_IMPORTS = ["pickle", "traceback"]
+_OWN_COMMANDS = ("caiclust", "caiclust-check")
+
+
+def _prestart():
+    """Start the standby interpreter, unless turned off, inside a worker,
+    or running one of the package's own commands."""
+    if os.environ.get("CAICLUST_PRESTART", "").lower() in ("0", "no", "false", "off"):
+        return
+    if os.environ.get("CAICLUST_PYTHON_WORKER") or not sys.executable:
+        return
+    if os.path.basename(sys.argv[0] if sys.argv else "") in _OWN_COMMANDS:
+        return
+    try:
+        from . import _core
+
+        _core.prestart(sys.executable, _STANDBY_IMPORTS)
+    except Exception:  # noqa: BLE001 - only a head start: pools start their own template
+        pass
+
+
+_prestart()

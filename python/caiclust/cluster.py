@@ -65,7 +65,11 @@ def setup_cluster(backend="multiprocessing", n_processes=None, single_thread=Fal
 def stop_server(ipcluster="ipcluster", pdir=None, profile=None, dview=None):
     """Stop ``dview`` (CaImAn's signature; the other arguments are
     accepted and unused). Without ``dview``, stop every pool and view
-    ``setup_cluster`` started."""
+    ``setup_cluster`` started. A standby interpreter still waiting (see
+    the package's doc) is stopped too: nothing caiclust started is left."""
+    from . import _core
+
+    _core.stop_standbys()
     with _running_lock:
         targets = [dview] if dview is not None else list(_running)
     for d in targets:

@@ -52,6 +52,11 @@ class CaiclustBackend(PoolManagerMixin, ParallelBackendBase):
             self._pool.terminate()
             self._pool.join()
             self._pool = None
+            # joblib starts a backend per Parallel call (scikit-learn makes
+            # many): the next one's template is ready when it starts.
+            from . import _prestart
+
+            _prestart()
 
 
 register_parallel_backend("caiclust", CaiclustBackend)

@@ -37,6 +37,8 @@ use crate::task::{PoolKind, Task, TaskId, TaskResult};
 
 pub(crate) use events::Event;
 use state::{CallPool, CmdSlot, Worker};
+#[cfg(unix)]
+pub(crate) use supervise::prepare_command;
 
 /// Maps keyed by the three pool kinds, hashed by their discriminant (the
 /// default SipHash costs more than the lookups it serves, on every task).

@@ -14,6 +14,8 @@ pub(crate) mod frame;
 pub(crate) mod protocol;
 #[cfg(unix)]
 pub(crate) mod server;
+#[cfg(unix)]
+pub(crate) mod standby;
 
 use std::collections::BTreeMap;
 use std::io::{BufReader, Read, Write};
@@ -25,6 +27,43 @@ use serde::Serialize;
 use serde_json::Value;
 
 use protocol::{TaskError, ToParent, ToWorker};
+
+/// Stop the standby interpreters of this process that are still waiting
+/// (a program that stops its cluster expects nothing of it left); how
+/// many there were.
+pub fn stop_standbys() -> usize {
+    #[cfg(unix)]
+    return standby::stop_all();
+    #[cfg(not(unix))]
+    0
+}
+
+/// The process id of the standby interpreter waiting for `python`, if
+/// one is (started by [`prestart_python`], not yet taken by a cluster).
+pub fn standby_pid(python: &std::path::Path) -> Option<u32> {
+    #[cfg(unix)]
+    return standby::waiting_pid(python);
+    #[cfg(not(unix))]
+    {
+        let _ = python;
+        None
+    }
+}
+
+/// Start a standby Python interpreter for `python` in the background, so
+/// that the next cluster's fork template is ready when it starts (see
+/// `worker/standby.rs`). `imports` are standard-library modules it loads
+/// while it waits. False where there are no fork servers (Windows) or no
+/// standby can start.
+pub fn prestart_python(python: &std::path::Path, imports: &[String]) -> bool {
+    #[cfg(unix)]
+    return standby::prestart_python(python, imports);
+    #[cfg(not(unix))]
+    {
+        let _ = (python, imports);
+        false
+    }
+}
 
 /// The Python worker program (see [`boot`] for how it is started).
 pub(crate) const PYTHON_WORKER: &str = include_str!("python_worker.py");

@@ -13,6 +13,12 @@
 #       then forks one worker per {"fork": N} line read on stdin. Each
 #       worker connects to the Unix socket SOCKET and says hello with N.
 #       Exits of forked workers are reported as {"exited": PID, ...}.
+#   python -S python_worker.py standby [MODULE ...]
+#       A standby interpreter (worker/standby.rs), started before a pool
+#       needs it: imports the standard-library MODULEs, then waits for one
+#       line, {"become": "server"|"forkserver", "socket": SOCKET,
+#       "preload": [...], "env": {...}, "cwd": DIR}: it takes on that
+#       environment and folder, runs site, and serves as that fork server.
 #
 # A worker's channel carries frames, both ways:
 #
@@ -478,18 +484,22 @@ def hello(out, worker, framed=True):
         out.flush()
 
 
-def prctl_of_libc():
+def prctl_of_libc(found=[]):  # noqa: B006 - the one lookup, kept
     """Linux: libc's prctl, looked up once in the server (importing ctypes
     takes milliseconds; each forked worker then only calls it). It opens
     no library: CDLL(None) is the program itself."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
+    if found:
+        return found[0]
+    prctl = None
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
 
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError, ImportError):
-        return None
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
+        except (OSError, AttributeError, ImportError):
+            prctl = None
+    found.append(prctl)
+    return prctl
 
 
 def die_with_parent(prctl):
@@ -606,14 +616,14 @@ def restart_without_preloads(sock_path, inp, out):
     os._exit(3)
 
 
-def server_main(sock_path, preload, clean=False):
+def server_main(sock_path, preload, clean=False, channel=None, buf=b""):
     # The C modules: signal and socket import enum and selectors (about
     # 9 ms before the first worker can fork).
     import _signal
     import _socket
     import select
 
-    inp, out = private_channel(0, 1)
+    inp, out = channel or private_channel(0, 1)
     prctl = prctl_of_libc()
     if preload_started_openmp(preload, clean):
         restart_without_preloads(sock_path, inp, out)
@@ -640,16 +650,7 @@ def server_main(sock_path, preload, clean=False):
             else:
                 report({"exited": pid, "code": os.WEXITSTATUS(status)})
 
-    buf = b""
     while True:
-        ready, _, _ = select.select([inp], [], [], 0.05)
-        reap()
-        if not ready:
-            continue
-        chunk = os.read(inp.fileno(), 65536)
-        if not chunk:
-            break
-        buf += chunk
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
             msg = CODEC[0](line)
@@ -685,6 +686,14 @@ def server_main(sock_path, preload, clean=False):
                     sys.stderr.flush()
                     os._exit(code)
             report({"forked": n, "pid": pid})
+        ready, _, _ = select.select([inp], [], [], 0.05)
+        reap()
+        if not ready:
+            continue
+        chunk = os.read(inp.fileno(), 65536)
+        if not chunk:
+            break
+        buf += chunk
     # The parent went away: stop the workers this server forked.
     reap()
 
@@ -708,10 +717,68 @@ def extend_path():
         sys.path[:0] = [p for p in extra.split(os.pathsep) if p and p not in known]
 
 
+def standby_main(imports):
+    """A standby interpreter (the core's worker/standby.rs): started with
+    -S before any pool needs it, it imports the standard-library modules
+    it is given, then waits for the one line that says what to become:
+    {"become": "server"|"forkserver", "socket": PATH, "preload": [...],
+    "env": {...}, "cwd": PATH}. It takes on that environment and working
+    folder, runs site (so .pth files and the user site see them, as at
+    a normal start), and serves as that fork server. Input closed or
+    parent gone: it exits."""
+    # What the server needs, loaded ahead: the C modules, libc's prctl,
+    # the pickled-payload path, and site itself (its main runs later).
+    import _signal  # noqa: F401
+    import _socket  # noqa: F401
+    import select
+    import site
+
+    inp, out = private_channel(0, 1)
+    prctl_of_libc()
+    load_pickled()
+    for module in imports:
+        try:
+            importlib.import_module(module)
+        except BaseException:  # noqa: BLE001 - only a head start; the server imports what it needs
+            pass
+    parent = os.getppid()
+    buf = b""
+    while b"\n" not in buf:
+        ready, _, _ = select.select([inp], [], [], 1.0)
+        if not ready:
+            if os.getppid() != parent:
+                os._exit(0)
+            continue
+        chunk = os.read(inp.fileno(), 65536)
+        if not chunk:
+            os._exit(0)
+        buf += chunk
+    line, buf = buf.split(b"\n", 1)
+    msg = CODEC[0](line)
+    os.environ.clear()
+    os.environ.update(msg["env"])
+    os.environ[WORKER_MARK] = "1"
+    os.chdir(msg["cwd"])
+    site.main()
+    extend_path()
+    mode, sock_path, preload = msg["become"], msg["socket"], [m for m in msg["preload"] if m]
+    sys.argv[1:] = [mode, sock_path, *preload]
+    server_main(sock_path, preload, mode == "forkserver", (inp, out), buf)
+
+
+# Set in every worker, fork server and standby (and so inherited by what
+# their tasks start): caiclust's Python package starts no standby there.
+WORKER_MARK = "CAICLUST_PYTHON_WORKER"
+
+
 def main():
     sys.dont_write_bytecode = True
-    extend_path()
+    os.environ[WORKER_MARK] = "1"
     mode = sys.argv[1] if len(sys.argv) > 1 else "worker"
+    if mode == "standby":
+        standby_main(sys.argv[2:])
+        return
+    extend_path()
     if mode == "worker":
         worker_main()
     elif mode in ("server", "forkserver"):

@@ -11,7 +11,7 @@ mod unix;
 mod windows;
 
 #[cfg(unix)]
-use unix::prepare_command;
+pub(crate) use unix::prepare_command;
 #[cfg(not(unix))]
 use windows::prepare_command;
 
@@ -278,6 +278,16 @@ impl Scheduler {
         }
     }
 
+    /// How a Python fork server runs: its mode, and what it imports before
+    /// any worker forks: the task modules (fork, mode `server`), or the
+    /// modules a Python parent uses (forkserver, which must stay clean).
+    pub(super) fn python_server_mode(&self) -> (&'static str, &[String]) {
+        match self.settings.start_method {
+            StartMethod::Fork => ("server", &self.settings.preload),
+            _ => ("forkserver", &self.settings.forkserver_preload),
+        }
+    }
+
     /// The command line of a spawned worker, or of a fork server.
     pub(super) fn worker_command(
         &self,
@@ -293,13 +303,7 @@ impl Scheduler {
                         c.arg("worker");
                     }
                     Some(sock) => {
-                        // A fork template imports these before any worker
-                        // forks: the task modules (fork), or the modules a
-                        // Python parent uses (forkserver).
-                        let (mode, preload) = match self.settings.start_method {
-                            StartMethod::Fork => ("server", &self.settings.preload),
-                            _ => ("forkserver", &self.settings.forkserver_preload),
-                        };
+                        let (mode, preload) = self.python_server_mode();
                         c.arg(mode).arg(sock).args(preload);
                     }
                 }

@@ -3,8 +3,10 @@
 //! process settings of every worker (its own process group; on Linux,
 //! death with the scheduler).
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc::Sender;
 use std::time::Duration;
@@ -18,10 +20,11 @@ use crate::plan::StartMethod;
 use crate::task::{ExitInfo, PoolKind};
 use crate::worker::frame::FrameReader;
 use crate::worker::protocol::{self, ToParent};
+use crate::worker::standby;
 
 /// Every worker and fork server: its own process group (a stop signals
 /// the whole group); on Linux, killed when the scheduler's thread ends.
-pub(super) fn prepare_command(cmd: &mut Command) {
+pub(crate) fn prepare_command(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
     cmd.process_group(0);
     #[cfg(target_os = "linux")]
@@ -72,11 +75,17 @@ impl Scheduler {
             });
             return Ok(());
         }
-        let mut cmd = self.worker_command(kind, Some(&sock))?;
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| self.start_error(kind, &e))?;
-        let stdin = child.stdin.take().ok_or("no server stdin")?;
-        let stdout = child.stdout.take().ok_or("no server stdout")?;
+        let (mut child, stdin, stdout) = match self.take_standby(kind, &sock) {
+            Some(s) => (s.child, s.stdin, s.stdout),
+            None => {
+                let mut cmd = self.worker_command(kind, Some(&sock))?;
+                cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+                let mut child = cmd.spawn().map_err(|e| self.start_error(kind, &e))?;
+                let stdin = child.stdin.take().ok_or("no server stdin")?;
+                let stdout = child.stdout.take().ok_or("no server stdout")?;
+                (child, stdin, stdout)
+            }
+        };
         let pid = child.id();
         std::thread::spawn(move || {
             read_server(kind, Box::new(stdout), &events);
@@ -91,6 +100,21 @@ impl Scheduler {
             backlog: Vec::new(),
         });
         Ok(())
+    }
+
+    /// A standby interpreter (see [`standby`]) made this pool's Python fork
+    /// server, when one is waiting that fits.
+    fn take_standby(&mut self, kind: PoolKind, sock: &Path) -> Option<standby::Standby> {
+        if kind != PoolKind::Python {
+            return None;
+        }
+        let mut env: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+        env.extend(self.env.iter().map(|(k, v)| (k.into(), v.into())));
+        let cwd = std::env::current_dir().ok()?;
+        let (mode, preload) = self.python_server_mode();
+        let line = standby::become_line(mode, sock, preload, &env, &cwd)?;
+        let taken = standby::take(&self.settings.python, &env)?;
+        standby::tell(taken, &line)
     }
 
     /// The Unix socket forked workers connect to, and its accept thread.

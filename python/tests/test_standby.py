@@ -1,0 +1,95 @@
+"""The standby interpreter ``import caiclust`` starts: the first pool's
+template, already running when the pool starts. Each test is a fresh
+interpreter (standbys belong to a process). What a worker reports:
+``sys.flags.no_site`` is 1 when it was forked from a standby (started
+with ``-S``, ``site`` run later), 0 from a server started for the pool.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+WHERE = """
+import json, os, sys, time
+import caiclust
+from conftest_children import descendants
+
+deadline = time.monotonic() + 30
+while {wait} and not descendants(os.getpid()):
+    assert time.monotonic() < deadline, "no standby started"
+    time.sleep(0.01)
+{after_import}
+from caiclust.multiprocessing.pool import Pool
+
+def where(_):
+    import numpy  # from site-packages: site ran before the imports
+    return {{"no_site": sys.flags.no_site, "late": os.environ.get("LATE"),
+            "cwd": os.getcwd(), "ld": os.environ.get("LD_LIBRARY_PATH"),
+            "omp": os.environ.get("OMP_NUM_THREADS"), "numpy": numpy.__version__}}
+
+with Pool(2) as p:
+    print(json.dumps(p.apply(where, (0,))))
+    omp = p.plan["env"].get("OMP_NUM_THREADS")
+print(json.dumps({{"plan_omp": omp}}))
+"""
+
+
+def _run(run_script, tmp_path, after_import, env=None):
+    """Run WHERE: the standby started (unless turned off), then
+    ``after_import``, then a pool's one task."""
+    shutil.copy(Path(__file__).with_name("conftest.py"), tmp_path / "conftest_children.py")
+    wait = not (env or {}).get("CAICLUST_PRESTART")
+    r = run_script(WHERE.format(after_import=after_import, wait=wait), env=env)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    return lines[0], lines[1]["plan_omp"]
+
+
+def test_the_first_pool_takes_the_standby_with_what_changed_after_import(run_script, tmp_path):
+    sub = tmp_path / "later"
+    sub.mkdir()
+    # The standby started at import; the environment and the working
+    # folder change afterwards, as a script's first lines often do.
+    after = (f"os.environ['LATE'] = 'after import'\n"
+             f"os.chdir({str(sub)!r})")
+    got, plan_omp = _run(run_script, tmp_path, after)
+    assert got["no_site"] == 1, got
+    assert got["late"] == "after import"
+    assert got["cwd"] == str(sub)
+    assert got["omp"] == plan_omp and plan_omp, (got, plan_omp)
+    assert got["numpy"]
+
+
+def test_prestart_can_be_turned_off(run_script, tmp_path):
+    got, plan_omp = _run(run_script, tmp_path, "os.environ['LATE'] = 'x'",
+                         env={"CAICLUST_PRESTART": "0"})
+    assert got["no_site"] == 0, got
+    assert got["late"] == "x" and got["omp"] == plan_omp
+
+
+def test_a_loader_variable_set_after_import_is_not_applied_late(run_script, tmp_path):
+    # LD_LIBRARY_PATH is read when a process starts: the standby cannot
+    # take it on, so the pool starts its own template with it.
+    got, _ = _run(run_script, tmp_path, "os.environ['LD_LIBRARY_PATH'] = '/nonexistent-caiclust'")
+    assert got["no_site"] == 0, got
+    assert got["ld"] == "/nonexistent-caiclust"
+
+
+def test_stop_server_leaves_no_standby(run_script, tmp_path):
+    shutil.copy(Path(__file__).with_name("conftest.py"), tmp_path / "conftest_children.py")
+    r = run_script("""
+        import os, time
+        import caiclust
+        from conftest_children import descendants
+
+        deadline = time.monotonic() + 30
+        while not descendants(os.getpid()):
+            assert time.monotonic() < deadline, "no standby started"
+            time.sleep(0.01)
+        print("standby", len(descendants(os.getpid())))
+        caiclust.stop_server()
+        print("left", descendants(os.getpid()))
+    """)
+    assert r.returncode == 0, r.stderr
+    assert "standby 1" in r.stdout, r.stdout
+    assert "left []" in r.stdout, r.stdout
