@@ -45,6 +45,15 @@ fn alive(pid: u32) -> bool {
     })
 }
 
+/// Wait (10 s at most) for `pid` to be gone.
+fn wait_gone(pid: u32, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(pid) {
+        assert!(Instant::now() < deadline, "{what} (pid {pid})");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Start a standby for `python` and wait until it is there.
 fn standby_for(python: &Path) -> u32 {
     assert!(prestart_python(python, &["pickle".to_string()]));
@@ -103,14 +112,7 @@ fn a_cluster_takes_the_standby_and_gives_its_workers_the_pools_environment() {
     );
     // Taken: none waits any more, and the cluster stopped it with itself.
     assert_eq!(standby_pid(&python), None);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while alive(pid) {
-        assert!(
-            Instant::now() < deadline,
-            "the standby {pid} outlived its cluster"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_gone(pid, "the standby outlived its cluster");
 }
 
 #[test]
@@ -127,14 +129,7 @@ fn a_standby_started_under_other_loader_variables_is_not_taken() {
     assert_eq!(got["omp"], "3", "{got}");
     // The standby that did not fit was stopped, not left waiting.
     assert_eq!(standby_pid(&python), None);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while alive(pid) {
-        assert!(
-            Instant::now() < deadline,
-            "the unfit standby {pid} is still running"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_gone(pid, "the unfit standby is still running");
 }
 
 #[test]
