@@ -12,6 +12,7 @@ Every pool, executor and view of this package stands on a ``Runtime``:
 - a failure is an exception that names its cause, never a hang.
 """
 
+import json
 import os
 import sys
 import threading
@@ -87,8 +88,6 @@ class Runtime:
             stall_after=stall_after,
             force_fork=force_fork,
         )
-        import json
-
         self.plan = json.loads(self._cluster.plan)
         self.workers = int(self.plan["workers"])
         self._lock = threading.Lock()
