@@ -27,7 +27,7 @@
 //! written beside and renamed. Cache failures never fail a scan: an
 //! unreadable, corrupt, oversized or unwritable cache is a miss.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -179,18 +179,20 @@ impl Witness {
 }
 
 /// The paths a scan looks at, each stamped when first met. A default
-/// (not recording) set notes nothing and costs nothing.
+/// (not recording) set notes nothing and costs nothing. (A hash map: the
+/// loader asks about the same few folders thousands of times, and paths
+/// compare slowly, component by component.)
 #[derive(Debug, Default)]
 pub(crate) struct Witnesses {
     recording: bool,
-    seen: BTreeMap<PathBuf, Option<Stamp>>,
+    seen: HashMap<PathBuf, Option<Stamp>>,
 }
 
 impl Witnesses {
     pub(crate) fn recording() -> Self {
         Self {
             recording: true,
-            seen: BTreeMap::new(),
+            seen: HashMap::new(),
         }
     }
 
@@ -250,11 +252,15 @@ impl Witnesses {
             .any(|s| s.modified_since(threshold))
     }
 
+    /// The witnesses in a stable order.
     fn into_list(self) -> Vec<Witness> {
-        self.seen
+        let mut list: Vec<Witness> = self
+            .seen
             .into_iter()
             .map(|(path, stamp)| Witness { path, stamp })
-            .collect()
+            .collect();
+        list.sort_unstable_by(|a, b| a.path.as_os_str().cmp(b.path.as_os_str()));
+        list
     }
 }
 
