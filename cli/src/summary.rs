@@ -257,10 +257,11 @@ pub fn render(facts: &Facts, verbose: bool) -> String {
     let s = &facts.scan;
     let _ = writeln!(
         out,
-        "{} {} binaries read in {} ms; {} skipped; {} unresolved dependencies{}",
+        "{} {} binaries read in {} ms{}; {} skipped; {} unresolved dependencies{}",
         "Scan:".bold(),
         s.binaries_read,
         s.elapsed_ms,
+        if s.from_cache { " (cached)" } else { "" },
         s.skipped.len(),
         s.unresolved.len(),
         if verbose {

@@ -197,3 +197,66 @@ fn summary_says_how_the_interpreter_was_found() {
     assert!(text.contains("(found via --python)"), "{text}");
     assert_no_debug_spellings(&text);
 }
+
+/// `probe --python --json` with its cache in `xdg` (`no_cache`: off), as
+/// JSON without what differs between any two runs: the time it was
+/// collected, the free memory, the scan's duration and its cache flag
+/// (returned apart).
+fn probe_json(xdg: &std::path::Path, no_cache: bool) -> (serde_json::Value, bool) {
+    let fx = fixtures();
+    let mut cmd = caiclust();
+    // cargo's LD_LIBRARY_PATH names target/debug, which it has just
+    // written to: folders the loader searches, too fresh to be trusted.
+    cmd.args(["probe", "--json", "--python"])
+        .arg(&fx.venv_pypi)
+        .env("XDG_CACHE_HOME", xdg)
+        .env_remove("LD_LIBRARY_PATH");
+    if no_cache {
+        cmd.env("CAICLUST_NO_CACHE", "1");
+    } else {
+        cmd.env_remove("CAICLUST_NO_CACHE");
+    }
+    let out = cmd.output().expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut facts: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let scan = facts["scan"].as_object_mut().expect("scan");
+    let cached = scan.remove("from_cache").and_then(|v| v.as_bool());
+    scan.remove("elapsed_ms");
+    facts
+        .as_object_mut()
+        .expect("facts")
+        .remove("collected_at_unix");
+    facts["host"]
+        .as_object_mut()
+        .expect("host")
+        .remove("memory_available_bytes");
+    (facts, cached.expect("scan.from_cache is always written"))
+}
+
+#[test]
+fn cached_scan_prints_the_same_facts() {
+    let xdg = tempfile::tempdir().expect("tempdir");
+    let (cold, cold_cached) = probe_json(xdg.path(), true);
+    let (first, first_cached) = probe_json(xdg.path(), false);
+    let (warm, warm_cached) = probe_json(xdg.path(), false);
+    assert!(!cold_cached && !first_cached, "nothing cached yet");
+    assert!(warm_cached, "the second run reads the scan cache");
+    assert_eq!(cold, warm, "cached facts differ from a fresh scan");
+    assert_eq!(first, warm);
+
+    let fx = fixtures();
+    let out = caiclust()
+        .args(["probe", "--python"])
+        .arg(&fx.venv_pypi)
+        .env("XDG_CACHE_HOME", xdg.path())
+        .env_remove("CAICLUST_NO_CACHE")
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(" ms (cached); "), "{text}");
+}

@@ -670,8 +670,13 @@ pub struct ScanSummary {
     pub skipped: Vec<Skipped>,
     /// Dependencies the loader emulation could not find.
     pub unresolved: Vec<Unresolved>,
-    /// Wall time of the scan in milliseconds.
+    /// Wall time of the scan in milliseconds: of this call, also when the
+    /// result came from the cache.
     pub elapsed_ms: u64,
+    /// The result was read from the scan cache (nothing on disk that the
+    /// scan looked at had changed) rather than scanned again.
+    #[serde(default)]
+    pub from_cache: bool,
 }
 
 /// A file or folder the scan could not read.

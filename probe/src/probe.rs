@@ -10,7 +10,7 @@ use crate::facts::{Facts, OsFamily, Subject, SCHEMA_VERSION};
 use crate::host::collect_host;
 use crate::python::{discover_python, query_python};
 use crate::resolve::Loader;
-use crate::scan::{scan, ScanMode, ScanRequest};
+use crate::scan::{scan, scan_cached, ScanMode, ScanRequest};
 
 /// What to probe and how.
 #[derive(Debug, Clone, Default)]
@@ -39,6 +39,13 @@ pub(crate) fn now_unix() -> u64 {
 /// active `VIRTUAL_ENV` / `CONDA_PREFIX`, else `python3` on `PATH`), query
 /// it once, and read the binaries of its site-packages without importing
 /// anything.
+///
+/// Both the interpreter's answer and the site-packages scan are cached in
+/// [`crate::cache_dir`] (`scan-*.json`): a scan is reused while the request
+/// is the same and nothing it looked at (folders listed or searched,
+/// binaries read, `/etc/ld.so.cache`) has a new size, mtime or inode;
+/// [`crate::ScanSummary::from_cache`] says so. `CAICLUST_NO_CACHE` set to
+/// a non-empty value turns both caches off.
 pub fn probe_python(options: &ProbeOptions) -> Result<Facts, ProbeError> {
     let full_env = options.env.clone().unwrap_or_else(current_env);
     let collected_at_unix = now_unix();
@@ -61,7 +68,7 @@ pub fn probe_python(options: &ProbeOptions) -> Result<Facts, ProbeError> {
     if cfg!(windows) {
         runtime_dirs.push(python.prefix.join("Library").join("bin"));
     }
-    let result = scan(ScanRequest {
+    let result = scan_cached(ScanRequest {
         roots: python.site_packages.clone(),
         mode: ScanMode::SitePackages,
         loader,

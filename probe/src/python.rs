@@ -17,6 +17,8 @@
 
 mod cache;
 
+pub(crate) use cache::fnv1a64;
+
 /// caiclust's cache folder: `$XDG_CACHE_HOME/caiclust`, else
 /// `~/.cache/caiclust` (`%LOCALAPPDATA%\\caiclust\\cache` on Windows); `None`
 /// when `CAICLUST_NO_CACHE` is set or no base is known.

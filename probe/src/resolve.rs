@@ -20,7 +20,28 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
+
 use crate::facts::OsFamily;
+
+/// The ld.so cache file [`Loader::for_host`] names on Linux.
+pub(crate) const LD_SO_CACHE: &str = "/etc/ld.so.cache";
+
+/// The caller's side of a search: told of every path the loader is about
+/// to look for, and asked whether an existing file is acceptable (the
+/// right format and architecture).
+pub(crate) trait Candidates {
+    /// The loader is about to test `path`; its folder is looked in.
+    fn looking_for(&mut self, _path: &Path) {}
+    /// Whether the existing file `path` would be mapped.
+    fn accept(&mut self, path: &Path) -> bool;
+}
+
+impl<F: FnMut(&Path) -> bool> Candidates for F {
+    fn accept(&mut self, path: &Path) -> bool {
+        self(path)
+    }
+}
 
 /// Where and how a dependency was found.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,12 +62,18 @@ pub(crate) struct LoaderFrame {
     pub has_runpath: bool,
 }
 
-/// The search configuration of one loader.
-#[derive(Debug, Clone, Default)]
+/// The search configuration of one loader. It serialises (for the scan
+/// cache's key) without the parsed ld.so cache, whose file is named by
+/// `ld_cache_file` instead.
+#[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct Loader {
     pub target: Option<OsFamily>,
     pub ld_library_path: Vec<PathBuf>,
+    /// The ld.so cache, filled from `ld_cache_file` by
+    /// [`Loader::load_ld_cache`].
+    #[serde(skip)]
     pub ld_cache: HashMap<String, Vec<PathBuf>>,
+    pub ld_cache_file: Option<PathBuf>,
     pub default_dirs: Vec<PathBuf>,
     pub dyld_library_path: Vec<PathBuf>,
     pub dyld_fallback_path: Vec<PathBuf>,
@@ -79,9 +106,7 @@ impl Loader {
         match target {
             OsFamily::Linux | OsFamily::Other => {
                 loader.ld_library_path = split("LD_LIBRARY_PATH");
-                loader.ld_cache = std::fs::read("/etc/ld.so.cache")
-                    .map(|b| parse_ld_so_cache(&b))
-                    .unwrap_or_default();
+                loader.ld_cache_file = Some(PathBuf::from(LD_SO_CACHE));
                 loader.default_dirs = default_elf_dirs();
             }
             OsFamily::Macos => {
@@ -98,6 +123,17 @@ impl Loader {
         loader
     }
 
+    /// Read and parse `ld_cache_file` into `ld_cache`, unless already
+    /// done. A scan does this as it starts: a scan answered from the
+    /// cache never pays for it.
+    pub fn load_ld_cache(&mut self) {
+        if let (Some(file), true) = (&self.ld_cache_file, self.ld_cache.is_empty()) {
+            self.ld_cache = std::fs::read(file)
+                .map(|b| parse_ld_so_cache(&b))
+                .unwrap_or_default();
+        }
+    }
+
     /// A loader for a foreign tree: only paths inside the tree resolve.
     pub fn for_tree(target: OsFamily) -> Self {
         Loader {
@@ -107,20 +143,20 @@ impl Loader {
     }
 
     /// Find `request` for an image at `requester` (whose loaders, nearest
-    /// first, are `chain`). `accept` rejects candidates of the wrong
-    /// architecture or format.
+    /// first, are `chain`). `candidates` hears of every path tried and
+    /// rejects files of the wrong architecture or format.
     pub fn resolve(
         &self,
         request: &str,
         requester: &LoaderFrame,
         chain: &[LoaderFrame],
         runpath: &[String],
-        accept: &mut dyn FnMut(&Path) -> bool,
+        candidates: &mut dyn Candidates,
     ) -> Option<Resolution> {
         match self.target {
-            Some(OsFamily::Macos) => self.resolve_macho(request, requester, chain, accept),
-            Some(OsFamily::Windows) => self.resolve_pe(request, requester, accept),
-            _ => self.resolve_elf(request, requester, chain, runpath, accept),
+            Some(OsFamily::Macos) => self.resolve_macho(request, requester, chain, candidates),
+            Some(OsFamily::Windows) => self.resolve_pe(request, requester, candidates),
+            _ => self.resolve_elf(request, requester, chain, runpath, candidates),
         }
     }
 
@@ -130,7 +166,7 @@ impl Loader {
         requester: &LoaderFrame,
         chain: &[LoaderFrame],
         runpath: &[String],
-        accept: &mut dyn FnMut(&Path) -> bool,
+        candidates: &mut dyn Candidates,
     ) -> Option<Resolution> {
         if request.contains('/') {
             let path = if Path::new(request).is_absolute() {
@@ -138,14 +174,16 @@ impl Loader {
             } else {
                 requester.origin.join(request)
             };
-            return (path.is_file() && accept(&path)).then(|| Resolution {
+            candidates.looking_for(&path);
+            return (path.is_file() && candidates.accept(&path)).then(|| Resolution {
                 path,
                 rule: "path in NEEDED".into(),
             });
         }
         let mut try_dir = |dir: &Path, rule: String| -> Option<Resolution> {
             let candidate = dir.join(request);
-            (candidate.is_file() && accept(&candidate)).then_some(Resolution {
+            candidates.looking_for(&candidate);
+            (candidate.is_file() && candidates.accept(&candidate)).then_some(Resolution {
                 path: candidate,
                 rule,
             })
@@ -200,11 +238,12 @@ impl Loader {
         request: &str,
         requester: &LoaderFrame,
         chain: &[LoaderFrame],
-        accept: &mut dyn FnMut(&Path) -> bool,
+        candidates: &mut dyn Candidates,
     ) -> Option<Resolution> {
         let leaf = crate::fingerprint::base_name(request);
         let mut try_path = |path: PathBuf, rule: String| -> Option<Resolution> {
-            (path.is_file() && accept(&path)).then_some(Resolution { path, rule })
+            candidates.looking_for(&path);
+            (path.is_file() && candidates.accept(&path)).then_some(Resolution { path, rule })
         };
         for dir in &self.dyld_library_path {
             if let Some(r) = try_path(
@@ -269,7 +308,7 @@ impl Loader {
         &self,
         request: &str,
         requester: &LoaderFrame,
-        accept: &mut dyn FnMut(&Path) -> bool,
+        candidates: &mut dyn Candidates,
     ) -> Option<Resolution> {
         let mut dirs: Vec<(&Path, &str)> =
             vec![(requester.origin.as_path(), "the module's folder")];
@@ -280,9 +319,10 @@ impl Loader {
             dirs.push((d.as_path(), "the interpreter's folder"));
         }
         for (dir, why) in dirs {
+            candidates.looking_for(&dir.join(request));
             if let Some(name) = find_case_insensitive(dir, request) {
                 let path = dir.join(name);
-                if accept(&path) {
+                if candidates.accept(&path) {
                     return Some(Resolution {
                         path,
                         rule: format!("{why} {}", dir.display()),
@@ -477,7 +517,7 @@ mod tests {
             has_runpath: false,
         };
         let r = loader
-            .resolve("libx.so", &with_rpath, &[], &[], &mut |_| true)
+            .resolve("libx.so", &with_rpath, &[], &[], &mut |_: &Path| true)
             .expect("found");
         assert_eq!(r.path, a.join("libx.so"));
         let with_runpath = LoaderFrame {
@@ -491,7 +531,7 @@ mod tests {
                 &with_runpath,
                 &[],
                 &["$ORIGIN/c".into()],
-                &mut |_| true,
+                &mut |_: &Path| true,
             )
             .expect("found");
         assert_eq!(
@@ -505,7 +545,7 @@ mod tests {
                 &with_runpath,
                 &[],
                 &["$ORIGIN/c".into()],
-                &mut |p| !p.starts_with(&b),
+                &mut |p: &Path| !p.starts_with(&b),
             )
             .expect("found");
         assert_eq!(r.path, c.join("libx.so"), "a rejected candidate is skipped");
@@ -525,7 +565,9 @@ mod tests {
         };
         std::fs::create_dir_all(&frame.origin).expect("mkdir");
         let r = loader
-            .resolve("@rpath/libomp.dylib", &frame, &[], &[], &mut |_| true)
+            .resolve("@rpath/libomp.dylib", &frame, &[], &[], &mut |_: &Path| {
+                true
+            })
             .expect("found");
         assert!(r.path.ends_with(".dylibs/libomp.dylib"));
         let r = loader
@@ -534,14 +576,18 @@ mod tests {
                 &frame,
                 &[],
                 &[],
-                &mut |_| true,
+                &mut |_: &Path| true,
             )
             .expect("found");
         assert!(r.rule.starts_with("@loader_path"));
         assert!(loader
-            .resolve("/usr/lib/libSystem.B.dylib", &frame, &[], &[], &mut |_| {
-                true
-            })
+            .resolve(
+                "/usr/lib/libSystem.B.dylib",
+                &frame,
+                &[],
+                &[],
+                &mut |_: &Path| { true }
+            )
             .is_none());
     }
 
@@ -556,7 +602,7 @@ mod tests {
             has_runpath: false,
         };
         let r = loader
-            .resolve("VCOMP140.DLL", &frame, &[], &[], &mut |_| true)
+            .resolve("VCOMP140.DLL", &frame, &[], &[], &mut |_: &Path| true)
             .expect("found");
         assert!(r.path.ends_with("vcomp140.dll"));
     }

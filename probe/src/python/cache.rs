@@ -171,7 +171,12 @@ pub(crate) fn store(dir: &Path, key: &CacheKey, answer: &str) {
 /// `~/.cache/caiclust` (Unix, macOS included); `%LOCALAPPDATA%\caiclust\cache`
 /// on Windows. `None` when `CAICLUST_NO_CACHE` is set or no base is known.
 pub(crate) fn default_dir() -> Option<PathBuf> {
-    let set = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    dir_from_env(|name| std::env::var_os(name))
+}
+
+/// [`default_dir`] with the variables read through `var`.
+fn dir_from_env(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<PathBuf> {
+    let set = |name: &str| var(name).filter(|v| !v.is_empty());
     if set(NO_CACHE_VAR).is_some() {
         return None;
     }
@@ -233,6 +238,32 @@ mod tests {
     fn fnv_known_values() {
         assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    /// A variable lookup over `pairs`, as [`dir_from_env`] takes it.
+    fn lookup<'a>(pairs: &'a [(&str, &str)]) -> impl Fn(&str) -> Option<std::ffi::OsString> + 'a {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.into())
+        }
+    }
+
+    #[test]
+    fn no_cache_variable_disables_the_cache() {
+        let base = [
+            ("HOME", "/home/u"),
+            ("XDG_CACHE_HOME", "/xdg"),
+            ("LOCALAPPDATA", "C:\\local"),
+        ];
+        assert!(dir_from_env(lookup(&base)).is_some());
+        for value in ["1", "0", "yes"] {
+            let pairs = [base[0], base[1], base[2], (NO_CACHE_VAR, value)];
+            assert_eq!(dir_from_env(lookup(&pairs)), None, "{NO_CACHE_VAR}={value}");
+        }
+        let pairs = [base[0], base[1], base[2], (NO_CACHE_VAR, "")];
+        assert!(dir_from_env(lookup(&pairs)).is_some(), "empty is unset");
     }
 
     #[cfg(unix)]

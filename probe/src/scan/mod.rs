@@ -6,8 +6,13 @@
 //! symlink loops, truncated or non-binary files named like libraries and
 //! huge sparse files are recorded in [`ScanSummary::skipped`] with a reason.
 
+mod cache;
 mod libs;
 mod walk;
+
+pub(crate) use cache::scan_cached;
+
+use cache::Witnesses;
 
 use libs::*;
 use walk::*;
@@ -17,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use serde::{Deserialize, Serialize};
+
 use crate::binary::{read_binary, BinaryInfo};
 use crate::error::BinaryError;
 use crate::facts::{
@@ -24,7 +31,7 @@ use crate::facts::{
     IntWidth, Library, OsFamily, PackageFacts, ScanSummary, Skipped, Unresolved, Vendor,
 };
 use crate::fingerprint::{base_name, fingerprint, Fingerprint};
-use crate::resolve::{Loader, LoaderFrame};
+use crate::resolve::{Candidates, Loader, LoaderFrame};
 
 /// Import packages whose extension modules are always read.
 pub const PACKAGES_THAT_MATTER: &[(&str, &[&str])] = &[
@@ -56,7 +63,7 @@ const MAX_DEPTH: usize = 48;
 const MAX_CHAIN: usize = 24;
 
 /// How the scan finds its starting binaries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub(crate) enum ScanMode {
     /// site-packages folders: the packages that matter and vendored folders.
     SitePackages,
@@ -77,6 +84,7 @@ pub(crate) struct ScanRequest {
 }
 
 /// What the scan found.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ScanResult {
     pub libraries: Vec<Library>,
     pub packages: Vec<PackageFacts>,
@@ -120,38 +128,50 @@ struct Scanner {
     mapped_files: HashSet<PathBuf>,
     /// Symlink-free paths already worked out.
     canon: HashMap<PathBuf, Option<PathBuf>>,
+    /// What the scan looked at, for the cache.
+    witnesses: Witnesses,
 }
 
 /// The symlink-free path of `path`, remembered: resolving costs a system
-/// call per path component.
-fn canonical(cache: &mut HashMap<PathBuf, Option<PathBuf>>, path: &Path) -> Option<PathBuf> {
+/// call per path component. Symlinks followed are witnessed.
+fn canonical(
+    cache: &mut HashMap<PathBuf, Option<PathBuf>>,
+    witnesses: &mut Witnesses,
+    path: &Path,
+) -> Option<PathBuf> {
     if let Some(hit) = cache.get(path) {
         return hit.clone();
     }
     let real = std::fs::canonicalize(path).ok();
+    if real.as_deref() != Some(path) {
+        witnesses.links(path);
+    }
     cache.insert(path.to_path_buf(), real.clone());
     real
 }
 
 /// Run a scan.
 pub(crate) fn scan(request: ScanRequest) -> ScanResult {
+    scan_witnessed(request, Witnesses::default()).0
+}
+
+/// Run a scan; `witnesses`, when recording, notes every path it looks at.
+pub(crate) fn scan_witnessed(
+    mut request: ScanRequest,
+    mut witnesses: Witnesses,
+) -> (ScanResult, Witnesses) {
     let started = Instant::now();
-    let mut scanner = Scanner {
-        loader: request.loader,
-        parsed: HashMap::new(),
-        skipped: BTreeSet::new(),
-        unresolved: BTreeSet::new(),
-        nodes: BTreeMap::new(),
-        binaries_read: 0,
-        foreign: request.mode == ScanMode::Tree,
-        mapped: request.mode == ScanMode::Mapped,
-        mapped_files: HashSet::new(),
-        canon: HashMap::new(),
-    };
+    if let Some(file) = &request.loader.ld_cache_file {
+        witnesses.path(file);
+    }
+    request.loader.load_ld_cache();
     let mut entries = Vec::new();
     let mut package_dirs: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut dists: BTreeMap<String, String> = BTreeMap::new();
-    let mut walker = Walker::default();
+    let mut walker = Walker {
+        witnesses,
+        ..Walker::default()
+    };
     for root in &request.roots {
         match request.mode {
             ScanMode::SitePackages => collect_site_packages(
@@ -171,6 +191,19 @@ pub(crate) fn scan(request: ScanRequest) -> ScanResult {
     for dir in &request.runtime_dirs {
         collect_runtime_dir(dir, &mut walker, &mut entries);
     }
+    let mut scanner = Scanner {
+        loader: request.loader,
+        parsed: HashMap::new(),
+        skipped: BTreeSet::new(),
+        unresolved: BTreeSet::new(),
+        nodes: BTreeMap::new(),
+        binaries_read: 0,
+        foreign: request.mode == ScanMode::Tree,
+        mapped: request.mode == ScanMode::Mapped,
+        mapped_files: HashSet::new(),
+        canon: HashMap::new(),
+        witnesses: std::mem::take(&mut walker.witnesses),
+    };
     scanner.skipped.extend(std::mem::take(&mut walker.skipped));
     for (name, path) in std::mem::take(&mut walker.package_dirs) {
         package_dirs.entry(name).or_insert(path);
@@ -201,12 +234,61 @@ pub(crate) fn scan(request: ScanRequest) -> ScanResult {
         skipped: scanner.skipped.into_iter().collect(),
         unresolved: scanner.unresolved.into_iter().collect(),
         elapsed_ms: started.elapsed().as_millis() as u64,
+        from_cache: false,
     };
-    ScanResult {
+    let result = ScanResult {
         libraries,
         packages,
         duplicates,
         summary,
+    };
+    (result, scanner.witnesses)
+}
+
+/// The scan's side of the loader's search: which candidates it looked
+/// for (witnessed) and whether an existing file is of the requester's
+/// format and architecture (read once, remembered).
+struct Acceptor<'a> {
+    parsed: &'a mut HashMap<PathBuf, Result<Arc<BinaryInfo>, BinaryError>>,
+    binaries_read: &'a mut usize,
+    skipped: &'a mut BTreeSet<Skipped>,
+    canon: &'a mut HashMap<PathBuf, Option<PathBuf>>,
+    witnesses: &'a mut Witnesses,
+    format: Option<BinaryFormat>,
+    arches: &'a [String],
+}
+
+impl Candidates for Acceptor<'_> {
+    fn looking_for(&mut self, path: &Path) {
+        self.witnesses.folder_of(path);
+    }
+
+    fn accept(&mut self, candidate: &Path) -> bool {
+        let Some(c) = canonical(self.canon, self.witnesses, candidate) else {
+            return false;
+        };
+        if let Some(known) = self.parsed.get(&c) {
+            return known
+                .as_ref()
+                .is_ok_and(|ci| compatible(ci, self.format, self.arches));
+        }
+        self.witnesses.path(&c);
+        let r = read_binary(&c).map(Arc::new);
+        let ok = matches!(&r, Ok(ci) if compatible(ci, self.format, self.arches));
+        match &r {
+            Ok(_) => *self.binaries_read += 1,
+            // A candidate that is not a binary is no news; a parser that
+            // panicked on it is.
+            Err(e @ BinaryError::ParserPanic { .. }) => {
+                self.skipped.insert(Skipped {
+                    path: c.clone(),
+                    reason: e.to_string(),
+                });
+            }
+            Err(_) => {}
+        }
+        self.parsed.insert(c, r);
+        ok
     }
 }
 
@@ -215,11 +297,15 @@ impl Scanner {
     fn parse_all(&mut self, entries: &[Entry]) {
         let paths: Vec<PathBuf> = entries
             .iter()
-            .filter_map(|e| canonical(&mut self.canon, &e.path))
+            .filter_map(|e| canonical(&mut self.canon, &mut self.witnesses, &e.path))
             .filter(|p| !self.parsed.contains_key(p))
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
+        // Stamped before they are read: a change while reading shows.
+        for path in &paths {
+            self.witnesses.path(path);
+        }
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .clamp(1, 8);
@@ -273,6 +359,7 @@ impl Scanner {
         if let Some(r) = self.parsed.get(real) {
             return r.clone();
         }
+        self.witnesses.path(real);
         let result = read_binary(real).map(Arc::new);
         self.record_parse(real, &result);
         self.parsed.insert(real.to_path_buf(), result.clone());
@@ -280,7 +367,7 @@ impl Scanner {
     }
 
     fn visit_entry(&mut self, entry: &Entry) {
-        let Some(real) = canonical(&mut self.canon, &entry.path) else {
+        let Some(real) = canonical(&mut self.canon, &mut self.witnesses, &entry.path) else {
             return;
         };
         let Ok(info) = self.parse(&real) else { return };
@@ -333,45 +420,25 @@ impl Scanner {
             let wanted_arches = info.architectures.clone();
             let wanted_format = info.format;
             for request in &info.needed {
-                let parsed = &mut self.parsed;
-                let binaries_read = &mut self.binaries_read;
-                let skipped = &mut self.skipped;
-                let canon = &mut self.canon;
-                let mut accept = |candidate: &Path| -> bool {
-                    let Some(c) = canonical(canon, candidate) else {
-                        return false;
-                    };
-                    match parsed.get(&c) {
-                        Some(Ok(ci)) => compatible(ci, wanted_format, &wanted_arches),
-                        Some(Err(_)) => false,
-                        None => {
-                            let r = read_binary(&c).map(Arc::new);
-                            let ok = matches!(&r, Ok(ci) if compatible(ci, wanted_format, &wanted_arches));
-                            match &r {
-                                Ok(_) => *binaries_read += 1,
-                                // A candidate that is not a binary is no
-                                // news; a parser that panicked on it is.
-                                Err(e @ BinaryError::ParserPanic { .. }) => {
-                                    skipped.insert(Skipped {
-                                        path: c.clone(),
-                                        reason: e.to_string(),
-                                    });
-                                }
-                                Err(_) => {}
-                            }
-                            parsed.insert(c, r);
-                            ok
-                        }
-                    }
+                let mut candidates = Acceptor {
+                    parsed: &mut self.parsed,
+                    binaries_read: &mut self.binaries_read,
+                    skipped: &mut self.skipped,
+                    canon: &mut self.canon,
+                    witnesses: &mut self.witnesses,
+                    format: wanted_format,
+                    arches: &wanted_arches,
                 };
                 let resolution =
                     self.loader
-                        .resolve(request, &frame, &chain, &info.runpath, &mut accept);
+                        .resolve(request, &frame, &chain, &info.runpath, &mut candidates);
                 let Some(resolution) = resolution else {
                     self.unresolved_dependency(request, &real, &info);
                     continue;
                 };
-                let Some(dep_real) = canonical(&mut self.canon, &resolution.path) else {
+                let Some(dep_real) =
+                    canonical(&mut self.canon, &mut self.witnesses, &resolution.path)
+                else {
                     continue;
                 };
                 let Ok(dep_info) = self.parse(&dep_real) else {

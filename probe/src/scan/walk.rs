@@ -26,6 +26,8 @@ pub(super) struct Walker {
     pub(super) dists: BTreeMap<String, String>,
     pub(super) skipped: Vec<Skipped>,
     pub(super) vendored_dirs: Vec<PathBuf>,
+    /// Folders listed and links followed, for the cache.
+    pub(super) witnesses: Witnesses,
 }
 
 impl Walker {
@@ -44,7 +46,9 @@ impl Walker {
             self.skip(dir, format!("nested deeper than {MAX_DEPTH} folders"));
             return;
         }
-        let identity = match dir_identity(dir) {
+        let meta = std::fs::metadata(dir);
+        self.witnesses.path_with(dir, meta.as_ref().ok());
+        let identity = match meta.and_then(|m| dir_identity(dir, &m)) {
             Ok(id) => id,
             Err(e) => {
                 self.skip(dir, io_reason(&e));
@@ -79,7 +83,7 @@ impl Walker {
             }
             let meta = match listed {
                 Some(t) if t.is_file() || t.is_dir() => None,
-                _ => match std::fs::metadata(&path) {
+                _ => match self.linked(&path) {
                     Ok(m) => Some(m),
                     Err(e) => {
                         // A broken link is worth reporting when it looks like
@@ -133,6 +137,15 @@ impl Walker {
         }
     }
 
+    /// The metadata of a symlink's target (or of an entry the listing did
+    /// not type), witnessed: the target can change without the folder
+    /// holding the link changing.
+    pub(super) fn linked(&mut self, path: &Path) -> std::io::Result<std::fs::Metadata> {
+        let meta = std::fs::metadata(path);
+        self.witnesses.path_with(path, meta.as_ref().ok());
+        meta
+    }
+
     pub(super) fn skip(&mut self, path: &Path, reason: String) {
         self.skipped.push(Skipped {
             path: path.to_path_buf(),
@@ -148,14 +161,13 @@ pub(super) type DirIdentity = (u64, u64);
 pub(super) type DirIdentity = PathBuf;
 
 #[cfg(unix)]
-pub(super) fn dir_identity(dir: &Path) -> std::io::Result<DirIdentity> {
+pub(super) fn dir_identity(_dir: &Path, meta: &std::fs::Metadata) -> std::io::Result<DirIdentity> {
     use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(dir)?;
-    Ok((m.dev(), m.ino()))
+    Ok((meta.dev(), meta.ino()))
 }
 
 #[cfg(not(unix))]
-pub(super) fn dir_identity(dir: &Path) -> std::io::Result<DirIdentity> {
+pub(super) fn dir_identity(dir: &Path, _meta: &std::fs::Metadata) -> std::io::Result<DirIdentity> {
     std::fs::canonicalize(dir)
 }
 
@@ -214,13 +226,35 @@ pub(super) fn file_name_string(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// The entries of a folder, sorted so that scans are deterministic.
-pub(super) fn sorted_children(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut children: Vec<PathBuf> = std::fs::read_dir(dir)?
+/// One entry of a folder listing.
+pub(super) struct Child {
+    pub(super) path: PathBuf,
+    /// A symlink, or an entry the listing does not type: what it is can
+    /// change without the folder changing.
+    pub(super) linked: bool,
+    /// Listed as a folder (not through a symlink).
+    pub(super) is_dir: bool,
+}
+
+/// The entries of a folder, sorted so that scans are deterministic; the
+/// folder is witnessed before it is listed.
+pub(super) fn sorted_children(
+    dir: &Path,
+    witnesses: &mut Witnesses,
+) -> std::io::Result<Vec<Child>> {
+    witnesses.path(dir);
+    let mut children: Vec<Child> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
-        .map(|e| e.path())
+        .map(|e| {
+            let listed = e.file_type().ok();
+            Child {
+                path: e.path(),
+                linked: listed.is_none_or(|t| t.is_symlink()),
+                is_dir: listed.is_some_and(|t| t.is_dir()),
+            }
+        })
         .collect();
-    children.sort();
+    children.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(children)
 }
 
@@ -231,22 +265,34 @@ pub(super) fn collect_site_packages(
     package_dirs: &mut BTreeMap<String, PathBuf>,
     dists: &mut BTreeMap<String, String>,
 ) {
-    let children = match sorted_children(root) {
+    let children = match sorted_children(root, &mut walker.witnesses) {
         Ok(c) => c,
         Err(e) => {
             walker.skip(root, io_reason(&e));
             return;
         }
     };
-    for path in children {
+    for Child {
+        path,
+        linked,
+        is_dir,
+    } in children
+    {
         let name = file_name_string(&path);
         if let Some((dist, version)) = dist_info_name(&name) {
             dists.insert(dist, version);
             continue;
         }
-        if !path.is_dir() {
+        let is_dir = if linked {
+            walker.linked(&path).is_ok_and(|m| m.is_dir())
+        } else {
+            is_dir
+        };
+        if !is_dir {
             continue;
         }
+        // Looked in for `.dylibs` and `.libs`.
+        walker.witnesses.path(&path);
         let known = package_for(&name);
         let vendors =
             name.ends_with(".libs") || path.join(".dylibs").is_dir() || path.join(".libs").is_dir();
@@ -265,15 +311,15 @@ pub(super) fn collect_site_packages(
 
 pub(super) fn collect_runtime_dir(dir: &Path, walker: &mut Walker, entries: &mut Vec<Entry>) {
     // The folder may well not exist (a venv's lib holds no libraries).
-    let Ok(children) = sorted_children(dir) else {
+    let Ok(children) = sorted_children(dir, &mut walker.witnesses) else {
         return;
     };
-    for path in children {
+    for Child { path, .. } in children {
         let name = file_name_string(&path);
         if !looks_like_binary(&name) || fingerprint(&name, &BinaryInfo::default()).is_none() {
             continue;
         }
-        match std::fs::metadata(&path) {
+        match walker.linked(&path) {
             Ok(m) if m.is_file() => entries.push(Entry {
                 path,
                 package: None,
