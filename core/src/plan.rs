@@ -230,6 +230,10 @@ pub struct Settings {
     /// The Rust task functions, for the fork start method (the template is
     /// this process; other start methods start the worker program).
     pub registry: Option<crate::worker::Registry>,
+    /// Start all Python workers (and their fork server) when the cluster
+    /// starts, as `multiprocessing.Pool` does, rather than with the first
+    /// Python tasks: for a caller that is about to send some.
+    pub python_workers_now: bool,
 }
 
 impl Default for Settings {
@@ -251,6 +255,7 @@ impl Default for Settings {
             output_memory_limit: 4 << 20,
             max_start_failures: 3,
             registry: None,
+            python_workers_now: false,
         }
     }
 }

@@ -38,10 +38,13 @@ struct Choices {
 
 impl Choices {
     fn builder(&self) -> PyResult<ClusterBuilder> {
+        // A Python pool's workers start with it, as multiprocessing's do:
+        // its first call finds them forked (or forking).
         let mut b = Cluster::builder()
             .auto(true)
             .python(&self.python)
-            .force_fork(self.force_fork);
+            .force_fork(self.force_fork)
+            .python_workers_now(true);
         if let Some(n) = self.workers {
             b = b.workers(n);
         }

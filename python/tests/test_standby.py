@@ -93,3 +93,33 @@ def test_stop_server_leaves_no_standby(run_script, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "standby 1" in r.stdout, r.stdout
     assert "left []" in r.stdout, r.stdout
+
+
+def test_a_standby_whose_preloads_start_openmp_restarts_clean_and_serves(run_script, tmp_path):
+    # The fork requests reach the standby with its become line; the
+    # restart without preloads (a new program image) must keep them.
+    shutil.copy(Path(__file__).with_name("conftest.py"), tmp_path / "conftest_children.py")
+    (tmp_path / "omp_at_import.py").write_text(
+        "import numpy as np\n"
+        "from sklearn.cluster import KMeans\n"
+        "KMeans(n_clusters=4, n_init=2, random_state=0).fit(\n"
+        "    np.random.default_rng(0).normal(size=(4000, 8)))\n"
+        "def task():\n"
+        "    return 'ran'\n")
+    r = run_script("""
+        import os, time
+        import caiclust
+        from conftest_children import descendants
+
+        deadline = time.monotonic() + 30
+        while not descendants(os.getpid()):
+            assert time.monotonic() < deadline, "no standby started"
+            time.sleep(0.01)
+        import omp_at_import
+        # One worker: the plan gives it both CPUs, so OpenMP starts threads.
+        with caiclust.Pool(1, start_method="forkserver", preload=["omp_at_import"]) as p:
+            print(p.apply(omp_at_import.task), p.apply(omp_at_import.task))
+    """, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "ran ran" in r.stdout, r.stdout
+    assert "without preloads" in r.stderr, r.stderr

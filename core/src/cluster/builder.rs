@@ -58,6 +58,7 @@ pub struct ClusterBuilder {
     env: BTreeMap<String, String>,
     preload: Vec<String>,
     forkserver_preload: Vec<String>,
+    python_workers_now: bool,
     timeout: Option<Duration>,
     grace: Option<Duration>,
     max_attempts: Option<u32>,
@@ -104,6 +105,12 @@ impl ClusterBuilder {
     /// One more variable for every worker (over the recommended ones).
     pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.insert(name.into(), value.into());
+        self
+    }
+    /// Start the Python workers with the cluster, not with the first
+    /// Python tasks (see [`Settings::python_workers_now`]).
+    pub fn python_workers_now(mut self, yes: bool) -> Self {
+        self.python_workers_now = yes;
         self
     }
     /// Python modules a fork template imports before forking workers.
@@ -308,6 +315,7 @@ impl ClusterBuilder {
         settings.rust_worker = self.rust_worker.clone();
         settings.preload = self.preload.clone();
         settings.forkserver_preload = self.forkserver_preload.clone();
+        settings.python_workers_now = self.python_workers_now;
         settings.timeout = self.timeout;
         if let Some(g) = self.grace {
             settings.grace = g;

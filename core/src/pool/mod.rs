@@ -161,6 +161,9 @@ impl Scheduler {
     }
 
     pub fn run(mut self) {
+        if self.settings.python_workers_now {
+            self.start_all_workers(PoolKind::Python);
+        }
         loop {
             let timeout = self.tick_interval();
             match self.events.recv_timeout(timeout) {

@@ -598,7 +598,12 @@ def preload_started_openmp(preload, clean):
     return False
 
 
-def restart_without_preloads(sock_path, inp, out):
+# Fork requests a server had read when it restarted (what is still in the
+# pipe the new image reads itself).
+PENDING_VAR = "CAICLUST_SERVER_PENDING"
+
+
+def restart_without_preloads(sock_path, inp, out, pending=b""):
     """Become a clean server: the same process (its pipes, its pid), a new
     program image without the threads. Possible when this file is on disk
     (caiclust's cache); otherwise the server stops, and the pool reports
@@ -610,6 +615,8 @@ def restart_without_preloads(sock_path, inp, out):
         # to descriptors that exec closes).
         os.dup2(inp.fileno(), 0)
         os.dup2(out.fileno(), 1)
+        if pending:
+            os.environ[PENDING_VAR] = pending.decode("utf-8", "replace")
         if EXTRA_PATH:
             os.environ["CAICLUST_SYS_PATH"] = EXTRA_PATH
         os.execv(sys.executable, [sys.executable, path, "forkserver", sock_path])
@@ -624,9 +631,10 @@ def server_main(sock_path, preload, clean=False, channel=None, buf=b""):
     import select
 
     inp, out = channel or private_channel(0, 1)
+    buf = os.environ.pop(PENDING_VAR, "").encode() + buf
     prctl = prctl_of_libc()
     if preload_started_openmp(preload, clean):
-        restart_without_preloads(sock_path, inp, out)
+        restart_without_preloads(sock_path, inp, out, buf)
     if preload:
         # A Python parent's template: its workers take pickled calls, whose
         # code every fork then has ready.

@@ -20,6 +20,10 @@
 //! server, as it would without one. A process forked from the one that
 //! started it never uses it.
 //!
+//! The thread that starts standbys also plans a cluster for the
+//! interpreter once, and drops the plan: the probe's caches are then
+//! fresh and the planner's code warm when the pool plans for real.
+//!
 //! One standby per interpreter waits at a time, and only when asked for:
 //! a cluster that used one does not start the next (a program that stops
 //! its pool expects no process of it left), the caller does when it
@@ -88,8 +92,13 @@ pub fn prestart_python(python: &Path, imports: &[String]) -> bool {
         let started = std::thread::Builder::new()
             .name("caiclust-standby".into())
             .spawn(move || {
+                let mut planned = std::collections::HashSet::new();
                 for request in rx {
+                    let python = request.python.clone();
                     start_unless_waiting(request);
+                    if planned.insert(python.clone()) {
+                        warm_the_planner(&python);
+                    }
                 }
             });
         if let Err(e) = started {
@@ -119,6 +128,14 @@ pub fn prestart_python(python: &Path, imports: &[String]) -> bool {
         .requests
         .lock()
         .is_ok_and(|tx| tx.send(request).is_ok())
+}
+
+/// Plan a cluster for `python` once, and drop the plan: the probe's
+/// caches (the interpreter's answers, the scan) are then fresh and this
+/// process's code warm, so the pool that follows plans in about a
+/// millisecond.
+fn warm_the_planner(python: &Path) {
+    let _ = crate::Cluster::builder().auto(true).python(python).plan();
 }
 
 fn start_unless_waiting(request: Request) {

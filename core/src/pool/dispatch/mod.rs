@@ -80,6 +80,20 @@ impl Scheduler {
         self.hand_out(kind, queued);
     }
 
+    /// Start `kind`'s whole pool now (before any task); a worker that
+    /// cannot start breaks the pool, as it would with the first task.
+    pub(super) fn start_all_workers(&mut self, kind: PoolKind) {
+        self.pools.entry(kind).or_insert_with(CallPool::new);
+        for _ in 0..self.settings.workers {
+            if let Err(message) = self.start_worker(kind) {
+                if let Some(pool) = self.pools.get_mut(&kind) {
+                    pool.broken = Some(message);
+                }
+                return;
+            }
+        }
+    }
+
     /// A pool that cannot start workers fails its queued tasks, saying
     /// why; true when it did.
     fn fail_if_broken(&mut self, kind: PoolKind) -> bool {

@@ -96,7 +96,10 @@ impl Scheduler {
         pool.server = Some(Server {
             pid,
             input: Some(input_of(0, Box::new(stdin))?),
-            ready: false,
+            // A Python server reads fork requests only once it serves (a
+            // restart without preloads keeps the unread ones): they go
+            // out at once, not after its hello.
+            ready: kind == PoolKind::Python,
             backlog: Vec::new(),
         });
         Ok(())
