@@ -20,6 +20,11 @@ FIX=${CAICLUST_FIXTURES:-$REPO/.fixtures}
 # shellcheck source=/dev/null
 source "$FIX/env.sh"
 
+# caiclust's own caches (interpreter answers, scans, the worker's code)
+# for this run only: nothing left in the user's ~/.cache.
+export CAICLUST_CACHE_DIR=$REPO/target/test-cache
+rm -rf "$CAICLUST_CACHE_DIR"
+
 echo "=== cargo test --workspace"
 cargo test --workspace "$@"
 

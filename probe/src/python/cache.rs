@@ -25,6 +25,9 @@ use serde::{Deserialize, Serialize};
 
 /// Disables the cache when set to a non-empty value.
 pub(crate) const NO_CACHE_VAR: &str = "CAICLUST_NO_CACHE";
+/// The cache folder itself, when set (an absolute path): over the
+/// platform's default (a test suite keeps its own).
+const CACHE_DIR_VAR: &str = "CAICLUST_CACHE_DIR";
 /// Base of the cache folder on Unix (`$XDG_CACHE_HOME/caiclust`).
 const XDG_CACHE_HOME: &str = "XDG_CACHE_HOME";
 /// Fallback base on Unix (`$HOME/.cache/caiclust`).
@@ -167,9 +170,10 @@ pub(crate) fn store(dir: &Path, key: &CacheKey, answer: &str) {
     }
 }
 
-/// The default cache folder: `$XDG_CACHE_HOME/caiclust`, else
-/// `~/.cache/caiclust` (Unix, macOS included); `%LOCALAPPDATA%\caiclust\cache`
-/// on Windows. `None` when `CAICLUST_NO_CACHE` is set or no base is known.
+/// The default cache folder: `$CAICLUST_CACHE_DIR` when set, else
+/// `$XDG_CACHE_HOME/caiclust`, else `~/.cache/caiclust` (Unix, macOS
+/// included); `%LOCALAPPDATA%\caiclust\cache` on Windows. `None` when
+/// `CAICLUST_NO_CACHE` is set or no base is known.
 pub(crate) fn default_dir() -> Option<PathBuf> {
     dir_from_env(|name| std::env::var_os(name))
 }
@@ -179,6 +183,11 @@ fn dir_from_env(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<Path
     let set = |name: &str| var(name).filter(|v| !v.is_empty());
     if set(NO_CACHE_VAR).is_some() {
         return None;
+    }
+    if let Some(dir) = set(CACHE_DIR_VAR).map(PathBuf::from) {
+        if dir.is_absolute() {
+            return Some(dir);
+        }
     }
     if cfg!(windows) {
         return set(LOCALAPPDATA).map(|base| PathBuf::from(base).join("caiclust").join("cache"));
@@ -264,6 +273,22 @@ mod tests {
         }
         let pairs = [base[0], base[1], base[2], (NO_CACHE_VAR, "")];
         assert!(dir_from_env(lookup(&pairs)).is_some(), "empty is unset");
+    }
+
+    #[test]
+    fn an_absolute_cache_dir_variable_is_the_folder() {
+        let dir = if cfg!(windows) { "C:\\t\\c" } else { "/t/c" };
+        let pairs = [
+            ("HOME", "/home/u"),
+            ("XDG_CACHE_HOME", "/xdg"),
+            ("LOCALAPPDATA", "C:\\local"),
+            (CACHE_DIR_VAR, dir),
+        ];
+        assert_eq!(dir_from_env(lookup(&pairs)), Some(PathBuf::from(dir)));
+        let relative = [pairs[0], pairs[1], pairs[2], (CACHE_DIR_VAR, "rel")];
+        assert_ne!(dir_from_env(lookup(&relative)), Some(PathBuf::from("rel")));
+        let off = [pairs[3], (NO_CACHE_VAR, "1")];
+        assert_eq!(dir_from_env(lookup(&off)), None);
     }
 
     #[cfg(unix)]
