@@ -187,6 +187,7 @@ fn safe_counterparts_give_nothing() {
         "cc206_safe.py",
         "cc207_safe.py",
         "cc207_safe.ipynb",
+        "cc207_cell_stops.ipynb",
     ] {
         assert_eq!(lint(name), vec![], "{name}");
     }
@@ -399,6 +400,27 @@ fn cc205_follows_the_start_method() {
         {"cell_type": "code", "source": ["def f(x):\n", "    return x\n", "mp.get_context('spawn').Pool(2).map(f, [1])\n"]}]}"#;
     let got = lint_notebook(path, imported, None).unwrap();
     assert_eq!(rows(&got), vec![row("CC205", Error, "cell 3:3:37")]);
+}
+
+/// Issue #14: a notebook cell that sets up a cluster and stops it again
+/// leaves nothing running, so running it again is fine (no warning) and
+/// a later cell's `setup_cluster` does not fail (no error); a later cell
+/// that leaves its cluster running is still reported, once.
+#[test]
+fn cc207_a_cell_that_stops_its_own_cluster_is_fine() {
+    let nb = r#"{"nbformat": 4, "metadata": {}, "cells": [
+        {"cell_type": "code", "source": ["import caiman as cm\n", "import multiprocessing as mp\n"]},
+        {"cell_type": "code", "source": ["c, dview, n = cm.cluster.setup_cluster(n_processes=2)\n", "cm.stop_server(dview=dview)\n"]},
+        {"cell_type": "code", "source": ["pool = mp.Pool(2)\n", "pool.terminate()\n", "c, dview, n = cm.cluster.setup_cluster(n_processes=2)\n", "dview.terminate()\n"]},
+        {"cell_type": "code", "source": ["c, dview, n = cm.cluster.setup_cluster(n_processes=2)\n", "dview.map(abs, [1])\n"]}]}"#;
+    let got = lint_notebook(Path::new("nb.ipynb"), nb, None).unwrap();
+    assert_eq!(rows(&got), vec![row("CC207", Warning, "cell 4:1:15")]);
+    // Stopping some other pool after the setup does not count.
+    let other = r#"{"nbformat": 4, "metadata": {}, "cells": [
+        {"cell_type": "code", "source": ["import caiman as cm\n", "import multiprocessing as mp\n"]},
+        {"cell_type": "code", "source": ["other = mp.Pool(2)\n", "other.terminate()\n", "c, dview, n = cm.cluster.setup_cluster(n_processes=2)\n", "other.close()\n"]}]}"#;
+    let got = lint_notebook(Path::new("nb.ipynb"), other, None).unwrap();
+    assert_eq!(rows(&got), vec![row("CC207", Warning, "cell 2:3:15")]);
 }
 
 #[test]
