@@ -1,4 +1,4 @@
-//! The script rules (CC201–CC207) over the fixtures in `tests/scripts/`
+//! The script rules (CC201–CC208) over the fixtures in `tests/scripts/`
 //! (Python scripts and Jupyter notebooks): each rule has a bad fixture
 //! with the exact findings it must give and a safe counterpart that gives
 //! none; plus alias resolution, guards nested in other blocks, the
@@ -102,7 +102,10 @@ fn bad_fixtures() -> Vec<(&'static str, Vec<Row>)> {
             "cc203_bad.py",
             vec![row("CC203", Error, "5:5"), row("CC203", Error, "6:41")],
         ),
-        ("cc204_bad.py", vec![row("CC204", Warning, "5:19")]),
+        (
+            "cc204_bad.py",
+            vec![row("CC204", Warning, "5:19"), row("CC208", Warning, "5:19")],
+        ),
         ("cc205_bad.py", vec![row("CC205", Error, "11:24")]),
         (
             "cc205_bad.ipynb",
@@ -126,10 +129,15 @@ fn bad_fixtures() -> Vec<(&'static str, Vec<Row>)> {
         (
             "cc207_bad.py",
             vec![
+                row("CC208", Warning, "8:19"),
                 row("CC207", Error, "9:19"),
+                row("CC208", Warning, "9:19"),
                 row("CC207", Error, "15:5"),
+                row("CC208", Warning, "15:5"),
                 row("CC207", Error, "20:5"),
+                row("CC208", Warning, "20:5"),
                 row("CC207", Error, "26:23"),
+                row("CC208", Warning, "26:23"),
             ],
         ),
         (
@@ -139,6 +147,17 @@ fn bad_fixtures() -> Vec<(&'static str, Vec<Row>)> {
         (
             "cc205_default_method.ipynb",
             vec![row("CC205", Error, "cell 2:4:20")],
+        ),
+        (
+            "cc208_bad.py",
+            vec![
+                row("CC208", Warning, "10:19"),
+                row("CC208", Warning, "12:19"),
+                row("CC208", Warning, "14:19"),
+                row("CC208", Warning, "16:19"),
+                row("CC206", Warning, "18:19"),
+                row("CC208", Warning, "18:19"),
+            ],
         ),
     ]
 }
@@ -188,6 +207,8 @@ fn safe_counterparts_give_nothing() {
         "cc207_safe.py",
         "cc207_safe.ipynb",
         "cc207_cell_stops.ipynb",
+        "cc208_safe.py",
+        "cc208_patched.py",
     ] {
         assert_eq!(lint(name), vec![], "{name}");
     }
@@ -228,8 +249,10 @@ fn imports_are_resolved_through_aliases() {
             row("CC201", Error, "11:15"),
             // The pool of line 9 is still alive.
             row("CC207", Error, "11:15"),
+            row("CC208", Warning, "11:15"),
             row("CC201", Error, "12:18"),
             row("CC207", Error, "12:18"),
+            row("CC208", Warning, "12:18"),
             row("CC201", Error, "14:6"),
         ]
     );
@@ -257,8 +280,12 @@ fn imports_are_resolved_through_aliases() {
 fn ipyparallel_needs_no_main_guard() {
     let found = lint("cc201_ipyparallel_safe.py");
     assert!(found.iter().all(|f| f.rule_id != "CC201"), "{found:#?}");
-    // The module-level wait for engines is CC206's business.
-    assert_eq!(rows(&found), vec![row("CC206", Warning, "8:15")]);
+    // The module-level wait for engines is CC206's business, the engine
+    // count CC208's.
+    assert_eq!(
+        rows(&found),
+        vec![row("CC206", Warning, "8:15"), row("CC208", Warning, "8:15")]
+    );
 }
 
 #[test]
@@ -421,6 +448,74 @@ fn cc207_a_cell_that_stops_its_own_cluster_is_fine() {
         {"cell_type": "code", "source": ["other = mp.Pool(2)\n", "other.terminate()\n", "c, dview, n = cm.cluster.setup_cluster(n_processes=2)\n", "other.close()\n"]}]}"#;
     let got = lint_notebook(Path::new("nb.ipynb"), other, None).unwrap();
     assert_eq!(rows(&got), vec![row("CC207", Warning, "cell 2:3:15")]);
+}
+
+/// Facts decide what CC208 says: on a Slurm job that may use 4 of the
+/// node's 16 CPUs it names both numbers and the count to pass; where the
+/// facts show every CPU usable, CaImAn's count is right and nothing is
+/// reported; without facts the fix says how to count where it runs.
+#[test]
+fn cc208_names_the_usable_cpus_when_the_facts_know_them() {
+    let snap = |name: &str| {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/snapshots")
+            .join(name);
+        Facts::from_json(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let bad = [fixture("cc208_bad.py")];
+    let cc208 = |facts: Option<&Facts>| -> Vec<Finding> {
+        let got = lint_scripts(&bad, facts, &Plan::default(), &Config::default());
+        assert!(!got.failed());
+        got.findings
+            .into_iter()
+            .filter(|f| f.rule_id == "CC208")
+            .collect()
+    };
+    let slurm = cc208(Some(&snap("linux-slurm-limited.facts.json")));
+    assert_eq!(slurm.len(), 5, "{slurm:#?}");
+    for f in &slurm {
+        assert_eq!(f.level, Warning);
+        let fix = f.fix.as_deref().unwrap();
+        assert!(fix.contains("4 of 16 CPUs"), "{fix}");
+        assert!(fix.contains("n_processes=3"), "{fix}");
+        assert!(fix.contains("caiclust.setup_cluster"), "{fix}");
+        assert!(f.message.contains("SLURM_CPUS_PER_TASK"), "{}", f.message);
+        assert!(
+            f.evidence.iter().any(|e| e.detail == "16 logical CPUs"),
+            "{:?}",
+            f.evidence
+        );
+    }
+    assert!(
+        slurm[0].message.contains("15 workers"),
+        "{}",
+        slurm[0].message
+    );
+    assert!(
+        slurm[4].message.contains("15 engines"),
+        "{}",
+        slurm[4].message
+    );
+
+    assert_eq!(cc208(Some(&snap("linux-pypi-fork.facts.json"))), vec![]);
+    // Facts that cannot tell the usable CPUs count as none.
+    let mut blind = snap("linux-pypi-fork.facts.json");
+    blind.host.usable_cpus = None;
+    blind.host.affinity = None;
+    let blind = cc208(Some(&blind));
+    assert_eq!(blind.len(), 5);
+    assert!(blind[0].fix.as_deref().unwrap().contains("where it runs"));
+
+    let unknown = cc208(None);
+    assert_eq!(unknown.len(), 5);
+    let fix = unknown[0].fix.as_deref().unwrap();
+    for needle in [
+        "len(os.sched_getaffinity(0))",
+        "caiclust.usable_cpus()",
+        "caiclust.setup_cluster",
+    ] {
+        assert!(fix.contains(needle), "{needle}: {fix}");
+    }
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! causes by how it is written (a pool created without the `__main__`
 //! guard, thread variables set after `import numpy`, fork forced, CaImAn's
 //! `single_thread`, task functions the workers cannot import, waits with no
-//! deadline, a pool still alive when CaImAn sets up the next).
+//! deadline, a pool still alive when CaImAn sets up the next, CaImAn left
+//! to count the machine's CPUs rather than the usable ones).
 //!
 //! Scripts are read as Python reads them (UTF-8 unless a PEP 263 coding
 //! line says otherwise) and parsed with the real Python grammar
@@ -48,6 +49,7 @@ mod cc204_setup_cluster_single_thread_pool;
 mod cc205_main_function_to_spawned_pool;
 mod cc206_engine_wait_without_deadline;
 mod cc207_pool_alive_at_setup_cluster;
+mod cc208_setup_cluster_counts_machine_cpus;
 mod constants;
 mod encoding;
 mod json;
@@ -64,18 +66,20 @@ pub(crate) use cc204_setup_cluster_single_thread_pool::SetupClusterSingleThreadP
 pub(crate) use cc205_main_function_to_spawned_pool::MainFunctionToSpawnedPool;
 pub(crate) use cc206_engine_wait_without_deadline::EngineWaitWithoutDeadline;
 pub(crate) use cc207_pool_alive_at_setup_cluster::PoolAliveAtSetupCluster;
+pub(crate) use cc208_setup_cluster_counts_machine_cpus::SetupClusterCountsMachineCpus;
 
 pub use plan::{
     read_script_plan, script_plan, ScriptPlan, ScriptPool, ScriptPoolKind, WorkerCount,
 };
 
+use constants::Constants;
 use model::Model;
 use notebook::Notebook;
 use source::Source;
 
 /// The ids of the rules that read scripts, not facts.
 pub const SCRIPT_RULES: &[&str] = &[
-    "CC201", "CC202", "CC203", "CC204", "CC205", "CC206", "CC207",
+    "CC201", "CC202", "CC203", "CC204", "CC205", "CC206", "CC207", "CC208",
 ];
 
 /// The script rules, in id order.
@@ -87,6 +91,7 @@ static SCRIPT: &[&dyn ScriptRule] = &[
     &MainFunctionToSpawnedPool,
     &EngineWaitWithoutDeadline,
     &PoolAliveAtSetupCluster,
+    &SetupClusterCountsMachineCpus,
 ];
 
 /// A rule over one parsed script.
@@ -126,6 +131,8 @@ impl<'a> Setting<'a> {
 struct Script<'a> {
     source: &'a Source<'a>,
     model: Model<'a>,
+    /// The names bound to one literal (`N = 4`), by scope.
+    constants: Constants<'a>,
 }
 
 impl<'a> Script<'a> {
@@ -134,6 +141,7 @@ impl<'a> Script<'a> {
         Self {
             source,
             model: Model::build(suite),
+            constants: Constants::build(suite),
         }
     }
 

@@ -4,8 +4,9 @@
 //! ctx.Process(...)`, `c, dview, n = setup_cluster()`), whether it runs when
 //! the module is imported (module level, outside any `def` and the `if
 //! __name__ == "__main__":` guard), the loop it is in, the script's own
-//! functions, the names bound to call results, the imports, and the writes
-//! to `os.environ`, all in source order.
+//! functions, the names bound to call results, the imports, the writes
+//! to `os.environ` and the attributes of imported modules the script
+//! replaces, all in source order.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -90,6 +91,15 @@ pub(crate) struct Import {
     pub in_function: bool,
 }
 
+/// An assignment to an attribute of something imported, a monkeypatch:
+/// `caiman.cluster.setup_cluster = caiclust.setup_cluster`.
+pub(crate) struct Patch {
+    /// The attribute, resolved: `caiman.cluster.setup_cluster`.
+    pub target: String,
+    /// What it is set to, resolved like an argument, if known.
+    pub value: Option<String>,
+}
+
 /// `os.environ[NAME] = ...` and its relatives.
 pub(crate) struct EnvWrite {
     pub name: String,
@@ -102,6 +112,7 @@ pub(crate) struct Model<'a> {
     pub calls: Vec<Call<'a>>,
     pub imports: Vec<Import>,
     pub env_writes: Vec<EnvWrite>,
+    pub patches: Vec<Patch>,
     pub functions: Vec<FunctionDef<'a>>,
     pub bindings: Vec<Binding<'a>>,
     /// Offsets of the calls that are the context of a `with` statement
@@ -414,6 +425,12 @@ impl<'a> Walker<'a> {
                     self.names.remove(n.id.as_str());
                 }
             },
+            Expr::Attribute(_) => {
+                if let Some(target) = self.qualify(t) {
+                    self.model.patches.push(Patch { target, value });
+                }
+                self.expr(t, st);
+            }
             Expr::Subscript(s) if self.is_environ(&s.value) => {
                 if let Some(name) = str_const(&s.slice) {
                     self.model.env_writes.push(EnvWrite {
@@ -719,6 +736,12 @@ pub(crate) fn arg<'e>(c: &'e ast::ExprCall, position: usize, keyword: &str) -> O
             let before_star = c.args.iter().take_while(|a| !matches!(a, Expr::Starred(_)));
             before_star.into_iter().nth(position)
         })
+}
+
+/// Does a call pass `*args` or `**kwargs` (which may hold any argument)?
+pub(crate) fn splats(c: &ast::ExprCall) -> bool {
+    c.args.iter().any(|a| matches!(a, Expr::Starred(_)))
+        || c.keywords.iter().any(|k| k.arg.is_none())
 }
 
 /// A literal that Python treats as true (`True`, a non-zero number, a

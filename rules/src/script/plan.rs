@@ -13,7 +13,7 @@
 use std::fmt;
 use std::path::Path;
 
-use rustpython_parser::ast::{self, Expr, Ranged};
+use rustpython_parser::ast::{self, Ranged};
 use serde::{Deserialize, Serialize};
 
 use super::cc201_pool_without_main_guard::unguarded_starts;
@@ -156,12 +156,12 @@ pub fn script_plan(path: &Path, source: &str) -> Result<ScriptPlan, ScriptError>
 fn plan_of(source: &Source<'_>) -> Result<ScriptPlan, ScriptError> {
     let suite = source.parse()?;
     let script = Script::new(source, &suite);
-    let constants = Constants::build(&suite);
+    let constants = &script.constants;
     let mut pools: Vec<(usize, ScriptPool)> = script
         .model
         .calls
         .iter()
-        .filter_map(|c| Some((offset(c), pool_of(source, &constants, c)?)))
+        .filter_map(|c| Some((offset(c), pool_of(source, constants, c)?)))
         .collect();
     pools.sort_by_key(|(offset, _)| *offset);
     let may_use_pools = script.model.imports.iter().any(|i| {
@@ -240,7 +240,7 @@ fn count(
 ) -> WorkerCount {
     match call.arg(position, keyword) {
         // `Pool(*args)`, `Pool(**options)` may pass it.
-        None if splats(call.node) => WorkerCount::Unknown,
+        None if model::splats(call.node) => WorkerCount::Unknown,
         None => WorkerCount::LibraryDefault,
         Some(a) => match constants.value(a.expr, call.function) {
             Some(Literal::None) => WorkerCount::LibraryDefault,
@@ -248,12 +248,6 @@ fn count(
             _ => WorkerCount::Unknown,
         },
     }
-}
-
-/// Does a call pass `*args` or `**kwargs`?
-fn splats(c: &ast::ExprCall) -> bool {
-    c.args.iter().any(|a| matches!(a, Expr::Starred(_)))
-        || c.keywords.iter().any(|k| k.arg.is_none())
 }
 
 /// The call's text on one line, shortened.
