@@ -54,6 +54,7 @@ pub(crate) static ALL: &[&dyn Rule] = &[
     &crate::script::EngineWaitWithoutDeadline,
     &crate::script::PoolAliveAtSetupCluster,
     &crate::script::SetupClusterCountsMachineCpus,
+    &crate::script::ExplicitThreadsBeforeFork,
 ];
 
 /// Windows' `WaitForMultipleObjects` limit leaves room for 60 workers.

@@ -1,4 +1,4 @@
-//! The script rules (CC201–CC208) over the fixtures in `tests/scripts/`
+//! The script rules (CC201–CC209) over the fixtures in `tests/scripts/`
 //! (Python scripts and Jupyter notebooks): each rule has a bad fixture
 //! with the exact findings it must give and a safe counterpart that gives
 //! none; plus alias resolution, guards nested in other blocks, the
@@ -159,6 +159,20 @@ fn bad_fixtures() -> Vec<(&'static str, Vec<Row>)> {
                 row("CC208", Warning, "18:19"),
             ],
         ),
+        (
+            "cc209_bad.py",
+            vec![
+                // In fit(), which main() calls before its pool.
+                row("CC209", Error, "15:13"),
+                row("CC209", Error, "24:5"),
+                row("CC209", Error, "25:5"),
+                row("CC209", Error, "26:10"),
+                // Before os.fork().
+                row("CC209", Error, "34:5"),
+                row("CC203", Error, "40:5"),
+            ],
+        ),
+        ("cc209_bad.ipynb", vec![row("CC209", Warning, "cell 2:1:9")]),
     ]
 }
 
@@ -209,6 +223,7 @@ fn safe_counterparts_give_nothing() {
         "cc207_cell_stops.ipynb",
         "cc208_safe.py",
         "cc208_patched.py",
+        "cc209_safe.py",
     ] {
         assert_eq!(lint(name), vec![], "{name}");
     }
@@ -516,6 +531,161 @@ fn cc208_names_the_usable_cpus_when_the_facts_know_them() {
     ] {
         assert!(fix.contains(needle), "{needle}: {fix}");
     }
+}
+
+fn snapshot_facts(name: &str) -> Facts {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots")
+        .join(name);
+    Facts::from_json(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+/// Issue #14: a thread count set in code defeats OMP_NUM_THREADS. With
+/// facts that fork, have GNU OpenMP and set OMP_NUM_THREADS=1 (where CC001
+/// says fork is safe), the count before the pool is an error that says
+/// the variable does not help; spawn facts make it nothing; facts with
+/// no GNU OpenMP make it a warning.
+#[test]
+fn cc209_follows_the_start_method_and_names_the_variable_it_defeats() {
+    let nb = [fixture("cc209_bad.ipynb")];
+    let cc209 = |facts: Option<&Facts>, method: Option<&str>| -> Vec<Finding> {
+        let plan = Plan {
+            start_method: method.map(str::to_string),
+            ..Plan::default()
+        };
+        let got = lint_scripts(&nb, facts, &plan, &Config::default());
+        assert!(!got.failed());
+        got.findings
+            .into_iter()
+            .filter(|f| f.rule_id == "CC209")
+            .collect()
+    };
+    let omp1 = snapshot_facts("linux-pypi-fork-omp1.facts.json");
+    let got = cc209(Some(&omp1), None);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let f = &got[0];
+    assert_eq!(f.level, Error);
+    assert!(
+        f.message.starts_with(
+            "`LGBMRegressor(num_threads=8)` sets a thread count in code (8 threads for lightgbm) before multiprocessing.Pool at cell 3, line 1 starts workers (the start method here is fork (the interpreter's default))"
+        ),
+        "{}",
+        f.message
+    );
+    assert!(
+        f.message
+            .contains("OMP_NUM_THREADS=1 in the environment does not change that"),
+        "{}",
+        f.message
+    );
+    let fix = f.fix.as_deref().unwrap();
+    assert!(
+        fix.starts_with("OMP_NUM_THREADS=1 does not override an explicit count"),
+        "{fix}"
+    );
+    for way in [
+        "spawn or forkserver",
+        "set the count to 1",
+        "create the pool before",
+    ] {
+        assert!(fix.contains(way), "{way}: {fix}");
+    }
+    assert!(f
+        .evidence
+        .iter()
+        .any(|e| e.detail == "start method fork (the interpreter's default)"));
+    // The facts alone see nothing wrong here: OMP_NUM_THREADS=1.
+    let report = caiclust_rules::evaluate(&omp1, &Plan::default(), &Config::default());
+    assert!(report.findings.iter().all(|f| f.rule_id != "CC001"));
+
+    assert_eq!(cc209(Some(&omp1), Some("spawn")), vec![]);
+    assert_eq!(cc209(None, Some("forkserver")), vec![]);
+    assert_eq!(
+        cc209(
+            Some(&snapshot_facts("macos-accelerate-default.facts.json")),
+            None
+        ),
+        vec![]
+    );
+    let no_gomp = cc209(
+        Some(&snapshot_facts(
+            "linux-debian-openblas-pthreads-fork.facts.json",
+        )),
+        None,
+    );
+    assert_eq!(no_gomp.len(), 1);
+    assert_eq!(no_gomp[0].level, Warning);
+    assert!(no_gomp[0].message.contains("no GNU OpenMP runtime"));
+    let planned_fork = cc209(None, Some("fork"));
+    assert_eq!(planned_fork[0].level, Error);
+}
+
+/// Where the script sets OMP_NUM_THREADS itself and an explicit count
+/// runs before the fork, neither finding may promise that the variable
+/// helps: CC202's fix says that even in time it would not stop the count,
+/// and CC209 names the line that set it.
+#[test]
+fn a_thread_variable_fix_says_an_explicit_count_defeats_it() {
+    let src = "import numpy as np\nimport os\nimport multiprocessing as mp\n\
+               from threadpoolctl import threadpool_limits\n\
+               os.environ[\"OMP_NUM_THREADS\"] = \"1\"\n\
+               os.environ[\"MKL_NUM_THREADS\"] = \"1\"\n\
+               if __name__ == \"__main__\":\n\
+               \x20   mp.set_start_method(\"fork\")\n\
+               \x20   with threadpool_limits(limits=4):\n\
+               \x20       np.linalg.svd(np.ones((500, 500)))\n\
+               \x20   with mp.Pool(2) as pool:\n\
+               \x20       pool.map(abs, [1])\n";
+    let got = lint_script(Path::new("t.py"), src, None).unwrap();
+    let cc202: Vec<&Finding> = got.iter().filter(|f| f.rule_id == "CC202").collect();
+    assert_eq!(cc202.len(), 2, "{got:#?}");
+    for f in cc202 {
+        let fix = f.fix.as_deref().unwrap();
+        assert!(
+            fix.contains("would not stop the hang")
+                && fix.contains("`threadpool_limits(limits=4)` at line 9")
+                && fix.contains("does not override a thread count set in code"),
+            "{fix}"
+        );
+    }
+    let cc209: Vec<&Finding> = got.iter().filter(|f| f.rule_id == "CC209").collect();
+    assert_eq!(cc209.len(), 1, "{got:#?}");
+    assert!(
+        cc209[0].message.contains(
+            "OMP_NUM_THREADS set at line 5 and MKL_NUM_THREADS set at line 6 does not change that"
+        ),
+        "{}",
+        cc209[0].message
+    );
+    // Without an explicit count CC202's fix is the plain one.
+    let plain = lint_script(
+        Path::new("t.py"),
+        "import numpy\nimport os\nos.environ[\"OMP_NUM_THREADS\"] = \"1\"\n",
+        None,
+    )
+    .unwrap();
+    assert!(!plain[0].fix.as_deref().unwrap().contains("would not stop"));
+}
+
+/// CC001 reads facts, not code: its fix may offer OMP_NUM_THREADS=1 but
+/// must say where that does not help.
+#[test]
+fn cc001_says_where_omp_num_threads_does_not_help() {
+    let facts = snapshot_facts("linux-pypi-fork.facts.json");
+    let report = caiclust_rules::evaluate(&facts, &Plan::default(), &Config::default());
+    let f = report
+        .findings
+        .iter()
+        .find(|f| f.rule_id == "CC001")
+        .expect("CC001");
+    let fix = f.fix.as_deref().unwrap();
+    assert!(
+        fix.contains("OMP_NUM_THREADS=1")
+            && fix.contains("not where the code sets a thread count itself"),
+        "{fix}"
+    );
+    let explain = find_rule("CC001").unwrap().info().explanation;
+    assert!(explain.contains("CC209"), "{explain}");
 }
 
 #[test]

@@ -154,6 +154,77 @@ impl<'a> Model<'a> {
     }
 }
 
+/// Where a call runs, seen from one scope (the module, or a module-level
+/// function): the call itself, or a call of one of the script's functions
+/// whose body runs it.
+#[derive(Clone, Copy)]
+struct Site<'a> {
+    scope: Option<&'a str>,
+    offset: usize,
+    in_loop: Option<usize>,
+}
+
+impl<'a> Model<'a> {
+    /// The places `call` runs from: itself, and every call of a script
+    /// function that runs it (directly or through others).
+    fn sites(&self, call: &Call<'a>) -> Vec<Site<'a>> {
+        let mut sites = vec![Site {
+            scope: call.function,
+            offset: call.node.range().start().to_usize(),
+            in_loop: call.in_loop,
+        }];
+        let Some(function) = call.function else {
+            return sites;
+        };
+        // The script's functions whose run includes `function`.
+        let mut reach: BTreeSet<&str> = BTreeSet::from([function]);
+        loop {
+            let before = reach.len();
+            for c in &self.calls {
+                if let (Some(f), Some(callee)) = (c.function, c.callee.strip_prefix("__main__.")) {
+                    if reach.contains(callee) {
+                        reach.insert(f);
+                    }
+                }
+            }
+            if reach.len() == before {
+                break;
+            }
+        }
+        sites.extend(
+            self.calls
+                .iter()
+                .filter(|c| {
+                    c.callee
+                        .strip_prefix("__main__.")
+                        .is_some_and(|f| reach.contains(f))
+                })
+                .map(|c| Site {
+                    scope: c.function,
+                    offset: c.node.range().start().to_usize(),
+                    in_loop: c.in_loop,
+                }),
+        );
+        sites
+    }
+
+    /// Does `first` run before `then`, as far as the source shows? In one
+    /// scope (the module, or one of its functions), `first` or a call of a
+    /// function that runs it comes before `then` or a call of a function
+    /// that runs it, or both are in the same loop (the next pass runs
+    /// `first` before `then` again). Notebook cells are one module, in
+    /// order.
+    pub fn runs_before(&self, first: &Call<'a>, then: &Call<'a>) -> bool {
+        let (a, b) = (self.sites(first), self.sites(then));
+        a.iter().any(|x| {
+            b.iter().any(|y| {
+                x.scope == y.scope
+                    && (x.offset < y.offset || (x.in_loop.is_some() && x.in_loop == y.in_loop))
+            })
+        })
+    }
+}
+
 #[derive(Clone, Copy, Default)]
 struct State<'a> {
     /// The outermost enclosing `def` (or `lambda`: `Some("<lambda>")`).
