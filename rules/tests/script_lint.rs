@@ -620,6 +620,31 @@ fn cc209_follows_the_start_method_and_names_the_variable_it_defeats() {
     assert_eq!(planned_fork[0].level, Error);
 }
 
+/// Module-level code runs when the module is imported, before any of its
+/// functions can be called from outside: a count there precedes a pool in
+/// a function that nothing in the file calls (a module of tasks).
+#[test]
+fn cc209_a_module_level_count_precedes_the_modules_functions() {
+    let src = "import multiprocessing as mp\nimport torch\n\
+               torch.set_num_threads(8)\n\
+               def run(items):\n\
+               \x20   with mp.get_context('fork').Pool(2) as pool:\n\
+               \x20       return pool.map(abs, items)\n";
+    let got = lint_script(Path::new("tasks.py"), src, None).unwrap();
+    let ids: Vec<Row> = rows(&got);
+    assert!(ids.contains(&row("CC209", Error, "3:1")), "{ids:?}");
+    // Called at module level before the count, the function runs first.
+    let first = "import multiprocessing as mp\nimport torch\n\
+                 def run(items):\n\
+                 \x20   with mp.get_context('fork').Pool(2) as pool:\n\
+                 \x20       return pool.map(abs, items)\n\
+                 if __name__ == '__main__':\n\
+                 \x20   run([1])\n\
+                 \x20   torch.set_num_threads(8)\n";
+    let got = lint_script(Path::new("run.py"), first, None).unwrap();
+    assert!(got.iter().all(|f| f.rule_id != "CC209"), "{got:#?}");
+}
+
 /// Where the script sets OMP_NUM_THREADS itself and an explicit count
 /// runs before the fork, neither finding may promise that the variable
 /// helps: CC202's fix says that even in time it would not stop the count,

@@ -30,7 +30,9 @@ processes are forked:
   the script's own functions called there, and anywhere in the same loop),
   a `multiprocessing.Pool`, `ProcessPoolExecutor`, started `Process` or
   CaImAn `setup_cluster` (multiprocessing backend) whose workers are
-  forked, or `os.fork()`.
+  forked, or `os.fork()`. A count at module level runs when the module is
+  imported, so it also precedes the forks in functions that no
+  module-level code calls (a module of tasks that others import).
 
 The level follows the start method: an error when the workers are forked
 for sure (`os.fork()`; the script asks for fork; the facts or

@@ -213,9 +213,14 @@ impl<'a> Model<'a> {
     /// function that runs it comes before `then` or a call of a function
     /// that runs it, or both are in the same loop (the next pass runs
     /// `first` before `then` again). Notebook cells are one module, in
-    /// order.
+    /// order. Module-level code runs when the module is imported, before
+    /// anything outside can call its functions: module-level `first` runs
+    /// before `then` in a function that no module-level code runs.
     pub fn runs_before(&self, first: &Call<'a>, then: &Call<'a>) -> bool {
         let (a, b) = (self.sites(first), self.sites(then));
+        if first.function.is_none() && b.iter().all(|y| y.scope.is_some()) {
+            return true;
+        }
         a.iter().any(|x| {
             b.iter().any(|y| {
                 x.scope == y.scope
