@@ -1,4 +1,4 @@
-//! `caiclust-check script.py`: the script rules (CC201–CC207) from the
+//! `caiclust-check script.py`: the script rules (CC201–CC209) from the
 //! command line, alone or with an environment, in every output format;
 //! notebooks; exit codes; scripts that cannot be read or parsed.
 
@@ -147,6 +147,8 @@ fn rules_and_explain_list_the_script_rules() {
         "task-function-not-importable",
         "engine-wait-without-deadline",
         "pool-alive-at-setup-cluster",
+        "setup-cluster-counts-machine-cpus",
+        "explicit-threads-before-fork",
     ] {
         assert!(stdout(&o).contains(name), "{name}: {}", stdout(&o));
     }

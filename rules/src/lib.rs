@@ -44,5 +44,6 @@ pub use registry::{all_rules, find_rule, Rule};
 pub use report::{evaluate, Report};
 pub use script::{
     lint_notebook, lint_script, lint_script_file, lint_scripts, read_script_plan, script_plan,
-    ScriptError, ScriptLint, ScriptPlan, ScriptPool, ScriptPoolKind, WorkerCount, SCRIPT_RULES,
+    ScriptError, ScriptLint, ScriptPlan, ScriptPool, ScriptPoolKind, ScriptThreadCount,
+    WorkerCount, SCRIPT_RULES,
 };

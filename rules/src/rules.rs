@@ -53,6 +53,8 @@ pub(crate) static ALL: &[&dyn Rule] = &[
     &crate::script::MainFunctionToSpawnedPool,
     &crate::script::EngineWaitWithoutDeadline,
     &crate::script::PoolAliveAtSetupCluster,
+    &crate::script::SetupClusterCountsMachineCpus,
+    &crate::script::ExplicitThreadsBeforeFork,
 ];
 
 /// Windows' `WaitForMultipleObjects` limit leaves room for 60 workers.
@@ -135,6 +137,36 @@ pub(crate) fn default_pool_threads(facts: &Facts) -> usize {
         .filter(|n| *n > 0)
         .unwrap_or(facts.host.logical_cpus)
         .max(1)
+}
+
+/// The tightest bound below the machine's logical CPUs on what this
+/// process may use, and where it comes from: `SLURM_CPUS_PER_TASK` (else
+/// `SLURM_CPUS_ON_NODE`), the cgroup file holding a CPU quota, or the
+/// affinity mask. `None` when nothing limits the process below the
+/// logical count.
+pub(crate) fn cpu_limit(facts: &Facts) -> Option<(usize, String)> {
+    let host = &facts.host;
+    let cgroup = host.cgroup.as_ref().and_then(|c| {
+        c.cpus
+            .map(|n| (n.ceil() as usize, c.file.display().to_string()))
+    });
+    let slurm = host.slurm.as_ref().and_then(|s| {
+        s.cpus_per_task
+            .map(|n| (n, "SLURM_CPUS_PER_TASK".to_string()))
+            .or_else(|| {
+                s.cpus_on_node
+                    .map(|n| (n, "SLURM_CPUS_ON_NODE".to_string()))
+            })
+    });
+    let affinity = host
+        .affinity
+        .as_ref()
+        .map(|a| (a.len(), "affinity mask".to_string()));
+    [slurm, cgroup, affinity]
+        .into_iter()
+        .flatten()
+        .filter(|(n, _)| *n < host.logical_cpus)
+        .min_by_key(|(n, _)| *n)
 }
 
 /// The worker count: the plan's, else CaImAn's default of usable CPUs − 1

@@ -27,7 +27,7 @@ use crate::self_program::SelfProgram;
                   2 usage, probe or configuration error. `caiclust explain ID` describes a rule."
 )]
 struct Cli {
-    /// Python scripts or Jupyter notebooks (.ipynb) to lint (CC201-CC207).
+    /// Python scripts or Jupyter notebooks (.ipynb) to lint (CC201-CC209).
     /// Without --python, --pid, --facts or --tree only they are checked.
     #[arg(value_name = "SCRIPT")]
     scripts: Vec<PathBuf>,

@@ -35,8 +35,17 @@ Start workers with `spawn` or `forkserver`, or set `OMP_NUM_THREADS=1`
 before the interpreter starts (not in `os.environ` after import), or use a
 pthreads build of the BLAS.
 
+The variable is only the default: it does not help where the code sets a
+thread count itself (`omp_set_num_threads(n)`, `threadpool_limits(n)`,
+`torch.set_num_threads(n)`, an `nthread=`, `num_threads=` or `n_jobs=`
+argument of xgboost, LightGBM and the like). Such a count starts a libgomp pool of that size whatever
+`OMP_NUM_THREADS` says, and forked workers hang with the variable set
+(measured here); there only `spawn` or `forkserver` helps. These facts
+cannot show code: `caiclust-check script.py` reports those counts (CC209).
+
 ## References
-GCC bug 60035; OpenBLAS #294, #240; HAZARDS H01."#;
+GCC bug 60035; OpenBLAS #294, #240; HAZARDS H01 and "Learned from real
+pipelines"; CC209."#;
 
 /// GNU OpenMP pools that will be forked.
 pub struct GnuOpenmpFork;
@@ -116,7 +125,7 @@ impl Rule for GnuOpenmpFork {
                     name: var.to_string(),
                     value: "1".into(),
                     reason: format!(
-                        "{} then never starts pool threads, so forked workers do not hang in libgomp",
+                        "{} then never starts pool threads, so forked workers do not hang in libgomp (unless code sets a thread count itself: CC209)",
                         file_name(&p.lib.path)
                     ),
                     answers: vec![INFO.id.to_string()],
@@ -131,7 +140,7 @@ impl Rule for GnuOpenmpFork {
             ),
             ev,
             format!(
-                "use the spawn or forkserver start method, or set {} before the interpreter starts",
+                "use the spawn or forkserver start method, or set {} before the interpreter starts (not where the code sets a thread count itself: omp_set_num_threads, threadpool_limits, nthread=, num_threads=; there only spawn or forkserver helps)",
                 fix_vars.join(" ")
             ),
             at.lib.path.display().to_string(),

@@ -62,28 +62,7 @@ impl Rule for CpusExceedAllocation {
         if let Some(u) = &host.usable_cpus {
             ev.extend(u.evidence.iter().cloned());
         }
-        // Where the tightest bound comes from.
-        let cgroup = host.cgroup.as_ref().and_then(|c| {
-            c.cpus
-                .map(|n| (n.ceil() as usize, c.file.display().to_string()))
-        });
-        let slurm = host.slurm.as_ref().and_then(|s| {
-            s.cpus_per_task
-                .map(|n| (n, "SLURM_CPUS_PER_TASK".to_string()))
-                .or_else(|| {
-                    s.cpus_on_node
-                        .map(|n| (n, "SLURM_CPUS_ON_NODE".to_string()))
-                })
-        });
-        let affinity = host
-            .affinity
-            .as_ref()
-            .map(|a| (a.len(), "affinity mask".to_string()));
-        let location = [slurm, cgroup, affinity]
-            .into_iter()
-            .flatten()
-            .filter(|(n, _)| *n < logical)
-            .min_by_key(|(n, _)| *n)
+        let location = crate::rules::cpu_limit(cx.facts)
             .map(|(_, w)| w)
             .unwrap_or_else(|| "usable_cpus".to_string());
         vec![finding(

@@ -1,6 +1,10 @@
 //! CC202: a thread variable set in `os.environ` after the libraries that
 //! read it were imported.
 
+use rustpython_parser::ast::Ranged;
+
+use super::cc209_explicit_threads_before_fork::counts_before_fork;
+use super::model::Call;
 use super::{Script, ScriptRule, Setting};
 use crate::context::Context;
 use crate::finding::{Category, Finding, Level, RuleInfo};
@@ -38,6 +42,11 @@ os.environ["OMP_NUM_THREADS"] = "1"   # CC202: numpy's BLAS is loaded already
 Set the variables before the interpreter starts (the shell, the job
 script, the conda environment's activation), or at least above the first
 import of numpy and friends.
+
+Where the script also sets a thread count in code before workers are
+forked (`threadpool_limits(4)`, `nthread=4`, ...; CC209), the fix says
+that the variable, even set in time, would not stop that hang: it does
+not override a count set in code.
 
 ## References
 HAZARDS H09; threadpoolctl documentation; conda-forge caiman feedstock
@@ -109,19 +118,44 @@ pub(crate) fn is_thread_variable(name: &str) -> bool {
 }
 
 impl ScriptRule for ThreadVariableAfterImport {
-    fn lint(&self, script: &Script<'_>, _setting: &Setting<'_>) -> Vec<Finding> {
+    fn lint(&self, script: &Script<'_>, setting: &Setting<'_>) -> Vec<Finding> {
         let Some(first) = script.model.imports.iter().find(|i| {
             !i.in_function && LOADERS.contains(&i.module.split('.').next().unwrap_or_default())
         }) else {
             return Vec::new();
         };
         let import_line = script.source.line_label(first.offset);
+        // Counts set in code before a fork, which the variable would not
+        // undo even if set in time.
+        let defeated = counts_before_fork(script, setting);
         script
             .model
             .env_writes
             .iter()
             .filter(|w| w.offset > first.offset && is_thread_variable(&w.name))
             .map(|w| {
+                let mut fix = format!(
+                    "set {} before the interpreter starts (shell, job script, environment \
+                     activation), or above the first import of {}",
+                    w.name, first.module
+                );
+                if let Some(h) = defeated
+                    .iter()
+                    .find(|h| h.count.overrides.contains(&w.name.as_str()))
+                {
+                    let at =
+                        |c: &Call<'_>| script.source.line_label(c.node.range().start().to_usize());
+                    fix.push_str(&format!(
+                        "; but even then it would not stop the hang that `{}` at {} sets up \
+                         before the workers are forked at {}: {} does not override a thread \
+                         count set in code (start the workers with spawn or forkserver, see \
+                         CC209)",
+                        h.count.what,
+                        at(h.count.call),
+                        at(h.fork),
+                        w.name
+                    ));
+                }
                 script.finding(
                     &INFO,
                     Level::Warning,
@@ -132,11 +166,7 @@ impl ScriptRule for ThreadVariableAfterImport {
                          fork children",
                         w.name, first.module
                     ),
-                    &format!(
-                        "set {} before the interpreter starts (shell, job script, environment \
-                         activation), or above the first import of {}",
-                        w.name, first.module
-                    ),
+                    &fix,
                 )
             })
             .collect()

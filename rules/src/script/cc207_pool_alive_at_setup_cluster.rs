@@ -23,7 +23,10 @@ other worker processes are still alive:
   loop whose pool is not stopped in the loop (the second pass fails);
 * a warning in a notebook, for a cell that sets up a cluster without first
   stopping an earlier one: running the cell again (an everyday thing in a
-  notebook) fails while the first pool lives.
+  notebook) fails while the first pool lives. A cell that stops its own
+  cluster again before it ends (`cm.stop_server(dview=dview)`,
+  `dview.terminate()`, in a `finally:` too) leaves nothing running and is
+  not reported.
 
 What the source cannot show: processes started in other modules, in
 functions called in between, or by earlier runs of the kernel that no cell
@@ -208,13 +211,18 @@ impl ScriptRule for PoolAliveAtSetupCluster {
                 continue;
             }
             // (c) A notebook cell that does not stop an earlier cluster:
-            // running it again fails.
-            if let Some((cs, _)) = script.cell_range(at) {
+            // running it again fails, unless the cell stops its own
+            // cluster again before it ends (then nothing is left running).
+            if let Some((cs, ce)) = script.cell_range(at) {
                 let stopped_first = calls.iter().any(|s| {
                     let o = offset(s);
                     cs <= o && o < at && stops_any(s, &names)
                 });
-                if !stopped_first {
+                let stopped_after = calls.iter().any(|s| {
+                    let o = offset(s);
+                    at < o && o < ce && s.function == sc.function && stops(s, &names)
+                });
+                if !stopped_first && !stopped_after {
                     out.push(script.finding(
                         &INFO,
                         Level::Warning,

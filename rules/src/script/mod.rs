@@ -2,7 +2,9 @@
 //! causes by how it is written (a pool created without the `__main__`
 //! guard, thread variables set after `import numpy`, fork forced, CaImAn's
 //! `single_thread`, task functions the workers cannot import, waits with no
-//! deadline, a pool still alive when CaImAn sets up the next).
+//! deadline, a pool still alive when CaImAn sets up the next, CaImAn left
+//! to count the machine's CPUs rather than the usable ones, thread counts
+//! set in code before a fork, which no environment variable undoes).
 //!
 //! Scripts are read as Python reads them (UTF-8 unless a PEP 263 coding
 //! line says otherwise) and parsed with the real Python grammar
@@ -48,6 +50,8 @@ mod cc204_setup_cluster_single_thread_pool;
 mod cc205_main_function_to_spawned_pool;
 mod cc206_engine_wait_without_deadline;
 mod cc207_pool_alive_at_setup_cluster;
+mod cc208_setup_cluster_counts_machine_cpus;
+mod cc209_explicit_threads_before_fork;
 mod constants;
 mod encoding;
 mod json;
@@ -56,6 +60,7 @@ mod notebook;
 mod plan;
 mod pools;
 mod source;
+mod thread_counts;
 
 pub(crate) use cc201_pool_without_main_guard::PoolWithoutMainGuard;
 pub(crate) use cc202_thread_variable_after_import::ThreadVariableAfterImport;
@@ -64,18 +69,22 @@ pub(crate) use cc204_setup_cluster_single_thread_pool::SetupClusterSingleThreadP
 pub(crate) use cc205_main_function_to_spawned_pool::MainFunctionToSpawnedPool;
 pub(crate) use cc206_engine_wait_without_deadline::EngineWaitWithoutDeadline;
 pub(crate) use cc207_pool_alive_at_setup_cluster::PoolAliveAtSetupCluster;
+pub(crate) use cc208_setup_cluster_counts_machine_cpus::SetupClusterCountsMachineCpus;
+pub(crate) use cc209_explicit_threads_before_fork::ExplicitThreadsBeforeFork;
 
 pub use plan::{
-    read_script_plan, script_plan, ScriptPlan, ScriptPool, ScriptPoolKind, WorkerCount,
+    read_script_plan, script_plan, ScriptPlan, ScriptPool, ScriptPoolKind, ScriptThreadCount,
+    WorkerCount,
 };
 
+use constants::Constants;
 use model::Model;
 use notebook::Notebook;
 use source::Source;
 
 /// The ids of the rules that read scripts, not facts.
 pub const SCRIPT_RULES: &[&str] = &[
-    "CC201", "CC202", "CC203", "CC204", "CC205", "CC206", "CC207",
+    "CC201", "CC202", "CC203", "CC204", "CC205", "CC206", "CC207", "CC208", "CC209",
 ];
 
 /// The script rules, in id order.
@@ -87,6 +96,8 @@ static SCRIPT: &[&dyn ScriptRule] = &[
     &MainFunctionToSpawnedPool,
     &EngineWaitWithoutDeadline,
     &PoolAliveAtSetupCluster,
+    &SetupClusterCountsMachineCpus,
+    &ExplicitThreadsBeforeFork,
 ];
 
 /// A rule over one parsed script.
@@ -126,6 +137,8 @@ impl<'a> Setting<'a> {
 struct Script<'a> {
     source: &'a Source<'a>,
     model: Model<'a>,
+    /// The names bound to one literal (`N = 4`), by scope.
+    constants: Constants<'a>,
 }
 
 impl<'a> Script<'a> {
@@ -134,6 +147,7 @@ impl<'a> Script<'a> {
         Self {
             source,
             model: Model::build(suite),
+            constants: Constants::build(suite),
         }
     }
 

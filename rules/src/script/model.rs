@@ -4,8 +4,9 @@
 //! ctx.Process(...)`, `c, dview, n = setup_cluster()`), whether it runs when
 //! the module is imported (module level, outside any `def` and the `if
 //! __name__ == "__main__":` guard), the loop it is in, the script's own
-//! functions, the names bound to call results, the imports, and the writes
-//! to `os.environ`, all in source order.
+//! functions, the names bound to call results, the imports, the writes
+//! to `os.environ` and the attributes of imported modules the script
+//! replaces, all in source order.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -90,6 +91,15 @@ pub(crate) struct Import {
     pub in_function: bool,
 }
 
+/// An assignment to an attribute of something imported, a monkeypatch:
+/// `caiman.cluster.setup_cluster = caiclust.setup_cluster`.
+pub(crate) struct Patch {
+    /// The attribute, resolved: `caiman.cluster.setup_cluster`.
+    pub target: String,
+    /// What it is set to, resolved like an argument, if known.
+    pub value: Option<String>,
+}
+
 /// `os.environ[NAME] = ...` and its relatives.
 pub(crate) struct EnvWrite {
     pub name: String,
@@ -102,6 +112,7 @@ pub(crate) struct Model<'a> {
     pub calls: Vec<Call<'a>>,
     pub imports: Vec<Import>,
     pub env_writes: Vec<EnvWrite>,
+    pub patches: Vec<Patch>,
     pub functions: Vec<FunctionDef<'a>>,
     pub bindings: Vec<Binding<'a>>,
     /// Offsets of the calls that are the context of a `with` statement
@@ -140,6 +151,82 @@ impl<'a> Model<'a> {
                 return set;
             }
         }
+    }
+}
+
+/// Where a call runs, seen from one scope (the module, or a module-level
+/// function): the call itself, or a call of one of the script's functions
+/// whose body runs it.
+#[derive(Clone, Copy)]
+struct Site<'a> {
+    scope: Option<&'a str>,
+    offset: usize,
+    in_loop: Option<usize>,
+}
+
+impl<'a> Model<'a> {
+    /// The places `call` runs from: itself, and every call of a script
+    /// function that runs it (directly or through others).
+    fn sites(&self, call: &Call<'a>) -> Vec<Site<'a>> {
+        let mut sites = vec![Site {
+            scope: call.function,
+            offset: call.node.range().start().to_usize(),
+            in_loop: call.in_loop,
+        }];
+        let Some(function) = call.function else {
+            return sites;
+        };
+        // The script's functions whose run includes `function`.
+        let mut reach: BTreeSet<&str> = BTreeSet::from([function]);
+        loop {
+            let before = reach.len();
+            for c in &self.calls {
+                if let (Some(f), Some(callee)) = (c.function, c.callee.strip_prefix("__main__.")) {
+                    if reach.contains(callee) {
+                        reach.insert(f);
+                    }
+                }
+            }
+            if reach.len() == before {
+                break;
+            }
+        }
+        sites.extend(
+            self.calls
+                .iter()
+                .filter(|c| {
+                    c.callee
+                        .strip_prefix("__main__.")
+                        .is_some_and(|f| reach.contains(f))
+                })
+                .map(|c| Site {
+                    scope: c.function,
+                    offset: c.node.range().start().to_usize(),
+                    in_loop: c.in_loop,
+                }),
+        );
+        sites
+    }
+
+    /// Does `first` run before `then`, as far as the source shows? In one
+    /// scope (the module, or one of its functions), `first` or a call of a
+    /// function that runs it comes before `then` or a call of a function
+    /// that runs it, or both are in the same loop (the next pass runs
+    /// `first` before `then` again). Notebook cells are one module, in
+    /// order. Module-level code runs when the module is imported, before
+    /// anything outside can call its functions: module-level `first` runs
+    /// before `then` in a function that no module-level code runs.
+    pub fn runs_before(&self, first: &Call<'a>, then: &Call<'a>) -> bool {
+        let (a, b) = (self.sites(first), self.sites(then));
+        if first.function.is_none() && b.iter().all(|y| y.scope.is_some()) {
+            return true;
+        }
+        a.iter().any(|x| {
+            b.iter().any(|y| {
+                x.scope == y.scope
+                    && (x.offset < y.offset || (x.in_loop.is_some() && x.in_loop == y.in_loop))
+            })
+        })
     }
 }
 
@@ -414,6 +501,12 @@ impl<'a> Walker<'a> {
                     self.names.remove(n.id.as_str());
                 }
             },
+            Expr::Attribute(_) => {
+                if let Some(target) = self.qualify(t) {
+                    self.model.patches.push(Patch { target, value });
+                }
+                self.expr(t, st);
+            }
             Expr::Subscript(s) if self.is_environ(&s.value) => {
                 if let Some(name) = str_const(&s.slice) {
                     self.model.env_writes.push(EnvWrite {
@@ -719,6 +812,12 @@ pub(crate) fn arg<'e>(c: &'e ast::ExprCall, position: usize, keyword: &str) -> O
             let before_star = c.args.iter().take_while(|a| !matches!(a, Expr::Starred(_)));
             before_star.into_iter().nth(position)
         })
+}
+
+/// Does a call pass `*args` or `**kwargs` (which may hold any argument)?
+pub(crate) fn splats(c: &ast::ExprCall) -> bool {
+    c.args.iter().any(|a| matches!(a, Expr::Starred(_)))
+        || c.keywords.iter().any(|k| k.arg.is_none())
 }
 
 /// A literal that Python treats as true (`True`, a non-zero number, a

@@ -8,18 +8,20 @@
 //! `get_context(M)` and as `multiprocessing.pool.Pool`),
 //! `concurrent.futures.ProcessPoolExecutor`, CaImAn's `setup_cluster` and
 //! `multiprocessing.Process`. Worker counts are read from literals and from
-//! names bound once to a literal (see [`WorkerCount`]).
+//! names bound once to a literal (see [`WorkerCount`]). The thread counts
+//! the script sets in code come with them ([`ScriptThreadCount`]).
 
 use std::fmt;
 use std::path::Path;
 
-use rustpython_parser::ast::{self, Expr, Ranged};
+use rustpython_parser::ast::{self, Ranged};
 use serde::{Deserialize, Serialize};
 
 use super::cc201_pool_without_main_guard::unguarded_starts;
 use super::constants::{Constants, Literal};
 use super::model::{self, Call};
 use super::source::Source;
+use super::thread_counts::{explicit_counts, Threads};
 use super::{notebook, pools, Script, ScriptError, Text};
 
 /// Top-level modules whose import suggests worker processes, even when no
@@ -63,6 +65,30 @@ pub struct ScriptPlan {
     /// (`multiprocessing`, `concurrent.futures`, `caiman`, `joblib`,
     /// `ipyparallel`, `dask`...), anywhere, even if no pool call was seen?
     pub may_use_pools: bool,
+    /// The thread counts above 1 the script sets in code
+    /// (`omp_set_num_threads(2)`, `threadpool_limits(4)`, `nthread=4`,
+    /// ...), in source order. They win over `OMP_NUM_THREADS`: where one
+    /// runs before workers are forked, no environment makes fork safe
+    /// (CC209).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thread_counts: Vec<ScriptThreadCount>,
+}
+
+/// A thread count the script sets in code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScriptThreadCount {
+    /// `path:line:column`, or `path:cell N:line:column` in a notebook.
+    pub location: String,
+    /// As written, shortened: `omp_set_num_threads(2)`,
+    /// `XGBClassifier(nthread=4)`.
+    pub call: String,
+    /// The count, when the source shows it; `None` when it is computed
+    /// at run time or counts the CPUs (`n_jobs=-1`).
+    pub threads: Option<usize>,
+    /// It runs before a call that may fork workers (a pool, a started
+    /// `Process`, CaImAn's `setup_cluster`, `os.fork()`), whatever start
+    /// method they get.
+    pub before_fork: bool,
 }
 
 /// One call that creates worker processes.
@@ -156,12 +182,12 @@ pub fn script_plan(path: &Path, source: &str) -> Result<ScriptPlan, ScriptError>
 fn plan_of(source: &Source<'_>) -> Result<ScriptPlan, ScriptError> {
     let suite = source.parse()?;
     let script = Script::new(source, &suite);
-    let constants = Constants::build(&suite);
+    let constants = &script.constants;
     let mut pools: Vec<(usize, ScriptPool)> = script
         .model
         .calls
         .iter()
-        .filter_map(|c| Some((offset(c), pool_of(source, &constants, c)?)))
+        .filter_map(|c| Some((offset(c), pool_of(source, constants, c)?)))
         .collect();
     pools.sort_by_key(|(offset, _)| *offset);
     let may_use_pools = script.model.imports.iter().any(|i| {
@@ -171,11 +197,30 @@ fn plan_of(source: &Source<'_>) -> Result<ScriptPlan, ScriptError> {
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
         })
     });
+    let forks: Vec<&Call<'_>> = script
+        .model
+        .calls
+        .iter()
+        .filter(|c| pools::forks_workers(c).is_some())
+        .collect();
+    let thread_counts = explicit_counts(&script)
+        .into_iter()
+        .map(|c| ScriptThreadCount {
+            location: source.location(offset(c.call)),
+            call: c.what,
+            threads: match c.threads {
+                Threads::Given(n) => Some(n),
+                Threads::AllCpus | Threads::Computed => None,
+            },
+            before_fork: forks.iter().any(|f| script.model.runs_before(c.call, f)),
+        })
+        .collect();
     Ok(ScriptPlan {
         pools: pools.into_iter().map(|(_, p)| p).collect(),
         start_method_set: script.start_method_set().map(str::to_string),
         unguarded: !unguarded_starts(&script).is_empty(),
         may_use_pools,
+        thread_counts,
     })
 }
 
@@ -240,7 +285,7 @@ fn count(
 ) -> WorkerCount {
     match call.arg(position, keyword) {
         // `Pool(*args)`, `Pool(**options)` may pass it.
-        None if splats(call.node) => WorkerCount::Unknown,
+        None if model::splats(call.node) => WorkerCount::Unknown,
         None => WorkerCount::LibraryDefault,
         Some(a) => match constants.value(a.expr, call.function) {
             Some(Literal::None) => WorkerCount::LibraryDefault,
@@ -248,12 +293,6 @@ fn count(
             _ => WorkerCount::Unknown,
         },
     }
-}
-
-/// Does a call pass `*args` or `**kwargs`?
-fn splats(c: &ast::ExprCall) -> bool {
-    c.args.iter().any(|a| matches!(a, Expr::Starred(_)))
-        || c.keywords.iter().any(|k| k.arg.is_none())
 }
 
 /// The call's text on one line, shortened.
@@ -271,6 +310,12 @@ fn call_text(source: &Source<'_>, c: &ast::ExprCall) -> String {
 }
 
 impl ScriptPlan {
+    /// Does the script set a thread count in code before it may fork
+    /// workers? Then `OMP_NUM_THREADS=1` does not make fork safe.
+    pub fn sets_threads_before_fork(&self) -> bool {
+        self.thread_counts.iter().any(|c| c.before_fork)
+    }
+
     /// The start method the script forces for (some of) its pools:
     /// `set_start_method(M)`, or a pool's own context. The one that matters
     /// most for safety: `"fork"` if any pool forks by its own request, then
@@ -473,6 +518,39 @@ mod tests {
 
     use ScriptPoolKind::{CaimanSetupCluster, Pool, Process, ProcessPoolExecutor};
     use WorkerCount::{Given, LibraryDefault, Unknown};
+
+    /// Thread counts set in code travel with the plan, so that `caiclust
+    /// run` knows that OMP_NUM_THREADS=1 will not make fork safe.
+    #[test]
+    fn thread_counts_set_in_code_are_in_the_plan() {
+        let p = plan(
+            "import multiprocessing as mp\nimport xgboost as xgb\n\
+             from threadpoolctl import threadpool_limits\n\
+             def main():\n\
+             \x20   xgb.XGBClassifier(nthread=4)\n\
+             \x20   with mp.Pool(2) as pool:\n\
+             \x20       pool.map(abs, [1])\n\
+             \x20   threadpool_limits(limits=-1)\n",
+        );
+        let counts: Vec<(&str, Option<usize>, bool)> = p
+            .thread_counts
+            .iter()
+            .map(|c| (c.call.as_str(), c.threads, c.before_fork))
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                ("XGBClassifier(nthread=4)", Some(4), true),
+                ("threadpool_limits(limits=-1)", None, false),
+            ]
+        );
+        assert_eq!(p.thread_counts[0].location, "./run.py:5:5");
+        assert!(p.sets_threads_before_fork());
+        assert!(!plan("import multiprocessing as mp\nmp.Pool(2)\n").sets_threads_before_fork());
+        // Absent from the JSON when there are none.
+        let json = serde_json::to_string(&plan("import os\n")).unwrap();
+        assert!(!json.contains("thread_counts"), "{json}");
+    }
 
     #[test]
     fn pool_counts_from_arguments_and_constants() {

@@ -1,7 +1,8 @@
 //! What the script rules know about process pools: which resolved values
 //! are pools, which of their methods send a function to the workers, the
-//! constructors that take a function (`initializer=`, `target=`), and the
-//! start method each asks for.
+//! constructors that take a function (`initializer=`, `target=`), the
+//! calls that start worker processes (and those that may fork them), and
+//! the start method each asks for.
 
 use super::model::{self, Arg, Call};
 
@@ -204,4 +205,39 @@ pub(crate) fn caiman_backend<'a>(call: &'a Call<'_>) -> Option<&'a str> {
         None => Some("multiprocessing"),
         Some(a) => model::str_const(a.expr),
     }
+}
+
+/// A call that starts processes which may run the parent's code, so may
+/// be forked: what it starts, and the start method it asks for itself
+/// (`Some("fork")` for `os.fork()`, `Some("spawn")` for
+/// `get_context("spawn").Pool()`, `None` for the default context).
+/// A `Manager` (its server runs none of the script's code), Dask (spawn
+/// by default) and ipyparallel engines (programs of their own) are not
+/// counted.
+pub(crate) fn forks_workers(call: &Call<'_>) -> Option<(&'static str, Option<String>)> {
+    let (plain, method) = model::strip_context(&call.callee);
+    let method = method.filter(|m| !m.is_empty()).map(str::to_string);
+    let context = |position, keyword| {
+        call.arg(position, keyword)
+            .and_then(context_method)
+            .filter(|m| !m.is_empty())
+            .map(str::to_string)
+    };
+    Some(match plain.as_str() {
+        "os.fork" | "os.forkpty" => ("os.fork()", Some("fork".into())),
+        "multiprocessing.Pool" => ("multiprocessing.Pool", method),
+        "multiprocessing.pool.Pool" => ("multiprocessing.Pool", context(4, "context")),
+        "concurrent.futures.ProcessPoolExecutor"
+        | "concurrent.futures.process.ProcessPoolExecutor" => {
+            ("a ProcessPoolExecutor", context(1, "mp_context"))
+        }
+        "multiprocessing.Process().start" | "multiprocessing.process.Process().start" => {
+            ("a multiprocessing.Process", method)
+        }
+        "caiman.cluster.setup_cluster" => {
+            caiman_backend(call).filter(|b| matches!(*b, "multiprocessing" | "local"))?;
+            ("CaImAn's setup_cluster", None)
+        }
+        _ => return None,
+    })
 }
