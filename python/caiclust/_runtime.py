@@ -31,16 +31,32 @@ _NOT_PRELOADED = frozenset({
 })
 
 
+# The standard library's folder (lib-dynload and the test package are in
+# it): modules from there are the interpreter's own, never preloaded.
+_STDLIB = os.path.dirname(os.__file__) + os.sep
+
+
 def preload_modules():
-    """The third-party top-level packages this process has imported (from
-    a site-packages folder): what a worker template imports before it
-    forks, so that each worker starts with them loaded."""
+    """What a worker template imports before it forks, so that each worker
+    starts with it loaded: the top-level modules this process imported,
+    third-party packages (from site-packages) and the program's own modules
+    (from its script's folder or PYTHONPATH, as ``from my_tasks import f``
+    brings in); never the script itself, the standard library, or the
+    notebook and test machinery. A program's module is imported once in
+    the template instead of once per worker at its first task, as a
+    forkserver that preloads ``__main__`` would."""
     names = ["caiclust._worker"]  # what every task calls: imported once, in the template
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
     for name, module in list(sys.modules.items()):
         if "." in name or name.startswith("_") or name in _NOT_PRELOADED or module is None:
             continue
-        path = getattr(module, "__file__", None) or ""
-        if "site-packages" in path or "dist-packages" in path:
+        path = getattr(module, "__file__", None)
+        if not path or path == main:
+            continue
+        # (An interpreter outside a venv keeps site-packages inside the
+        # standard library's folder.)
+        third_party = "site-packages" in path or "dist-packages" in path
+        if third_party or not path.startswith(_STDLIB):
             names.append(name)
     return names[:1] + sorted(names[1:])
 

@@ -4,6 +4,7 @@ out-of-band transport of numpy arrays, and the joblib backend."""
 
 import concurrent.futures as cf
 import io
+import json
 import os
 import time
 
@@ -46,6 +47,30 @@ def test_pool_plan_comes_from_the_policy():
         for name, value in plan["env"].items():
             if not name.startswith("CAICLUST_"):  # caiclust's own, taken by the worker
                 assert env[name] == value, name
+
+
+def test_the_programs_own_modules_are_imported_in_the_template(run_script, tmp_path):
+    # A module beside the script (as CaImAn pipelines keep their task
+    # functions) is imported once, in the template, and the workers are
+    # forked with it; the script itself never is.
+    (tmp_path / "mytasks.py").write_text(
+        "import os\n"
+        "IMPORTED_IN = os.getpid()\n"
+        "def imported_elsewhere():\n"
+        "    return IMPORTED_IN != os.getpid()\n")
+    r = run_script("""
+        import json
+        import caiclust
+        import mytasks
+        print("script ran", flush=True)
+        with caiclust.Pool(2, start_method="forkserver") as p:
+            print(json.dumps([p.plan["preload"], p.apply(mytasks.imported_elsewhere)]))
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("script ran") == 1, r.stdout
+    preload, elsewhere = json.loads(r.stdout.splitlines()[-1])
+    assert "mytasks" in preload and "script" not in preload, preload
+    assert elsewhere is True
 
 
 def test_main_script_functions_and_lambdas_travel_by_value():
