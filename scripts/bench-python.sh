@@ -135,6 +135,11 @@ trap 'rm -rf scripts/bench/__pycache__' EXIT
 # folder here, filled by the warm-up, as a user has it from the second run.
 export XDG_CACHE_HOME=$OUT/xdg-cache
 mkdir -p "$XDG_CACHE_HOME"
+# Python writes bytecode by default, and the warm-up is there to leave the
+# .pyc files a user has from the second run on (every tool that imports
+# the task module afresh, in a worker or a template, reads it): a
+# PYTHONDONTWRITEBYTECODE inherited from the caller's shell is dropped.
+unset PYTHONDONTWRITEBYTECODE
 
 {
     echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), nproc $(nproc), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"

@@ -60,8 +60,8 @@ def __dir__():
 
 
 # What caiclust._worker imports from the standard library: a standby has
-# them loaded before any pool asks for it.
-_STANDBY_IMPORTS = ["pickle", "traceback"]
+# it loaded before any pool asks for it.
+_STANDBY_IMPORTS = ["_pickle"]
 _OWN_COMMANDS = ("caiclust", "caiclust-check")
 
 

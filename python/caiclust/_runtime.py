@@ -92,20 +92,6 @@ class Runtime:
 
         all_env = worker_env()
         all_env.update(env or {})
-        self._cluster = _core.Cluster(
-            sys.executable,
-            workers=workers,
-            start_method=start_method,
-            backend=backend,
-            preload=preload_modules() if preload is None else list(preload),
-            env=all_env,
-            timeout=timeout,
-            maxtasksperchild=maxtasksperchild,
-            stall_after=stall_after,
-            force_fork=force_fork,
-        )
-        self.plan = json.loads(self._cluster.plan)
-        self.workers = int(self.plan["workers"])
         self._lock = threading.Lock()
         self._waiting = {}
         self._idle = threading.Condition(self._lock)
@@ -113,9 +99,30 @@ class Runtime:
         # while nothing is outstanding (the core answers at once then).
         self._work = threading.Event()
         self._closed = False
+        # The handler starts first: its start overlaps the cluster's (the
+        # core plans and starts without the GIL); it waits for the cluster.
+        self._cluster = None
+        self._built = threading.Event()
         self._handler = threading.Thread(target=self._handle_results, daemon=True,
                                          name="caiclust-results")
         self._handler.start()
+        try:
+            self._cluster = _core.Cluster(
+                sys.executable,
+                workers=workers,
+                start_method=start_method,
+                backend=backend,
+                preload=preload_modules() if preload is None else list(preload),
+                env=all_env,
+                timeout=timeout,
+                maxtasksperchild=maxtasksperchild,
+                stall_after=stall_after,
+                force_fork=force_fork,
+            )
+        finally:
+            self._built.set()
+        self.plan = json.loads(self._cluster.plan)
+        self.workers = int(self.plan["workers"])
 
     # -- sending ---------------------------------------------------------
 
@@ -150,6 +157,9 @@ class Runtime:
     # -- receiving -------------------------------------------------------
 
     def _handle_results(self):
+        self._built.wait()
+        if self._cluster is None:
+            return  # the cluster could not start: nothing will come
         recv = self._cluster.recv_many
         while True:
             self._work.clear()

@@ -5,8 +5,13 @@ back whole (type, arguments and traceback) where they can be pickled.
 Imported by the core's Python worker (``caiclust._worker:call``); it must
 stay light, so it imports nothing of the rest of the package."""
 
-import pickle
-import traceback
+try:
+    # The C module alone: pickle.py (and traceback) import re, enum and
+    # more, milliseconds at a template's start; traceback waits for the
+    # first exception.
+    import _pickle as pickle
+except ImportError:  # an interpreter without it
+    import pickle
 
 # The pools whose initializer already ran in this process, by token.
 _initialized = set()
@@ -51,6 +56,8 @@ def _traceback(exc):
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
         tb = tb.tb_next
+    import traceback
+
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 

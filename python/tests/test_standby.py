@@ -25,7 +25,8 @@ def where(_):
     import numpy  # from site-packages: site ran before the imports
     return {{"no_site": sys.flags.no_site, "late": os.environ.get("LATE"),
             "cwd": os.getcwd(), "ld": os.environ.get("LD_LIBRARY_PATH"),
-            "omp": os.environ.get("OMP_NUM_THREADS"), "numpy": numpy.__version__}}
+            "omp": os.environ.get("OMP_NUM_THREADS"), "numpy": numpy.__version__,
+            "openblas_verbose": os.environ.get("OPENBLAS_VERBOSE")}}
 
 with Pool(2) as p:
     print(json.dumps(p.apply(where, (0,))))
@@ -48,12 +49,27 @@ def _run(run_script, tmp_path, after_import, env=None):
 def test_the_first_pool_takes_the_standby_with_what_changed_after_import(run_script, tmp_path):
     sub = tmp_path / "later"
     sub.mkdir()
-    # The standby started at import; the environment and the working
+    # The standby started at import; a runtime's variable and the working
     # folder change afterwards, as a script's first lines often do.
-    after = (f"os.environ['LATE'] = 'after import'\n"
+    after = (f"os.environ['OPENBLAS_VERBOSE'] = '0'\n"
              f"os.chdir({str(sub)!r})")
     got, plan_omp = _run(run_script, tmp_path, after)
     assert got["no_site"] == 1, got
+    assert got["openblas_verbose"] == "0"
+    assert got["cwd"] == str(sub)
+    assert got["omp"] == plan_omp and plan_omp, (got, plan_omp)
+    assert got["numpy"]
+
+
+def test_another_variable_set_after_import_starts_the_template_afresh(run_script, tmp_path):
+    # The standby ran site (and its .pth files) before LATE was set: the
+    # template starts again as a new image, which sees it from the start.
+    sub = tmp_path / "later"
+    sub.mkdir()
+    after = (f"os.environ['LATE'] = 'after import'\n"
+             f"os.chdir({str(sub)!r})")
+    got, plan_omp = _run(run_script, tmp_path, after)
+    assert got["no_site"] == 0, got
     assert got["late"] == "after import"
     assert got["cwd"] == str(sub)
     assert got["omp"] == plan_omp and plan_omp, (got, plan_omp)

@@ -13,12 +13,13 @@
 #       then forks one worker per {"fork": N} line read on stdin. Each
 #       worker connects to the Unix socket SOCKET and says hello with N.
 #       Exits of forked workers are reported as {"exited": PID, ...}.
-#   python -S python_worker.py standby [MODULE ...]
+#   python -S python_worker.py standby [--late-site] [MODULE ...]
 #       A standby interpreter (worker/standby.rs), started before a pool
-#       needs it: imports the standard-library MODULEs, then waits for one
-#       line, {"become": "server"|"forkserver", "socket": SOCKET,
-#       "preload": [...], "env": {...}, "cwd": DIR}: it takes on that
-#       environment and folder, runs site, and serves as that fork server.
+#       needs it: imports the standard-library MODULEs and runs site, then
+#       waits for one line, {"become": "server"|"forkserver", "socket":
+#       SOCKET, "preload": [...], "env": {...}, "cwd": DIR}: it takes on
+#       that environment and folder and serves as that fork server (see
+#       standby_main for when it starts afresh instead).
 #
 # A worker's channel carries frames, both ways:
 #
@@ -350,7 +351,11 @@ def exited(tid, exc):
 # rest, it would cost every worker start about a millisecond. Its code runs
 # as the worker's own (file "<string>", left out of tracebacks).
 PICKLED = r"""
-import pickle
+try:
+    # The C module alone: pickle.py imports re and more (milliseconds).
+    import _pickle as pickle
+except ImportError:
+    import pickle
 
 
 class UnpicklableResult(TypeError):
@@ -603,23 +608,32 @@ def preload_started_openmp(preload, clean):
 PENDING_VAR = "CAICLUST_SERVER_PENDING"
 
 
-def restart_without_preloads(sock_path, inp, out, pending=b""):
-    """Become a clean server: the same process (its pipes, its pid), a new
-    program image without the threads. Possible when this file is on disk
-    (caiclust's cache); otherwise the server stops, and the pool reports
-    that it cannot start workers."""
+def reexec(flags, args, inp, out, pending=b""):
+    """Run this program again in this process (its pipes, its pid), a new
+    image: `python FLAGS THIS_FILE ARGS`. Possible when this file is on
+    disk (caiclust's cache); False otherwise. Fork requests already read
+    (`pending`) go to the new image."""
     sys.stderr.flush()
     path = globals().get("__file__")
-    if path and os.path.exists(path):
-        # The protocol's pipes back on 0 and 1 (private_channel moved them
-        # to descriptors that exec closes).
-        os.dup2(inp.fileno(), 0)
-        os.dup2(out.fileno(), 1)
-        if pending:
-            os.environ[PENDING_VAR] = pending.decode("utf-8", "replace")
-        if EXTRA_PATH:
-            os.environ["CAICLUST_SYS_PATH"] = EXTRA_PATH
-        os.execv(sys.executable, [sys.executable, path, "forkserver", sock_path])
+    if not (path and os.path.exists(path)):
+        return False
+    # The protocol's pipes back on 0 and 1 (private_channel moved them to
+    # descriptors that exec closes).
+    os.dup2(inp.fileno(), 0)
+    os.dup2(out.fileno(), 1)
+    if pending:
+        os.environ[PENDING_VAR] = pending.decode("utf-8", "replace")
+    if EXTRA_PATH:
+        os.environ["CAICLUST_SYS_PATH"] = EXTRA_PATH
+    os.execv(sys.executable, [sys.executable, *flags, path, *args])
+    return False
+
+
+def restart_without_preloads(sock_path, inp, out, pending=b""):
+    """Become a clean server without the threads; when this file is not
+    on disk the server stops, and the pool reports that it cannot start
+    workers."""
+    reexec([], ["forkserver", sock_path], inp, out, pending)
     os._exit(3)
 
 
@@ -725,30 +739,55 @@ def extend_path():
         sys.path[:0] = [p for p in extra.split(os.pathsep) if p and p not in known]
 
 
-def standby_main(imports):
-    """A standby interpreter (the core's worker/standby.rs): started with
-    -S before any pool needs it, it imports the standard-library modules
-    it is given, then waits for the one line that says what to become:
-    {"become": "server"|"forkserver", "socket": PATH, "preload": [...],
-    "env": {...}, "cwd": PATH}. It takes on that environment and working
-    folder, runs site (so .pth files and the user site see them, as at
-    a normal start), and serves as that fork server. Input closed or
-    parent gone: it exits."""
-    # What the server needs, loaded ahead: the C modules, libc's prctl,
-    # the pickled-payload path, and site itself (its main runs later).
-    import _signal  # noqa: F401
-    import _socket  # noqa: F401
-    import select
+# Variables that threading runtimes read when they load, and nothing reads
+# at a start: a standby whose site ran before it took them on is what a
+# server started with them would be.
+LATE_PREFIXES = ("OMP_", "KMP_", "GOMP_", "MKL_", "OPENBLAS_", "GOTO_", "BLIS_", "VECLIB_",
+                 "NUMEXPR_", "TBB_", "NUMBA_", "CAICLUST_")
+
+
+def applies_late(name):
+    return name.startswith(LATE_PREFIXES) or name.endswith("_NUM_THREADS")
+
+
+def native_objects():
+    """The shared objects this process has loaded: /proc/self/maps on
+    Linux; elsewhere its extension modules (and ctypes, through which any
+    library can be loaded)."""
+    if sys.platform.startswith("linux"):
+        try:
+            with open("/proc/self/maps") as f:
+                return {line.split(None, 5)[-1].strip() for line in f if ".so" in line}
+        except OSError:
+            pass
+    from importlib.machinery import EXTENSION_SUFFIXES
+
+    suffixes = tuple(EXTENSION_SUFFIXES)
+    return ({name for name, m in list(sys.modules.items())
+             if (getattr(m, "__file__", None) or "").endswith(suffixes)}
+            | ({"_ctypes"} & set(sys.modules)))
+
+
+def early_site(imports, inp, out):
+    """Run site now, under the standby's own environment; the environment
+    then. When its .pth files loaded native code (whose runtimes have then
+    read this environment), start again as a standby that runs site late."""
     import site
 
-    inp, out = private_channel(0, 1)
-    prctl_of_libc()
-    load_pickled()
-    for module in imports:
-        try:
-            importlib.import_module(module)
-        except BaseException:  # noqa: BLE001 - only a head start; the server imports what it needs
-            pass
+    before = native_objects()
+    env = dict(os.environ)
+    site.main()
+    if native_objects() != before:
+        reexec(["-S"], ["standby", "--late-site", *imports], inp, out)
+        return None
+    return env
+
+
+def read_become(inp):
+    """The line that says what to become, and what came after it; exits
+    when the input closes or the parent is gone."""
+    import select
+
     parent = os.getppid()
     buf = b""
     while b"\n" not in buf:
@@ -762,14 +801,57 @@ def standby_main(imports):
             os._exit(0)
         buf += chunk
     line, buf = buf.split(b"\n", 1)
-    msg = CODEC[0](line)
+    return CODEC[0](line), buf
+
+
+def standby_main(args):
+    """A standby interpreter (the core's worker/standby.rs): started with
+    -S before any pool needs it, it imports the standard-library modules
+    it is given and runs site, then waits for the one line that says what
+    to become: {"become": "server"|"forkserver", "socket": PATH,
+    "preload": [...], "env": {...}, "cwd": PATH}. It takes on that
+    environment and working folder and serves as that fork server. Site
+    ran before the environment was known: when a variable other than the
+    runtimes' own (applies_late) changed meanwhile, the .pth files might
+    have seen another value, and the server starts afresh instead (a new
+    image, as a pool without a standby would have). With --late-site
+    (site's .pth files load native code), site runs after the environment
+    is taken on. Input closed or parent gone: it exits."""
+    # What the server needs, loaded ahead: the C modules, libc's prctl,
+    # the pickled-payload path, and site.
+    import _signal  # noqa: F401
+    import _socket  # noqa: F401
+    import select  # noqa: F401
+    import site
+
+    late_site = "--late-site" in args
+    imports = [a for a in args if a != "--late-site"]
+    inp, out = private_channel(0, 1)
+    prctl_of_libc()
+    load_pickled()
+    for module in imports:
+        try:
+            importlib.import_module(module)
+        except BaseException:  # noqa: BLE001 - only a head start; the server imports what it needs
+            pass
+    path = globals().get("__file__")
+    on_disk = bool(path) and os.path.exists(path)
+    site_env = early_site(imports, inp, out) if on_disk and not late_site else None
+    msg, buf = read_become(inp)
     os.environ.clear()
     os.environ.update(msg["env"])
     os.environ[WORKER_MARK] = "1"
     os.chdir(msg["cwd"])
-    site.main()
-    extend_path()
     mode, sock_path, preload = msg["become"], msg["socket"], [m for m in msg["preload"] if m]
+    if site_env is None:
+        site.main()
+    else:
+        changed = {k for k in set(site_env) | set(os.environ)
+                   if site_env.get(k) != os.environ.get(k)}
+        if not all(applies_late(k) for k in changed) and not reexec(
+                [], [mode, sock_path, *preload], inp, out, buf):
+            os._exit(3)  # this file went away meanwhile: the pool reports it
+    extend_path()
     sys.argv[1:] = [mode, sock_path, *preload]
     server_main(sock_path, preload, mode == "forkserver", (inp, out), buf)
 
