@@ -101,6 +101,7 @@ cargo build --release -p caiclust-cli
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 export XDG_CACHE_HOME=$OUT/xdg-cache
+unset CAICLUST_CACHE_DIR  # (it would take precedence)
 rm -rf "$XDG_CACHE_HOME"
 mkdir -p "$XDG_CACHE_HOME"
 unset CAICLUST_NO_CACHE

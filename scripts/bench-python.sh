@@ -134,6 +134,7 @@ trap 'rm -rf scripts/bench/__pycache__' EXIT
 # caiclust caches its interpreter query (~/.cache/caiclust): a private
 # folder here, filled by the warm-up, as a user has it from the second run.
 export XDG_CACHE_HOME=$OUT/xdg-cache
+unset CAICLUST_CACHE_DIR  # (it would take precedence)
 mkdir -p "$XDG_CACHE_HOME"
 # Python writes bytecode by default, and the warm-up is there to leave the
 # .pyc files a user has from the second run on (every tool that imports

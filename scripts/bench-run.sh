@@ -94,6 +94,7 @@ OUT=$(cd "$OUT" && pwd)
 rm -f "$OUT"/runs/* "$OUT"/*.tsv "$OUT/summary.md"
 # caiclust's interpreter-query cache in a private folder, as bench-probe does.
 export XDG_CACHE_HOME=$OUT/xdg-cache
+unset CAICLUST_CACHE_DIR  # (it would take precedence)
 rm -rf "$XDG_CACHE_HOME"
 mkdir -p "$XDG_CACHE_HOME"
 

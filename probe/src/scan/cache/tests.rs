@@ -553,6 +553,8 @@ fn no_cache_variable_is_respected() {
             ])
             .env(CHILD_TREE, &site.root)
             .env("XDG_CACHE_HOME", xdg.path())
+            // (A suite's own folder would take precedence.)
+            .env_remove("CAICLUST_CACHE_DIR")
             .env("CAICLUST_NO_CACHE", no_cache)
             .output()
             .expect("run the child");
