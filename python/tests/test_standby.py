@@ -9,6 +9,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 WHERE = """
 import json, os, sys, time
 import caiclust
@@ -26,7 +28,7 @@ def where(_):
     return {{"no_site": sys.flags.no_site, "late": os.environ.get("LATE"),
             "cwd": os.getcwd(), "ld": os.environ.get("LD_LIBRARY_PATH"),
             "omp": os.environ.get("OMP_NUM_THREADS"), "numpy": numpy.__version__,
-            "openblas_verbose": os.environ.get("OPENBLAS_VERBOSE")}}
+            "changed": {{k: os.environ.get(k) for k in ("OPENBLAS_VERBOSE", "LATE")}}}}
 
 with Pool(2) as p:
     print(json.dumps(p.apply(where, (0,))))
@@ -46,31 +48,25 @@ def _run(run_script, tmp_path, after_import, env=None):
     return lines[0], lines[1]["plan_omp"]
 
 
-def test_the_first_pool_takes_the_standby_with_what_changed_after_import(run_script, tmp_path):
+@pytest.mark.parametrize("name, value, no_site", [
+    # A runtime's variable: the standby takes it on (it ran site before,
+    # and site loaded no native code).
+    ("OPENBLAS_VERBOSE", "0", 1),
+    # Any other: site's .pth files ran before it was set, so the template
+    # starts again as a new image, which sees it from the start.
+    ("LATE", "after import", 0),
+])
+def test_what_changed_after_import_reaches_the_workers(run_script, tmp_path, name, value,
+                                                        no_site):
+    # The standby started at import; a variable and the working folder
+    # change afterwards, as a script's first lines often do.
     sub = tmp_path / "later"
     sub.mkdir()
-    # The standby started at import; a runtime's variable and the working
-    # folder change afterwards, as a script's first lines often do.
-    after = (f"os.environ['OPENBLAS_VERBOSE'] = '0'\n"
+    after = (f"os.environ[{name!r}] = {value!r}\n"
              f"os.chdir({str(sub)!r})")
     got, plan_omp = _run(run_script, tmp_path, after)
-    assert got["no_site"] == 1, got
-    assert got["openblas_verbose"] == "0"
-    assert got["cwd"] == str(sub)
-    assert got["omp"] == plan_omp and plan_omp, (got, plan_omp)
-    assert got["numpy"]
-
-
-def test_another_variable_set_after_import_starts_the_template_afresh(run_script, tmp_path):
-    # The standby ran site (and its .pth files) before LATE was set: the
-    # template starts again as a new image, which sees it from the start.
-    sub = tmp_path / "later"
-    sub.mkdir()
-    after = (f"os.environ['LATE'] = 'after import'\n"
-             f"os.chdir({str(sub)!r})")
-    got, plan_omp = _run(run_script, tmp_path, after)
-    assert got["no_site"] == 0, got
-    assert got["late"] == "after import"
+    assert got["no_site"] == no_site, got
+    assert got["changed"][name] == value
     assert got["cwd"] == str(sub)
     assert got["omp"] == plan_omp and plan_omp, (got, plan_omp)
     assert got["numpy"]

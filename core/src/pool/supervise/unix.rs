@@ -108,7 +108,9 @@ impl Scheduler {
     /// A standby interpreter (see [`standby`]) made this pool's Python fork
     /// server, when one is waiting that fits.
     fn take_standby(&mut self, kind: PoolKind, sock: &Path) -> Option<standby::Standby> {
-        if kind != PoolKind::Python {
+        // (No standby waiting, as for every program that asked for none:
+        // no environment gathered, no line composed.)
+        if kind != PoolKind::Python || standby::waiting_pid(&self.settings.python).is_none() {
             return None;
         }
         let mut env: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
