@@ -7,6 +7,9 @@
 #
 #   venv-pypi/              CPython venv with PyPI numpy, scipy, scikit-learn,
 #                           opencv-python-headless, threadpoolctl
+#   venv-ml/                CPython venv with PyPI scikit-learn, lightgbm,
+#                           xgboost, threadpoolctl (issue #14's verdicts)
+#   venv-numpy1/            CPython venv with PyPI numpy<2, threadpoolctl
 #   venv-ipp/               CPython venv with PyPI ipyparallel, numpy,
 #                           scikit-learn (the ipyparallel backend's tests)
 #   venv-tools/             ruff, for .ci/run's lint of the Python files; maturin,
@@ -67,6 +70,16 @@ VENV_NUMBA_PACKAGES=(numba tbb)
 VENV_MKL_PACKAGES=(mkl threadpoolctl)
 # And one with numpy alone (pthreads OpenBLAS, no OpenMP anywhere).
 VENV_NUMPY_PACKAGES=(numpy)
+# And two for the verdicts on environments the other fixtures do not cover
+# (issue #14): machine-learning packages that load or bundle GNU OpenMP in
+# other ways than scikit-learn (LightGBM's ctypes-loaded library needs the
+# system libgomp.so.1; xgboost bundles the same hash-renamed libgomp as
+# scikit-learn, one SONAME), and numpy 1.x, whose bundled OpenBLAS finds
+# its libgfortran only because that SONAME is already loaded.
+VENV_ML=$FIX/venv-ml
+VENV_ML_PACKAGES=(scikit-learn lightgbm xgboost threadpoolctl)
+VENV_NUMPY1=$FIX/venv-numpy1
+VENV_NUMPY1_PACKAGES=("numpy<2" threadpoolctl)
 # And one for the ipyparallel backend: a controller and engines from PyPI,
 # with the hazard workload's numpy and scikit-learn.
 VENV_IPP_PACKAGES=(ipyparallel numpy scikit-learn)
@@ -79,7 +92,7 @@ VENV_TOOLS_PACKAGES=(ruff "maturin>=1.5,<2")
 # OpenMP test programs, venv support, threadpoolctl for the system python,
 # hyperfine for benchmarks.
 DEB_PACKAGES=(python3-numpy python3-threadpoolctl libopenblas0-openmp
-    libopenblas0-pthread libblis4-openmp libblis4-pthread python3-venv gcc
+    libopenblas0-pthread libopenblas0-serial libblis4-openmp libblis4-pthread python3-venv gcc
     hyperfine parallel)
 
 # Foreign wheels: folder name | PyPI package | pip --platform | a path (glob)
@@ -261,6 +274,12 @@ build_venv venv-mkl "$VENV_MKL" \
 # shellcheck disable=SC2016
 build_venv venv-numpy "$VENV_NUMPY" '"$1" -c "import numpy"' "${VENV_NUMPY_PACKAGES[@]}"
 # shellcheck disable=SC2016
+build_venv venv-ml "$VENV_ML" '"$1" -c "import sklearn, lightgbm, xgboost, threadpoolctl"' \
+    "${VENV_ML_PACKAGES[@]}"
+# shellcheck disable=SC2016
+build_venv venv-numpy1 "$VENV_NUMPY1" '"$1" -c "import numpy, threadpoolctl"' \
+    "${VENV_NUMPY1_PACKAGES[@]}"
+# shellcheck disable=SC2016
 build_venv venv-ipp "$VENV_IPP" \
     '"$1" -c "import ipyparallel, numpy, sklearn" && [ -x "$(dirname "$1")/ipcluster" ]' \
     "${VENV_IPP_PACKAGES[@]}"
@@ -369,7 +388,7 @@ export CAICLUST_MULTIARCH='$MULTIARCH'
 EOF
 
 WHEEL_SPECS_TEXT=$(printf '%s\n' "${WHEEL_SPECS[@]}")
-export FIX VENV VENV_NUMBA VENV_MKL VENV_NUMPY VENV_IPP WHEELS STAMPS DEBIAN_PYTHON OPENBLAS_PTHREAD_DIR \
+export FIX VENV VENV_NUMBA VENV_MKL VENV_NUMPY VENV_ML VENV_NUMPY1 VENV_IPP WHEELS STAMPS DEBIAN_PYTHON OPENBLAS_PTHREAD_DIR \
     OPENBLAS_OPENMP_DIR MULTIARCH WHEEL_SPECS_TEXT
 "$VENV/bin/python" - <<'PY' | write_if_changed "$FIX/manifest.json"
 import json, os, re
@@ -414,6 +433,8 @@ manifest = {
     "venv_numba": os.path.join(env["VENV_NUMBA"], "bin", "python"),
     "venv_mkl": os.path.join(env["VENV_MKL"], "bin", "python"),
     "venv_numpy": os.path.join(env["VENV_NUMPY"], "bin", "python"),
+    "venv_ml": os.path.join(env["VENV_ML"], "bin", "python"),
+    "venv_numpy1": os.path.join(env["VENV_NUMPY1"], "bin", "python"),
     "venv_ipp": os.path.join(env["VENV_IPP"], "bin", "python"),
     "debian_python": env["DEBIAN_PYTHON"],
     "multiarch": env["MULTIARCH"],

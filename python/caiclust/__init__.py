@@ -59,9 +59,10 @@ def __dir__():
     return sorted(set(globals()) | set(_EXPORTS))
 
 
-# What caiclust._worker imports from the standard library: a standby has
-# it loaded before any pool asks for it.
-_STANDBY_IMPORTS = ["_pickle"]
+# What every Python pool's template imports (caiclust._worker, pure
+# Python, and the standard library's _pickle it needs): a standby has them
+# loaded before any pool asks for them.
+_STANDBY_IMPORTS = ["_pickle", "caiclust._worker"]
 _OWN_COMMANDS = ("caiclust", "caiclust-check")
 
 

@@ -63,9 +63,11 @@ def preload_modules():
 
 def worker_env():
     """What the workers need of this process besides its environment: the
-    folders of its ``sys.path`` (a script's own folder among them), so
-    that modules it imports by path are found there too."""
-    paths = [p for p in sys.path if p and os.path.isdir(p)]
+    folders of its ``sys.path`` (a script's own folder among them, or the
+    working folder of an interactive session), so that modules it imports
+    by path are found there too, and no other folder's first."""
+    cwd = os.getcwd()
+    paths = [p or cwd for p in sys.path if os.path.isdir(p or cwd)]
     return {"CAICLUST_SYS_PATH": os.pathsep.join(paths)}
 
 

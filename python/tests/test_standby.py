@@ -6,6 +6,7 @@ with ``-S``, ``site`` run later), 0 from a server started for the pool.
 """
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -135,3 +136,39 @@ def test_a_standby_whose_preloads_start_openmp_restarts_clean_and_serves(run_scr
     assert r.returncode == 0, r.stderr
     assert "ran ran" in r.stdout, r.stdout
     assert "without preloads" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("prestart", ["1", "0"])
+def test_a_package_in_the_working_folder_does_not_shadow_the_parents(run_script, tmp_path,
+                                                                     prestart):
+    # A template started with `python -c` has its working folder first on
+    # sys.path, which the parent's script does not: a folder named
+    # caiclust there must not stand in for the installed package, in a
+    # standby (which imports caiclust._worker ahead) or in a server the
+    # pool starts itself.
+    shutil.copy(Path(__file__).with_name("conftest.py"), tmp_path / "conftest_children.py")
+    shadow = tmp_path / "elsewhere" / "caiclust"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("")
+    (shadow / "_worker.py").write_text("SHADOW = True\n")
+    r = run_script(f"""
+        import os, sys, time
+        os.chdir({str(shadow.parent)!r})
+        import caiclust
+        from conftest_children import descendants
+
+        deadline = time.monotonic() + 30
+        while {prestart == "1"} and not descendants(os.getpid()):
+            assert time.monotonic() < deadline, "no standby started"
+            time.sleep(0.01)
+
+        def worker_module(_):
+            return sys.modules["caiclust._worker"].__file__
+
+        with caiclust.Pool(1) as p:
+            print(p.apply(worker_module, (0,)))
+        print(os.path.dirname(caiclust.__file__))
+    """, env={"CAICLUST_PRESTART": prestart})
+    assert r.returncode == 0, r.stderr
+    used, installed = r.stdout.split()
+    assert os.path.dirname(used) == installed, r.stdout

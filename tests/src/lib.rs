@@ -112,6 +112,15 @@ pub struct Fixtures {
     /// The interpreter of a venv with PyPI ipyparallel, numpy and
     /// scikit-learn (`<root>/venv-ipp/bin/python`).
     pub venv_ipp: PathBuf,
+    /// The interpreter of a venv with PyPI scikit-learn, LightGBM, xgboost
+    /// and threadpoolctl (`<root>/venv-ml/bin/python`): LightGBM loads its
+    /// library with ctypes and needs the system `libgomp.so.1`; xgboost
+    /// bundles the hash-renamed libgomp scikit-learn bundles (one SONAME).
+    pub venv_ml: PathBuf,
+    /// The interpreter of a venv with PyPI numpy 1.x and threadpoolctl
+    /// (`<root>/venv-numpy1/bin/python`): its OpenBLAS needs the
+    /// `libgfortran` beside it and has no RUNPATH.
+    pub venv_numpy1: PathBuf,
     /// Debian's interpreter with `python3-numpy` (`/usr/bin/python3`).
     pub debian_python: PathBuf,
     /// The machine's multiarch triplet, e.g. `x86_64-linux-gnu`.
@@ -159,6 +168,10 @@ struct Manifest {
     /// like the others.
     #[serde(default)]
     venv_ipp: Option<PathBuf>,
+    #[serde(default)]
+    venv_ml: Option<PathBuf>,
+    #[serde(default)]
+    venv_numpy1: Option<PathBuf>,
     debian_python: PathBuf,
     multiarch: String,
     openblas_pthread_dir: PathBuf,
@@ -314,6 +327,12 @@ fn load_fixtures(root: &Path) -> Result<Fixtures, String> {
         venv_ipp: m
             .venv_ipp
             .unwrap_or_else(|| root.join("venv-ipp").join("bin").join("python")),
+        venv_ml: m
+            .venv_ml
+            .unwrap_or_else(|| root.join("venv-ml").join("bin").join("python")),
+        venv_numpy1: m
+            .venv_numpy1
+            .unwrap_or_else(|| root.join("venv-numpy1").join("bin").join("python")),
         debian_python: m.debian_python,
         multiarch: m.multiarch,
         openblas_pthread_dir: m.openblas_pthread_dir,
@@ -329,6 +348,8 @@ fn load_fixtures(root: &Path) -> Result<Fixtures, String> {
         ("MKL venv interpreter", &fx.venv_mkl, false),
         ("numpy venv interpreter", &fx.venv_numpy, false),
         ("ipyparallel venv interpreter", &fx.venv_ipp, false),
+        ("machine-learning venv interpreter", &fx.venv_ml, false),
+        ("numpy 1.x venv interpreter", &fx.venv_numpy1, false),
         ("Debian interpreter", &fx.debian_python, false),
         ("pthreads OpenBLAS folder", &fx.openblas_pthread_dir, true),
         ("OpenMP OpenBLAS folder", &fx.openblas_openmp_dir, true),

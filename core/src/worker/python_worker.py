@@ -730,11 +730,17 @@ EXTRA_PATH = None
 def extend_path():
     """Folders the parent wants on sys.path (CAICLUST_SYS_PATH, joined by
     os.pathsep), ahead of the rest: where its task modules are found.
-    Taken out of the environment so that the tasks' own children do not
-    inherit it."""
+    They stand for the first entry that starting this program put there
+    (the working folder of `python -c`, or this file's folder), which the
+    parent's program may not have: a package in the working folder must
+    not shadow the parent's. Taken out of the environment so that the
+    tasks' own children do not inherit it."""
     global EXTRA_PATH
     extra = EXTRA_PATH = os.environ.pop("CAICLUST_SYS_PATH", None)
     if extra:
+        own_start = ("", os.path.dirname(globals().get("__file__") or ""))
+        if sys.path and sys.path[0] in own_start:
+            del sys.path[0]
         known = set(sys.path)
         sys.path[:0] = [p for p in extra.split(os.pathsep) if p and p not in known]
 
@@ -783,6 +789,36 @@ def early_site(imports, inp, out):
     return env
 
 
+def head_start(module):
+    """Import a module ahead of the pool; False when it is not found (or
+    fails: the server imports what it needs, and reports it there)."""
+    try:
+        importlib.import_module(module)
+        return True
+    except BaseException:  # noqa: BLE001 - only a head start
+        return False
+
+
+def drop_shadowed(modules):
+    """Forget the packages of `modules` imported ahead of the pool, unless
+    an import now (the pool's sys.path and working folder) would find the
+    same file: another of that name earlier on the path, or one that was
+    found in the standby's own folder, is imported afresh by the server."""
+    for top in {m.partition(".")[0] for m in modules}:
+        loaded = sys.modules.get(top)
+        if loaded is None:
+            continue
+        spec = None
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            spec = find(top, None) if find else None
+            if spec is not None:
+                break
+        if spec is None or spec.origin != getattr(loaded, "__file__", None):
+            for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+                del sys.modules[name]
+
+
 def read_become(inp):
     """The line that says what to become, and what came after it; exits
     when the input closes or the parent is gone."""
@@ -806,8 +842,9 @@ def read_become(inp):
 
 def standby_main(args):
     """A standby interpreter (the core's worker/standby.rs): started with
-    -S before any pool needs it, it imports the standard-library modules
-    it is given and runs site, then waits for the one line that says what
+    -S before any pool needs it, it imports the modules it is given (the
+    standard library's first, those from site-packages once site ran: pure
+    Python, loading no runtime) and runs site, then waits for the one line that says what
     to become: {"become": "server"|"forkserver", "socket": PATH,
     "preload": [...], "env": {...}, "cwd": PATH}. It takes on that
     environment and working folder and serves as that fork server. Site
@@ -816,7 +853,9 @@ def standby_main(args):
     have seen another value, and the server starts afresh instead (a new
     image, as a pool without a standby would have). With --late-site
     (site's .pth files load native code), site runs after the environment
-    is taken on. Input closed or parent gone: it exits."""
+    is taken on. A module imported ahead that the pool's sys.path would
+    find elsewhere is imported again (drop_shadowed). Input closed or
+    parent gone: it exits."""
     # What the server needs, loaded ahead: the C modules, libc's prctl,
     # the pickled-payload path, and site.
     import _signal  # noqa: F401
@@ -826,17 +865,21 @@ def standby_main(args):
 
     late_site = "--late-site" in args
     imports = [a for a in args if a != "--late-site"]
+    # The entry starting this program put first (the working folder of
+    # `python -c`, which site would make absolute): out of the way of the
+    # imports ahead, and back at the become unless the pool gives its path.
+    launch_entry = sys.path.pop(0) if sys.path else None
     inp, out = private_channel(0, 1)
     prctl_of_libc()
     load_pickled()
-    for module in imports:
-        try:
-            importlib.import_module(module)
-        except BaseException:  # noqa: BLE001 - only a head start; the server imports what it needs
-            pass
+    # The standard library's now; what lives in site-packages once site ran.
+    after_site = [m for m in imports if not head_start(m)]
     path = globals().get("__file__")
     on_disk = bool(path) and os.path.exists(path)
     site_env = early_site(imports, inp, out) if on_disk and not late_site else None
+    if site_env is not None:
+        for module in after_site:
+            head_start(module)
     msg, buf = read_become(inp)
     os.environ.clear()
     os.environ.update(msg["env"])
@@ -851,7 +894,10 @@ def standby_main(args):
         if not all(applies_late(k) for k in changed) and not reexec(
                 [], [mode, sock_path, *preload], inp, out, buf):
             os._exit(3)  # this file went away meanwhile: the pool reports it
+    if launch_entry is not None and "CAICLUST_SYS_PATH" not in os.environ:
+        sys.path.insert(0, launch_entry)
     extend_path()
+    drop_shadowed(imports)
     sys.argv[1:] = [mode, sock_path, *preload]
     server_main(sock_path, preload, mode == "forkserver", (inp, out), buf)
 

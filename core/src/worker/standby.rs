@@ -5,13 +5,16 @@
 //! plus its imports, and a pool's first task waits for it. A program that
 //! knows it will run a pool soon (the Python package does so when it is
 //! imported) calls [`prestart_python`]: a *standby* interpreter starts in
-//! the background, with `-S` (no `site`, so no `.pth` file imports
-//! anything) and only the standard-library modules it is given, and waits.
-//! When a cluster then needs a Python fork server for that interpreter it
-//! takes the standby ([`take`]) and sends it one line that says what to
-//! become: the pool's whole environment (the thread limits among it) and
-//! working folder are applied, `site` runs, and only then does it import
-//! the pool's preloads, exactly as a freshly started server would.
+//! the background with `-S`, imports the pure-Python modules it is given,
+//! runs `site` (late instead when a `.pth` file loads native code), and
+//! waits. When a cluster then needs a Python fork server for that
+//! interpreter it takes the standby ([`take`]) and sends it one line that
+//! says what to become: the pool's whole environment (the thread limits
+//! among it) and working folder are applied, and only then does it import
+//! the pool's preloads, exactly as a freshly started server would. (When a
+//! variable that `site` may have read changed meanwhile, it starts afresh;
+//! a module imported ahead that the pool's `sys.path` finds elsewhere is
+//! imported again.)
 //!
 //! What cannot be applied late is checked instead: variables read when a
 //! process starts, by the dynamic loader, the C library or the interpreter
@@ -82,8 +85,10 @@ struct Standbys {
 static STANDBYS: OnceLock<Standbys> = OnceLock::new();
 
 /// Start a standby interpreter for `python` in the background, unless one
-/// is already waiting. `imports` are standard-library modules it imports
-/// while it waits (nothing from site-packages: `site` has not run yet).
+/// is already waiting. `imports` are modules it imports while it waits:
+/// pure Python (nothing that loads a threading runtime before the pool's
+/// environment is known); those not found before `site` runs are tried
+/// after it.
 /// Returns at once; false when no standby can be started here (a process
 /// forked from the one that started standbys, or no thread).
 pub fn prestart_python(python: &Path, imports: &[String]) -> bool {
