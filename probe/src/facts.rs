@@ -430,6 +430,11 @@ pub struct PythonEnv {
     pub os_cpu_count: Option<usize>,
     /// `os.process_cpu_count()` (3.13+) or the affinity size.
     pub process_cpu_count: Option<usize>,
+    /// Import name → the import names of the installed distributions its
+    /// distribution requires (`Requires-Dist` without extras): how a
+    /// script's imports reach packages it does not import itself.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requires: BTreeMap<String, Vec<String>>,
 }
 
 /// A Python package that matters for threading, and what it pulls in.

@@ -57,7 +57,8 @@ pub fn probe_python(options: &ProbeOptions) -> Result<Facts, ProbeError> {
         let python = query_python(&exe, source);
         (host.join(), python)
     });
-    let python = python?;
+    let mut python = python?;
+    python.requires = crate::python::read_requires(&python.site_packages);
     let host = host.map_err(|_| ProbeError::Unreadable {
         path: PathBuf::from("/proc"),
         reason: "host probe panicked".into(),

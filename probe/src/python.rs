@@ -27,7 +27,10 @@ pub fn cache_dir() -> Option<std::path::PathBuf> {
 }
 mod discover;
 mod query;
+mod requires;
 mod run;
+
+pub(crate) use requires::read_requires;
 #[cfg(all(test, unix))]
 mod testing;
 

@@ -76,6 +76,7 @@ impl Config {
                 .or_else(|| self.start_method.clone()),
             workers: plan.workers.or(self.workers),
             env: plan.env.clone(),
+            usage: plan.usage.clone(),
         }
     }
 

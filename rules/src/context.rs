@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use caiclust_probe::{Facts, OsFamily};
 use serde::{Deserialize, Serialize};
 
+use crate::script::{ScriptPlan, ScriptUsage};
+
 /// How the parallel work is going to be started, as far as known. Empty
 /// fields fall back to the facts (the interpreter's default start method)
 /// and the configuration.
@@ -18,6 +20,26 @@ pub struct Plan {
     /// (what `caiclust run`, `caiclust env` or a cluster will set).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// What the code that will run imports and calls, read from its
+    /// scripts (every script's together); `None` when no script is known.
+    /// The hazard rules then judge a runtime by its use, not only by its
+    /// presence: a GNU OpenMP pool hangs forked workers only when the
+    /// parent ran it before the fork and the workers run it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<ScriptUsage>,
+}
+
+impl Plan {
+    /// The plan with the scripts' usage added to what it already knows.
+    pub fn with_scripts<'s>(mut self, scripts: impl IntoIterator<Item = &'s ScriptPlan>) -> Self {
+        for script in scripts {
+            let usage = self.usage.get_or_insert_with(ScriptUsage::default);
+            usage.imports.extend(script.usage.imports.iter().cloned());
+            usage.before_fork.extend(script.usage.before_fork.iter().cloned());
+            usage.in_workers.extend(script.usage.in_workers.iter().cloned());
+        }
+        self
+    }
 }
 
 /// Everything a rule may look at.

@@ -33,6 +33,7 @@ mod report;
 mod rules;
 mod script;
 pub mod threads;
+mod uses;
 
 pub use advisory::{Advisory, AdvisoryDb, AdvisoryError};
 pub use config::{Config, ConfigError, ConfigSource};
@@ -45,5 +46,5 @@ pub use report::{evaluate, Report};
 pub use script::{
     lint_notebook, lint_script, lint_script_file, lint_scripts, read_script_plan, script_plan,
     ScriptError, ScriptLint, ScriptPlan, ScriptPool, ScriptPoolKind, ScriptThreadCount,
-    WorkerCount, SCRIPT_RULES,
+    ScriptUsage, WorkerCount, SCRIPT_RULES,
 };

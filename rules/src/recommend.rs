@@ -172,6 +172,7 @@ pub fn recommend(facts: &Facts, config: &Config) -> Recommendation {
             .iter()
             .map(|e| (e.name.clone(), e.value.clone()))
             .collect(),
+        usage: None,
     };
     // The hazards of the start method as the workers would meet them
     // without caiclust's variables, then with its thread limits (which may

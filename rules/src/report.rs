@@ -45,14 +45,17 @@ pub fn evaluate(facts: &Facts, plan: &Plan, config: &Config) -> Report {
     let mut findings = Vec::new();
     for rule in all_rules() {
         let info = rule.info();
-        let level = config
-            .level_for(info.id, info.name)
-            .unwrap_or_else(|| info.category.default_level());
-        if level == Level::Allow {
+        // A configured level applies to every finding of the rule; else
+        // each keeps its own (the category's, or lower where the rule's
+        // evidence is weaker: CC001 for a runtime only loaded).
+        let configured = config.level_for(info.id, info.name);
+        if configured == Some(Level::Allow) {
             continue;
         }
         for mut f in rule.check(&cx) {
-            f.level = level;
+            if let Some(level) = configured {
+                f.level = level;
+            }
             findings.push(f);
         }
     }

@@ -239,12 +239,14 @@ pub(crate) fn pool_default(facts: &Facts, sizing: &crate::threads::PoolSizing) -
 /// (scikit-learn). numba's `omppool` is left to its own rule.
 pub(crate) fn gnu_openmp_pools(facts: &Facts) -> Vec<GompPool<'_>> {
     let has_gomp = runtime_libraries(facts).any(|l| l.vendor.value == Vendor::GnuOpenmp);
-    if !has_gomp {
-        return Vec::new();
-    }
     let mkl_layer_gnu = runtime_env(facts)
         .get("MKL_THREADING_LAYER")
         .is_some_and(|v| v.eq_ignore_ascii_case("gnu"));
+    // MKL's GNU layer loads the system libgomp when it is chosen, whether
+    // the environment holds a libgomp or not (PyPI's mkl ships none).
+    if !has_gomp && !mkl_layer_gnu {
+        return Vec::new();
+    }
     let default = default_pool_threads(facts);
     let mut pools = Vec::new();
     for lib in runtime_libraries(facts) {

@@ -10,7 +10,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use caiclust_rules::{Report, ScriptError};
+use caiclust_rules::{Plan, Report, ScriptError, ScriptPlan};
 use clap::Parser;
 
 use crate::color::{self, ColorChoice};
@@ -100,6 +100,28 @@ pub fn main(argv: Vec<OsString>) -> u8 {
     }
 }
 
+/// The plan as the scripts show it: what they import and call on each
+/// side of the fork (the environment's hazards are judged by that use),
+/// and the start method they force when none was given. A script that
+/// cannot be read adds nothing here (the lint reports it).
+fn with_scripts(plan: Plan, scripts: &[PathBuf]) -> Plan {
+    if scripts.is_empty() {
+        return plan;
+    }
+    let plans: Vec<ScriptPlan> = scripts
+        .iter()
+        .filter_map(|s| caiclust_rules::read_script_plan(s).ok())
+        .collect();
+    let forced = plans
+        .iter()
+        .find_map(|p| p.forced_start_method().map(str::to_string));
+    let mut plan = plan.with_scripts(&plans);
+    if plan.start_method.is_none() {
+        plan.start_method = forced;
+    }
+    plan
+}
+
 /// Check as `caiclust-check` would with the command line `argv`, but
 /// print nothing: the report as it would be printed, and the exit status.
 /// Colour follows the process-wide setting ([`crate::color::apply`]),
@@ -111,7 +133,7 @@ pub fn run(argv: Vec<OsString>) -> Result<Checked, CheckError> {
 
 fn check(cli: &Cli) -> anyhow::Result<Checked> {
     let config = cli.input.load_config()?;
-    let plan = cli.plan.plan();
+    let plan = with_scripts(cli.plan.plan(), &cli.scripts);
     let scripts_only = !cli.scripts.is_empty() && !cli.input.names_environment();
     let (loaded, mut report, verdict) = if scripts_only {
         let report = Report {

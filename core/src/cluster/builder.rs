@@ -338,6 +338,9 @@ impl ClusterBuilder {
             start_method: Some(settings.start_method.as_str().to_string()),
             workers: Some(settings.workers),
             env: settings.env.clone(),
+            // A cluster runs tasks it cannot read: the facts alone (a live
+            // process's own, for fork workers) are the evidence.
+            usage: None,
         };
         let report = evaluate(&facts, &plan, &config);
         let verdict = assess(&facts, &plan, &config);

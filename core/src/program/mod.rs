@@ -142,9 +142,13 @@ pub fn plan_program(
         (None, Some(m)) => Some(m.clone()),
         (None, None) => config.start_method.clone(),
     };
+    // What the script runs on each side of the fork: a runtime it only
+    // loads hangs nothing, and fork stays.
+    let usage = script_plan.as_ref().map(|p| p.usage.clone());
     let unchanged_plan = Plan {
         start_method: natural,
         workers: Some(workers.0),
+        usage: usage.clone(),
         ..Plan::default()
     };
     let before = assess(facts, &unchanged_plan, config);
@@ -202,6 +206,7 @@ pub fn plan_program(
             .iter()
             .map(|a| (a.name.clone(), a.value.clone()))
             .collect::<BTreeMap<_, _>>(),
+        usage,
     };
     let after = assess(facts, &after_plan, config);
     ProgramPlan {

@@ -220,6 +220,7 @@ fn interpret(executable: &Path, source: PythonSource, raw: &str) -> Result<Pytho
         start_methods: answer.start_methods.unwrap_or_default(),
         os_cpu_count: answer.os_cpu_count,
         process_cpu_count: answer.process_cpu_count,
+        requires: std::collections::BTreeMap::new(),
     })
 }
 

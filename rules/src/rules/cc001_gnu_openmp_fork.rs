@@ -1,11 +1,13 @@
 //! CC001: GNU OpenMP pools that will be forked.
 
-use caiclust_probe::{Evidence, Vendor};
+use caiclust_probe::{Evidence, EvidenceSource, Vendor};
 
 use crate::context::Context;
-use crate::finding::{Category, Finding, RuleInfo};
+use crate::finding::{Category, Finding, Level, RuleInfo};
 use crate::recommend::EnvSetting;
 use crate::registry::Rule;
+use crate::script::ScriptUsage;
+use crate::uses::{use_of, used_by, Use};
 use crate::rules::{
     file_name, finding, gnu_openmp_pools, library_evidence, start_method_evidence, GompPool,
 };
@@ -69,10 +71,12 @@ impl Rule for GnuOpenmpFork {
         if !cx.forks() {
             return Vec::new();
         }
-        let pools: Vec<GompPool<'_>> = gnu_openmp_pools(cx.facts)
+        let all: Vec<GompPool<'_>> = gnu_openmp_pools(cx.facts)
             .into_iter()
             .filter(|p| p.threads > 1)
             .collect();
+        let usage = cx.plan.usage.as_ref();
+        let (pools, judged) = judge_by_use(cx, all, usage);
         // One hazard, one finding: every pool on libgomp (MKL's GNU layer,
         // an OpenMP OpenBLAS, scikit-learn's own libgomp) hangs the same
         // workers, and one fix covers them all.
@@ -101,6 +105,9 @@ impl Rule for GnuOpenmpFork {
                 0,
                 format!("MKL on its GNU threading layer ({})", mkl.join(", ")),
             );
+        }
+        if let (Some(usage), Use::AcrossFork) = (usage, judged) {
+            ev.extend(use_evidence(cx, &pools, usage));
         }
         ev.push(start_method_evidence(cx));
         dedup_keep_order(&mut ev);
@@ -146,8 +153,67 @@ impl Rule for GnuOpenmpFork {
             at.lib.path.display().to_string(),
         );
         f.env_fix = env_fix;
+        if judged == Use::Loaded {
+            f.level = Level::Warning;
+            f.message = format!(
+                "{what} {verb} of up to {threads} threads and workers are forked, but the scripts do not run it both before the fork and in the workers: they do not hang here. Workers hang when the parent starts the pool's threads (runs OpenMP code) before the workers are forked and a worker runs OpenMP code again"
+            );
+        }
         vec![f]
     }
+}
+
+/// The pools the scripts reach, and how the most serious of them is used:
+/// with no script known, every pool as it is ([`Use::Unknown`]); else the
+/// pools used across the fork when there are any, else those only loaded.
+fn judge_by_use<'a>(
+    cx: &Context<'a>,
+    pools: Vec<GompPool<'a>>,
+    usage: Option<&ScriptUsage>,
+) -> (Vec<GompPool<'a>>, Use) {
+    let judged: Vec<(Use, GompPool<'a>)> = pools
+        .into_iter()
+        .map(|p| (use_of(cx.facts, p.lib, usage), p))
+        .filter(|(u, _)| *u != Use::NotReached)
+        .collect();
+    let Some(worst) = judged.iter().map(|(u, _)| *u).max() else {
+        return (Vec::new(), Use::NotReached);
+    };
+    let pools = judged
+        .into_iter()
+        .filter(|(u, _)| *u == worst)
+        .map(|(_, p)| p)
+        .collect();
+    (pools, worst)
+}
+
+/// Where the scripts run the pools: the packages called before the fork
+/// and in the workers that reach them.
+fn use_evidence(cx: &Context<'_>, pools: &[GompPool<'_>], usage: &ScriptUsage) -> Vec<Evidence> {
+    let mut before = Vec::new();
+    let mut workers = Vec::new();
+    for p in pools {
+        let (b, w) = used_by(cx.facts, p.lib, usage);
+        before.extend(b);
+        workers.extend(w);
+    }
+    before.sort();
+    before.dedup();
+    workers.sort();
+    workers.dedup();
+    vec![
+        Evidence::new(
+            EvidenceSource::SourceCode,
+            format!(
+                "the script calls {} before the workers are forked",
+                before.join(", ")
+            ),
+        ),
+        Evidence::new(
+            EvidenceSource::SourceCode,
+            format!("the workers' tasks call {}", workers.join(", ")),
+        ),
+    ]
 }
 
 /// Drop repeated evidence (the same variable read for several pools).

@@ -61,6 +61,7 @@ mod plan;
 mod pools;
 mod source;
 mod thread_counts;
+mod usage;
 
 pub(crate) use cc201_pool_without_main_guard::PoolWithoutMainGuard;
 pub(crate) use cc202_thread_variable_after_import::ThreadVariableAfterImport;
@@ -76,6 +77,7 @@ pub use plan::{
     read_script_plan, script_plan, ScriptPlan, ScriptPool, ScriptPoolKind, ScriptThreadCount,
     WorkerCount,
 };
+pub use usage::ScriptUsage;
 
 use constants::Constants;
 use model::Model;

@@ -254,6 +254,10 @@ impl State<'_> {
 struct Walker<'a> {
     /// Local name → what it stands for (`mp` → `multiprocessing`).
     names: HashMap<String, String>,
+    /// Module-level names bound to a string so far, in source order
+    /// (`METHOD = "spawn"` before `get_context(METHOD)`); any other
+    /// binding of the name forgets it.
+    strings: HashMap<String, String>,
     model: Model<'a>,
 }
 
@@ -359,6 +363,7 @@ impl<'a> Walker<'a> {
                 self.expr(&a.value, st);
                 let value = self.qualify(&a.value);
                 for t in &a.targets {
+                    self.string_constant(t, &a.value, st);
                     self.bind(t, &a.value);
                     self.target(t, value.clone(), st);
                 }
@@ -478,6 +483,19 @@ impl<'a> Walker<'a> {
         }
         for name in names {
             self.model.bindings.push(Binding { name, call_offset });
+        }
+    }
+
+    /// Remember `NAME = "text"` at module level; forget NAME otherwise.
+    fn string_constant(&mut self, target: &Expr, value: &Expr, st: State<'a>) {
+        let Expr::Name(n) = target else { return };
+        match str_const(value).filter(|_| st.function.is_none()) {
+            Some(text) => {
+                self.strings.insert(n.id.to_string(), text.to_string());
+            }
+            None => {
+                self.strings.remove(n.id.as_str());
+            }
         }
     }
 
@@ -729,7 +747,12 @@ impl<'a> Walker<'a> {
                 let f = self.qualify(&c.func)?;
                 match f.as_str() {
                     "multiprocessing.get_context" => {
-                        let method = arg(c, 0, "method").and_then(str_const).unwrap_or("");
+                        let method = arg(c, 0, "method")
+                            .and_then(|m| match m {
+                                Expr::Name(n) => self.strings.get(n.id.as_str()).map(String::as_str),
+                                _ => str_const(m),
+                            })
+                            .unwrap_or("");
                         Some(format!("multiprocessing.get_context({method})"))
                     }
                     // The start method travels with the executor.

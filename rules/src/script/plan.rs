@@ -17,6 +17,7 @@ use std::path::Path;
 use rustpython_parser::ast::{self, Ranged};
 use serde::{Deserialize, Serialize};
 
+use super::usage::ScriptUsage;
 use super::cc201_pool_without_main_guard::unguarded_starts;
 use super::constants::{Constants, Literal};
 use super::model::{self, Call};
@@ -72,6 +73,11 @@ pub struct ScriptPlan {
     /// (CC209).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub thread_counts: Vec<ScriptThreadCount>,
+    /// The packages the script imports and calls, and where the calls run
+    /// (the parent before a fork, the workers): the hazard rules'
+    /// evidence that a runtime is used, not only installed.
+    #[serde(default)]
+    pub usage: ScriptUsage,
 }
 
 /// A thread count the script sets in code.
@@ -221,6 +227,7 @@ fn plan_of(source: &Source<'_>) -> Result<ScriptPlan, ScriptError> {
         unguarded: !unguarded_starts(&script).is_empty(),
         may_use_pools,
         thread_counts,
+        usage: super::usage::usage_of(&script.model),
     })
 }
 

@@ -1,0 +1,183 @@
+//! Which packages a script runs, and where: in the parent before its
+//! workers are forked, and in the workers (the functions it sends them).
+//!
+//! A GNU OpenMP pool hangs forked workers only when the parent started its
+//! threads before the fork *and* a worker enters an OpenMP region again
+//! (issue #14: CaImAn's own pipeline never hangs under fork; it hangs when
+//! OpenMP ran in the parent first). The hazard rules read this, through
+//! [`crate::Workload`], to tell a runtime that is only installed from one
+//! the script really uses on both sides of the fork.
+//!
+//! Calls count by the top-level package their callee resolves to (`KMeans(...).fit`
+//! after `from sklearn.cluster import KMeans` is `sklearn`); the script's
+//! own functions count for what they call, directly or through others.
+//! A package is *imported* when any `import` names it.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::model::{Call, Model};
+use super::pools;
+
+/// The packages a script imports and calls, by where the calls run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScriptUsage {
+    /// Top-level packages the script imports (`numpy`, `sklearn`).
+    pub imports: BTreeSet<String>,
+    /// Packages the parent calls before a call that may fork workers
+    /// (a pool, `Process().start()`, `os.fork()`), as far as the source
+    /// shows the order.
+    pub before_fork: BTreeSet<String>,
+    /// Packages the functions sent to workers call (tasks, initializers,
+    /// `Process` targets), directly or through the script's own functions.
+    pub in_workers: BTreeSet<String>,
+}
+
+/// Read the usage of a script's model.
+pub(crate) fn usage_of(model: &Model<'_>) -> ScriptUsage {
+    let imports: BTreeSet<String> = model
+        .imports
+        .iter()
+        .map(|i| top_level(&i.module).to_string())
+        .filter(|m| !m.is_empty() && m != "__future__")
+        .collect();
+    let package_of = |call: &Call<'_>| -> Option<String> {
+        let top = top_level(&call.callee);
+        imports.contains(top).then(|| top.to_string())
+    };
+    let forks: Vec<&Call<'_>> = model
+        .calls
+        .iter()
+        .filter(|c| pools::forks_workers(c).is_some())
+        .collect();
+    let before_fork = model
+        .calls
+        .iter()
+        .filter(|c| forks.iter().any(|f| model.runs_before(c, f)))
+        .filter_map(package_of)
+        .collect();
+    let mut in_workers = BTreeSet::new();
+    let mut tasks: BTreeSet<&str> = BTreeSet::new();
+    for call in &model.calls {
+        for task in pools::task_calls(call) {
+            let Some(value) = task.task.value.as_deref() else {
+                continue;
+            };
+            match value.strip_prefix("__main__.") {
+                Some(function) => {
+                    tasks.insert(function);
+                }
+                None if imports.contains(top_level(value)) => {
+                    in_workers.insert(top_level(value).to_string());
+                }
+                None => {}
+            }
+        }
+    }
+    let run_in_workers = functions_run_by(model, tasks);
+    in_workers.extend(
+        model
+            .calls
+            .iter()
+            .filter(|c| c.function.is_some_and(|f| run_in_workers.contains(f)))
+            .filter_map(package_of),
+    );
+    ScriptUsage {
+        imports,
+        before_fork,
+        in_workers,
+    }
+}
+
+/// `functions` and every script function they call, directly or through
+/// others.
+fn functions_run_by<'a>(model: &Model<'a>, functions: BTreeSet<&'a str>) -> BTreeSet<&'a str> {
+    let mut set = functions;
+    loop {
+        let before = set.len();
+        let called: Vec<&'a str> = model
+            .calls
+            .iter()
+            .filter(|c| c.function.is_some_and(|f| set.contains(f)))
+            .filter_map(|c| c.callee.strip_prefix("__main__."))
+            .filter_map(|f| model.functions.iter().find(|d| d.name == f).map(|d| d.name))
+            .collect();
+        set.extend(called);
+        if set.len() == before {
+            return set;
+        }
+    }
+}
+
+/// `sklearn` of `sklearn.cluster.KMeans().fit`.
+fn top_level(dotted: &str) -> &str {
+    let end = dotted.find(['.', '(', '[']).unwrap_or(dotted.len());
+    &dotted[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn usage(src: &str) -> ScriptUsage {
+        crate::script_plan(Path::new("t.py"), src)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .usage
+    }
+
+    fn set(items: &[&str]) -> BTreeSet<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn calls_in_the_parent_before_the_pool_and_in_the_tasks() {
+        let u = usage(
+            "import multiprocessing\nimport numpy as np\nfrom sklearn.cluster import KMeans\n\
+             def fit(seed):\n    return KMeans(n_clusters=2).fit(np.ones((4, 2)))\n\
+             if __name__ == '__main__':\n    fit(0)\n\
+             \x20   with multiprocessing.get_context('fork').Pool(2) as p:\n\
+             \x20       p.map(fit, range(3))\n",
+        );
+        assert_eq!(u.imports, set(&["multiprocessing", "numpy", "sklearn"]));
+        assert_eq!(u.before_fork, set(&["numpy", "sklearn"]));
+        assert_eq!(u.in_workers, set(&["numpy", "sklearn"]));
+    }
+
+    #[test]
+    fn a_task_the_parent_never_runs_is_not_before_the_fork() {
+        let u = usage(
+            "import multiprocessing\nimport numpy as np\nfrom sklearn.cluster import KMeans\n\
+             def fit(seed):\n    return KMeans().fit(np.ones((4, 2)))\n\
+             def helper(x):\n    return fit(x)\n\
+             if __name__ == '__main__':\n    x = np.zeros(3)\n\
+             \x20   with multiprocessing.Pool(2) as p:\n        p.map(helper, range(3))\n",
+        );
+        assert_eq!(u.before_fork, set(&["numpy"]));
+        assert_eq!(u.in_workers, set(&["numpy", "sklearn"]));
+    }
+
+    #[test]
+    fn calls_after_the_pool_and_unimported_names_do_not_count() {
+        let u = usage(
+            "import multiprocessing\nimport lightgbm as lgb\n\
+             def task(x):\n    return float(x)\n\
+             with multiprocessing.Pool(2) as p:\n    p.map(task, range(3))\n\
+             lgb.train({}, None)\n",
+        );
+        assert!(u.before_fork.is_empty(), "{:?}", u.before_fork);
+        assert!(u.in_workers.is_empty(), "{:?}", u.in_workers);
+        assert!(u.imports.contains("lightgbm"));
+    }
+
+    #[test]
+    fn a_package_function_sent_as_the_task_runs_in_the_workers() {
+        let u = usage(
+            "import multiprocessing\nimport numpy\n\
+             if __name__ == '__main__':\n    with multiprocessing.Pool(2) as p:\n\
+             \x20       p.map(numpy.sum, [[1], [2]])\n",
+        );
+        assert_eq!(u.in_workers, set(&["numpy"]));
+    }
+}
