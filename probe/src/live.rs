@@ -13,7 +13,13 @@
 //! static probe, and then ask each BLAS and OpenMP runtime about itself in
 //! a throw-away child process (see [`crate::query_runtime`]). Runtime
 //! answers take precedence over static readings; where the two disagree,
-//! the disagreement is kept in [`RuntimeAnswer::disagreements`].
+//! the disagreement is kept in [`RuntimeAnswer::disagreements`]. Each query
+//! child first loads the files the process had loaded for the library's
+//! dependencies (`live/load_first.rs`), so that a library that relies on
+//! them being loaded already (numpy 1.x's OpenBLAS and its bundled
+//! libgfortran) loads in the child as it did in the process.
+
+mod load_first;
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read};
@@ -32,7 +38,7 @@ use crate::probe::ProbeOptions;
 use crate::process::read_process;
 use crate::python::{discover_python, query_python};
 use crate::resolve::Loader;
-use crate::runtime::{query_runtime, RuntimeQuery, RuntimeQueryOptions};
+use crate::runtime::{query_runtime_after, RuntimeQuery, RuntimeQueryOptions};
 use crate::scan::{scan, ScanMode, ScanRequest};
 
 /// The embedded start-and-import script.
@@ -243,7 +249,7 @@ fn facts_for_process(
             affinity: process.affinity.clone(),
             deadline: live.query_deadline,
         };
-        ask_runtimes(&mut libraries, &options);
+        ask_runtimes(&mut libraries, &process.mapped_libraries, &options);
     }
     let executable = process
         .executable
@@ -270,8 +276,9 @@ fn facts_for_process(
 }
 
 /// Ask every BLAS and OpenMP runtime about itself, in parallel, each in its
-/// own throw-away process with the probed process's environment and CPUs.
-fn ask_runtimes(libraries: &mut [Library], options: &RuntimeQueryOptions) {
+/// own throw-away process with the probed process's environment and CPUs,
+/// loading first what the process had loaded for it (from `mapped`).
+fn ask_runtimes(libraries: &mut [Library], mapped: &[PathBuf], options: &RuntimeQueryOptions) {
     let wanted: Vec<usize> = libraries
         .iter()
         .enumerate()
@@ -282,18 +289,23 @@ fn ask_runtimes(libraries: &mut [Library], options: &RuntimeQueryOptions) {
         })
         .map(|(i, _)| i)
         .collect();
+    let mut mapped = load_first::MappedFiles::new(mapped);
+    let queries: Vec<_> = wanted
+        .iter()
+        .map(|&i| {
+            let lib = &libraries[i];
+            (
+                i,
+                RuntimeQuery::for_library(lib),
+                mapped.load_first(&lib.path),
+            )
+        })
+        .collect();
     let answers: Vec<(usize, RuntimeAnswer)> = std::thread::scope(|s| {
-        let handles: Vec<_> = wanted
+        let handles: Vec<_> = queries
             .iter()
-            .map(|&i| {
-                let lib = &libraries[i];
-                let query = RuntimeQuery {
-                    library: lib.path.clone(),
-                    vendor: lib.vendor.value,
-                    symbol_prefix: lib.symbol_prefix.clone(),
-                    symbol_suffix: lib.symbol_suffix.clone(),
-                };
-                s.spawn(move || (i, query_runtime(&query, options)))
+            .map(|(i, query, first)| {
+                s.spawn(move || (*i, query_runtime_after(query, first, options)))
             })
             .collect();
         handles.into_iter().filter_map(|h| h.join().ok()).collect()

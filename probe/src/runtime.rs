@@ -53,10 +53,24 @@
 //! }
 //! ```
 //!
+//! # Loading a library the way the described process did
+//!
+//! A library may need another one that the loader finds only because the
+//! process had already loaded it under that name (`DT_NEEDED` is satisfied
+//! by an object whose SONAME matches), or through the inherited `DT_RPATH`
+//! of the binary that loaded it: numpy 1.x's and OpenCV's bundled OpenBLAS
+//! need the `libgfortran-<hash>.so.*` beside them, and have no RUNPATH.
+//! Loaded alone, they fail. [`query_runtime_after`] has the child load
+//! those dependencies first, deepest first, from the files the process
+//! used; each handle stays open, which registers its SONAME, and the
+//! library's own load then finds them as the process's loader did.
+//!
 //! Files: `runtime/calls.rs` (what is called, per vendor, and how the
 //! answers are read, mirroring threadpoolctl), `runtime/child.rs` (the
-//! helper's side), `runtime/parent.rs` (starting, bounding and judging the
-//! helper), `runtime/protocol.rs` (the JSON lines between the two).
+//! helper's side; `runtime/child/unix.rs` and `runtime/child/windows.rs`
+//! ask whether a dependency is already loaded), `runtime/parent.rs`
+//! (starting, bounding and judging the helper), `runtime/protocol.rs` (the
+//! JSON lines between the two).
 
 mod calls;
 mod child;
@@ -161,6 +175,20 @@ impl RuntimeQuery {
     }
 }
 
+/// A library the query child loads before the queried one, because the
+/// described process had it loaded when it loaded that library.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadFirst {
+    /// The name a binary asked for (`DT_NEEDED`, e.g.
+    /// `libgfortran-040039e1.so.5.0.0`). When an object of that name (or
+    /// SONAME) is already loaded in the child, as `libc.so.6` is, it is
+    /// reused, as the loader would, and the file is not loaded again.
+    pub name: String,
+    /// The file the described process loaded for it.
+    pub path: PathBuf,
+}
+
 /// How to run a [`RuntimeQuery`]: which helper, in which environment, on
 /// which CPUs, for how long.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,9 +248,10 @@ impl RuntimeQueryOptions {
 /// `timed out after 5.0 s (killed) while loading`,
 /// `crashed with signal 11 (SIGSEGV) while loading`,
 /// `exited with status 3 before answering (the library's constructor called
-/// exit?)`, `cannot load: <dlerror text>`, or `the library exports none of
-/// the query functions`. Functions called before a failure are still listed
-/// in `calls`.
+/// exit?)`, `cannot load: <dlerror text>` (followed by `(loading <library>)`
+/// when the loader's text does not name it, as for a missing dependency),
+/// or `the library exports none of the query functions`. Functions called
+/// before a failure are still listed in `calls`.
 ///
 /// Per vendor (each name tried with the symbol affixes of [`RuntimeQuery`]):
 ///
@@ -255,5 +284,40 @@ impl RuntimeQueryOptions {
 /// the library's own dependencies). [`RuntimeQueryOptions::affinity`] is
 /// honoured on Linux only.
 pub fn query_runtime(query: &RuntimeQuery, options: &RuntimeQueryOptions) -> RuntimeAnswer {
-    parent::run(query, options)
+    parent::run(query, &[], options)
+}
+
+/// [`query_runtime`], with the child loading `load_first` (in that order,
+/// deepest dependency first) before `query.library`.
+///
+/// Use it for a library whose dependencies the loader would not find on
+/// its own, but which the described process had loaded (see the module
+/// documentation); [`probe_pid`](crate::probe_pid) and
+/// [`probe_python_imports`](crate::probe_python_imports) pass the files the
+/// process mapped for the library's `DT_NEEDED` names, recursively. An
+/// entry whose [`name`](LoadFirst::name) is already loaded in the child is
+/// skipped.
+///
+/// A dependency that cannot be loaded ends the query with an error naming
+/// the library, the dependency and the loader's reason: `cannot load:
+/// libgfortran-040039e1.so.5.0.0 (/x/libgfortran-040039e1.so.5.0.0), which
+/// /x/libopenblas.so needs: <dlerror text>`. A dependency's constructor that
+/// crashes, hangs or exits is reported like the library's own, with
+/// `while loading its dependency <name>` instead of `while loading`.
+///
+/// # Cost
+///
+/// As [`query_runtime`], plus each dependency's load time in the child;
+/// the parent loads nothing.
+///
+/// # Platform-specific behaviour
+///
+/// "Already loaded" is `dlopen(name, RTLD_NOLOAD)` on Unix (which matches
+/// SONAMEs on Linux) and `GetModuleHandleExW` on Windows.
+pub fn query_runtime_after(
+    query: &RuntimeQuery,
+    load_first: &[LoadFirst],
+    options: &RuntimeQueryOptions,
+) -> RuntimeAnswer {
+    parent::run(query, load_first, options)
 }

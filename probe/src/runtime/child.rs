@@ -1,4 +1,5 @@
-//! The query child's side: read the request, pin, load, ask, answer, end.
+//! The query child's side: read the request, pin, load the dependencies to
+//! load first, load, ask, answer, end.
 //!
 //! Everything here runs in a process that exists only for one query. It
 //! ends with `_exit` (Unix) or `TerminateProcess` (Windows) so that the
@@ -7,11 +8,27 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Write;
+use std::path::Path;
 
 use super::calls;
 use super::protocol::{Message, Request, PROTOCOL_VERSION};
-use super::RUNTIME_QUERY_ENV;
+use super::{LoadFirst, RUNTIME_QUERY_ENV};
 use crate::facts::RuntimeAnswer;
+
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+use unix::already_loaded;
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+use windows::already_loaded;
+
+/// Elsewhere nothing is known to be loaded: every dependency is loaded.
+#[cfg(not(any(unix, windows)))]
+fn already_loaded(_name: &str) -> bool {
+    false
+}
 
 /// See [`super::serve_runtime_query_if_requested`].
 pub(super) fn serve_if_requested() {
@@ -60,13 +77,14 @@ fn answer(raw: &OsString, channel: &mut Channel) -> RuntimeAnswer {
         }
     }
 
+    let library = &request.query.library;
+    if let Err(e) = load_dependencies(&request.load_first, library, channel) {
+        return failed(e);
+    }
     channel.send(&Message::Loading);
-    // SAFETY: loading runs the library's constructors, which is the point of
-    // doing it here, in a process that exists only for this query and whose
-    // crash, hang or exit the parent reports.
-    let lib = match unsafe { libloading::Library::new(&request.query.library) } {
+    let lib = match load(library) {
         Ok(lib) => lib,
-        Err(e) => return failed(format!("cannot load: {}", load_error(&e))),
+        Err(e) => return failed(format!("cannot load: {}", naming(e, library))),
     };
     let answer = calls::ask(&lib, &request.query, &mut |symbol| {
         channel.send(&Message::Calling {
@@ -76,6 +94,57 @@ fn answer(raw: &OsString, channel: &mut Channel) -> RuntimeAnswer {
     // Never unloaded: the process ends without running destructors.
     std::mem::forget(lib);
     answer
+}
+
+/// Load `path`, running its constructors: the point of doing it here, in
+/// a process that exists only for this query and whose crash, hang or exit
+/// the parent reports. The error is the loader's own message.
+fn load(path: &Path) -> Result<libloading::Library, String> {
+    // SAFETY: see above; the handle is never closed (the process ends
+    // without running destructors).
+    unsafe { libloading::Library::new(path) }.map_err(|e| load_error(&e))
+}
+
+/// Load, in order, the dependencies `library` needs loaded first, each
+/// announced before its constructors run; those already loaded under their
+/// name are reused, as the loader would. Handles are kept open for good:
+/// an open handle is what lets the loader match the name later.
+fn load_dependencies(
+    load_first: &[LoadFirst],
+    library: &Path,
+    channel: &mut Channel,
+) -> Result<(), String> {
+    for dep in load_first {
+        if already_loaded(&dep.name) {
+            continue;
+        }
+        channel.send(&Message::LoadingDependency {
+            name: dep.name.clone(),
+        });
+        match load(&dep.path) {
+            Ok(handle) => std::mem::forget(handle),
+            Err(e) => {
+                return Err(format!(
+                    "cannot load: {} ({}), which {} needs: {e}",
+                    dep.name,
+                    dep.path.display(),
+                    library.display()
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The loader's message, naming `library` when it does not already (a
+/// missing dependency is named alone: `libx.so: cannot open shared object
+/// file`).
+fn naming(error: String, library: &Path) -> String {
+    if error.contains(&*library.to_string_lossy()) {
+        error
+    } else {
+        format!("{error} (loading {})", library.display())
+    }
 }
 
 /// The loader's own message (`dlerror()` text, Windows error text).

@@ -19,8 +19,8 @@ use crate::spawn::spawn_retrying;
 
 use super::protocol::{Request, Stage, Transcript, PROTOCOL_VERSION};
 use super::{
-    calls, RuntimeQuery, RuntimeQueryOptions, RUNTIME_QUERY_ENV, RUNTIME_QUERY_STDERR_CAP,
-    RUNTIME_QUERY_STDOUT_CAP,
+    calls, LoadFirst, RuntimeQuery, RuntimeQueryOptions, RUNTIME_QUERY_ENV,
+    RUNTIME_QUERY_STDERR_CAP, RUNTIME_QUERY_STDOUT_CAP,
 };
 use crate::facts::RuntimeAnswer;
 
@@ -49,7 +49,11 @@ pub(super) enum Ending {
 }
 
 /// See [`super::query_runtime`].
-pub(super) fn run(query: &RuntimeQuery, options: &RuntimeQueryOptions) -> RuntimeAnswer {
+pub(super) fn run(
+    query: &RuntimeQuery,
+    load_first: &[LoadFirst],
+    options: &RuntimeQueryOptions,
+) -> RuntimeAnswer {
     let failed = |error: String| RuntimeAnswer {
         error: Some(error),
         ..RuntimeAnswer::default()
@@ -67,6 +71,7 @@ pub(super) fn run(query: &RuntimeQuery, options: &RuntimeQueryOptions) -> Runtim
         protocol: PROTOCOL_VERSION,
         query: query.clone(),
         affinity: options.affinity.clone(),
+        load_first: load_first.to_vec(),
     };
     let json = match serde_json::to_string(&request) {
         Ok(json) => json,
@@ -451,6 +456,21 @@ mod tests {
             describe(Ending::Exception(0xC000_0005), &loading, HELPER),
             "crashed with exception 0xC0000005 (access violation) while loading"
         );
+        let dependency = Stage::LoadingDependency("libgfortran-040039e1.so.5.0.0".into());
+        assert_eq!(
+            describe(
+                Ending::TimedOut(Duration::from_secs(5)),
+                &dependency,
+                HELPER
+            ),
+            "timed out after 5.0 s (killed) while loading its dependency \
+             libgfortran-040039e1.so.5.0.0"
+        );
+        assert_eq!(
+            describe(Ending::Exited(3), &dependency, HELPER),
+            "exited with status 3 before answering (while loading its dependency \
+             libgfortran-040039e1.so.5.0.0)"
+        );
         let not_helper = describe(Ending::Exited(0), &Stage::NotStarted, HELPER);
         assert!(
             not_helper.starts_with("printed no answer (exited with status 0;"),
@@ -510,7 +530,7 @@ mod tests {
     fn unsupported_vendors_fail_without_a_child() {
         let q = RuntimeQuery::new("/x", crate::facts::Vendor::Accelerate);
         let options = super::super::RuntimeQueryOptions::new("/nonexistent/helper");
-        let a = run(&q, &options);
+        let a = run(&q, &[], &options);
         assert_eq!(
             a.error.as_deref(),
             Some("no runtime query is defined for Apple Accelerate libraries")
@@ -521,7 +541,7 @@ mod tests {
     fn a_missing_helper_is_reported() {
         let q = RuntimeQuery::new("/x", crate::facts::Vendor::Openblas);
         let options = super::super::RuntimeQueryOptions::new("/nonexistent/caiclust-helper");
-        let a = run(&q, &options);
+        let a = run(&q, &[], &options);
         let e = a.error.unwrap();
         assert!(
             e.starts_with("cannot start the query helper /nonexistent/caiclust-helper:"),
@@ -534,7 +554,7 @@ mod tests {
     fn a_program_that_is_not_a_helper_is_named() {
         let q = RuntimeQuery::new("/x", crate::facts::Vendor::Openblas);
         let options = super::super::RuntimeQueryOptions::new("/bin/true");
-        let a = run(&q, &options);
+        let a = run(&q, &[], &options);
         let e = a.error.unwrap();
         assert!(
             e.starts_with("printed no answer (exited with status 0;"),
@@ -549,7 +569,7 @@ mod tests {
         let q = RuntimeQuery::new("/x", crate::facts::Vendor::Openblas);
         let mut options = super::super::RuntimeQueryOptions::new("/bin/sh");
         options.helper_args = vec!["-c".into(), "exit 3".into()];
-        let a = run(&q, &options);
+        let a = run(&q, &[], &options);
         let e = a.error.unwrap();
         assert!(e.contains("exited with status 3"), "{e}");
     }
@@ -608,7 +628,7 @@ mod tests {
         let (options, pid_file) = script_helper(dir.path(), "exec sleep 30");
         let q = RuntimeQuery::new("/x", crate::facts::Vendor::Openblas);
         let start = Instant::now();
-        let a = run(&q, &options);
+        let a = run(&q, &[], &options);
         assert!(
             start.elapsed() < Duration::from_secs(3),
             "{:?}",
@@ -629,7 +649,7 @@ mod tests {
         options.deadline = Duration::from_secs(20);
         let q = RuntimeQuery::new("/x", crate::facts::Vendor::Openblas);
         let start = Instant::now();
-        let a = run(&q, &options);
+        let a = run(&q, &[], &options);
         assert!(
             start.elapsed() < Duration::from_secs(3),
             "{:?}",

@@ -2,19 +2,19 @@
 //! [`RUNTIME_QUERY_ENV`](super::RUNTIME_QUERY_ENV)) and the child's
 //! progress and answer (JSON lines on its stdout).
 //!
-//! The child announces each step *before* taking it (`loading`, `calling
-//! <symbol>`), so that when it dies the parent knows where. Lines that are
+//! The child announces each step *before* taking it (`loading_dependency
+//! <name>`, `loading`, `calling <symbol>`), so that when it dies the parent knows where. Lines that are
 //! not protocol messages are ignored, whatever prints them.
 
 use serde::{Deserialize, Serialize};
 
-use super::RuntimeQuery;
+use super::{LoadFirst, RuntimeQuery};
 use crate::facts::RuntimeAnswer;
 
 /// Bumped when the request or the messages change incompatibly: a helper
 /// from another caiclust version answers with an error instead of
 /// misreading the query.
-pub(super) const PROTOCOL_VERSION: u32 = 1;
+pub(super) const PROTOCOL_VERSION: u32 = 2;
 
 /// The query as the child receives it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,12 +23,18 @@ pub(super) struct Request {
     pub query: RuntimeQuery,
     /// CPU ids to pin to before loading.
     pub affinity: Option<Vec<usize>>,
+    /// Libraries to load before the queried one, in this order.
+    #[serde(default)]
+    pub load_first: Vec<LoadFirst>,
 }
 
 /// One line of the child's stdout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "caiclust_runtime_query", rename_all = "snake_case")]
 pub(super) enum Message {
+    /// About to load one of the libraries to load first (its constructors
+    /// run now).
+    LoadingDependency { name: String },
     /// About to load the library (its constructors run now).
     Loading,
     /// About to call this function.
@@ -55,6 +61,7 @@ pub(super) enum Stage {
     /// before reading the query.
     #[default]
     NotStarted,
+    LoadingDependency(String),
     Loading,
     Calling(String),
     Answered,
@@ -65,6 +72,7 @@ impl Stage {
     pub fn describe(&self) -> String {
         match self {
             Self::NotStarted => "before the query began".to_owned(),
+            Self::LoadingDependency(name) => format!("while loading its dependency {name}"),
             Self::Loading => "while loading".to_owned(),
             Self::Calling(symbol) => format!("while calling {symbol}"),
             Self::Answered => "after answering".to_owned(),
@@ -91,6 +99,7 @@ impl Transcript {
                 continue;
             };
             match message {
+                Message::LoadingDependency { name } => t.stage = Stage::LoadingDependency(name),
                 Message::Loading => t.stage = Stage::Loading,
                 Message::Calling { symbol } => {
                     t.calls.push(symbol.clone());
@@ -165,6 +174,29 @@ mod tests {
     }
 
     #[test]
+    fn a_death_while_loading_a_dependency_names_it() {
+        let out = Message::LoadingDependency {
+            name: "libgfortran-040039e1.so.5.0.0".into(),
+        }
+        .to_line();
+        let t = Transcript::read(out.as_bytes());
+        assert_eq!(
+            t.stage.describe(),
+            "while loading its dependency libgfortran-040039e1.so.5.0.0"
+        );
+    }
+
+    #[test]
+    fn a_request_without_load_first_reads_as_none() {
+        let json = format!(
+            r#"{{"protocol":{PROTOCOL_VERSION},"query":{{"library":"/x","vendor":"openblas",
+            "symbol_prefix":null,"symbol_suffix":null}},"affinity":null}}"#
+        );
+        let r: Request = serde_json::from_str(&json).unwrap();
+        assert!(r.load_first.is_empty());
+    }
+
+    #[test]
     fn request_round_trips() {
         let r = Request {
             protocol: PROTOCOL_VERSION,
@@ -175,6 +207,10 @@ mod tests {
                 symbol_suffix: Some("64_".into()),
             },
             affinity: Some(vec![0, 3]),
+            load_first: vec![LoadFirst {
+                name: "libgfortran-040039e1.so.5.0.0".into(),
+                path: "/x/libgfortran-040039e1.so.5.0.0".into(),
+            }],
         };
         let json = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), r);
