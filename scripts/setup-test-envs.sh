@@ -9,7 +9,8 @@
 #                           opencv-python-headless, threadpoolctl
 #   venv-ml/                CPython venv with PyPI scikit-learn, lightgbm,
 #                           xgboost, threadpoolctl (issue #14's verdicts)
-#   venv-numpy1/            CPython venv with PyPI numpy<2, threadpoolctl
+#   venv-numpy1/            CPython venv with PyPI numpy<2, threadpoolctl,
+#                           opencv-python-headless 4.10
 #   venv-ipp/               CPython venv with PyPI ipyparallel, numpy,
 #                           scikit-learn (the ipyparallel backend's tests)
 #   venv-tools/             ruff, for .ci/run's lint of the Python files; maturin,
@@ -74,12 +75,13 @@ VENV_NUMPY_PACKAGES=(numpy)
 # (issue #14): machine-learning packages that load or bundle GNU OpenMP in
 # other ways than scikit-learn (LightGBM's ctypes-loaded library needs the
 # system libgomp.so.1; xgboost bundles the same hash-renamed libgomp as
-# scikit-learn, one SONAME), and numpy 1.x, whose bundled OpenBLAS finds
-# its libgfortran only because that SONAME is already loaded.
+# scikit-learn, one SONAME), and numpy 1.x with OpenCV 4.10, whose bundled
+# OpenBLAS builds find the libgfortran beside them only because that
+# SONAME is already loaded (no RUNPATH).
 VENV_ML=$FIX/venv-ml
 VENV_ML_PACKAGES=(scikit-learn lightgbm xgboost threadpoolctl)
 VENV_NUMPY1=$FIX/venv-numpy1
-VENV_NUMPY1_PACKAGES=("numpy<2" threadpoolctl)
+VENV_NUMPY1_PACKAGES=("numpy<2" threadpoolctl "opencv-python-headless==4.10.0.84")
 # And one for the ipyparallel backend: a controller and engines from PyPI,
 # with the hazard workload's numpy and scikit-learn.
 VENV_IPP_PACKAGES=(ipyparallel numpy scikit-learn)
@@ -277,7 +279,7 @@ build_venv venv-numpy "$VENV_NUMPY" '"$1" -c "import numpy"' "${VENV_NUMPY_PACKA
 build_venv venv-ml "$VENV_ML" '"$1" -c "import sklearn, lightgbm, xgboost, threadpoolctl"' \
     "${VENV_ML_PACKAGES[@]}"
 # shellcheck disable=SC2016
-build_venv venv-numpy1 "$VENV_NUMPY1" '"$1" -c "import numpy, threadpoolctl"' \
+build_venv venv-numpy1 "$VENV_NUMPY1" '"$1" -c "import numpy, cv2, threadpoolctl"' \
     "${VENV_NUMPY1_PACKAGES[@]}"
 # shellcheck disable=SC2016
 build_venv venv-ipp "$VENV_IPP" \

@@ -28,5 +28,13 @@ rm -rf "$CAICLUST_CACHE_DIR"
 echo "=== cargo test --workspace"
 cargo test --workspace "$@"
 
+# The verdict table (issue #14): every fixture script of tests/verdicts/
+# run for real under each start method, against caiclust-check's verdict
+# (the debug binary cargo test built); fails unless precision and recall
+# are 1.0.
+echo "=== scripts/verdicts.py"
+python3 "$REPO/scripts/verdicts.py" --check "$REPO/target/debug/caiclust-check" \
+    --markdown "$REPO/target/verdicts/VERDICTS.md"
+
 echo "=== scripts/test-python.sh"
 bash "$REPO/scripts/test-python.sh"

@@ -75,6 +75,12 @@ pub struct ProcessFacts {
     /// Python-level facts, when caiclust started the interpreter itself
     /// (`--import`).
     pub python_runtime: Option<PythonRuntime>,
+    /// Linux: how many of its threads were blocked in each library's code
+    /// (only libraries with some). A GNU OpenMP pool whose threads were
+    /// started waits in libgomp: the evidence that a fork would hang.
+    /// `None` when not read (no ptrace rights, another OS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads_waiting_in: Option<BTreeMap<PathBuf, usize>>,
 }
 
 /// What a Python interpreter said about itself after importing modules.

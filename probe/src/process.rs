@@ -24,6 +24,8 @@ mod maps;
 #[cfg(target_os = "linux")]
 mod procfs;
 mod python;
+#[cfg(target_os = "linux")]
+mod waiting;
 #[cfg(windows)]
 mod windows;
 

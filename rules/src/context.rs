@@ -33,10 +33,9 @@ impl Plan {
     /// The plan with the scripts' usage added to what it already knows.
     pub fn with_scripts<'s>(mut self, scripts: impl IntoIterator<Item = &'s ScriptPlan>) -> Self {
         for script in scripts {
-            let usage = self.usage.get_or_insert_with(ScriptUsage::default);
-            usage.imports.extend(script.usage.imports.iter().cloned());
-            usage.before_fork.extend(script.usage.before_fork.iter().cloned());
-            usage.in_workers.extend(script.usage.in_workers.iter().cloned());
+            self.usage
+                .get_or_insert_with(ScriptUsage::default)
+                .merge(&script.usage);
         }
         self
     }

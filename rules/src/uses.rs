@@ -83,10 +83,17 @@ pub(crate) fn use_of(facts: &Facts, lib: &Library, usage: Option<&ScriptUsage>) 
 
 /// The packages of `usage` that reach `lib` in the parent before the fork
 /// and in the workers, for the evidence of a finding.
-pub(crate) fn used_by(facts: &Facts, lib: &Library, usage: &ScriptUsage) -> (Vec<String>, Vec<String>) {
+pub(crate) fn used_by(
+    facts: &Facts,
+    lib: &Library,
+    usage: &ScriptUsage,
+) -> (Vec<String>, Vec<String>) {
     let reaching = reaching_packages(facts, lib);
     let pick = |set: &BTreeSet<String>| -> Vec<String> {
-        set.iter().filter(|p| reaching.contains(*p)).cloned().collect()
+        set.iter()
+            .filter(|p| reaching.contains(*p))
+            .cloned()
+            .collect()
     };
     (pick(&usage.before_fork), pick(&usage.in_workers))
 }

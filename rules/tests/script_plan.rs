@@ -314,7 +314,16 @@ fn imports_alone_say_pools_may_be_used() {
     assert!(plan.may_use_pools);
     assert_eq!(plan.workers(8, None, None), None);
     let (_dir, _path, plan) = plan_of("plain.py", "import numpy as np\nprint(np.ones(3))\n");
-    assert_eq!(plan, ScriptPlan::default());
+    assert_eq!(
+        plan,
+        ScriptPlan {
+            usage: plan.usage.clone(),
+            ..ScriptPlan::default()
+        }
+    );
+    // What it imports is known; it forks nothing.
+    assert!(plan.usage.imports.contains("numpy"));
+    assert!(plan.usage.before_fork.is_empty() && plan.usage.in_workers.is_empty());
 }
 
 #[test]

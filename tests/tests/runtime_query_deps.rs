@@ -140,7 +140,6 @@ fn numpy1_openblas_answers_after_import() {
 /// OpenCV 4.10's bundled OpenBLAS (`libopenblas-r0-f650aae0.3.3.so`) needs
 /// `libgfortran-91cc3cb1.so.3.0.0` beside it, without RUNPATH either.
 #[test]
-#[ignore = "needs opencv-python-headless==4.10.0.84 in the venv-numpy1 fixture"]
 fn opencv4_openblas_answers_after_import() {
     import_and_compare(&fixtures().venv_numpy1, &["numpy", "cv2"]);
 }
@@ -195,7 +194,6 @@ fn numpy1_openblas_answers_for_a_running_process() {
 }
 
 #[test]
-#[ignore = "needs opencv-python-headless==4.10.0.84 in the venv-numpy1 fixture"]
 fn opencv4_openblas_answers_for_a_running_process() {
     run_and_compare(&fixtures().venv_numpy1, &["numpy", "cv2"]);
 }

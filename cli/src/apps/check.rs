@@ -133,7 +133,10 @@ pub fn run(argv: Vec<OsString>) -> Result<Checked, CheckError> {
 
 fn check(cli: &Cli) -> anyhow::Result<Checked> {
     let config = cli.input.load_config()?;
-    let plan = with_scripts(cli.plan.plan(), &cli.scripts);
+    let plan = cli.plan.plan();
+    // The environment is judged for what the scripts run (each script's
+    // own lint reads its own start method).
+    let env_plan = with_scripts(plan.clone(), &cli.scripts);
     let scripts_only = !cli.scripts.is_empty() && !cli.input.names_environment();
     let (loaded, mut report, verdict) = if scripts_only {
         let report = Report {
@@ -143,8 +146,8 @@ fn check(cli: &Cli) -> anyhow::Result<Checked> {
         (None, report, None)
     } else {
         let loaded = cli.input.load_facts(SelfProgram::current())?;
-        let report = caiclust_rules::evaluate(&loaded.facts, &plan, &config);
-        let verdict = caiclust_rules::assess(&loaded.facts, &plan, &config);
+        let report = caiclust_rules::evaluate(&loaded.facts, &env_plan, &config);
+        let verdict = caiclust_rules::assess(&loaded.facts, &env_plan, &config);
         (Some(loaded), report, Some(verdict))
     };
     let mut script_errors = Vec::new();

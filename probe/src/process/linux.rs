@@ -83,6 +83,7 @@ pub(super) fn read_process(pid: u32) -> Result<ProcessFacts, ProbeError> {
         mapped_libraries,
         python,
         python_runtime: None,
+        threads_waiting_in: super::waiting::threads_waiting_in(pid),
     })
 }
 

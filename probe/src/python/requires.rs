@@ -53,7 +53,11 @@ pub(crate) fn read_requires(site_packages: &[PathBuf]) -> BTreeMap<String, Vec<S
             .flatten()
             .collect();
         for top in tops {
-            let list: Vec<String> = required.iter().filter(|r| **r != top).map(|r| (*r).clone()).collect();
+            let list: Vec<String> = required
+                .iter()
+                .filter(|r| **r != top)
+                .map(|r| (*r).clone())
+                .collect();
             if !list.is_empty() {
                 out.entry(top.clone()).or_default().extend(list);
             }
@@ -184,37 +188,66 @@ mod tests {
             ("METADATA", "Name: scikit-learn\nRequires-Dist: numpy>=1.22\n\n"),
             ("RECORD", "sklearn/__init__.py,sha256=x,1\nsklearn/cluster/_k_means.so,,\nscikit_learn.libs/libgomp-e985bcbb.so.1.0.0,,\nscikit_learn-1.9.1.dist-info/METADATA,,\n"),
         ]);
-        dist(site, "numpy-2.4.6.dist-info", &[
-            ("METADATA", "Name: numpy\n\n"),
-            ("RECORD", "numpy/__init__.py,,\n../../../bin/f2py,,\n"),
-        ]);
-        dist(site, "lightgbm-4.7.0.dist-info", &[
-            ("METADATA", "Name: lightgbm\nRequires-Dist: numpy\n\n"),
-            ("RECORD", "lightgbm/__init__.py,,\n"),
-        ]);
-        dist(site, "threadpoolctl-3.8.0.dist-info", &[
-            ("METADATA", "Name: threadpoolctl\n\n"),
-            ("RECORD", "threadpoolctl.py,,\n"),
-        ]);
+        dist(
+            site,
+            "numpy-2.4.6.dist-info",
+            &[
+                ("METADATA", "Name: numpy\n\n"),
+                ("RECORD", "numpy/__init__.py,,\n../../../bin/f2py,,\n"),
+            ],
+        );
+        dist(
+            site,
+            "lightgbm-4.7.0.dist-info",
+            &[
+                ("METADATA", "Name: lightgbm\nRequires-Dist: numpy\n\n"),
+                ("RECORD", "lightgbm/__init__.py,,\n"),
+            ],
+        );
+        dist(
+            site,
+            "threadpoolctl-3.8.0.dist-info",
+            &[
+                ("METADATA", "Name: threadpoolctl\n\n"),
+                ("RECORD", "threadpoolctl.py,,\n"),
+            ],
+        );
         let got = read_requires(&[site.to_path_buf(), site.join("missing")]);
         assert_eq!(got["caiman"], vec!["numpy", "sklearn"]);
         assert_eq!(got["sklearn"], vec!["numpy"]);
         assert_eq!(got["lightgbm"], vec!["numpy"]);
         assert!(!got.contains_key("numpy"));
-        assert_eq!(top_level_names(&site.join("threadpoolctl-3.8.0.dist-info")),
-                   BTreeSet::from(["threadpoolctl".to_string()]));
+        assert_eq!(
+            top_level_names(&site.join("threadpoolctl-3.8.0.dist-info")),
+            BTreeSet::from(["threadpoolctl".to_string()])
+        );
     }
 
     #[test]
     fn egg_info_requirements_stop_at_the_first_section() {
         let tmp = tempfile::tempdir().unwrap();
         let site = tmp.path();
-        dist(site, "old_pkg-0.1-py3.11.egg-info", &[
-            ("requires.txt", "numpy\n\n[plots]\nmatplotlib\n"),
-            ("top_level.txt", "old_pkg\n"),
-        ]);
-        dist(site, "numpy-2.4.6.dist-info", &[("RECORD", "numpy/__init__.py,,\n")]);
-        dist(site, "matplotlib-3.9.dist-info", &[("RECORD", "matplotlib/__init__.py,,\n")]);
-        assert_eq!(read_requires(&[site.to_path_buf()])["old_pkg"], vec!["numpy"]);
+        dist(
+            site,
+            "old_pkg-0.1-py3.11.egg-info",
+            &[
+                ("requires.txt", "numpy\n\n[plots]\nmatplotlib\n"),
+                ("top_level.txt", "old_pkg\n"),
+            ],
+        );
+        dist(
+            site,
+            "numpy-2.4.6.dist-info",
+            &[("RECORD", "numpy/__init__.py,,\n")],
+        );
+        dist(
+            site,
+            "matplotlib-3.9.dist-info",
+            &[("RECORD", "matplotlib/__init__.py,,\n")],
+        );
+        assert_eq!(
+            read_requires(&[site.to_path_buf()])["old_pkg"],
+            vec!["numpy"]
+        );
     }
 }

@@ -6,11 +6,12 @@ use crate::context::Context;
 use crate::finding::{Category, Finding, Level, RuleInfo};
 use crate::recommend::EnvSetting;
 use crate::registry::Rule;
-use crate::script::ScriptUsage;
-use crate::uses::{use_of, used_by, Use};
 use crate::rules::{
-    file_name, finding, gnu_openmp_pools, library_evidence, start_method_evidence, GompPool,
+    default_pool_threads, file_name, finding, gnu_openmp_pools, library_evidence,
+    start_method_evidence, GompPool,
 };
+use crate::script::ScriptUsage;
+use crate::uses::{reaching_packages, use_of, used_by, Use};
 
 const EXPLANATION: &str = r#"## What it detects
 A pool that runs on GNU OpenMP (`libgomp`) with more than one thread, in an
@@ -18,7 +19,21 @@ environment whose workers are started with `fork`: scikit-learn's bundled
 `libgomp-*.so`, the OpenMP builds of OpenBLAS (Debian `libopenblas0-openmp`)
 and BLIS, MKL's GNU threading layer. One finding covers every such pool
 in the environment (MKL on the GNU layer and scikit-learn's libgomp are one
-hazard with one fix), each with its evidence.
+hazard with one fix), each with its evidence. MKL on its GNU layer
+(`MKL_THREADING_LAYER=GNU`) counts even where the environment holds no
+libgomp: the layer loads the system's.
+
+With scripts (`caiclust-check --python ENV script.py`, `caiclust run
+script.py`), the level follows what the scripts run, read statically: an
+error where the parent calls a package that reaches the pool before its
+workers are forked *and* the workers' tasks call one again (the hang needs
+both: the parent's pool threads, then an OpenMP region in the child); a
+warning where the scripts only import such a package; nothing where no
+package they import reaches it, directly or through the packages those
+require. A thread count the script sets in code before the fork
+(`num_threads=2` for LightGBM, `threadpool_limits(2)`; not xgboost's
+`nthread`, which stays within `OMP_NUM_THREADS`) sizes the pool whatever
+the variables say. Without scripts, every pool is judged as if used.
 
 ## Why it is bad
 libgomp's thread pool does not survive `fork`: the child inherits the
@@ -71,11 +86,12 @@ impl Rule for GnuOpenmpFork {
         if !cx.forks() {
             return Vec::new();
         }
+        let usage = cx.plan.usage.as_ref();
         let all: Vec<GompPool<'_>> = gnu_openmp_pools(cx.facts)
             .into_iter()
+            .map(|p| with_counts_in_code(cx, p, usage))
             .filter(|p| p.threads > 1)
             .collect();
-        let usage = cx.plan.usage.as_ref();
         let (pools, judged) = judge_by_use(cx, all, usage);
         // One hazard, one finding: every pool on libgomp (MKL's GNU layer,
         // an OpenMP OpenBLAS, scikit-learn's own libgomp) hangs the same
@@ -108,6 +124,13 @@ impl Rule for GnuOpenmpFork {
         }
         if let (Some(usage), Use::AcrossFork) = (usage, judged) {
             ev.extend(use_evidence(cx, &pools, usage));
+        }
+        // Without scripts every pool counts as used (a level by the live
+        // threads alone is not reliable: libgomp's threads spin a while
+        // after each region before they block); threads seen waiting in
+        // libgomp are shown.
+        if let (Use::Unknown, Some((true, e))) = (judged, live_evidence(cx)) {
+            ev.push(e);
         }
         ev.push(start_method_evidence(cx));
         dedup_keep_order(&mut ev);
@@ -161,6 +184,59 @@ impl Rule for GnuOpenmpFork {
         }
         vec![f]
     }
+}
+
+/// A live process: whether its GNU OpenMP pool threads exist (threads
+/// blocked in a libgomp), with the evidence; `None` without a process or
+/// when its threads could not be read.
+fn live_evidence(cx: &Context<'_>) -> Option<(bool, Evidence)> {
+    let waiting = cx.facts.process.as_ref()?.threads_waiting_in.as_ref()?;
+    let in_gomp: usize = waiting
+        .iter()
+        .filter(|(path, _)| {
+            cx.facts
+                .libraries
+                .iter()
+                .any(|l| &l.path == *path && l.vendor.value == Vendor::GnuOpenmp)
+                || file_name(path).starts_with("libgomp")
+        })
+        .map(|(_, n)| n)
+        .sum();
+    let detail = if in_gomp > 0 {
+        format!("{in_gomp} thread(s) of the process wait in libgomp: its pool has started")
+    } else {
+        "no thread of the process waits in libgomp: its pool has not started".to_string()
+    };
+    Some((in_gomp > 0, Evidence::new(EvidenceSource::Runtime, detail)))
+}
+
+/// A pool sized by a count the scripts set in code before the fork (which
+/// the variables do not undo): at least that many threads.
+fn with_counts_in_code<'a>(
+    cx: &Context<'a>,
+    mut pool: GompPool<'a>,
+    usage: Option<&ScriptUsage>,
+) -> GompPool<'a> {
+    let Some(usage) = usage else { return pool };
+    let reaching = reaching_packages(cx.facts, pool.lib);
+    let Some(count) = usage.threads_for(reaching.iter()) else {
+        return pool;
+    };
+    let threads = count.unwrap_or_else(|| default_pool_threads(cx.facts));
+    if threads > pool.threads {
+        pool.threads = threads;
+        pool.evidence.push(Evidence::new(
+            EvidenceSource::SourceCode,
+            format!(
+                "the script sets {} before the workers are forked, which OMP_NUM_THREADS does not undo",
+                match count {
+                    Some(n) => format!("a thread count of {n} in code"),
+                    None => "a thread count in code".to_string(),
+                }
+            ),
+        ));
+    }
+    pool
 }
 
 /// The pools the scripts reach, and how the most serious of them is used:

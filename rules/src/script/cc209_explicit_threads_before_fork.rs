@@ -160,7 +160,12 @@ pub(super) fn counts_before_fork<'c, 'a>(
         !crate::rules::runtime_libraries(cx.facts).any(|l| l.vendor.value == Vendor::GnuOpenmp)
     });
     let mut out = Vec::new();
-    for count in explicit_counts(script) {
+    // A count the library keeps within OMP_NUM_THREADS (xgboost's, as
+    // measured) is no count that defeats the variable.
+    for count in explicit_counts(script)
+        .into_iter()
+        .filter(|c| !c.overrides.is_empty())
+    {
         // The most serious fork it precedes (the first of equals).
         let mut worst: Option<(&'c Call<'a>, &'static str, Level, String, Vec<Evidence>)> = None;
         for (fork, forks, own) in &forks {

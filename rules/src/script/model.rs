@@ -749,7 +749,9 @@ impl<'a> Walker<'a> {
                     "multiprocessing.get_context" => {
                         let method = arg(c, 0, "method")
                             .and_then(|m| match m {
-                                Expr::Name(n) => self.strings.get(n.id.as_str()).map(String::as_str),
+                                Expr::Name(n) => {
+                                    self.strings.get(n.id.as_str()).map(String::as_str)
+                                }
                                 _ => str_const(m),
                             })
                             .unwrap_or("");

@@ -17,12 +17,12 @@ use std::path::Path;
 use rustpython_parser::ast::{self, Ranged};
 use serde::{Deserialize, Serialize};
 
-use super::usage::ScriptUsage;
 use super::cc201_pool_without_main_guard::unguarded_starts;
 use super::constants::{Constants, Literal};
 use super::model::{self, Call};
 use super::source::Source;
 use super::thread_counts::{explicit_counts, Threads};
+use super::usage::ScriptUsage;
 use super::{notebook, pools, Script, ScriptError, Text};
 
 /// Top-level modules whose import suggests worker processes, even when no
@@ -209,8 +209,21 @@ fn plan_of(source: &Source<'_>) -> Result<ScriptPlan, ScriptError> {
         .iter()
         .filter(|c| pools::forks_workers(c).is_some())
         .collect();
-    let thread_counts = explicit_counts(&script)
+    let counts = explicit_counts(&script);
+    let mut usage = super::usage::usage_of(&script.model);
+    for c in counts.iter().filter(|c| !c.overrides.is_empty()) {
+        if forks.iter().any(|f| script.model.runs_before(c.call, f)) {
+            let threads = match c.threads {
+                Threads::Given(n) => Some(n),
+                Threads::AllCpus | Threads::Computed => None,
+            };
+            let package = c.package.as_deref().unwrap_or("*");
+            super::usage::record_threads(&mut usage.threads_before_fork, package, threads);
+        }
+    }
+    let thread_counts = counts
         .into_iter()
+        .filter(|c| !c.overrides.is_empty())
         .map(|c| ScriptThreadCount {
             location: source.location(offset(c.call)),
             call: c.what,
@@ -227,7 +240,7 @@ fn plan_of(source: &Source<'_>) -> Result<ScriptPlan, ScriptError> {
         unguarded: !unguarded_starts(&script).is_empty(),
         may_use_pools,
         thread_counts,
-        usage: super::usage::usage_of(&script.model),
+        usage,
     })
 }
 
@@ -531,9 +544,10 @@ mod tests {
     #[test]
     fn thread_counts_set_in_code_are_in_the_plan() {
         let p = plan(
-            "import multiprocessing as mp\nimport xgboost as xgb\n\
+            "import multiprocessing as mp\nimport lightgbm as lgb\nimport xgboost as xgb\n\
              from threadpoolctl import threadpool_limits\n\
              def main():\n\
+             \x20   lgb.LGBMClassifier(num_threads=4)\n\
              \x20   xgb.XGBClassifier(nthread=4)\n\
              \x20   with mp.Pool(2) as pool:\n\
              \x20       pool.map(abs, [1])\n\
@@ -547,11 +561,11 @@ mod tests {
         assert_eq!(
             counts,
             [
-                ("XGBClassifier(nthread=4)", Some(4), true),
+                ("LGBMClassifier(num_threads=4)", Some(4), true),
                 ("threadpool_limits(limits=-1)", None, false),
             ]
         );
-        assert_eq!(p.thread_counts[0].location, "./run.py:5:5");
+        assert_eq!(p.thread_counts[0].location, "./run.py:6:5");
         assert!(p.sets_threads_before_fork());
         assert!(!plan("import multiprocessing as mp\nmp.Pool(2)\n").sets_threads_before_fork());
         // Absent from the JSON when there are none.

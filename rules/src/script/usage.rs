@@ -13,7 +13,7 @@
 //! own functions count for what they call, directly or through others.
 //! A package is *imported* when any `import` names it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +32,58 @@ pub struct ScriptUsage {
     /// Packages the functions sent to workers call (tasks, initializers,
     /// `Process` targets), directly or through the script's own functions.
     pub in_workers: BTreeSet<String>,
+    /// Thread counts set in code before a fork that the variables do not
+    /// undo, by the package whose pools they size (`*`: every OpenMP
+    /// runtime, as `omp_set_num_threads` or threadpoolctl), the largest
+    /// given (`null`: computed at run time or all CPUs).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub threads_before_fork: BTreeMap<String, Option<usize>>,
+}
+
+impl ScriptUsage {
+    /// Add another script's usage (a program of several).
+    pub fn merge(&mut self, other: &ScriptUsage) {
+        self.imports.extend(other.imports.iter().cloned());
+        self.before_fork.extend(other.before_fork.iter().cloned());
+        self.in_workers.extend(other.in_workers.iter().cloned());
+        for (package, threads) in &other.threads_before_fork {
+            record_threads(&mut self.threads_before_fork, package, *threads);
+        }
+    }
+
+    /// The thread count set in code for a pool reached by `packages`, if
+    /// any (`Some(None)`: set, computed at run time).
+    pub fn threads_for<'p>(
+        &self,
+        mut packages: impl Iterator<Item = &'p String>,
+    ) -> Option<Option<usize>> {
+        let mut found = self.threads_before_fork.get("*").copied();
+        for p in packages.by_ref() {
+            if let Some(t) = self.threads_before_fork.get(p) {
+                found = Some(bigger(found.flatten(), *t, found.is_some()));
+            }
+        }
+        found
+    }
+}
+
+/// Keep the larger count (`None`, computed, wins: it may be any number).
+fn bigger(have: Option<usize>, new: Option<usize>, had: bool) -> Option<usize> {
+    match (had, have, new) {
+        (false, _, n) => n,
+        (true, None, _) | (true, _, None) => None,
+        (true, Some(a), Some(b)) => Some(a.max(b)),
+    }
+}
+
+pub(crate) fn record_threads(
+    map: &mut BTreeMap<String, Option<usize>>,
+    package: &str,
+    threads: Option<usize>,
+) {
+    let had = map.get(package).copied();
+    let value = bigger(had.flatten(), threads, had.is_some());
+    map.insert(package.to_string(), value);
 }
 
 /// Read the usage of a script's model.
@@ -87,6 +139,7 @@ pub(crate) fn usage_of(model: &Model<'_>) -> ScriptUsage {
         imports,
         before_fork,
         in_workers,
+        threads_before_fork: BTreeMap::new(),
     }
 }
 

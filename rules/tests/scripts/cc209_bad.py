@@ -4,7 +4,7 @@ import os
 
 import numba
 import torch
-import xgboost as xgb
+import lightgbm as lgb
 from threadpoolctl import ThreadpoolController, threadpool_limits
 
 libgomp = ctypes.CDLL("libgomp.so.1")
@@ -12,7 +12,7 @@ THREADS = 4
 
 
 def fit(X, y):
-    model = xgb.XGBClassifier(nthread=THREADS)
+    model = lgb.LGBMClassifier(num_threads=THREADS)
     return model.fit(X, y)
 
 

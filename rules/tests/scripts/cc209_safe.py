@@ -43,5 +43,12 @@ def processes_not_threads():
         pool.map(work, range(4))
 
 
+def capped_by_the_variable(X, y):
+    # xgboost keeps its nthread within OMP_NUM_THREADS (measured: VERDICTS.md).
+    xgb.XGBClassifier(nthread=4).fit(X, y)
+    with mp.Pool(2) as pool:
+        pool.map(work, range(4))
+
+
 if __name__ == "__main__":
     spawned([[0]], [0])
