@@ -25,6 +25,7 @@
 //! use it call [`serve_runtime_query_if_requested`] first in `main`.
 
 mod binary;
+mod dpkg;
 mod env;
 mod error;
 mod facts;

@@ -6,7 +6,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::env::{current_env, relevant_env};
 use crate::error::ProbeError;
-use crate::facts::{Facts, OsFamily, Subject, SCHEMA_VERSION};
+use crate::facts::{
+    Conclusion, Confidence, Evidence, EvidenceSource, Facts, Library, OsFamily, Subject, Vendor,
+    SCHEMA_VERSION,
+};
 use crate::host::collect_host;
 use crate::python::{discover_python, query_python};
 use crate::resolve::Loader;
@@ -75,6 +78,8 @@ pub fn probe_python(options: &ProbeOptions) -> Result<Facts, ProbeError> {
         loader,
         runtime_dirs,
     });
+    let mut libraries = result.libraries;
+    versions_from_packages(&mut libraries, Path::new(crate::dpkg::DPKG_DB));
     Ok(Facts {
         schema_version: SCHEMA_VERSION,
         producer: producer(),
@@ -84,12 +89,38 @@ pub fn probe_python(options: &ProbeOptions) -> Result<Facts, ProbeError> {
         host,
         python: Some(python),
         packages: result.packages,
-        libraries: result.libraries,
+        libraries,
         duplicates: result.duplicates,
         env: relevant_env(full_env),
         scan: result.summary,
         process: None,
     })
+}
+
+/// A runtime of the system (under `/usr` or `/lib`) whose binary gives no
+/// version gets the one of the Debian package that installed it (BLIS).
+pub(crate) fn versions_from_packages(libraries: &mut [Library], db: &Path) {
+    for lib in libraries.iter_mut() {
+        let system = lib.path.starts_with("/usr") || lib.path.starts_with("/lib");
+        if lib.version.is_some() || !system || lib.vendor.value == Vendor::Unknown {
+            continue;
+        }
+        if let Some(owner) = crate::dpkg::owner_of(db, &lib.path) {
+            lib.version = Some(Conclusion::new(
+                owner.upstream_version().to_string(),
+                Confidence::Medium,
+                vec![Evidence::new(
+                    EvidenceSource::System,
+                    format!(
+                        "the Debian package {} {} installed {}",
+                        owner.package,
+                        owner.version,
+                        lib.path.display()
+                    ),
+                )],
+            ));
+        }
+    }
 }
 
 /// Probe a folder of unpacked wheels or libraries, from any OS. The target

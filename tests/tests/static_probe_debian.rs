@@ -172,3 +172,32 @@ fn debian_numpy_follows_ld_library_path_to_pthread_openblas() {
         "libopenblas0-pthread",
     );
 }
+
+/// Debian's BLIS carries no version in its binary; the package that
+/// installed it does (issue #14 point 7). The oracle is dpkg itself.
+#[test]
+fn debian_blis_gets_its_packages_version() {
+    let multiarch = &fixtures().multiarch;
+    let dir = PathBuf::from(format!("/usr/lib/{multiarch}/blis-openmp"));
+    let facts = probe_debian(Some(&dir));
+    let blis = facts
+        .libraries
+        .iter()
+        .find(|l| l.vendor.value == Vendor::Blis)
+        .unwrap_or_else(|| panic!("no BLIS reached through {}", dir.display()));
+    let package = dpkg_owner(&blis.path);
+    let out = std::process::Command::new("dpkg-query")
+        .args(["-W", "-f", "${Version}", &package])
+        .output()
+        .expect("dpkg-query runs");
+    let full = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let upstream = full.split_once(':').map_or(full.as_str(), |(_, v)| v);
+    let upstream = upstream.rsplit_once('-').map_or(upstream, |(u, _)| u);
+    let got = blis.version.as_ref().expect("a version from the package database");
+    assert_eq!(got.value, upstream, "{package} {full}");
+    assert!(
+        got.evidence.iter().any(|e| e.detail.contains(&package)),
+        "{:?}",
+        got.evidence
+    );
+}
