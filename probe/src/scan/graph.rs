@@ -55,10 +55,8 @@ impl Scanner {
     /// no scanned binary needs (what packages map with `ctypes`), then the
     /// rest, then the environment's runtime folder. A library needed by
     /// another is so reached through its loader's chain, as `ld.so` would.
+    /// In a live process every mapped file is a root, in the same order.
     pub(super) fn root_order<'a>(&self, entries: &'a [Entry]) -> Vec<(&'a Entry, RootKind)> {
-        if self.mapped {
-            return entries.iter().map(|e| (e, RootKind::Mapped)).collect();
-        }
         let info_of = |e: &Entry| {
             self.canon
                 .get(&e.path)
@@ -81,6 +79,12 @@ impl Scanner {
                 needed.contains(&name) || info.soname.as_ref().is_some_and(|s| needed.contains(s));
             let (tier, kind) = match e.source {
                 EntrySource::RuntimeFolder => (3, RootKind::RuntimeFolder),
+                // All of them are roots of a live process; extension
+                // modules first all the same, for their loaders' chains.
+                EntrySource::Mapped if is_extension_module(&e.path, &info) => {
+                    (0, RootKind::Mapped)
+                }
+                EntrySource::Mapped => (1 + usize::from(is_needed), RootKind::Mapped),
                 _ if is_extension_module(&e.path, &info) => (0, RootKind::ExtensionModule),
                 _ if !is_needed => (1, RootKind::PackageLibrary),
                 _ => (2, RootKind::PackageLibrary),
