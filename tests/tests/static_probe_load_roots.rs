@@ -113,7 +113,11 @@ fn a_library_loaded_with_ctypes_is_a_root_and_its_system_libgomp_is_found() {
     let sk = facts
         .libraries
         .iter()
-        .find(|l| l.path.to_string_lossy().contains("scikit_learn.libs/libgomp"))
+        .find(|l| {
+            l.path
+                .to_string_lossy()
+                .contains("scikit_learn.libs/libgomp")
+        })
         .expect("scikit-learn's libgomp");
     assert!(sk
         .load_roots
@@ -172,7 +176,11 @@ fn copies_of_one_soname_are_one_pool_as_proc_maps_shows() {
         .iter()
         .find(|f| f.rule_id == "CC016" && f.message.contains("GNU OpenMP"))
         .expect("CC016 on the GNU OpenMP pools, OMP_NUM_THREADS unset");
-    assert!(!f.message.contains("each with its own pool"), "{}", f.message);
+    assert!(
+        !f.message.contains("each with its own pool"),
+        "{}",
+        f.message
+    );
     assert!(
         f.message
             .contains(&format!("make {} thread pools", mapped.len())),

@@ -81,9 +81,7 @@ impl Scanner {
                 EntrySource::RuntimeFolder => (3, RootKind::RuntimeFolder),
                 // All of them are roots of a live process; extension
                 // modules first all the same, for their loaders' chains.
-                EntrySource::Mapped if is_extension_module(&e.path, &info) => {
-                    (0, RootKind::Mapped)
-                }
+                EntrySource::Mapped if is_extension_module(&e.path, &info) => (0, RootKind::Mapped),
                 EntrySource::Mapped => (1 + usize::from(is_needed), RootKind::Mapped),
                 _ if is_extension_module(&e.path, &info) => (0, RootKind::ExtensionModule),
                 _ if !is_needed => (1, RootKind::PackageLibrary),
