@@ -77,25 +77,31 @@ fn numpy1_openblas_finds_its_libgfortran_through_the_inherited_rpath() {
         gfortran_rule.contains("RPATH from file") && gfortran_rule.contains("_multiarray_umath"),
         "ld.so found it through the extension module's RPATH: {gfortran_rule}"
     );
-    let facts: Facts = probe_python_imports(
-        &ProbeOptions {
-            python: Some(fx.venv_numpy1.clone()),
-            target_os: None,
-            env: Some(test_env()),
-        },
-        &["numpy".to_owned()],
-        &LiveOptions {
-            query_helper: None,
-            import_deadline: Duration::from_secs(60),
-            ..LiveOptions::default()
-        },
-    )
-    .expect("probe numpy 1.x imported");
-    assert!(
-        facts.scan.unresolved.is_empty(),
-        "ld.so found everything: {:#?}",
-        facts.scan.unresolved
-    );
+    // The order of the mapped files changes from run to run (ASLR).
+    let mut facts: Option<Facts> = None;
+    for _ in 0..3 {
+        let live = probe_python_imports(
+            &ProbeOptions {
+                python: Some(fx.venv_numpy1.clone()),
+                target_os: None,
+                env: Some(test_env()),
+            },
+            &["numpy".to_owned()],
+            &LiveOptions {
+                query_helper: None,
+                import_deadline: Duration::from_secs(60),
+                ..LiveOptions::default()
+            },
+        )
+        .expect("probe numpy 1.x imported");
+        assert!(
+            live.scan.unresolved.is_empty(),
+            "ld.so found everything: {:#?}",
+            live.scan.unresolved
+        );
+        facts = Some(live);
+    }
+    let facts = facts.expect("probed");
     let openblas = facts
         .libraries_of(Vendor::Openblas)
         .next()
@@ -125,10 +131,10 @@ fn gcc(dir: &Path, args: &[&str]) {
     );
 }
 
-/// A package whose `__init__.py` loads `libA.so` with ctypes; libA has
-/// `DT_RPATH $ORIGIN/.libs`, and finds libB there; libB (no RPATH or
-/// RUNPATH) needs libC, which ld.so finds through libA's inherited RPATH
-/// (`$ORIGIN` being libA's folder); libC needs GNU OpenMP.
+/// A package whose `__init__.py` loads `libalpha.so` with ctypes; libalpha has
+/// `DT_RPATH $ORIGIN/.libs`, and finds libbeta there; libbeta (no RPATH or
+/// RUNPATH) needs libgamma, which ld.so finds through libalpha's inherited RPATH
+/// (`$ORIGIN` being libalpha's folder); libgamma needs GNU OpenMP.
 fn build_package(site: &Path) -> PathBuf {
     let pkg = site.join("cpkg");
     let libs = pkg.join(".libs");
@@ -142,9 +148,9 @@ fn build_package(site: &Path) -> PathBuf {
             "-shared",
             "-fPIC",
             "-fopenmp",
-            "-Wl,-soname,libC.so",
+            "-Wl,-soname,libgamma.so",
             "-o",
-            ".libs/libC.so",
+            ".libs/libgamma.so",
             "c.c",
         ],
     );
@@ -153,12 +159,12 @@ fn build_package(site: &Path) -> PathBuf {
         &[
             "-shared",
             "-fPIC",
-            "-Wl,-soname,libB.so",
+            "-Wl,-soname,libbeta.so",
             "-o",
-            ".libs/libB.so",
+            ".libs/libbeta.so",
             "b.c",
             "-L.libs",
-            "-lC",
+            "-lgamma",
         ],
     );
     gcc(
@@ -167,17 +173,17 @@ fn build_package(site: &Path) -> PathBuf {
             "-shared",
             "-fPIC",
             "-o",
-            "libA.so",
+            "libalpha.so",
             "a.c",
             "-L.libs",
-            "-lB",
+            "-lbeta",
             "-Wl,-rpath-link,.libs",
             "-Wl,--disable-new-dtags,-rpath,$ORIGIN/.libs",
         ],
     );
     std::fs::write(
         pkg.join("__init__.py"),
-        "import ctypes, os\nlib = ctypes.CDLL(os.path.join(os.path.dirname(__file__), 'libA.so'))\n",
+        "import ctypes, os\nlib = ctypes.CDLL(os.path.join(os.path.dirname(__file__), 'libalpha.so'))\n",
     )
     .expect("write __init__.py");
     pkg
@@ -203,22 +209,24 @@ fn a_library_without_rpath_resolves_through_its_loaders_rpath() {
         .expect("site-packages");
     let pkg = std::fs::canonicalize(build_package(&site)).expect("package");
 
-    // The oracle: a real dlopen through ctypes, and how ld.so found libC.
+    // The oracle: a real dlopen through ctypes, and how ld.so found libgamma.
     let stderr = ld_debug(&python, "import cpkg; assert cpkg.lib.a_threads() >= 1");
     let searches = ld_debug_searches(&stderr);
-    let (rule, found) = searches.get("libC.so").expect("ld.so searched for libC.so");
-    assert_eq!(found, &pkg.join(".libs/libC.so"));
+    let (rule, found) = searches
+        .get("libgamma.so")
+        .expect("ld.so searched for libgamma.so");
+    assert_eq!(found, &pkg.join(".libs/libgamma.so"));
     assert!(
-        rule.contains("RPATH from file") && rule.contains("libA.so"),
-        "ld.so used libA's RPATH: {rule}"
+        rule.contains("RPATH from file") && rule.contains("libalpha.so"),
+        "ld.so used libalpha's RPATH: {rule}"
     );
-    // libB on its own cannot find libC: only through libA.
+    // libbeta on its own cannot find libgamma: only through libalpha.
     let alone = Command::new(&python)
         .args(["-c", "import ctypes, sys; ctypes.CDLL(sys.argv[1])"])
-        .arg(pkg.join(".libs/libB.so"))
+        .arg(pkg.join(".libs/libbeta.so"))
         .output()
         .expect("run python");
-    assert!(!alone.status.success(), "libB alone should not load");
+    assert!(!alone.status.success(), "libbeta alone should not load");
 
     let facts = probe_python(&ProbeOptions {
         python: Some(python),
@@ -233,24 +241,24 @@ fn a_library_without_rpath_resolves_through_its_loaders_rpath() {
     );
     let gomp = facts
         .libraries_of(Vendor::GnuOpenmp)
-        .find(|l| l.needed_by.contains(&pkg.join(".libs/libC.so")))
-        .expect("libC's GNU OpenMP");
+        .find(|l| l.needed_by.contains(&pkg.join(".libs/libgamma.so")))
+        .expect("libgamma's GNU OpenMP");
     let root = gomp
         .load_roots
         .iter()
         .find(|r| r.package.as_deref() == Some("cpkg"))
         .expect("reached from cpkg");
     assert_eq!(root.kind, RootKind::PackageLibrary);
-    assert_eq!(root.path, pkg.join("libA.so"));
+    assert_eq!(root.path, pkg.join("libalpha.so"));
     let step = format!(
         "RPATH $ORIGIN/.libs → {}",
-        pkg.join("./.libs/libC.so").display()
+        pkg.join("./.libs/libgamma.so").display()
     );
     assert!(
         gomp.reached_via
             .iter()
-            .any(|s| s.contains("RPATH $ORIGIN/.libs") && s.ends_with("libC.so")),
-        "the chain shows libA's RPATH finding libC ({step}): {:#?}",
+            .any(|s| s.contains("RPATH $ORIGIN/.libs") && s.ends_with("libgamma.so")),
+        "the chain shows libalpha's RPATH finding libgamma ({step}): {:#?}",
         gomp.reached_via
     );
 }

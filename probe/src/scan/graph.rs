@@ -458,3 +458,90 @@ impl Node {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The site-packages of the numpy 1.x fixture venv.
+    fn numpy1_site() -> PathBuf {
+        let root = std::env::var_os("CAICLUST_FIXTURES")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.fixtures"));
+        let sp = root.join("venv-numpy1/lib/python3.11/site-packages");
+        assert!(
+            sp.is_dir(),
+            "fixtures missing: {}; run scripts/setup-test-envs.sh first",
+            sp.display()
+        );
+        sp
+    }
+
+    fn find(dir: &Path, prefix: &str) -> PathBuf {
+        let found = std::fs::read_dir(dir)
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| file_name_string(p).starts_with(prefix));
+        let path = found.unwrap_or_else(|| panic!("no {prefix}* in {}", dir.display()));
+        std::fs::canonicalize(&path).unwrap_or(path)
+    }
+
+    fn permutations(n: usize) -> Vec<Vec<usize>> {
+        if n == 0 {
+            return vec![Vec::new()];
+        }
+        let mut out = Vec::new();
+        for rest in permutations(n - 1) {
+            for at in 0..=rest.len() {
+                let mut p = rest.clone();
+                p.insert(at, n - 1);
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    /// A live process's mapped files are all roots, met in address order
+    /// (which ASLR changes from run to run). numpy 1.x's OpenBLAS finds
+    /// its libgfortran, and that its libquadmath, only through the
+    /// `DT_RPATH` the extension module passes down (`LD_DEBUG=libs`: "RPATH
+    /// from file .../_multiarray_umath..."): in every order, nothing is
+    /// missing and the OpenBLAS loads the libgfortran beside it.
+    #[test]
+    fn mapped_roots_in_any_order_resolve_through_the_loaders_rpath() {
+        let sp = numpy1_site();
+        let files = [
+            find(&sp.join("numpy/core"), "_multiarray_umath"),
+            find(&sp.join("numpy.libs"), "libopenblas"),
+            find(&sp.join("numpy.libs"), "libgfortran"),
+            find(&sp.join("numpy.libs"), "libquadmath"),
+        ];
+        for order in permutations(files.len()) {
+            let result = scan(ScanRequest {
+                roots: order.iter().map(|i| files[*i].clone()).collect(),
+                mode: ScanMode::Mapped,
+                loader: Loader::for_host(&BTreeMap::new(), None),
+                runtime_dirs: Vec::new(),
+            });
+            assert!(
+                result.summary.unresolved.is_empty(),
+                "order {order:?}: {:?}",
+                result.summary.unresolved
+            );
+            let blas = result
+                .libraries
+                .iter()
+                .find(|l| l.path == files[1])
+                .expect("the OpenBLAS");
+            assert!(
+                blas.dependencies.contains(&files[2]),
+                "order {order:?}: {:?}",
+                blas.dependencies
+            );
+        }
+    }
+}

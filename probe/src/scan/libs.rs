@@ -149,18 +149,20 @@ pub(super) fn is_system_library(request: &str, target: Option<OsFamily>) -> bool
                 "ld64.so",
                 "linux-vdso",
                 "libz.so",
-                "libx11.so",
-                "libxext.so",
-                "libxrender.so",
-                "libice.so",
-                "libsm.so",
-                "libgl.so",
+                "libX11.so",
+                "libXext.so",
+                "libXrender.so",
+                "libICE.so",
+                "libSM.so",
+                "libGL.so",
                 "libglib-2.0.so",
                 "libgobject-2.0.so",
                 "libgthread-2.0.so",
                 "libexpat.so",
             ];
-            GLIBC_AND_FRIENDS.iter().any(|p| base.starts_with(p))
+            // ELF names are case-sensitive: `libC.so` is no libc.
+            let exact = base_name(request);
+            GLIBC_AND_FRIENDS.iter().any(|p| exact.starts_with(p))
         }
     }
 }
