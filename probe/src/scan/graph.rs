@@ -308,6 +308,10 @@ impl Scanner {
     /// mapped first, without any search.
     pub(super) fn reuse_loaded_sonames(&mut self) {
         let missing: Vec<Unresolved> = self.unresolved.iter().cloned().collect();
+        if missing.is_empty() {
+            return;
+        }
+        let mapped = self.mapped_by_loads();
         for u in missing {
             let Some(requester) = self.nodes.get(&u.needed_by) else {
                 continue;
@@ -315,6 +319,7 @@ impl Scanner {
             let info = requester.info.clone();
             let holder = self.nodes.values().find(|n| {
                 n.present
+                    && mapped.contains(&n.real)
                     && n.real != u.needed_by
                     && n.info.soname.as_deref() == Some(u.name.as_str())
                     && compatible(&n.info, info.format, &info.architectures)
@@ -345,6 +350,30 @@ impl Scanner {
             self.resolved_late(&u.needed_by, &u.name);
             let _ = self.link(&p, &frame, &u.name, found);
         }
+    }
+
+    /// The binaries some load really maps: extension modules, files of a
+    /// live process, and what they reach; of a package's own library
+    /// (ctypes), what it reaches. A library only found in the runtime
+    /// folder, or one no binary reaches, is mapped by nothing.
+    fn mapped_by_loads(&self) -> HashSet<PathBuf> {
+        let mut seen: HashSet<PathBuf> = HashSet::new();
+        let mut stack: Vec<PathBuf> = Vec::new();
+        for n in self.nodes.values() {
+            match n.root {
+                Some(RootKind::ExtensionModule | RootKind::Mapped) => stack.push(n.real.clone()),
+                Some(RootKind::PackageLibrary) => stack.extend(n.deps.iter().cloned()),
+                _ => {}
+            }
+        }
+        while let Some(p) = stack.pop() {
+            if let Some(n) = self.nodes.get(&p) {
+                if seen.insert(p) {
+                    stack.extend(n.deps.iter().cloned());
+                }
+            }
+        }
+        seen
     }
 
     /// A dependency not found: a system library of a foreign OS that
