@@ -218,7 +218,13 @@ pub fn render(facts: &Facts, verbose: bool) -> String {
                 .bold()
         );
         for d in &facts.duplicates {
-            let _ = writeln!(out, "  {d}");
+            let _ = writeln!(out, "  {} ×{}", d.vendor, d.paths.len());
+            let pools = d.pool_count();
+            let _ = writeln!(
+                out,
+                "    {pools} thread pool{} in one process",
+                if pools == 1 { "" } else { "s" }
+            );
             if d.groups.is_empty() {
                 for p in &d.paths {
                     let _ = writeln!(out, "    {}", p.display());

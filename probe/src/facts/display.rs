@@ -165,20 +165,6 @@ impl fmt::Display for LoadRoot {
     }
 }
 
-/// `GNU OpenMP ×3 copies, 2 pools`.
-impl fmt::Display for DuplicateRuntime {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let pools = self.pool_count();
-        write!(
-            f,
-            "{} ×{} copies, {pools} thread pool{}",
-            self.vendor,
-            self.paths.len(),
-            if pools == 1 { "" } else { "s" }
-        )
-    }
-}
-
 /// `alternatives known as libgomp-e985bcbb.so.1.0.0: one is mapped, the
 /// first loaded serves the others` for a group of several copies; the
 /// name (or nothing) for a single copy.
