@@ -231,9 +231,9 @@ pub(super) fn alternative_groups(libs: &[&Library]) -> Vec<CopyGroup> {
         }
     }
     let mut groups: BTreeMap<usize, Vec<&Library>> = BTreeMap::new();
-    for i in 0..libs.len() {
+    for (i, lib) in libs.iter().enumerate() {
         let r = root(&mut parent, i);
-        groups.entry(r).or_default().push(libs[i]);
+        groups.entry(r).or_default().push(lib);
     }
     groups
         .into_values()
