@@ -188,3 +188,42 @@ fn copies_of_one_soname_are_one_pool_as_proc_maps_shows() {
         f.message
     );
 }
+
+/// CC011 (two OpenMP runtimes in one process) pairs only runtimes that can
+/// both be mapped: conda-forge's LLVM libomp installed as `libgomp.so.1`
+/// and GNU's `libgomp.so.1` are alternatives of one name, one of them is
+/// mapped. Built on the venv's real facts: LightGBM's system libgomp, and
+/// a copy of its entry turned into that LLVM libomp.
+#[test]
+fn openmp_runtimes_known_by_one_name_are_not_mixed() {
+    let fx = fixtures();
+    let mut facts = probe(&fx.venv_ml);
+    facts.libraries.retain(|l| {
+        l.vendor.value != Vendor::GnuOpenmp || l.requested_as.iter().any(|r| r == "libgomp.so.1")
+    });
+    let gnu = facts
+        .libraries
+        .iter()
+        .find(|l| l.vendor.value == Vendor::GnuOpenmp)
+        .expect("the system libgomp")
+        .clone();
+    let mut llvm = gnu.clone();
+    llvm.path = PathBuf::from("/opt/conda/lib/libomp.so");
+    llvm.vendor.value = Vendor::LlvmOpenmp;
+    llvm.soname = Some("libomp.so".into());
+    let cc011 = |facts: &Facts| {
+        evaluate(facts, &Plan::default(), &Config::default())
+            .findings
+            .into_iter()
+            .filter(|f| f.rule_id == "CC011")
+            .count()
+    };
+    let mut one_name = facts.clone();
+    one_name.libraries.push(llvm.clone());
+    assert!(gnu.is_alternative_to(&llvm));
+    assert_eq!(cc011(&one_name), 0, "alternatives are never both mapped");
+    let mut two_names = facts;
+    llvm.requested_as = vec!["libomp.so".into()];
+    two_names.libraries.push(llvm);
+    assert_eq!(cc011(&two_names), 1, "libomp.so and libgomp.so.1 coexist");
+}
