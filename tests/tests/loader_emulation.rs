@@ -189,24 +189,30 @@ fn build_package(site: &Path) -> PathBuf {
     pkg
 }
 
-#[test]
-fn a_library_without_rpath_resolves_through_its_loaders_rpath() {
+/// A new venv of Debian's interpreter in `dir`: its python and its
+/// site-packages.
+fn make_venv(dir: &Path) -> (PathBuf, PathBuf) {
     let fx = fixtures();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let venv = dir.path().join("venv");
+    let venv = dir.join("venv");
     let made = Command::new(&fx.debian_python)
         .args(["-m", "venv", "--without-pip"])
         .arg(&venv)
         .status()
         .expect("make a venv");
     assert!(made.success());
-    let python = venv.join("bin").join("python");
     let site = std::fs::read_dir(venv.join("lib"))
         .expect("venv lib")
         .filter_map(Result::ok)
         .map(|e| e.path().join("site-packages"))
         .find(|p| p.is_dir())
         .expect("site-packages");
+    (venv.join("bin").join("python"), site)
+}
+
+#[test]
+fn a_library_without_rpath_resolves_through_its_loaders_rpath() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (python, site) = make_venv(dir.path());
     let pkg = std::fs::canonicalize(build_package(&site)).expect("package");
 
     // The oracle: a real dlopen through ctypes, and how ld.so found libgamma.
@@ -260,5 +266,87 @@ fn a_library_without_rpath_resolves_through_its_loaders_rpath() {
             .any(|s| s.contains("RPATH $ORIGIN/.libs") && s.ends_with("libgamma.so")),
         "the chain shows libalpha's RPATH finding libgamma ({step}): {:#?}",
         gomp.reached_via
+    );
+}
+
+const LIB_MID: &str = "int b_threads(void);\nint mid_threads(void) { return b_threads(); }\n";
+const LIB_TOP: &str = "int mid_threads(void);\nint a_threads(void) { return mid_threads(); }\n";
+
+/// As above with a library with `DT_RUNPATH` between: top (RPATH
+/// `$ORIGIN/.libs`) → mid (RUNPATH `$ORIGIN`) → beta (nothing) → gamma.
+/// glibc ignores mid's RPATH but walks on past it to top's.
+#[test]
+fn a_loader_with_runpath_does_not_end_the_rpath_chain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (python, site) = make_venv(dir.path());
+    let pkg = std::fs::canonicalize(build_package(&site)).expect("package");
+    std::fs::write(pkg.join("mid.c"), LIB_MID).expect("write");
+    std::fs::write(pkg.join("top.c"), LIB_TOP).expect("write");
+    gcc(
+        &pkg,
+        &[
+            "-shared",
+            "-fPIC",
+            "-Wl,-soname,libmid.so",
+            "-o",
+            ".libs/libmid.so",
+            "mid.c",
+            "-L.libs",
+            "-lbeta",
+            "-Wl,-rpath-link,.libs",
+            "-Wl,--enable-new-dtags,-rpath,$ORIGIN",
+        ],
+    );
+    gcc(
+        &pkg,
+        &[
+            "-shared",
+            "-fPIC",
+            "-o",
+            "libtop.so",
+            "top.c",
+            "-L.libs",
+            "-lmid",
+            "-Wl,-rpath-link,.libs",
+            "-Wl,--disable-new-dtags,-rpath,$ORIGIN/.libs",
+        ],
+    );
+    std::fs::remove_file(pkg.join("libalpha.so")).expect("only the new chain");
+    std::fs::write(
+        pkg.join("__init__.py"),
+        "import ctypes, os\nlib = ctypes.CDLL(os.path.join(os.path.dirname(__file__), 'libtop.so'))\n",
+    )
+    .expect("write __init__.py");
+    let stderr = ld_debug(&python, "import cpkg; assert cpkg.lib.a_threads() >= 1");
+    let searches = ld_debug_searches(&stderr);
+    let (rule, found) = searches
+        .get("libgamma.so")
+        .expect("ld.so searched for libgamma.so");
+    assert_eq!(found, &pkg.join(".libs/libgamma.so"));
+    assert!(
+        rule.contains("RPATH from file") && rule.contains("libtop.so"),
+        "ld.so used libtop's RPATH past libmid's RUNPATH: {rule}"
+    );
+    let facts = probe_python(&ProbeOptions {
+        python: Some(python),
+        target_os: None,
+        env: Some(test_env()),
+    })
+    .expect("probe the venv");
+    assert!(
+        facts.scan.unresolved.is_empty(),
+        "ld.so found everything: {:#?}",
+        facts.scan.unresolved
+    );
+    let gomp = facts
+        .libraries_of(Vendor::GnuOpenmp)
+        .find(|l| l.needed_by.contains(&pkg.join(".libs/libgamma.so")))
+        .expect("libgamma's GNU OpenMP");
+    assert!(
+        gomp.load_roots
+            .iter()
+            .any(|r| r.kind == RootKind::PackageLibrary && r.path == pkg.join("libtop.so")),
+        "{:#?}",
+        gomp.load_roots
     );
 }
