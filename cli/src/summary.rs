@@ -191,6 +191,10 @@ pub fn render(facts: &Facts, verbose: bool) -> String {
             format!("  [{}]", lib.pulled_in_by.join(", "))
         };
         let _ = writeln!(out, "    {}{}", short_path(facts, lib), pulled.dimmed());
+        if !lib.load_roots.is_empty() {
+            let roots: Vec<String> = lib.load_roots.iter().map(ToString::to_string).collect();
+            let _ = writeln!(out, "    loaded from: {}", roots.join("; ").dimmed());
+        }
         if verbose {
             let _ = writeln!(out, "    vendor: {}", evidence_line(&lib.vendor).dimmed());
             if let Some(t) = &lib.threading_layer {
@@ -209,14 +213,28 @@ pub fn render(facts: &Facts, verbose: bool) -> String {
         let _ = writeln!(
             out,
             "{}",
-            "Runtimes present in several copies (each has its own thread pool)"
+            "Runtimes present in several copies (one thread pool per name the loader knows them by)"
                 .yellow()
                 .bold()
         );
         for d in &facts.duplicates {
             let _ = writeln!(out, "  {} ×{}", d.vendor, d.paths.len());
-            for p in &d.paths {
-                let _ = writeln!(out, "    {}", p.display());
+            let pools = d.pool_count();
+            let _ = writeln!(
+                out,
+                "    {pools} thread pool{} in one process",
+                if pools == 1 { "" } else { "s" }
+            );
+            if d.groups.is_empty() {
+                for p in &d.paths {
+                    let _ = writeln!(out, "    {}", p.display());
+                }
+            }
+            for g in &d.groups {
+                let _ = writeln!(out, "    {g}");
+                for p in &g.paths {
+                    let _ = writeln!(out, "      {}", p.display());
+                }
             }
         }
     }

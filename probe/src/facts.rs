@@ -38,7 +38,8 @@ pub struct Facts {
     /// Every threading-relevant runtime library found (BLAS, LAPACK, OpenMP,
     /// TBB, OpenCV, ...), one entry per distinct file.
     pub libraries: Vec<Library>,
-    /// Runtimes present in more than one copy (each copy has its own pool).
+    /// Runtimes present in more than one copy (one pool per group of
+    /// copies the loader knows by one name: [`DuplicateRuntime::groups`]).
     pub duplicates: Vec<DuplicateRuntime>,
     /// The environment variables that matter, as the probed process would
     /// see them.
@@ -659,13 +660,128 @@ pub struct Library {
     /// The library's own answers (runtime queries), when asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<RuntimeAnswer>,
+    /// The binaries at the start of the chains of dependencies that reach
+    /// it, grouped by package and kind: what a Python process loads
+    /// itself (`import` an extension module, `ctypes.CDLL` a package's
+    /// library), from which the loader maps this one. Empty in documents
+    /// written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_roots: Vec<LoadRoot>,
 }
 
-/// A runtime present in several copies in one process.
+impl Library {
+    /// The names the loader knows it by once it is mapped: its SONAME
+    /// and the plain names (no folder) it was asked for. glibc's `ld.so`
+    /// matches a later `NEEDED` name against these before it searches any
+    /// folder; Windows matches a DLL's module name the same way. Empty
+    /// for Mach-O, whose loader tells images apart by path.
+    pub fn load_names(&self) -> Vec<String> {
+        let case = |n: &str| match self.format {
+            Some(BinaryFormat::Pe) => n.to_ascii_lowercase(),
+            _ => n.to_owned(),
+        };
+        if self.format == Some(BinaryFormat::MachO) {
+            return Vec::new();
+        }
+        let mut names: Vec<String> = self
+            .soname
+            .iter()
+            .chain(self.requested_as.iter())
+            .filter(|n| !n.contains('/') && !n.contains('\\'))
+            .map(|n| case(n))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Whether `other` is an alternative to this library: another file
+    /// the loader knows by one of the same names. Requested by that name,
+    /// whichever of the two is mapped first serves every later request,
+    /// so the two are never both mapped that way.
+    pub fn is_alternative_to(&self, other: &Library) -> bool {
+        if self.path == other.path || self.format != other.format {
+            return false;
+        }
+        let mine = self.load_names();
+        other.load_names().iter().any(|n| mine.contains(n))
+    }
+}
+
+/// How a Python process comes to map the binary that starts a chain of
+/// dependencies.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum RootKind {
+    /// A Python extension module: `import` maps it.
+    ExtensionModule,
+    /// A shared library of a package that is no extension module and
+    /// that no scanned binary needs: the package maps it itself, with
+    /// `ctypes`/`cffi` or `dlopen` (LightGBM's `lib_lightgbm.so`,
+    /// xgboost's `libxgboost.so`).
+    PackageLibrary,
+    /// A library of the environment's own `lib` folder.
+    RuntimeFolder,
+    /// Mapped into the running process that was read.
+    Mapped,
+}
+
+/// Binaries of one package and kind at the start of chains that reach a
+/// library.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(deny_unknown_fields)]
+pub struct LoadRoot {
+    pub kind: RootKind,
+    /// The package they belong to, when known.
+    pub package: Option<String>,
+    /// The first of them (the library itself when it is a root).
+    pub path: PathBuf,
+    /// How many there are.
+    pub count: usize,
+}
+
+/// A runtime present in several copies that have a thread pool (builds
+/// without one, such as a serial OpenBLAS, are not counted).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DuplicateRuntime {
     pub vendor: Vendor,
+    /// Every copy.
+    pub paths: Vec<PathBuf>,
+    /// The copies grouped by the names the loader knows them by (see
+    /// [`Library::load_names`]): the copies of one group are alternatives,
+    /// the first one mapped serves the others, so a group is one pool.
+    /// Empty in documents written before it existed: then every copy
+    /// counts as a pool of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<CopyGroup>,
+}
+
+impl DuplicateRuntime {
+    /// The thread pools these copies can make in one process: one per
+    /// group of alternatives.
+    pub fn pool_count(&self) -> usize {
+        if self.groups.is_empty() {
+            self.paths.len()
+        } else {
+            self.groups.len()
+        }
+    }
+
+    /// The groups of copies that are alternatives to each other.
+    pub fn alternatives(&self) -> impl Iterator<Item = &CopyGroup> {
+        self.groups.iter().filter(|g| g.paths.len() > 1)
+    }
+}
+
+/// Copies of one runtime that the loader knows by one name: at most one
+/// of them is mapped when they are asked for by that name.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CopyGroup {
+    /// The name they share (ELF `DT_SONAME`, a DLL's module name), when
+    /// they have one.
+    pub name: Option<String>,
     pub paths: Vec<PathBuf>,
 }
 

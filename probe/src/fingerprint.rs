@@ -997,6 +997,45 @@ fn refine_openblas(fp: &mut Fingerprint, info: &BinaryInfo) {
             )],
         ));
     }
+    openblas_parallel_build(fp, info);
+}
+
+/// OpenBLAS's `openblas_get_parallel` returns a constant fixed at build
+/// time: 0 for a build without threading (`USE_THREAD=0`, Debian's
+/// `libopenblas0-serial`), 1 for its pthreads server, 2 for OpenMP. Its
+/// config string cannot tell: `" SINGLE_THREADED"` and `" MAX_THREADS=%d"`
+/// are both in every build, the choice is made at run time. Read from the
+/// code, it settles the threading layer.
+fn openblas_parallel_build(fp: &mut Fingerprint, info: &BinaryInfo) {
+    let Some((name, value)) = info
+        .constant_returns
+        .iter()
+        .find(|(n, _)| n.contains("openblas_get_parallel"))
+    else {
+        return;
+    };
+    let layer = match value {
+        0 => ThreadingLayer::Disabled,
+        1 => ThreadingLayer::Pthreads,
+        2 => ThreadingLayer::Openmp,
+        _ => return,
+    };
+    let what = match layer {
+        ThreadingLayer::Disabled => "built without threading: no thread pool",
+        ThreadingLayer::Pthreads => "built with its pthreads server",
+        _ => "built with OpenMP",
+    };
+    let ev = Evidence::new(
+        EvidenceSource::Static,
+        format!("export {name} returns {value} ({what})"),
+    );
+    match &mut fp.threading_layer {
+        Some(t) if t.value == layer => {
+            t.confidence = Confidence::High;
+            t.evidence.push(ev);
+        }
+        _ => fp.threading_layer = Some(Conclusion::new(layer, Confidence::High, vec![ev])),
+    }
 }
 
 fn refine_opencv(fp: &mut Fingerprint, info: &BinaryInfo) {

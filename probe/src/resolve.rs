@@ -3,7 +3,8 @@
 //!
 //! * ELF (glibc `ld.so`): a name with a slash is a path; otherwise
 //!   `DT_RPATH` of the requester and its loaders (only when the requester
-//!   has no `DT_RUNPATH`), `LD_LIBRARY_PATH`, the requester's `DT_RUNPATH`,
+//!   has no `DT_RUNPATH`; a loader with one contributes no `DT_RPATH` but
+//!   the walk goes on past it), `LD_LIBRARY_PATH`, the requester's `DT_RUNPATH`,
 //!   `/etc/ld.so.cache`, then the default folders. `$ORIGIN` is the folder
 //!   the requester was found in. Candidates of another architecture are
 //!   skipped, as ld.so does.
@@ -191,9 +192,10 @@ impl Loader {
         if !requester.has_runpath {
             for frame in std::iter::once(requester).chain(chain.iter()) {
                 if frame.has_runpath {
-                    // DT_RPATH of a loader applies only while no RUNPATH
-                    // intervenes; stop at the first image with one.
-                    break;
+                    // An image with DT_RUNPATH has its DT_RPATH ignored,
+                    // but the walk goes on to its own loaders (glibc's
+                    // `_dl_map_object` follows `l_loader` to the end).
+                    continue;
                 }
                 for entry in &frame.rpath {
                     let dir = expand_origin(entry, &frame.origin);
@@ -549,6 +551,44 @@ mod tests {
             )
             .expect("found");
         assert_eq!(r.path, c.join("libx.so"), "a rejected candidate is skipped");
+    }
+
+    /// As `LD_DEBUG=libs` shows for a chain top (RPATH `$ORIGIN/sub`) →
+    /// mid (RUNPATH) → leaf's loader (nothing): "search path=.../sub
+    /// (RPATH from file .../top.so)". The loader with a RUNPATH does not
+    /// end the walk up the chain.
+    #[test]
+    fn elf_rpath_of_a_loader_beyond_one_with_runpath() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sub = dir.path().join("sub");
+        std::fs::create_dir_all(&sub).expect("mkdir");
+        std::fs::write(sub.join("libleaf.so"), b"x").expect("write");
+        let loader = Loader {
+            target: Some(OsFamily::Linux),
+            ..Loader::default()
+        };
+        let requester = LoaderFrame {
+            origin: sub.clone(),
+            rpath: vec![],
+            has_runpath: false,
+        };
+        let chain = [
+            LoaderFrame {
+                origin: sub.clone(),
+                rpath: vec!["$ORIGIN/../nowhere".into()],
+                has_runpath: true,
+            },
+            LoaderFrame {
+                origin: dir.path().to_path_buf(),
+                rpath: vec!["$ORIGIN/sub".into()],
+                has_runpath: false,
+            },
+        ];
+        let r = loader
+            .resolve("libleaf.so", &requester, &chain, &[], &mut |_: &Path| true)
+            .expect("found through the top's RPATH");
+        assert_eq!(r.rule, "RPATH $ORIGIN/sub");
+        assert_eq!(r.path, dir.path().join("sub").join("libleaf.so"));
     }
 
     #[test]

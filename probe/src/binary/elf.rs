@@ -103,6 +103,16 @@ pub(super) fn parse_elf(bytes: &[u8]) -> Result<(BinaryInfo, Ranges), BinaryErro
         if sym.st_name == 0 {
             continue;
         }
+        if sym.st_shndx != goblin::elf::section_header::SHN_UNDEF as usize
+            && info.constant_returns.is_empty()
+        {
+            if let Some(name) = cstr_at(dynstr, sym.st_name).filter(|n| reads_constant(n)) {
+                let code = code_at(bytes, &phdrs, sym.st_value);
+                if let Some(value) = code.and_then(|c| constant_return(c, header.e_machine)) {
+                    info.constant_returns.push((name.to_owned(), value));
+                }
+            }
+        }
         let Some(name) = cstr_at(dynstr, sym.st_name) else {
             continue;
         };
@@ -176,6 +186,62 @@ pub(super) fn parse_elf(bytes: &[u8]) -> Result<(BinaryInfo, Ranges), BinaryErro
         }
     }
     Ok((info, rodata))
+}
+
+/// Exports whose constant return value is read (see
+/// [`BinaryInfo::constant_returns`]).
+fn reads_constant(name: &str) -> bool {
+    name.contains("openblas_get_parallel")
+}
+
+/// Up to 16 bytes of code at the virtual address `vaddr`, through the
+/// loadable segment that maps it.
+pub(super) fn code_at<'a>(
+    bytes: &'a [u8],
+    phdrs: &[goblin::elf::program_header::ProgramHeader],
+    vaddr: u64,
+) -> Option<&'a [u8]> {
+    let seg = phdrs.iter().find(|ph| {
+        ph.p_type == goblin::elf::program_header::PT_LOAD
+            && vaddr >= ph.p_vaddr
+            && vaddr < ph.p_vaddr.saturating_add(ph.p_filesz)
+    })?;
+    let start = usize::try_from(vaddr - seg.p_vaddr + seg.p_offset).ok()?;
+    let end = bytes.len().min(start.checked_add(16)?);
+    bytes.get(start..end)
+}
+
+/// The constant a function returns when its whole body is `return N;`:
+/// x86-64 `xor eax,eax; ret` or `mov eax,imm32; ret` (after an optional
+/// `endbr64`); AArch64 `mov w0,#imm16; ret` (after an optional `bti c`).
+pub(super) fn constant_return(code: &[u8], machine: u16) -> Option<i64> {
+    use goblin::elf::header::{EM_AARCH64, EM_X86_64};
+    match machine {
+        EM_X86_64 => {
+            let code = code.strip_prefix(&[0xf3, 0x0f, 0x1e, 0xfa]).unwrap_or(code);
+            match code {
+                [0x31 | 0x33, 0xc0, 0xc3, ..] => Some(0),
+                [0xb8, a, b, c, d, 0xc3, ..] => {
+                    Some(i64::from(i32::from_le_bytes([*a, *b, *c, *d])))
+                }
+                _ => None,
+            }
+        }
+        EM_AARCH64 => {
+            let words: Vec<u32> = code
+                .chunks_exact(4)
+                .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+                .collect();
+            let words = words.strip_prefix(&[0xd503_245f]).unwrap_or(&words);
+            match words {
+                [mov, 0xd65f_03c0, ..] if mov & 0xffe0_001f == 0x5280_0000 => {
+                    Some(i64::from((mov >> 5) & 0xffff))
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
 }
 
 /// The bytes of a section, or `None` when its range is not in the file.

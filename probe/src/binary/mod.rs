@@ -115,6 +115,12 @@ pub struct BinaryInfo {
     /// (`14.51.36247.0`).
     #[serde(default)]
     pub file_version: Option<String>,
+    /// Exported functions whose whole body returns a constant, with it:
+    /// read for the few exports that state a build option this way
+    /// (OpenBLAS's `openblas_get_parallel`: 0 serial, 1 pthreads, 2
+    /// OpenMP). ELF x86-64 and AArch64 only.
+    #[serde(default)]
+    pub constant_returns: Vec<(String, i64)>,
 }
 
 impl BinaryInfo {

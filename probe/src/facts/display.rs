@@ -132,6 +132,56 @@ impl fmt::Display for ThreadingLayer {
     }
 }
 
+/// How a process maps a load root: `extension module (import)`,
+/// `package library (ctypes/dlopen)`, `runtime folder`, `mapped`.
+impl fmt::Display for RootKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Self::ExtensionModule => "extension module (import)",
+            Self::PackageLibrary => "package library (ctypes/dlopen)",
+            Self::RuntimeFolder => "runtime folder",
+            Self::Mapped => "mapped",
+        })
+    }
+}
+
+/// `extension module (import) sklearn/.../_loss.so and 68 more [sklearn]`:
+/// the kind, the first root's file name, how many more, the package.
+impl fmt::Display for LoadRoot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.path.display().to_string());
+        write!(f, "{} {name}", self.kind)?;
+        if self.count > 1 {
+            write!(f, " and {} more", self.count - 1)?;
+        }
+        if let Some(p) = &self.package {
+            write!(f, " [{p}]")?;
+        }
+        Ok(())
+    }
+}
+
+/// `alternatives known as libgomp-e985bcbb.so.1.0.0: one is mapped, the
+/// first loaded serves the others` for a group of several copies; the
+/// name (or nothing) for a single copy.
+impl fmt::Display for CopyGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.name.as_deref().unwrap_or("one name");
+        if self.paths.len() > 1 {
+            write!(
+                f,
+                "alternatives known as {name}: one is mapped, the first loaded serves the others"
+            )
+        } else {
+            write!(f, "{name}: a pool of its own")
+        }
+    }
+}
+
 /// `LP64` or `ILP64`.
 impl fmt::Display for IntWidth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -238,6 +288,12 @@ mod tests {
             RuntimeSelected
         ));
         check(&every!(IntWidth: Lp64, Ilp64));
+        check(&every!(
+            RootKind: ExtensionModule,
+            PackageLibrary,
+            RuntimeFolder,
+            Mapped
+        ));
         check(&every!(BinaryFormat: Elf, MachO, Pe));
 
         // The alternate form names an OpenMP runtime's library; it is the

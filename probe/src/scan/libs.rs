@@ -149,25 +149,37 @@ pub(super) fn is_system_library(request: &str, target: Option<OsFamily>) -> bool
                 "ld64.so",
                 "linux-vdso",
                 "libz.so",
-                "libx11.so",
-                "libxext.so",
-                "libxrender.so",
-                "libice.so",
-                "libsm.so",
-                "libgl.so",
+                "libX11.so",
+                "libXext.so",
+                "libXrender.so",
+                "libICE.so",
+                "libSM.so",
+                "libGL.so",
                 "libglib-2.0.so",
                 "libgobject-2.0.so",
                 "libgthread-2.0.so",
                 "libexpat.so",
             ];
-            GLIBC_AND_FRIENDS.iter().any(|p| base.starts_with(p))
+            // ELF names are case-sensitive: `libC.so` is no libc.
+            let exact = base_name(request);
+            GLIBC_AND_FRIENDS.iter().any(|p| exact.starts_with(p))
         }
     }
 }
 
-/// Runtimes present in more than one copy.
+/// Does this library run a thread pool? Builds without threading (a
+/// serial OpenBLAS, MKL's sequential layer) have none.
+pub(super) fn has_pool(lib: &Library) -> bool {
+    !matches!(
+        lib.threading_layer.as_ref().map(|t| t.value),
+        Some(ThreadingLayer::Disabled | ThreadingLayer::Sequential)
+    )
+}
+
+/// Runtimes present in more than one copy that has a pool, the copies
+/// grouped into alternatives (one pool per group).
 pub(super) fn find_duplicates(libraries: &[Library]) -> Vec<DuplicateRuntime> {
-    let mut by_vendor: BTreeMap<Vendor, Vec<PathBuf>> = BTreeMap::new();
+    let mut by_vendor: BTreeMap<Vendor, Vec<&Library>> = BTreeMap::new();
     for lib in libraries {
         let runtime = lib
             .apis
@@ -177,6 +189,7 @@ pub(super) fn find_duplicates(libraries: &[Library]) -> Vec<DuplicateRuntime> {
             || lib.forwards_to.is_some()
             || lib.format.is_none()
             || lib.vendor.value == Vendor::Unknown
+            || !has_pool(lib)
         {
             continue;
         }
@@ -184,14 +197,70 @@ pub(super) fn find_duplicates(libraries: &[Library]) -> Vec<DuplicateRuntime> {
         if lib.vendor.value == Vendor::Mkl && !lib.path.to_string_lossy().contains("mkl_rt") {
             continue;
         }
-        by_vendor
-            .entry(lib.vendor.value)
-            .or_default()
-            .push(lib.path.clone());
+        by_vendor.entry(lib.vendor.value).or_default().push(lib);
     }
     by_vendor
         .into_iter()
-        .filter(|(_, paths)| paths.len() > 1)
-        .map(|(vendor, paths)| DuplicateRuntime { vendor, paths })
+        .filter(|(_, libs)| libs.len() > 1)
+        .map(|(vendor, libs)| DuplicateRuntime {
+            vendor,
+            paths: libs.iter().map(|l| l.path.clone()).collect(),
+            groups: alternative_groups(&libs),
+        })
         .collect()
+}
+
+/// The copies grouped by the names the loader knows them by: copies that
+/// share one (directly or through another copy) are one group.
+pub(super) fn alternative_groups(libs: &[&Library]) -> Vec<CopyGroup> {
+    // Union-find over the copies; a handful at most.
+    let mut parent: Vec<usize> = (0..libs.len()).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    for i in 0..libs.len() {
+        for j in i + 1..libs.len() {
+            if libs[i].is_alternative_to(libs[j]) {
+                let (a, b) = (root(&mut parent, i), root(&mut parent, j));
+                parent[b] = a;
+            }
+        }
+    }
+    let mut groups: BTreeMap<usize, Vec<&Library>> = BTreeMap::new();
+    for (i, lib) in libs.iter().enumerate() {
+        let r = root(&mut parent, i);
+        groups.entry(r).or_default().push(lib);
+    }
+    groups
+        .into_values()
+        .map(|members| {
+            let name = shared_name(&members);
+            CopyGroup {
+                name,
+                paths: members.iter().map(|l| l.path.clone()).collect(),
+            }
+        })
+        .collect()
+}
+
+/// The name the members of a group share (their SONAME first), or the
+/// single copy's own SONAME.
+fn shared_name(members: &[&Library]) -> Option<String> {
+    let first = members.first()?;
+    if members.len() == 1 {
+        return first.soname.clone();
+    }
+    let mut names = first.load_names();
+    // The SONAME first: it is how the loader knows the copy.
+    if let Some(s) = &first.soname {
+        names.retain(|n| n != s);
+        names.insert(0, s.clone());
+    }
+    names
+        .into_iter()
+        .find(|n| members[1..].iter().any(|m| m.load_names().contains(n)))
 }

@@ -7,6 +7,7 @@
 //! huge sparse files are recorded in [`ScanSummary::skipped`] with a reason.
 
 mod cache;
+mod graph;
 mod libs;
 mod walk;
 
@@ -27,11 +28,12 @@ use serde::{Deserialize, Serialize};
 use crate::binary::{read_binary, BinaryInfo};
 use crate::error::BinaryError;
 use crate::facts::{
-    Api, BinaryFormat, Conclusion, Confidence, DuplicateRuntime, Evidence, EvidenceSource,
-    IntWidth, Library, OsFamily, PackageFacts, ScanSummary, Skipped, Unresolved, Vendor,
+    Api, BinaryFormat, Conclusion, Confidence, CopyGroup, DuplicateRuntime, Evidence,
+    EvidenceSource, IntWidth, Library, LoadRoot, OsFamily, PackageFacts, RootKind, ScanSummary,
+    Skipped, ThreadingLayer, Unresolved, Vendor,
 };
 use crate::fingerprint::{base_name, fingerprint, Fingerprint};
-use crate::resolve::{Candidates, Loader, LoaderFrame};
+use crate::resolve::{Candidates, Loader, LoaderFrame, Resolution};
 
 /// Import packages whose extension modules are always read.
 pub const PACKAGES_THAT_MATTER: &[(&str, &[&str])] = &[
@@ -96,6 +98,18 @@ pub(crate) struct ScanResult {
 struct Entry {
     path: PathBuf,
     package: Option<String>,
+    source: EntrySource,
+}
+
+/// Where an [`Entry`] was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EntrySource {
+    /// Walking site-packages or a tree.
+    Walk,
+    /// The environment's runtime folder (`<prefix>/lib`).
+    RuntimeFolder,
+    /// Mapped into a running process.
+    Mapped,
 }
 
 /// One binary in the dependency graph.
@@ -111,6 +125,15 @@ struct Node {
     /// Imports of binaries that need it (for Accelerate's interface).
     importer_markers: BTreeSet<String>,
     present: bool,
+    /// How a process maps it, when it is a load root (nothing scanned
+    /// needs it, or an extension module).
+    root: Option<RootKind>,
+    /// The load roots that reach it: (kind, package) → (first root, count).
+    roots: BTreeMap<(RootKind, Option<String>), (PathBuf, usize)>,
+    /// Its requests not found (yet).
+    unresolved: Vec<String>,
+    /// Times its missing requests were searched again.
+    retries: u8,
 }
 
 struct Scanner {
@@ -185,6 +208,7 @@ pub(crate) fn scan_witnessed(
             ScanMode::Mapped => entries.push(Entry {
                 path: root.clone(),
                 package: package_from_path(root).map(str::to_owned),
+                source: EntrySource::Mapped,
             }),
         }
     }
@@ -220,9 +244,10 @@ pub(crate) fn scan_witnessed(
     }
 
     scanner.parse_all(&entries);
-    for entry in &entries {
-        scanner.visit_entry(entry);
+    for (entry, kind) in scanner.root_order(&entries) {
+        scanner.visit_entry(entry, kind);
     }
+    scanner.reuse_loaded_sonames();
     scanner.propagate_packages();
 
     let libraries = scanner.libraries();
@@ -364,197 +389,6 @@ impl Scanner {
         self.record_parse(real, &result);
         self.parsed.insert(real.to_path_buf(), result.clone());
         result
-    }
-
-    fn visit_entry(&mut self, entry: &Entry) {
-        let Some(real) = canonical(&mut self.canon, &mut self.witnesses, &entry.path) else {
-            return;
-        };
-        let Ok(info) = self.parse(&real) else { return };
-        let mapped = self.mapped;
-        if mapped {
-            self.mapped_files.insert(real.clone());
-        }
-        let is_new = !self.nodes.contains_key(&real);
-        let node = self.nodes.entry(real.clone()).or_insert_with(|| Node {
-            real: real.clone(),
-            info: info.clone(),
-            requested_as: BTreeSet::new(),
-            needed_by: BTreeSet::new(),
-            deps: BTreeSet::new(),
-            packages: BTreeSet::new(),
-            reached_via: vec![if mapped {
-                "mapped into the process (/proc/PID/maps)".to_owned()
-            } else {
-                format!("found in {} {FOLDER_SCAN}", parent_display(&entry.path))
-            }],
-            importer_markers: BTreeSet::new(),
-            present: true,
-        });
-        if let Some(name) = entry.path.file_name() {
-            node.requested_as
-                .insert(name.to_string_lossy().into_owned());
-        }
-        if let Some(p) = &entry.package {
-            node.packages.insert(p.clone());
-        }
-        if is_new {
-            self.expand(entry.path.clone(), real, Vec::new());
-        }
-    }
-
-    /// Breadth-first walk of the dependency graph from one binary.
-    fn expand(&mut self, found_at: PathBuf, real: PathBuf, chain: Vec<LoaderFrame>) {
-        let mut queue = VecDeque::from([(found_at, real, chain)]);
-        while let Some((found_at, real, chain)) = queue.pop_front() {
-            let Some(node) = self.nodes.get(&real) else {
-                continue;
-            };
-            let info = node.info.clone();
-            let parent_via = node.reached_via.clone();
-            let frame = LoaderFrame {
-                origin: found_at.parent().map(Path::to_path_buf).unwrap_or_default(),
-                rpath: info.rpath.clone(),
-                has_runpath: !info.runpath.is_empty(),
-            };
-            let wanted_arches = info.architectures.clone();
-            let wanted_format = info.format;
-            for request in &info.needed {
-                let mut candidates = Acceptor {
-                    parsed: &mut self.parsed,
-                    binaries_read: &mut self.binaries_read,
-                    skipped: &mut self.skipped,
-                    canon: &mut self.canon,
-                    witnesses: &mut self.witnesses,
-                    format: wanted_format,
-                    arches: &wanted_arches,
-                };
-                let resolution =
-                    self.loader
-                        .resolve(request, &frame, &chain, &info.runpath, &mut candidates);
-                let Some(resolution) = resolution else {
-                    self.unresolved_dependency(request, &real, &info);
-                    continue;
-                };
-                let Some(dep_real) =
-                    canonical(&mut self.canon, &mut self.witnesses, &resolution.path)
-                else {
-                    continue;
-                };
-                let Ok(dep_info) = self.parse(&dep_real) else {
-                    continue;
-                };
-                if let Some(node) = self.nodes.get_mut(&real) {
-                    node.deps.insert(dep_real.clone());
-                }
-                let is_new = !self.nodes.contains_key(&dep_real);
-                let mut via: Vec<String> = if is_folder_scan(&parent_via) {
-                    Vec::new()
-                } else {
-                    parent_via.clone()
-                };
-                via.push(format!("{} needs {request}", real.display()));
-                via.push(format!(
-                    "{} → {}",
-                    resolution.rule,
-                    resolution.path.display()
-                ));
-                via.extend(symlink_steps(&resolution.path));
-                via.truncate(MAX_CHAIN);
-                let dep = self.nodes.entry(dep_real.clone()).or_insert_with(|| Node {
-                    real: dep_real.clone(),
-                    info: dep_info.clone(),
-                    requested_as: BTreeSet::new(),
-                    needed_by: BTreeSet::new(),
-                    deps: BTreeSet::new(),
-                    packages: BTreeSet::new(),
-                    reached_via: Vec::new(),
-                    importer_markers: BTreeSet::new(),
-                    present: true,
-                });
-                // A path through the loader explains more than a folder scan.
-                if dep.reached_via.is_empty() || is_folder_scan(&dep.reached_via) {
-                    dep.reached_via = via;
-                }
-                dep.requested_as.insert(request.clone());
-                dep.needed_by.insert(real.clone());
-                if is_new {
-                    let mut next_chain = vec![frame.clone()];
-                    next_chain.extend(chain.iter().cloned());
-                    next_chain.truncate(MAX_CHAIN);
-                    queue.push_back((resolution.path.clone(), dep_real, next_chain));
-                }
-            }
-        }
-    }
-
-    /// A dependency not found: a system library of a foreign OS that
-    /// matters (Accelerate, vcomp140) becomes a library entry; others are
-    /// reported as unresolved unless they are the OS's own.
-    fn unresolved_dependency(&mut self, request: &str, requester: &Path, info: &BinaryInfo) {
-        // On a foreign tree the target's own libraries are absent by
-        // nature; on macOS the system frameworks live in the dyld shared
-        // cache, not on disk. Elsewhere a missing runtime is just missing.
-        let absent_by_nature = self.foreign
-            || (self.loader.target == Some(OsFamily::Macos)
-                && (request.starts_with("/System/") || request.starts_with("/usr/lib/")));
-        if absent_by_nature && fingerprint(request, &BinaryInfo::default()).is_some() {
-            let key = PathBuf::from(request);
-            let node = self.nodes.entry(key.clone()).or_insert_with(|| Node {
-                real: key.clone(),
-                info: Arc::new(BinaryInfo::default()),
-                requested_as: BTreeSet::new(),
-                needed_by: BTreeSet::new(),
-                deps: BTreeSet::new(),
-                packages: BTreeSet::new(),
-                reached_via: vec![
-                    format!("{} needs {request}", requester.display()),
-                    "not present here: a library of the target system".to_owned(),
-                ],
-                importer_markers: BTreeSet::new(),
-                present: false,
-            });
-            node.requested_as.insert(request.to_owned());
-            node.needed_by.insert(requester.to_path_buf());
-            for imp in &info.imports {
-                if imp.contains("$NEWLAPACK") {
-                    node.importer_markers.insert(imp.clone());
-                }
-            }
-            if let Some(n) = self.nodes.get_mut(requester) {
-                n.deps.insert(key);
-            }
-            return;
-        }
-        if !is_system_library(request, self.loader.target) {
-            self.unresolved.insert(Unresolved {
-                name: request.to_owned(),
-                needed_by: requester.to_path_buf(),
-            });
-        }
-    }
-
-    /// Every package reaches what its binaries reach.
-    fn propagate_packages(&mut self) {
-        let starts: Vec<(PathBuf, BTreeSet<String>)> = self
-            .nodes
-            .values()
-            .filter(|n| !n.packages.is_empty())
-            .map(|n| (n.real.clone(), n.packages.clone()))
-            .collect();
-        for (start, packages) in starts {
-            let mut seen = HashSet::new();
-            let mut stack = vec![start];
-            while let Some(p) = stack.pop() {
-                if !seen.insert(p.clone()) {
-                    continue;
-                }
-                if let Some(n) = self.nodes.get_mut(&p) {
-                    n.packages.extend(packages.iter().cloned());
-                    stack.extend(n.deps.iter().cloned());
-                }
-            }
-        }
     }
 
     /// Wheels cannot hold symlinks, so `libtbb.so`, `libtbb.so.12` and
@@ -739,6 +573,7 @@ impl Scanner {
             dependencies: node.deps.iter().cloned().collect(),
             reached_via: node.reached_via.clone(),
             runtime: None,
+            load_roots: node.load_roots(),
         }
     }
 
@@ -750,6 +585,21 @@ impl Scanner {
     ) -> Vec<PackageFacts> {
         let mut out = Vec::new();
         for (name, path) in package_dirs {
+            let libs: Vec<PathBuf> = libraries
+                .iter()
+                .filter(|l| l.pulled_in_by.contains(name))
+                .map(|l| l.path.clone())
+                .collect();
+            // Every folder is walked; a package that matters is listed
+            // always, any other when it reaches a runtime library.
+            let matters = PACKAGES_THAT_MATTER.iter().any(|(p, _)| p == name);
+            if !matters && libs.is_empty() {
+                continue;
+            }
+            // Nodes have symlink-free paths.
+            let shown = path;
+            let real_path = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+            let path = &real_path;
             let dist_names: Vec<String> = PACKAGES_THAT_MATTER
                 .iter()
                 .find(|(p, _)| p == name)
@@ -767,11 +617,6 @@ impl Scanner {
                 .values()
                 .filter(|n| n.present && n.packages.contains(name) && n.real.starts_with(path))
                 .count();
-            let libs: Vec<PathBuf> = libraries
-                .iter()
-                .filter(|l| l.pulled_in_by.contains(name))
-                .map(|l| l.path.clone())
-                .collect();
             let threading_layers = if name == "numba" {
                 self.numba_layers(path)
             } else {
@@ -781,7 +626,7 @@ impl Scanner {
                 name: name.clone(),
                 distribution,
                 version,
-                path: path.clone(),
+                path: shown.clone(),
                 binaries,
                 libraries: libs,
                 threading_layers,

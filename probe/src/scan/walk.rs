@@ -126,6 +126,7 @@ impl Walker {
                     out.push(Entry {
                         path,
                         package: package.map(str::to_owned),
+                        source: EntrySource::Walk,
                     });
                 } else {
                     self.skip(
@@ -258,6 +259,9 @@ pub(super) fn sorted_children(
     Ok(children)
 }
 
+/// Every folder of a site-packages folder is walked: any shared library
+/// in a distribution can be mapped, by an extension module or by the
+/// package itself (`ctypes`). Binaries at the top level count too.
 pub(super) fn collect_site_packages(
     root: &Path,
     walker: &mut Walker,
@@ -289,17 +293,20 @@ pub(super) fn collect_site_packages(
             is_dir
         };
         if !is_dir {
+            if looks_like_binary(&name) && walker.linked(&path).is_ok_and(|m| m.is_file()) {
+                let stem = name.split('.').next().unwrap_or(&name).to_owned();
+                entries.push(Entry {
+                    path,
+                    package: Some(stem),
+                    source: EntrySource::Walk,
+                });
+            }
             continue;
         }
-        // Looked in for `.dylibs` and `.libs`.
-        walker.witnesses.path(&path);
-        let known = package_for(&name);
-        let vendors =
-            name.ends_with(".libs") || path.join(".dylibs").is_dir() || path.join(".libs").is_dir();
-        if known.is_none() && !vendors {
+        if name == "__pycache__" || name.starts_with('.') || name.ends_with(".data") {
             continue;
         }
-        let package = known.map(str::to_owned).unwrap_or_else(|| name.clone());
+        let package = site_package_name(&name);
         if !name.ends_with(".libs") {
             package_dirs
                 .entry(package.clone())
@@ -307,6 +314,17 @@ pub(super) fn collect_site_packages(
         }
         walker.walk(&path, Some(&package), entries);
     }
+}
+
+/// The import package a top-level folder of site-packages belongs to:
+/// the package that matters it is part of, else the folder's own name
+/// (`xgboost.libs` → `xgboost`: auditwheel names the folder of vendored
+/// libraries after the distribution).
+pub(super) fn site_package_name(name: &str) -> String {
+    if let Some(known) = package_for(name) {
+        return known.to_owned();
+    }
+    name.strip_suffix(".libs").unwrap_or(name).to_owned()
 }
 
 pub(super) fn collect_runtime_dir(dir: &Path, walker: &mut Walker, entries: &mut Vec<Entry>) {
@@ -323,6 +341,7 @@ pub(super) fn collect_runtime_dir(dir: &Path, walker: &mut Walker, entries: &mut
             Ok(m) if m.is_file() => entries.push(Entry {
                 path,
                 package: None,
+                source: EntrySource::RuntimeFolder,
             }),
             Ok(_) => {}
             Err(e) => walker.skip(&path, io_reason(&e)),

@@ -22,6 +22,10 @@ limits.
 conda MKL numpy (libiomp5) with PyPI scikit-learn (libgomp) on Linux, or
 PyTorch (libiomp5) with scikit-learn (libomp) on macOS.
 
+Two runtimes the loader knows by one name (an LLVM libomp installed as
+`libgomp.so.1` and GNU's `libgomp.so.1`) are alternatives: one process
+maps only one of them, so they are not reported.
+
 ## Fix
 One runtime: install packages from one channel; with MKL and libgomp set
 `MKL_THREADING_LAYER=GNU`. `KMP_DUPLICATE_LIB_OK=TRUE` only as a last resort.
@@ -57,13 +61,19 @@ impl Rule for MixedOpenmpRuntimes {
         vendors.sort();
         vendors.dedup();
         if vendors.len() > 1 {
-            // Report at the first library of each vendor after the first.
+            // Report at the first library of each vendor after the first,
+            // paired with a copy of the first vendor it can coexist with:
+            // copies the loader knows by one name (conda's `libgomp.so.1`
+            // that is LLVM's libomp, and the system's GNU one) are
+            // alternatives, never both mapped.
             let first = vendors[0];
             for lib in omp.iter().filter(|l| l.vendor.value != first) {
-                let other = omp
+                let Some(other) = omp
                     .iter()
-                    .find(|l| l.vendor.value == first)
-                    .expect("first vendor present");
+                    .find(|l| l.vendor.value == first && !l.is_alternative_to(lib))
+                else {
+                    continue;
+                };
                 let mut ev = library_evidence(lib);
                 ev.extend(library_evidence(other));
                 out.push(finding(

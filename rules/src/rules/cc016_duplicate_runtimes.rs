@@ -1,6 +1,6 @@
 //! CC016: several copies of one runtime.
 
-use caiclust_probe::{Evidence, EvidenceSource};
+use caiclust_probe::{DuplicateRuntime, Evidence, EvidenceSource};
 
 use crate::context::Context;
 use crate::finding::{Category, Finding, RuleInfo};
@@ -9,13 +9,19 @@ use crate::rules::{env_evidence, finding};
 use crate::threads::pool_sizing;
 
 const EXPLANATION: &str = r#"## What it detects
-One runtime present in several copies (numpy's, scipy's and OpenCV's own
-OpenBLAS; the system libgomp and a wheel's hash-renamed libgomp), while
-the thread variable that limits every copy is unset.
+One runtime present in copies that make several thread pools in one
+process (numpy's, scipy's and OpenCV's own OpenBLAS; the system libgomp
+and a wheel's hash-renamed libgomp), while the thread variable that
+limits every copy is unset.
+
+Copies the loader knows by one name are alternatives, not pools of their
+own: wheels that vendor the same hash-renamed libgomp (one SONAME) get
+the copy mapped first, which serves them all. Builds without threading
+(a serial OpenBLAS) have no pool and are not counted.
 
 ## Why it is bad
-Each copy has its own thread pool: oversubscription multiplies, and a
-runtime call (threadpoolctl, `cv2.setNumThreads`) limits only one copy.
+Each pool has its own threads: oversubscription multiplies, and a
+runtime call (threadpoolctl, `cv2.setNumThreads`) limits only one of them.
 
 ## Example
 PyPI numpy + scipy + opencv-python-headless load three OpenBLAS (0.3.31,
@@ -35,7 +41,7 @@ static INFO: RuleInfo = RuleInfo {
     id: "CC016",
     name: "duplicate-runtimes",
     category: Category::Note,
-    summary: "one runtime is present in several copies, each with its own thread pool",
+    summary: "one runtime is present in copies that make several thread pools",
     explanation: EXPLANATION,
     hazards: &["H20"],
     depends_on_start_method: false,
@@ -69,6 +75,10 @@ impl Rule for DuplicateRuntimes {
     fn check(&self, cx: &Context<'_>) -> Vec<Finding> {
         let mut out = Vec::new();
         for dup in &cx.facts.duplicates {
+            // Alternatives of one name make one pool.
+            if dup.pool_count() < 2 {
+                continue;
+            }
             let vars = limiting_variables(cx, &dup.paths);
             // No pool in any copy (single-threaded builds), or every copy
             // limited already.
@@ -80,18 +90,23 @@ impl Rule for DuplicateRuntimes {
                 .iter()
                 .map(|p| Evidence::new(EvidenceSource::Static, format!("copy {}", p.display())))
                 .collect();
+            ev.extend(dup.alternatives().map(|g| {
+                Evidence::new(
+                    EvidenceSource::Static,
+                    format!(
+                        "{} share the name {}: one of them is mapped, and serves the others",
+                        join_paths(&g.paths, " and "),
+                        g.name.as_deref().unwrap_or("?")
+                    ),
+                )
+            }));
             for v in &vars {
                 ev.push(env_evidence(cx.facts, v));
             }
             let names: Vec<String> = dup.paths.iter().map(|p| p.display().to_string()).collect();
             out.push(finding(
                 &INFO,
-                format!(
-                    "{} copies of {}, each with its own pool: {}",
-                    dup.paths.len(),
-                    dup.vendor,
-                    names.join(", ")
-                ),
+                message(dup),
                 ev,
                 format!(
                     "set {} before the interpreter starts: {} every copy",
@@ -107,4 +122,48 @@ impl Rule for DuplicateRuntimes {
         }
         out
     }
+}
+
+fn join_paths(paths: &[std::path::PathBuf], sep: &str) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
+/// "3 copies of GNU OpenMP make 2 thread pools: A; B or C (alternatives
+/// known as N: ...)", or "each with its own pool" when no copies are
+/// alternatives.
+fn message(dup: &DuplicateRuntime) -> String {
+    if dup.alternatives().next().is_none() {
+        return format!(
+            "{} copies of {}, each with its own pool: {}",
+            dup.paths.len(),
+            dup.vendor,
+            join_paths(&dup.paths, ", ")
+        );
+    }
+    let pools: Vec<String> = dup
+        .groups
+        .iter()
+        .map(|g| {
+            if g.paths.len() > 1 {
+                format!(
+                    "{} (alternatives known as {}: the first one mapped serves the others)",
+                    join_paths(&g.paths, " or "),
+                    g.name.as_deref().unwrap_or("one name")
+                )
+            } else {
+                join_paths(&g.paths, "")
+            }
+        })
+        .collect();
+    format!(
+        "{} copies of {} make {} thread pools in one process: {}",
+        dup.paths.len(),
+        dup.vendor,
+        dup.pool_count(),
+        pools.join("; ")
+    )
 }
