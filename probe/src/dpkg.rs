@@ -28,7 +28,10 @@ impl Owner {
     /// The upstream part of the version: `0.9.0` of `0.9.0-1`, `2.3` of
     /// `1:2.3-4`.
     pub fn upstream_version(&self) -> &str {
-        let v = self.version.split_once(':').map_or(self.version.as_str(), |(_, v)| v);
+        let v = self
+            .version
+            .split_once(':')
+            .map_or(self.version.as_str(), |(_, v)| v);
         v.rsplit_once('-').map_or(v, |(upstream, _)| upstream)
     }
 }
@@ -36,11 +39,18 @@ impl Owner {
 /// The owner of `path` in the database at `db`, if a package lists it.
 pub(crate) fn owner_of(db: &Path, path: &Path) -> Option<Owner> {
     let wanted = path.to_str()?;
-    let alias = wanted.strip_prefix("/usr").filter(|rest| rest.starts_with('/'));
+    let alias = wanted
+        .strip_prefix("/usr")
+        .filter(|rest| rest.starts_with('/'));
     let mut entries: Vec<_> = std::fs::read_dir(db.join("info")).ok()?.flatten().collect();
     // Packages named like the path first (`libblis4-openmp` for
     // `.../blis-openmp/libblas.so.3`): most lookups read one list.
-    entries.sort_by_key(|e| (!named_like(&e.file_name().to_string_lossy(), wanted), e.file_name()));
+    entries.sort_by_key(|e| {
+        (
+            !named_like(&e.file_name().to_string_lossy(), wanted),
+            e.file_name(),
+        )
+    });
     let listed = entries.iter().find_map(|entry| {
         let name = entry.file_name().to_string_lossy().into_owned();
         let package = name.strip_suffix(".list")?;
@@ -62,7 +72,10 @@ pub(crate) fn owner_of(db: &Path, path: &Path) -> Option<Owner> {
 fn named_like(list_file: &str, path: &str) -> bool {
     let package = list_file.split([':', '.']).next().unwrap_or_default();
     let core = package.strip_prefix("lib").unwrap_or(package);
-    let word: String = core.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
+    let word: String = core
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect();
     word.len() >= 3 && path.contains(word.as_str())
 }
 
@@ -78,7 +91,9 @@ fn installed_version(status: &str, name: &str) -> Option<String> {
                 version = Some(v.trim());
             }
         }
-        (package == Some(name)).then(|| version.map(str::to_string)).flatten()
+        (package == Some(name))
+            .then(|| version.map(str::to_string))
+            .flatten()
     })
 }
 
@@ -107,7 +122,10 @@ mod tests {
     #[test]
     fn the_listing_package_and_its_version() {
         let db = db();
-        let got = owner_of(db.path(), Path::new("/usr/lib/x86_64-linux-gnu/blis-openmp/libblas.so.3"));
+        let got = owner_of(
+            db.path(),
+            Path::new("/usr/lib/x86_64-linux-gnu/blis-openmp/libblas.so.3"),
+        );
         let owner = got.expect("listed");
         assert_eq!(owner.package, "libblis4-openmp");
         assert_eq!(owner.version, "0.9.0-1");
@@ -116,6 +134,9 @@ mod tests {
         let foo = owner_of(db.path(), Path::new("/usr/lib/libfoo.so.1")).expect("alias");
         assert_eq!(foo.upstream_version(), "2.3");
         assert_eq!(owner_of(db.path(), Path::new("/opt/other.so")), None);
-        assert_eq!(owner_of(Path::new("/nonexistent-dpkg"), Path::new("/usr/lib/x.so")), None);
+        assert_eq!(
+            owner_of(Path::new("/nonexistent-dpkg"), Path::new("/usr/lib/x.so")),
+            None
+        );
     }
 }

@@ -118,7 +118,7 @@ def test_the_module_serves_a_runtime_query():
     # `python -c "import caiclust._core"` with the query variable set is the
     # helper: it answers and ends before the rest of the program runs.
     request = {
-        "protocol": 1,
+        "protocol": 2,
         "query": {
             "library": "/nonexistent/libopenblas.so",
             "vendor": "openblas",

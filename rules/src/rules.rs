@@ -285,7 +285,13 @@ pub(crate) fn gnu_openmp_pools(facts: &Facts) -> Vec<GompPool<'_>> {
                 // runs there (an extension module, or a library it loaded
                 // with ctypes): no static user is needed.
                 let mapped_live = facts.process.is_some();
-                if direct.is_empty() && !unknown_user && !mapped_live {
+                // A library a package loads itself (ctypes, dlopen: LightGBM's
+                // lib_lightgbm.so) that needs it.
+                let package_library = lib
+                    .load_roots
+                    .iter()
+                    .any(|r| r.kind == caiclust_probe::RootKind::PackageLibrary);
+                if direct.is_empty() && !unknown_user && !mapped_live && !package_library {
                     continue;
                 }
                 let (n, mut ev) = count_from(facts, OMP_ONLY, default);

@@ -193,7 +193,10 @@ fn debian_blis_gets_its_packages_version() {
     let full = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let upstream = full.split_once(':').map_or(full.as_str(), |(_, v)| v);
     let upstream = upstream.rsplit_once('-').map_or(upstream, |(u, _)| u);
-    let got = blis.version.as_ref().expect("a version from the package database");
+    let got = blis
+        .version
+        .as_ref()
+        .expect("a version from the package database");
     assert_eq!(got.value, upstream, "{package} {full}");
     assert!(
         got.evidence.iter().any(|e| e.detail.contains(&package)),
