@@ -179,6 +179,7 @@ def main(argv=None):
     ap.add_argument("--json", default=str(REPO / "target" / "verdicts" / "results.json"))
     ap.add_argument("scripts", nargs="*", help="only these fixture scripts (file names)")
     args = ap.parse_args(argv)
+    args.check = str(Path(args.check).resolve())
     out_dir = REPO / "target" / "verdicts" / "scripts"
     out_dir.mkdir(parents=True, exist_ok=True)
     scripts = sorted(p for p in SCRIPTS.glob("*.py")
