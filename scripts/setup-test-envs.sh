@@ -11,6 +11,8 @@
 #                           xgboost, threadpoolctl (issue #14's verdicts)
 #   venv-numpy1/            CPython venv with PyPI numpy<2, threadpoolctl,
 #                           opencv-python-headless 4.10
+#   venv-tf/                CPython venv with PyPI tensorflow-cpu (its own
+#                           intra-op pool, issue #14's verdicts)
 #   venv-ipp/               CPython venv with PyPI ipyparallel, numpy,
 #                           scikit-learn (the ipyparallel backend's tests)
 #   venv-tools/             ruff, for .ci/run's lint of the Python files; maturin,
@@ -82,6 +84,10 @@ VENV_ML=$FIX/venv-ml
 VENV_ML_PACKAGES=(scikit-learn lightgbm xgboost threadpoolctl)
 VENV_NUMPY1=$FIX/venv-numpy1
 VENV_NUMPY1_PACKAGES=("numpy<2" threadpoolctl "opencv-python-headless==4.10.0.84")
+# And TensorFlow's CPU build: a framework whose own (Eigen, not OpenMP)
+# thread pool hangs forked workers once the parent has run an operation.
+VENV_TF=$FIX/venv-tf
+VENV_TF_PACKAGES=(tensorflow-cpu threadpoolctl)
 # And one for the ipyparallel backend: a controller and engines from PyPI,
 # with the hazard workload's numpy and scikit-learn.
 VENV_IPP_PACKAGES=(ipyparallel numpy scikit-learn)
@@ -282,6 +288,8 @@ build_venv venv-ml "$VENV_ML" '"$1" -c "import sklearn, lightgbm, xgboost, threa
 build_venv venv-numpy1 "$VENV_NUMPY1" '"$1" -c "import numpy, cv2, threadpoolctl"' \
     "${VENV_NUMPY1_PACKAGES[@]}"
 # shellcheck disable=SC2016
+build_venv venv-tf "$VENV_TF" '"$1" -c "import tensorflow, threadpoolctl"' "${VENV_TF_PACKAGES[@]}"
+# shellcheck disable=SC2016
 build_venv venv-ipp "$VENV_IPP" \
     '"$1" -c "import ipyparallel, numpy, sklearn" && [ -x "$(dirname "$1")/ipcluster" ]' \
     "${VENV_IPP_PACKAGES[@]}"
@@ -390,7 +398,7 @@ export CAICLUST_MULTIARCH='$MULTIARCH'
 EOF
 
 WHEEL_SPECS_TEXT=$(printf '%s\n' "${WHEEL_SPECS[@]}")
-export FIX VENV VENV_NUMBA VENV_MKL VENV_NUMPY VENV_ML VENV_NUMPY1 VENV_IPP WHEELS STAMPS DEBIAN_PYTHON OPENBLAS_PTHREAD_DIR \
+export FIX VENV VENV_NUMBA VENV_MKL VENV_NUMPY VENV_ML VENV_NUMPY1 VENV_TF VENV_IPP WHEELS STAMPS DEBIAN_PYTHON OPENBLAS_PTHREAD_DIR \
     OPENBLAS_OPENMP_DIR MULTIARCH WHEEL_SPECS_TEXT
 "$VENV/bin/python" - <<'PY' | write_if_changed "$FIX/manifest.json"
 import json, os, re
@@ -437,6 +445,7 @@ manifest = {
     "venv_numpy": os.path.join(env["VENV_NUMPY"], "bin", "python"),
     "venv_ml": os.path.join(env["VENV_ML"], "bin", "python"),
     "venv_numpy1": os.path.join(env["VENV_NUMPY1"], "bin", "python"),
+    "venv_tf": os.path.join(env["VENV_TF"], "bin", "python"),
     "venv_ipp": os.path.join(env["VENV_IPP"], "bin", "python"),
     "debian_python": env["DEBIAN_PYTHON"],
     "multiarch": env["MULTIARCH"],

@@ -13,6 +13,11 @@ the environment (as a user would export it before starting Python),
 rewritten for each (a copy under target/verdicts/scripts/), so the real run
 and caiclust-check read the same file.
 
+A script runs in the ``venv-ml`` fixture (or ``--python``) unless a line
+``# verdicts: venv-NAME`` names another fixture venv; each line
+``# verdicts-variant: VAR=VALUE`` adds a fork variant with that variable
+set (``TF_NUM_INTRAOP_THREADS=1`` for TensorFlow's own pool).
+
 What counts:
   - the real run **hangs** when it has not finished after --timeout
     seconds (its whole process group is then killed); a run that finishes
@@ -29,6 +34,7 @@ either is below 1.0, 0 otherwise. Standard library only.
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -44,14 +50,34 @@ VARIANTS = (
     ("forkserver", "forkserver", {}),
 )
 METHOD_LINE = 'METHOD = "fork"'
+VENV_LINE = re.compile(r"^# verdicts: (venv-[\w-]+)\s*$", re.M)
+VARIANT_LINE = re.compile(r"^# verdicts-variant: (\w+)=(\S+)\s*$", re.M)
+
+
+def fixture_python(venv):
+    """The interpreter of fixture venv ``venv-NAME`` (the manifest's
+    ``venv_NAME``, else the usual folder)."""
+    key = venv.replace("-", "_")
+    manifest = REPO / ".fixtures" / "manifest.json"
+    try:
+        return json.loads(manifest.read_text())[key]
+    except (OSError, KeyError, ValueError):
+        return str(REPO / ".fixtures" / venv / "bin" / "python")
+
+
+def script_setup(script, default):
+    """The interpreter and the variants of one fixture script."""
+    text = script.read_text()
+    venv = VENV_LINE.search(text)
+    python = fixture_python(venv.group(1)) if venv else default
+    variants = list(VARIANTS)
+    for var, value in VARIANT_LINE.findall(text):
+        variants.append((f"fork, {var}={value}", "fork", {var: value}))
+    return python, variants
 
 
 def default_python():
-    manifest = REPO / ".fixtures" / "manifest.json"
-    try:
-        return json.loads(manifest.read_text())["venv_ml"]
-    except (OSError, KeyError, ValueError):
-        return str(REPO / ".fixtures" / "venv-ml" / "bin" / "python")
+    return fixture_python("venv-ml")
 
 
 def variant_script(script, method, out_dir):
@@ -65,7 +91,7 @@ def variant_script(script, method, out_dir):
 
 def clean_env(extra):
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OMP_", "OPENBLAS_", "MKL_", "CAICLUST_"))
+           if not k.startswith(("OMP_", "OPENBLAS_", "MKL_", "TF_", "CAICLUST_"))
            or k == "CAICLUST_CACHE_DIR"}
     env.update(extra)
     return env
@@ -117,7 +143,8 @@ def table(rows):
 
 def versions(python):
     code = ("import importlib.metadata as m, platform, json\n"
-            "names = ['numpy', 'scikit-learn', 'lightgbm', 'xgboost', 'threadpoolctl']\n"
+            "names = ['numpy', 'scikit-learn', 'lightgbm', 'xgboost', 'tensorflow-cpu',\n"
+            "         'numba', 'threadpoolctl']\n"
             "out = {'python': platform.python_version()}\n"
             "for n in names:\n"
             "    try:\n"
@@ -132,26 +159,33 @@ def versions(python):
         return {}
 
 
-def markdown(rows, summary, args):
-    v = versions(args.python)
-    env = ", ".join(f"{k} {v}" for k, v in v.items())
+def markdown(rows, summary, args, pythons):
+    envs = []
+    for venv, python in sorted(pythons.items()):
+        v = versions(python)
+        envs.append(f"- `{venv}`: " + ", ".join(f"{k} {v}" for k, v in v.items()))
     return "\n".join([
         "# Verdicts against real runs (issue #14)",
         "",
         "Each fixture script of `tests/verdicts/` ran for real under each start method,",
         "and `caiclust-check` judged the same file in the same environment. A run that",
         f"had not finished after {args.timeout:g} s hangs (the fork runs that hang wait",
-        "forever in libgomp, GCC bug 60035); caiclust-check predicts a hang when its",
-        "verdict lists a hazard at level error for the plan.",
+        "forever in libgomp, GCC bug 60035, in TensorFlow's own pool, or for a worker",
+        "numba killed); caiclust-check predicts a hang when its verdict lists a hazard",
+        "at level error for the plan.",
         "",
         "```sh",
         "bash scripts/setup-test-envs.sh && cargo build --release -p caiclust-cli",
-        "python3 scripts/verdicts.py --markdown VERDICTS.md   # about 4 minutes",
+        "python3 scripts/verdicts.py --markdown VERDICTS.md   # about 6 minutes",
         "```",
         "",
-        f"Environment: the `venv-ml` fixture ({env}); Debian 12's system",
-        "`libgomp.so.1` for LightGBM. `scripts/test.sh` runs the same table in CI",
-        "and fails unless precision and recall are both 1.0.",
+        "Environments (fixture venvs; a script names its own with `# verdicts: venv-NAME`,",
+        "else `venv-ml`; Debian 12's system `libgomp.so.1` serves LightGBM):",
+        "",
+        *envs,
+        "",
+        "`scripts/test.sh` runs the same table in CI and fails unless precision and",
+        "recall are both 1.0.",
         "",
         table(rows),
         "",
@@ -185,13 +219,17 @@ def main(argv=None):
     scripts = sorted(p for p in SCRIPTS.glob("*.py")
                      if not args.scripts or p.name in args.scripts)
     rows = []
+    pythons = {}
     for script in scripts:
-        for variant, method, extra in VARIANTS:
+        python, variants = script_setup(script, args.python)
+        venv = VENV_LINE.search(script.read_text())
+        pythons[venv.group(1) if venv else "venv-ml"] = python
+        for variant, method, extra in variants:
             path = variant_script(script, method, out_dir)
             env = clean_env(extra)
             try:
-                real, seconds = real_run(args.python, path, env, args.timeout)
-                predicted, errors = check(args.check, args.python, path, env)
+                real, seconds = real_run(python, path, env, args.timeout)
+                predicted, errors = check(args.check, python, path, env)
             except RuntimeError as exc:
                 print(f"verdicts: {exc}", file=sys.stderr)
                 return 2
@@ -210,7 +248,7 @@ def main(argv=None):
     Path(args.json).write_text(json.dumps({"rows": rows, "scores": s,
                                            "python": args.python}, indent=2))
     if args.markdown:
-        Path(args.markdown).write_text(markdown(rows, summary, args))
+        Path(args.markdown).write_text(markdown(rows, summary, args, pythons))
     return 0 if s["precision"] == 1.0 and s["recall"] == 1.0 else 1
 
 

@@ -28,8 +28,9 @@ fn clean_windows_snapshot_with_spawn_exits_0() {
 }
 
 #[test]
-fn gnu_openmp_with_fork_exits_1() {
+fn gnu_openmp_run_across_fork_exits_1() {
     let f = pypi_linux();
+    let script = kmeans_across_fork();
     let o = run(
         CHECK,
         &[
@@ -39,6 +40,7 @@ fn gnu_openmp_with_fork_exits_1() {
             "fork",
             "--format",
             "json",
+            script.to_str().unwrap(),
         ],
     );
     assert_eq!(
@@ -183,4 +185,33 @@ fn tree_for_another_os_is_checked() {
     assert!(matches!(o.status.code(), Some(0 | 1)), "{}", stderr(&o));
     let doc: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
     assert_eq!(doc["target_os"], "windows");
+}
+
+#[test]
+fn gnu_openmp_only_installed_is_a_presumed_warning_and_exits_0() {
+    // No script, no live process: nothing shows the pool in use (issue
+    // #14, point 5). The report warns; the policy still presumes it.
+    let f = pypi_linux();
+    let o = run(
+        CHECK,
+        &[
+            "--facts",
+            f.to_str().unwrap(),
+            "--start-method",
+            "fork",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    let cc001 = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule_id"] == "CC001")
+        .expect("CC001 reported");
+    assert_eq!(cc001["level"], "warning", "{cc001}");
+    assert_eq!(cc001["presumed"], true, "{cc001}");
+    assert_eq!(doc["verdict"]["start_method_hazards"][0], "CC001");
 }

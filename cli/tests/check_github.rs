@@ -17,9 +17,10 @@ fn binary_prints_only_workflow_commands() {
             "fork",
             "--format",
             "github",
+            kmeans_across_fork().to_str().unwrap(),
         ],
     );
-    // scikit-learn's libgomp with fork: CC001 denies, exit 1.
+    // scikit-learn's libgomp run across fork: CC001 denies, exit 1.
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(!out.trim().is_empty(), "no annotations at all");

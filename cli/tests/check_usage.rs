@@ -146,7 +146,10 @@ fn mkl_on_its_gnu_layer_is_a_gnu_openmp_pool_without_a_libgomp_installed() {
     };
     let gnu = check(Some("GNU"));
     let f = cc001(&gnu).expect("CC001 with MKL_THREADING_LAYER=GNU");
-    assert_eq!(f["level"], "error");
+    // Installed, no script: a warning the policy presumes (point 5).
+    assert_eq!(f["level"], "warning");
+    assert_eq!(f["presumed"], true);
+    assert_eq!(gnu["verdict"]["start_method_hazards"][0], "CC001", "{gnu}");
     assert!(
         f["message"]
             .as_str()
@@ -159,4 +162,96 @@ fn mkl_on_its_gnu_layer_is_a_gnu_openmp_pool_without_a_libgomp_installed() {
         None,
         "Intel's layer (the default) survives fork"
     );
+}
+
+/// A live process (`--pid`): whether libgomp's pool threads exist sets
+/// the level (issue #14, point 5). After scikit-learn ran OpenMP code its
+/// pool threads wait in libgomp (`OMP_WAIT_POLICY=passive` makes them
+/// block at once rather than spin first): an error, with that evidence.
+/// A process that only imported scikit-learn has no such threads: a
+/// warning the policy presumes. The oracle for "will a forked child hang"
+/// is the verdict table (`kmeans_parent_and_workers.py`, measured).
+#[test]
+fn a_live_process_is_an_error_only_once_its_libgomp_pool_threads_exist() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let fx = caiclust_tests::fixtures();
+    for (ran, want) in [(true, "error"), (false, "warning")] {
+        let code = format!(
+            "import sys\nimport numpy as np\nfrom sklearn.cluster import KMeans\n{}print('ready', flush=True)\nsys.stdin.read()\n",
+            if ran {
+                "KMeans(n_clusters=3, n_init=1, random_state=0).fit(np.random.default_rng(0).normal(size=(20000, 8)))\n"
+            } else {
+                ""
+            }
+        );
+        let mut child = Command::new(&fx.venv_pypi)
+            .args(["-c", &code])
+            .env_remove("OMP_NUM_THREADS")
+            .env("OMP_WAIT_POLICY", "passive")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start python");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("ready line");
+        assert_eq!(line.trim(), "ready");
+        let o = Command::new(env!("CARGO_BIN_EXE_caiclust-check"))
+            .args(["--pid", &child.id().to_string(), "--start-method", "fork"])
+            .args(["--format", "json"])
+            .output()
+            .expect("caiclust-check runs");
+        drop(child.stdin.take());
+        let _ = child.kill();
+        let _ = child.wait();
+        let report: Value =
+            serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&o)));
+        let f = report["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .find(|f| f["rule_id"] == "CC001")
+            .cloned()
+            .unwrap_or_else(|| panic!("no CC001 (ran={ran}): {report}"));
+        assert_eq!(f["level"], want, "ran={ran}: {f}");
+        let waiting = f["evidence"].as_array().expect("evidence").iter().any(|e| {
+            e["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("wait in libgomp")
+        });
+        assert_eq!(waiting, ran, "ran={ran}: {f}");
+        assert_eq!(f["presumed"] == true, !ran, "ran={ran}: {f}");
+    }
+}
+
+/// A script that imports a module of its own (beside it) may run OpenMP
+/// code there on both sides of the fork: its code is not read, so the
+/// pool is judged as if no script were known (a presumed warning the
+/// policy avoids), never "not reached".
+#[test]
+fn a_scripts_own_module_leaves_the_pool_presumed_not_unreached() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("pipeline.py"),
+        "from sklearn.cluster import KMeans\n\ndef fit(x):\n    return KMeans(n_clusters=2).fit(x).inertia_\n",
+    )
+    .expect("write module");
+    let script = dir.path().join("main.py");
+    std::fs::write(
+        &script,
+        "import multiprocessing\nimport numpy as np\nimport pipeline\n\nMETHOD = 'fork'\n\nif __name__ == '__main__':\n    print(pipeline.fit(np.ones((8, 2))))\n    with multiprocessing.get_context(METHOD).Pool(2) as p:\n        print(p.map(pipeline.fit, [np.ones((8, 2))]))\n",
+    )
+    .expect("write script");
+    let (level, hazards) = cc001(&script.to_string_lossy(), &[]);
+    assert_eq!(level.as_deref(), Some("warning"));
+    assert_eq!(hazards, ["CC001"], "the policy still avoids fork");
+    // Without the module beside it, `pipeline` is an unknown package that
+    // reaches nothing: no CC001.
+    std::fs::remove_file(dir.path().join("pipeline.py")).expect("remove");
+    let (level, hazards) = cc001(&script.to_string_lossy(), &[]);
+    assert_eq!(level, None);
+    assert!(hazards.is_empty(), "{hazards:?}");
 }

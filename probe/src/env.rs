@@ -29,6 +29,11 @@ pub const RELEVANT_ENV_VARS: &[(&str, &str)] = &[
     ("GOTO_NUM_THREADS", "OpenBLAS (legacy GotoBLAS name)"),
     ("MKL_NUM_THREADS", "Intel MKL thread count"),
     (
+        "TF_NUM_INTRAOP_THREADS",
+        "TensorFlow's intra-op pool (not OpenMP; ignores OMP_NUM_THREADS)",
+    ),
+    ("TF_NUM_INTEROP_THREADS", "TensorFlow's inter-op pool"),
+    (
         "MKL_THREADING_LAYER",
         "MKL's mkl_rt: INTEL, GNU, TBB or SEQUENTIAL",
     ),

@@ -168,6 +168,14 @@ class Recommendation:
         return not self.hazards
 
     @property
+    def only_presumed(self):
+        """Every hazard is a warning presumed to bite because nothing shows
+        the code that will run (no script, no live process): the plan is
+        at risk, not shown to fail."""
+        found = self.raw.get("hazards") or []
+        return bool(found) and all(h.get("presumed") for h in found)
+
+    @property
     def start_method_hazards(self):
         """The hazards that another start method avoids."""
         return list(self.raw.get("start_method_hazards") or [])
@@ -206,7 +214,12 @@ class Recommendation:
             if ways
             else "no start method or environment avoids it"
         )
-        return "%s: unsafe (%s); %s" % (plan, ", ".join(ids), fixes)
+        judged = (
+            "at risk if the code runs the pool before the fork and in the workers"
+            if self.only_presumed
+            else "unsafe"
+        )
+        return "%s: %s (%s); %s" % (plan, judged, ", ".join(ids), fixes)
 
 
 class Report:

@@ -19,6 +19,8 @@ from caiclust._report import Finding, Report, check
 
 REPO = Path(__file__).resolve().parents[2]
 FACTS = REPO / "examples" / "caiman-like-linux.facts.json"
+# Runs scikit-learn's OpenMP code in the parent, then in forked workers.
+SCRIPT = REPO / "examples" / "caiman_like_pipeline.py"
 EXE = ".exe" if os.name == "nt" else ""
 CARGO_BIN = Path(os.environ.get("CAICLUST_CARGO_BIN_DIR", REPO / "target" / "release"))
 
@@ -47,7 +49,7 @@ def native_check(*args):
 
 
 def test_a_report_from_saved_facts():
-    report = check(facts=FACTS)
+    report = check(facts=FACTS, scripts=[SCRIPT])
     assert isinstance(report, Report)
     assert all(isinstance(f, Finding) for f in report.findings)
     ids = [f.id for f in report.findings]
@@ -69,13 +71,31 @@ def test_a_report_from_saved_facts():
     assert rec.safer_start_method == "forkserver"
     assert rec.env == {"OMP_NUM_THREADS": "1"}
     assert report.raw == json.loads(report.to_json())
+    native = native_check("--facts", str(FACTS), str(SCRIPT))
+    if native:
+        assert native == (report.exit_code, report.to_json())
+
+
+def test_a_runtime_only_installed_is_a_presumed_warning():
+    # No script: nothing shows the pool in use. The report warns and
+    # passes; the plan is at risk, and the policy still avoids fork.
+    report = check(facts=FACTS)
+    cc001 = [f for f in report.findings if f.id == "CC001"][0]
+    assert cc001.level == "warning"
+    assert cc001.raw["presumed"] is True
+    assert report.ok
+    rec = report.recommendation
+    assert rec.hazards == ["CC001"]
+    assert rec.only_presumed
+    assert rec.safer_start_method == "forkserver"
+    assert "at risk if the code runs the pool before the fork and in the workers (CC001)" in str(rec)
     native = native_check("--facts", str(FACTS))
     if native:
         assert native == (report.exit_code, report.to_json())
 
 
 def test_text_and_repr():
-    report = check(facts=FACTS)
+    report = check(facts=FACTS, scripts=[SCRIPT])
     text = str(report)
     lines = text.splitlines()
     assert lines[0].split() == ["level", "id", "name", "message"]
@@ -92,6 +112,7 @@ def test_text_and_repr():
             str(FACTS),
             "--color",
             "never",
+            str(SCRIPT),
         ],
         capture_output=True,
         text=True,
@@ -144,8 +165,10 @@ def test_this_interpreter_with_numpy_and_scikit_learn():
         gomp = [f for f in report.findings if "libgomp" in f.message]
         assert gomp, str(report)
         if sys.version_info < (3, 14):
-            assert "CC001" in [f.id for f in gomp]
-            assert not report.ok
+            # Installed, not shown used: a warning the policy presumes.
+            cc001 = [f for f in gomp if f.id == "CC001"]
+            assert cc001 and cc001[0].raw.get("presumed") is True, str(report)
+            assert "CC001" in report.recommendation.hazards
 
 
 def test_scripts_are_linted(tmp_path):

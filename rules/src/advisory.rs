@@ -551,6 +551,7 @@ impl crate::Rule for KnownRuntimeBug {
                             .unwrap_or_else(|| "python".into()),
                     ),
                     env_fix: Vec::new(),
+                    presumed: false,
                 }
             })
             .collect()

@@ -114,4 +114,12 @@ pub struct Finding {
     pub env_fix: Vec<crate::EnvSetting>,
     /// Where: a library path, a variable name, `file:line:column`.
     pub location: Option<String>,
+    /// A hazard below the error level only because nothing shows the code
+    /// that will run (no script, no live process): a GNU OpenMP pool that
+    /// is installed, not shown used. The report keeps the rule's lower
+    /// level, but the hazard policy ([`crate::assess`]) presumes the
+    /// worst, so whatever runs code it cannot read avoids the hazard.
+    /// A level set in the configuration clears it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub presumed: bool,
 }

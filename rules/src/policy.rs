@@ -7,7 +7,12 @@
 //!
 //! * A finding makes a plan **unsafe** when its rule is of the
 //!   hang-or-crash category and it is at the error level after
-//!   configuration (a user who sets a rule to `warning` accepts the risk).
+//!   configuration (a user who sets a rule to `warning` accepts the risk),
+//!   or when it is a warning only because nothing shows the code that will
+//!   run ([`Finding::presumed`]: a GNU OpenMP pool installed, with no
+//!   script or live process to show it used). Such a plan is **at risk**:
+//!   the report says warning, but what runs code the rules cannot read
+//!   avoids it all the same.
 //! * Whether **another start method** avoids it is the rule's metadata,
 //!   [`RuleInfo::depends_on_start_method`](crate::RuleInfo); no rule id is
 //!   written here.
@@ -56,6 +61,12 @@ impl Verdict {
     /// No hazard at all.
     pub fn safe(&self) -> bool {
         self.hazards.is_empty()
+    }
+
+    /// Every hazard is only presumed ([`Finding::presumed`]): the plan is
+    /// at risk, not shown to fail.
+    pub fn only_presumed(&self) -> bool {
+        !self.hazards.is_empty() && self.hazards.iter().all(|f| f.presumed)
     }
 
     /// Is the start method itself the problem (another one avoids every
@@ -125,7 +136,12 @@ impl Verdict {
         } else {
             format!("safe with {}", ways.join(", or "))
         };
-        format!("{plan}: unsafe ({}); {fixes}", ids.join(", "))
+        let judged = if self.only_presumed() {
+            "at risk if the code runs the pool before the fork and in the workers"
+        } else {
+            "unsafe"
+        };
+        format!("{plan}: {judged} ({}); {fixes}", ids.join(", "))
     }
 }
 
@@ -211,13 +227,13 @@ fn judge(facts: &Facts, plan: &Plan, config: &Config) -> (Report, String, String
     (report, start_method, source.to_string(), workers)
 }
 
-/// Hang-or-crash findings at the error level.
+/// Hang-or-crash findings at the error level, or presumed to be.
 fn hazards_of(report: &Report) -> Vec<Finding> {
     report
         .findings
         .iter()
         .filter(|f| {
-            f.level == Level::Error
+            (f.level == Level::Error || (f.presumed && f.level == Level::Warning))
                 && find_rule(&f.rule_id).is_some_and(|r| r.info().category == Category::HangOrCrash)
         })
         .cloned()

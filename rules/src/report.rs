@@ -55,6 +55,8 @@ pub fn evaluate(facts: &Facts, plan: &Plan, config: &Config) -> Report {
         for mut f in rule.check(&cx) {
             if let Some(level) = configured {
                 f.level = level;
+                // A level the user sets is the one the policy uses.
+                f.presumed = false;
             }
             findings.push(f);
         }

@@ -26,6 +26,7 @@ mod cc013_implicit_forkserver;
 mod cc014_caiman_macos_forkserver;
 mod cc015_cuda_fork;
 mod cc016_duplicate_runtimes;
+mod cc017_framework_pool_fork;
 
 /// Every rule, in id order.
 pub(crate) static ALL: &[&dyn Rule] = &[
@@ -45,6 +46,7 @@ pub(crate) static ALL: &[&dyn Rule] = &[
     &cc014_caiman_macos_forkserver::CaimanMacosForkserver,
     &cc015_cuda_fork::CudaFork,
     &cc016_duplicate_runtimes::DuplicateRuntimes,
+    &cc017_framework_pool_fork::FrameworkPoolFork,
     &crate::advisory::KnownRuntimeBug,
     &crate::script::PoolWithoutMainGuard,
     &crate::script::ThreadVariableAfterImport,
@@ -81,6 +83,7 @@ pub(crate) fn finding(
         )),
         location: Some(location.into()),
         env_fix: Vec::new(),
+        presumed: false,
     }
 }
 

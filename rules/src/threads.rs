@@ -178,8 +178,12 @@ static TABLE: &[Row] = &[
 /// A Python package that runs a pool of its own, and what sizes it.
 pub struct PackagePool {
     pub package: &'static str,
-    /// Variables to set to limit it, each to the thread count.
+    /// Variables to set to limit it, each to the thread count; the first
+    /// sizes the pool that does the work.
     pub sized_by: &'static [&'static str],
+    /// Its pool is a runtime library the probe lists itself (OpenCV's
+    /// `cv2`): counted there, not again as a package.
+    pub counted_as_library: bool,
 }
 
 /// Packages with pools of their own (beside the libraries they load).
@@ -187,14 +191,24 @@ pub static PACKAGE_POOLS: &[PackagePool] = &[
     PackagePool {
         package: "numexpr",
         sized_by: &["NUMEXPR_NUM_THREADS", "NUMEXPR_MAX_THREADS"],
+        counted_as_library: false,
     },
     PackagePool {
         package: "numba",
         sized_by: &["NUMBA_NUM_THREADS"],
+        counted_as_library: false,
     },
     PackagePool {
         package: "cv2",
         sized_by: &["OPENCV_FOR_THREADS_NUM"],
+        counted_as_library: true,
+    },
+    // TensorFlow's intra-op (Eigen) and inter-op pools; neither reads
+    // OMP_NUM_THREADS (TensorFlow `process_util.cc`).
+    PackagePool {
+        package: "tensorflow",
+        sized_by: &["TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"],
+        counted_as_library: false,
     },
 ];
 

@@ -43,6 +43,12 @@ pub(crate) fn reaching_packages(facts: &Facts, lib: &Library) -> BTreeSet<String
             .filter(|p| p.libraries.iter().any(|l| l == &lib.path))
             .map(|p| p.name.clone()),
     );
+    with_dependents(facts, set)
+}
+
+/// `set` and every package that requires one of its packages, directly or
+/// not (the distributions' declared dependencies).
+pub(crate) fn with_dependents(facts: &Facts, mut set: BTreeSet<String>) -> BTreeSet<String> {
     let Some(requires) = facts.python.as_ref().map(|p| &p.requires) else {
         return set;
     };
@@ -71,9 +77,17 @@ pub(crate) fn use_of(facts: &Facts, lib: &Library, usage: Option<&ScriptUsage>) 
         // scan): it may be loaded, never shown used.
         return Use::Loaded;
     }
+    use_by(&reaching, usage)
+}
+
+/// How the packages `reaching` a runtime figure in `usage`.
+pub(crate) fn use_by(reaching: &BTreeSet<String>, usage: &ScriptUsage) -> Use {
     let meets = |set: &BTreeSet<String>| set.iter().any(|p| reaching.contains(p));
     if meets(&usage.before_fork) && meets(&usage.in_workers) {
         Use::AcrossFork
+    } else if !usage.local_modules.is_empty() {
+        // The script's own modules may run it on both sides: unread.
+        Use::Unknown
     } else if meets(&usage.imports) {
         Use::Loaded
     } else {

@@ -121,6 +121,10 @@ pub struct Fixtures {
     /// (`<root>/venv-numpy1/bin/python`): its OpenBLAS needs the
     /// `libgfortran` beside it and has no RUNPATH.
     pub venv_numpy1: PathBuf,
+    /// The interpreter of a venv with PyPI tensorflow-cpu and
+    /// threadpoolctl (`<root>/venv-tf/bin/python`): TensorFlow's own
+    /// intra-op pool does not survive fork.
+    pub venv_tf: PathBuf,
     /// Debian's interpreter with `python3-numpy` (`/usr/bin/python3`).
     pub debian_python: PathBuf,
     /// The machine's multiarch triplet, e.g. `x86_64-linux-gnu`.
@@ -172,6 +176,8 @@ struct Manifest {
     venv_ml: Option<PathBuf>,
     #[serde(default)]
     venv_numpy1: Option<PathBuf>,
+    #[serde(default)]
+    venv_tf: Option<PathBuf>,
     debian_python: PathBuf,
     multiarch: String,
     openblas_pthread_dir: PathBuf,
@@ -333,6 +339,9 @@ fn load_fixtures(root: &Path) -> Result<Fixtures, String> {
         venv_numpy1: m
             .venv_numpy1
             .unwrap_or_else(|| root.join("venv-numpy1").join("bin").join("python")),
+        venv_tf: m
+            .venv_tf
+            .unwrap_or_else(|| root.join("venv-tf").join("bin").join("python")),
         debian_python: m.debian_python,
         multiarch: m.multiarch,
         openblas_pthread_dir: m.openblas_pthread_dir,
@@ -350,6 +359,7 @@ fn load_fixtures(root: &Path) -> Result<Fixtures, String> {
         ("ipyparallel venv interpreter", &fx.venv_ipp, false),
         ("machine-learning venv interpreter", &fx.venv_ml, false),
         ("numpy 1.x venv interpreter", &fx.venv_numpy1, false),
+        ("TensorFlow venv interpreter", &fx.venv_tf, false),
         ("Debian interpreter", &fx.debian_python, false),
         ("pthreads OpenBLAS folder", &fx.openblas_pthread_dir, true),
         ("OpenMP OpenBLAS folder", &fx.openblas_openmp_dir, true),

@@ -131,6 +131,7 @@ mod tests {
             fix: Some("use spawn".into()),
             location: Some("/env/libgomp.so.1".into()),
             env_fix: Vec::new(),
+            presumed: false,
         };
         let l = line(&f);
         assert!(

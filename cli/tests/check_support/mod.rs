@@ -25,6 +25,13 @@ pub fn pypi_linux() -> PathBuf {
     data("check-pypi-linux.json")
 }
 
+/// A script that runs scikit-learn's OpenMP code in the parent and again
+/// in forked workers (a verdict fixture, `tests/verdicts/`): with it, the
+/// PyPI facts' libgomp is an error, not only installed.
+pub fn kmeans_across_fork() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/verdicts/kmeans_parent_and_workers.py")
+}
+
 /// NumPy's Windows wheel: OpenBLAS, no OpenMP; spawn is the only start method.
 pub fn numpy_windows() -> PathBuf {
     data("check-numpy-windows.json")
@@ -70,6 +77,7 @@ pub fn synthetic_report() -> Report {
                 fix: Some("use spawn:\nmultiprocessing.set_start_method('spawn')".into()),
                 location: Some("/opt/my env/lib/libgomp-e985bcbb.so.1.0.0".into()),
                 env_fix: Vec::new(),
+                presumed: false,
             },
             Finding {
                 rule_id: "CC010".into(),
@@ -80,6 +88,7 @@ pub fn synthetic_report() -> Report {
                 fix: None,
                 location: Some("OMP_NUM_THREADS".into()),
                 env_fix: Vec::new(),
+                presumed: false,
             },
             Finding {
                 rule_id: "CC020".into(),
@@ -90,6 +99,7 @@ pub fn synthetic_report() -> Report {
                 fix: None,
                 location: Some("libopenblas.so.0".into()),
                 env_fix: Vec::new(),
+                presumed: false,
             },
             Finding {
                 rule_id: "CC030".into(),
@@ -100,6 +110,7 @@ pub fn synthetic_report() -> Report {
                 fix: None,
                 location: Some("src/run,job.py:12:5".into()),
                 env_fix: Vec::new(),
+                presumed: false,
             },
         ],
         deny_level: Level::Error,

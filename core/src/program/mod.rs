@@ -142,10 +142,10 @@ pub fn plan_program(
         (None, Some(m)) => Some(m.clone()),
         (None, None) => config.start_method.clone(),
     };
-    // What the script runs on each side of the fork is not yet used here
-    // (`caiclust run` judges every reached pool as used, the safe side;
-    // caiclust-check reads it).
-    let usage: Option<caiclust_rules::ScriptUsage> = None;
+    // What the script runs on each side of the fork: a runtime it only
+    // loads hangs nothing, and fork stays (the same verdict caiclust-check
+    // gives the script).
+    let usage = script_plan.as_ref().map(|p| p.usage.clone());
     let unchanged_plan = Plan {
         start_method: natural,
         workers: Some(workers.0),

@@ -120,9 +120,11 @@ fn value<'a>(plan: &'a ProgramPlan, name: &str) -> Option<&'a str> {
         .map(|a| a.value.as_str())
 }
 
-const GUARDED: &str = "import multiprocessing as mp\n\ndef f(x):\n    return x\n\nif __name__ == \"__main__\":\n    with mp.Pool(2) as p:\n        p.map(f, range(4))\n";
-const FORCED: &str = "import multiprocessing as mp\n\ndef f(x):\n    return x\n\nif __name__ == \"__main__\":\n    with mp.get_context(\"fork\").Pool(2) as p:\n        p.map(f, range(4))\n";
-const UNGUARDED: &str = "import multiprocessing as mp\n\ndef f(x):\n    return x\n\nwith mp.Pool(2) as p:\n    p.map(f, range(4))\n";
+/// The scripts run scikit-learn (its libgomp) in the parent before the
+/// pool and in the tasks: the hazard needs both (issue #14).
+const GUARDED: &str = "import multiprocessing as mp\nfrom sklearn.cluster import KMeans\n\ndef f(x):\n    return KMeans(n_clusters=1).fit([[x]]).inertia_\n\nif __name__ == \"__main__\":\n    f(0)\n    with mp.Pool(2) as p:\n        p.map(f, range(4))\n";
+const FORCED: &str = "import multiprocessing as mp\nfrom sklearn.cluster import KMeans\n\ndef f(x):\n    return KMeans(n_clusters=1).fit([[x]]).inertia_\n\nif __name__ == \"__main__\":\n    f(0)\n    with mp.get_context(\"fork\").Pool(2) as p:\n        p.map(f, range(4))\n";
+const UNGUARDED: &str = "import multiprocessing as mp\nfrom sklearn.cluster import KMeans\n\ndef f(x):\n    return KMeans(n_clusters=1).fit([[x]]).inertia_\n\nf(0)\nwith mp.Pool(2) as p:\n    p.map(f, range(4))\n";
 
 #[test]
 fn a_guarded_script_whose_threads_keep_the_hazard_gets_the_safer_default() {
@@ -286,5 +288,42 @@ fn a_script_without_pools_is_one_process_with_every_cpu() {
             .as_ref()
             .map_or(facts.host.logical_cpus, |c| c.value)
             .max(1)
+    );
+}
+
+#[test]
+fn a_script_that_only_imports_the_package_keeps_fork_as_caiclust_check_judges_it() {
+    // scikit-learn imported, only numpy run: its libgomp never starts in
+    // the parent, so fork is safe (measured: VERDICTS.md), and caiclust
+    // run changes nothing the script did not need.
+    let facts = snapshot("linux-pypi-fork");
+    let script = "import multiprocessing as mp\nimport numpy as np\nimport sklearn\n\ndef f(x):\n    return float(np.ones(3).sum()) + x\n\nif __name__ == \"__main__\":\n    f(0)\n    with mp.Pool(1) as p:\n        p.map(f, range(4))\n";
+    let plan = plan_script(&facts, script, &ProgramOptions::default(), &[]);
+    assert!(plan.threads > 1, "{}", plan.threads);
+    assert_eq!(plan.hook, None, "{:?}", plan.changes);
+    assert!(!plan.before.start_method_unsafe(), "{:?}", plan.before);
+    // The same script with a module of its own beside it that may run
+    // scikit-learn: not read, so judged as unknown code, and made safe.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("helpers.py"), "import sklearn\n").unwrap();
+    let path = dir.path().join("script.py");
+    std::fs::write(
+        &path,
+        script.replace("import sklearn\n", "import helpers\n"),
+    )
+    .unwrap();
+    let argv = vec!["python3".to_string(), path.display().to_string()];
+    let plan = plan_program(
+        &argv,
+        &facts,
+        &Config::default(),
+        &ProgramOptions::default(),
+        |_| None,
+    );
+    assert!(plan.after.safe(), "{:?}", plan.after);
+    assert!(
+        plan.changes.iter().any(|c| c.answers.starts_with("CC001")),
+        "{:?}",
+        plan.changes
     );
 }

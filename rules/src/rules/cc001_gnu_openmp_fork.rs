@@ -33,7 +33,12 @@ package they import reaches it, directly or through the packages those
 require. A thread count the script sets in code before the fork
 (`num_threads=2` for LightGBM, `threadpool_limits(2)`; not xgboost's
 `nthread`, which stays within `OMP_NUM_THREADS`) sizes the pool whatever
-the variables say. Without scripts, every pool is judged as if used.
+the variables say. Without scripts, the level follows the evidence of use
+the facts hold: an error for a live process whose libgomp pool threads
+exist, a warning where the runtime is only installed. The hazard policy
+still presumes such a warning will bite (`presumed` in the JSON), so
+`caiclust run`, `caiclust map` and `Cluster`, which run code the rules
+cannot read, avoid fork there all the same.
 
 ## Why it is bad
 libgomp's thread pool does not survive `fork`: the child inherits the
@@ -125,13 +130,18 @@ impl Rule for GnuOpenmpFork {
         if let (Some(usage), Use::AcrossFork) = (usage, judged) {
             ev.extend(use_evidence(cx, &pools, usage));
         }
-        // Without scripts every pool counts as used (a level by the live
-        // threads alone is not reliable: libgomp's threads spin a while
-        // after each region before they block); threads seen waiting in
-        // libgomp are shown.
-        if let (Use::Unknown, Some((true, e))) = (judged, live_evidence(cx)) {
-            ev.push(e);
-        }
+        // Without scripts, a live process whose libgomp threads are seen
+        // waiting has started its pool: an error. Anything else is only
+        // installed (libgomp's threads spin a while after each region
+        // before they block, so none seen waiting proves nothing): a
+        // warning the policy still presumes ([`Finding::presumed`]).
+        let started = match (judged, live_evidence(cx)) {
+            (Use::Unknown, Some((true, e))) => {
+                ev.push(e);
+                true
+            }
+            _ => false,
+        };
         ev.push(start_method_evidence(cx));
         dedup_keep_order(&mut ev);
         let (what, verb) = match names.as_slice() {
@@ -176,10 +186,17 @@ impl Rule for GnuOpenmpFork {
             at.lib.path.display().to_string(),
         );
         f.env_fix = env_fix;
+        const HOW: &str = "Workers hang when the parent starts the pool's threads (runs OpenMP code) before the workers are forked and a worker runs OpenMP code again";
         if judged == Use::Loaded {
             f.level = Level::Warning;
             f.message = format!(
-                "{what} {verb} of up to {threads} threads and workers are forked, but the scripts do not run it both before the fork and in the workers: they do not hang here. Workers hang when the parent starts the pool's threads (runs OpenMP code) before the workers are forked and a worker runs OpenMP code again"
+                "{what} {verb} of up to {threads} threads and workers are forked, but the scripts do not run it both before the fork and in the workers: they do not hang here. {HOW}"
+            );
+        } else if judged == Use::Unknown && !started {
+            f.level = Level::Warning;
+            f.presumed = true;
+            f.message = format!(
+                "{what} {verb} of up to {threads} threads and workers are forked; nothing shows the code in use (check the scripts with `caiclust-check script.py`). {HOW}"
             );
         }
         vec![f]

@@ -1,17 +1,29 @@
 //! CC002: numba's OpenMP layer on GNU OpenMP with fork.
 
+use std::collections::BTreeSet;
+
 use caiclust_probe::{Evidence, EvidenceSource};
 
 use crate::context::Context;
-use crate::finding::{Category, Finding, RuleInfo};
+use crate::finding::{Category, Finding, Level, RuleInfo};
 use crate::recommend::EnvSetting;
 use crate::registry::Rule;
 use crate::rules::{env_evidence, finding, start_method_evidence};
+use crate::uses::{use_by, with_dependents, Use};
 
 const EXPLANATION: &str = r#"## What it detects
 numba is installed with its OpenMP threading layer (`omppool`, built on GNU
 libgomp), numba will choose that layer (no TBB layer available, or
 `NUMBA_THREADING_LAYER=omp`), and workers are started with `fork`.
+
+The level follows the evidence of use, as CC001's: with scripts, an error
+where the parent runs numba-compiled code (a call of an `@njit`/`@jit`
+function, or of a package that requires numba) before its workers are
+forked and the workers run it again; a warning where the scripts only
+import numba; nothing where no script reaches it. Without scripts, an
+error for a live process whose layer is running, else a warning the
+hazard policy presumes (`presumed` in the JSON): `caiclust run`,
+`caiclust map` and `Cluster` avoid fork all the same.
 
 ## Why it is bad
 numba refuses to run parallel code in a child forked from a process that
@@ -113,6 +125,10 @@ impl Rule for NumbaGnuOpenmpFork {
                 "use the spawn or forkserver start method, or set NUMBA_THREADING_LAYER=workqueue before the interpreter starts",
                 pkg.path.display().to_string(),
             );
+            judge_by_use(cx, &mut f);
+            if f.level == Level::Allow {
+                continue;
+            }
             f.env_fix = vec![EnvSetting {
                 name: "NUMBA_THREADING_LAYER".into(),
                 value: "workqueue".into(),
@@ -122,5 +138,55 @@ impl Rule for NumbaGnuOpenmpFork {
             out.push(f);
         }
         out
+    }
+}
+
+/// The level by what the scripts run, as CC001's: an error where the
+/// parent runs numba-compiled code (or a package that requires numba)
+/// before the fork and the workers run it again (numba's GNU OpenMP layer
+/// is launched in the parent, then refuses the child); a warning where the
+/// scripts only import it; `allow` (dropped) where no script reaches it.
+/// Without scripts a warning the policy presumes; a live process whose
+/// layer is running is an error.
+fn judge_by_use(cx: &Context<'_>, f: &mut Finding) {
+    const HOW: &str = "Workers die when the parent runs numba's parallel code before the workers are forked and a worker runs parallel code again";
+    let launched = cx
+        .facts
+        .process
+        .as_ref()
+        .and_then(|p| p.python_runtime.as_ref())
+        .is_some_and(|r| r.numba_threading_layer.as_deref() == Some("omp"));
+    let judged = match cx.plan.usage.as_ref() {
+        None if launched => return,
+        None => Use::Unknown,
+        Some(u) => use_by(
+            &with_dependents(cx.facts, BTreeSet::from(["numba".to_string()])),
+            u,
+        ),
+    };
+    match judged {
+        Use::AcrossFork => f.evidence.insert(
+            0,
+            Evidence::new(
+                EvidenceSource::SourceCode,
+                "the script runs numba-compiled code before the workers are forked and in the workers",
+            ),
+        ),
+        Use::NotReached => f.level = Level::Allow,
+        Use::Loaded => {
+            f.level = Level::Warning;
+            f.message = format!(
+                "{}; the scripts do not run numba's parallel code both before the fork and in the workers: they do not die here. {HOW}",
+                f.message
+            );
+        }
+        Use::Unknown => {
+            f.level = Level::Warning;
+            f.presumed = true;
+            f.message = format!(
+                "{}; nothing shows numba's parallel code in use (check the scripts with `caiclust-check script.py`). {HOW}",
+                f.message
+            );
+        }
     }
 }

@@ -6,9 +6,10 @@ use crate::context::Context;
 use crate::finding::{Category, Finding, RuleInfo};
 use crate::registry::Rule;
 use crate::rules::{
-    count_from, finding, library_evidence, planned_workers, pool_default, runtime_libraries,
+    count_from, default_pool_threads, finding, library_evidence, planned_workers, pool_default,
+    runtime_libraries,
 };
-use crate::threads::pool_sizing;
+use crate::threads::{pool_sizing, PACKAGE_POOLS};
 
 const EXPLANATION: &str = r#"## What it detects
 A runtime whose thread pool, in each worker, has so many threads that
@@ -18,6 +19,9 @@ variable (`OMP_NUM_THREADS` for OpenMP and OpenMP builds of OpenBLAS,
 `OPENBLAS_NUM_THREADS`, `MKL_NUM_THREADS`, `BLIS_NUM_THREADS`,
 `VECLIB_MAXIMUM_THREADS`, `OPENCV_FOR_THREADS_NUM`: the table in
 `rules/src/threads.rs`), else the CPUs in the affinity mask (BLIS: 1).
+Packages with pools of their own count too: numba (`NUMBA_NUM_THREADS`),
+numexpr (`NUMEXPR_NUM_THREADS`), TensorFlow's intra-op pool
+(`TF_NUM_INTRAOP_THREADS`, which `OMP_NUM_THREADS` does not limit).
 
 ## Why it is bad
 Every BLAS/OpenMP/OpenCV pool defaults to all CPUs, in every worker: with 8
@@ -96,6 +100,55 @@ impl Rule for Oversubscription {
                 lib.path.display().to_string(),
             ));
         }
+        out.extend(package_pools(cx, usable, workers, &workers_why));
         out
     }
+}
+
+/// The packages with pools of their own ([`PACKAGE_POOLS`]) that
+/// oversubscribe, sized by their first variable.
+fn package_pools(
+    cx: &Context<'_>,
+    usable: usize,
+    workers: usize,
+    workers_why: &str,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for pool in PACKAGE_POOLS.iter().filter(|p| !p.counted_as_library) {
+        let Some(pkg) = cx.facts.packages.iter().find(|p| p.name == pool.package) else {
+            continue;
+        };
+        let var = &pool.sized_by[..1];
+        let (threads, env_ev) = count_from(cx.facts, var, default_pool_threads(cx.facts));
+        if workers.saturating_mul(threads) <= usable {
+            continue;
+        }
+        let mut ev = vec![Evidence::new(
+            EvidenceSource::Static,
+            format!("{} at {}", pool.package, pkg.path.display()),
+        )];
+        ev.extend(env_ev);
+        ev.push(Evidence::new(
+            EvidenceSource::System,
+            format!("{usable} usable CPUs"),
+        ));
+        ev.push(Evidence::new(
+            EvidenceSource::Environment,
+            workers_why.to_string(),
+        ));
+        let per = (usable / workers.max(1)).max(1);
+        out.push(finding(
+            &INFO,
+            format!(
+                "{}'s own pool runs {threads} threads in each of {workers} workers: {} threads on {usable} usable CPUs ({} limits it)",
+                pool.package,
+                workers * threads,
+                var[0]
+            ),
+            ev,
+            format!("set {}={per} in each worker's environment", var[0]),
+            pkg.path.display().to_string(),
+        ));
+    }
+    out
 }

@@ -188,6 +188,7 @@ impl<'a> Script<'a> {
             fix: Some(format!("{fix} (see `caiclust explain {}`)", info.id)),
             location: Some(self.source.location(offset)),
             env_fix: Vec::new(),
+            presumed: false,
         }
     }
 

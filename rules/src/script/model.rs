@@ -72,6 +72,12 @@ pub(crate) struct FunctionDef<'a> {
     pub offset: usize,
     /// Defined inside the `if __name__ == "__main__":` guard.
     pub guarded: bool,
+    /// Its decorators, qualified (`numba.njit` for `@njit(parallel=True)`
+    /// after `from numba import njit`); those that do not resolve are left
+    /// out.
+    pub decorators: Vec<String>,
+    /// Its decorators that are calls (`@njit(parallel=True)`).
+    pub decorator_calls: Vec<&'a ast::ExprCall>,
 }
 
 /// A name bound to the result of a call: `pool = mp.Pool()`, or one
@@ -286,10 +292,26 @@ impl<'a> Walker<'a> {
                 if st.function.is_none() && !st.in_class {
                     self.names
                         .insert(name.to_string(), format!("__main__.{name}"));
+                    let decorators = decorator_list
+                        .iter()
+                        .filter_map(|d| match d {
+                            Expr::Call(c) => self.qualify(&c.func),
+                            e => self.qualify(e),
+                        })
+                        .collect();
+                    let decorator_calls = decorator_list
+                        .iter()
+                        .filter_map(|d| match d {
+                            Expr::Call(c) => Some(c),
+                            _ => None,
+                        })
+                        .collect();
                     self.model.functions.push(FunctionDef {
                         name: name.as_str(),
                         offset: s.range().start().to_usize(),
                         guarded: st.guarded,
+                        decorators,
+                        decorator_calls,
                     });
                 }
                 let inner = State {

@@ -182,7 +182,9 @@ pub fn script_plan(path: &Path, source: &str) -> Result<ScriptPlan, ScriptError>
     } else {
         Text::script(source)
     };
-    plan_of(&text.source(path))
+    let mut plan = plan_of(&text.source(path))?;
+    plan.usage.local_modules = super::usage::local_modules(path, &plan.usage.imports);
+    Ok(plan)
 }
 
 fn plan_of(source: &Source<'_>) -> Result<ScriptPlan, ScriptError> {

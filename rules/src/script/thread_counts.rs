@@ -123,6 +123,17 @@ pub(crate) const COUNT_FUNCTIONS: &[CountFunction] = &[
         overrides: &["OMP_NUM_THREADS", "MKL_NUM_THREADS"],
         package: Some("torch"),
     },
+    // TensorFlow's intra-op pool (Eigen, not OpenMP): the configured
+    // count wins over TF_NUM_INTRAOP_THREADS.
+    CountFunction {
+        callee: Callee::Exact("tensorflow.config.threading.set_intra_op_parallelism_threads"),
+        position: 0,
+        keyword: "num_threads",
+        reads: Reads::Count,
+        runtime: "TensorFlow's intra-op pool",
+        overrides: &["TF_NUM_INTRAOP_THREADS"],
+        package: Some("tensorflow"),
+    },
     // mkl-service.
     CountFunction {
         callee: Callee::Exact("mkl.set_num_threads"),

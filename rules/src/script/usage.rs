@@ -14,8 +14,11 @@
 //! A package is *imported* when any `import` names it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use rustpython_parser::ast::Ranged;
 
 use super::model::{Call, Model};
 use super::pools;
@@ -38,6 +41,12 @@ pub struct ScriptUsage {
     /// given (`null`: computed at run time or all CPUs).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub threads_before_fork: BTreeMap<String, Option<usize>>,
+    /// Imports of the script's own modules (a `NAME.py` or `NAME/` package
+    /// beside it), whose code is not read: what they run on either side of
+    /// the fork is unknown, so a runtime the script does not reach itself
+    /// is judged as if no script were known.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub local_modules: BTreeSet<String>,
 }
 
 impl ScriptUsage {
@@ -49,6 +58,8 @@ impl ScriptUsage {
         for (package, threads) in &other.threads_before_fork {
             record_threads(&mut self.threads_before_fork, package, *threads);
         }
+        self.local_modules
+            .extend(other.local_modules.iter().cloned());
     }
 
     /// The thread count set in code for a pool reached by `packages`, if
@@ -94,20 +105,41 @@ pub(crate) fn usage_of(model: &Model<'_>) -> ScriptUsage {
         .map(|i| top_level(&i.module).to_string())
         .filter(|m| !m.is_empty() && m != "__future__")
         .collect();
-    let package_of = |call: &Call<'_>| -> Option<String> {
+    // The package a call runs: its callee's, or for the script's own
+    // function compiled by a package's decorator (numba's `@njit`), the
+    // decorator's.
+    let package_of = |call: &Call<'_>| -> Vec<String> {
         let top = top_level(&call.callee);
-        imports.contains(top).then(|| top.to_string())
+        if imports.contains(top) {
+            return vec![top.to_string()];
+        }
+        call.callee
+            .strip_prefix("__main__.")
+            .map(|own| package_of_function(model, &imports, own))
+            .unwrap_or_default()
     };
     let forks: Vec<&Call<'_>> = model
         .calls
         .iter()
         .filter(|c| pools::forks_workers(c).is_some())
         .collect();
+    // A decorator call (`@njit(parallel=True)`) compiles nothing and
+    // starts no pool when the function is defined: it is no use.
+    let decorating: BTreeSet<usize> = model
+        .functions
+        .iter()
+        .flat_map(|d| {
+            d.decorator_calls
+                .iter()
+                .map(|c| c.range().start().to_usize())
+        })
+        .collect();
     let before_fork = model
         .calls
         .iter()
+        .filter(|c| !decorating.contains(&c.node.range().start().to_usize()))
         .filter(|c| forks.iter().any(|f| model.runs_before(c, f)))
-        .filter_map(package_of)
+        .flat_map(package_of)
         .collect();
     let mut in_workers = BTreeSet::new();
     let mut tasks: BTreeSet<&str> = BTreeSet::new();
@@ -119,6 +151,8 @@ pub(crate) fn usage_of(model: &Model<'_>) -> ScriptUsage {
             match value.strip_prefix("__main__.") {
                 Some(function) => {
                     tasks.insert(function);
+                    // A compiled function sent as the task itself.
+                    in_workers.extend(package_of_function(model, &imports, function));
                 }
                 None if imports.contains(top_level(value)) => {
                     in_workers.insert(top_level(value).to_string());
@@ -133,14 +167,64 @@ pub(crate) fn usage_of(model: &Model<'_>) -> ScriptUsage {
             .calls
             .iter()
             .filter(|c| c.function.is_some_and(|f| run_in_workers.contains(f)))
-            .filter_map(package_of),
+            .flat_map(package_of),
     );
     ScriptUsage {
         imports,
         before_fork,
         in_workers,
         threads_before_fork: BTreeMap::new(),
+        local_modules: BTreeSet::new(),
     }
+}
+
+/// The `imports` that name a module of the script's own: `NAME.py`,
+/// a `NAME/` folder or a `NAME.*.so`-style extension beside the script
+/// (Python puts the script's folder first on `sys.path`).
+pub(crate) fn local_modules(script: &Path, imports: &BTreeSet<String>) -> BTreeSet<String> {
+    let dir = match script.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return BTreeSet::new();
+    };
+    let names: BTreeSet<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            if is_dir {
+                return Some(name);
+            }
+            let stem = name.split('.').next()?.to_string();
+            (name.ends_with(".py") || name.ends_with(".so") || name.ends_with(".pyd"))
+                .then_some(stem)
+        })
+        .collect();
+    imports
+        .iter()
+        .filter(|i| names.contains(*i))
+        .cloned()
+        .collect()
+}
+
+/// The imported packages whose decorators compile the script's own
+/// `function` (`numba` for `@njit`).
+fn package_of_function(
+    model: &Model<'_>,
+    imports: &BTreeSet<String>,
+    function: &str,
+) -> Vec<String> {
+    model
+        .functions
+        .iter()
+        .filter(|d| d.name == function)
+        .flat_map(|d| d.decorators.iter())
+        .map(|d| top_level(d))
+        .filter(|p| imports.contains(*p))
+        .map(str::to_string)
+        .collect()
 }
 
 /// `functions` and every script function they call, directly or through
@@ -222,6 +306,49 @@ mod tests {
         assert!(u.before_fork.is_empty(), "{:?}", u.before_fork);
         assert!(u.in_workers.is_empty(), "{:?}", u.in_workers);
         assert!(u.imports.contains("lightgbm"));
+    }
+
+    #[test]
+    fn a_function_compiled_by_a_packages_decorator_runs_that_package() {
+        let u = usage(
+            "import multiprocessing\nimport numpy as np\nfrom numba import njit, prange\n\
+             @njit(parallel=True)\ndef total(a):\n    s = 0.0\n    for i in prange(a.shape[0]):\n        s += a[i]\n    return s\n\
+             def task(n):\n    return total(np.ones(n))\n\
+             if __name__ == '__main__':\n    total(np.ones(10))\n\
+             \x20   with multiprocessing.Pool(2) as p:\n        p.map(task, range(3))\n\
+             \x20       p.map(total, [np.ones(3)])\n",
+        );
+        assert_eq!(u.before_fork, set(&["numba", "numpy"]));
+        assert_eq!(u.in_workers, set(&["numba", "numpy"]));
+        // Defined (decorated) before the fork, first run in the workers.
+        let defined_only = usage(
+            "import multiprocessing\nfrom numba import njit\n\
+             @njit(parallel=True)\ndef total(n):\n    return n\n\
+             if __name__ == '__main__':\n\
+             \x20   with multiprocessing.Pool(2) as p:\n        p.map(total, range(3))\n",
+        );
+        assert!(
+            defined_only.before_fork.is_empty(),
+            "{:?}",
+            defined_only.before_fork
+        );
+        assert_eq!(defined_only.in_workers, set(&["numba"]));
+        let undecorated = usage(
+            "import multiprocessing\nimport numba\n\
+             def total(a):\n    return sum(a)\n\
+             if __name__ == '__main__':\n    total([1])\n\
+             \x20   with multiprocessing.Pool(2) as p:\n        p.map(total, [[1]])\n",
+        );
+        assert!(
+            undecorated.before_fork.is_empty(),
+            "{:?}",
+            undecorated.before_fork
+        );
+        assert!(
+            undecorated.in_workers.is_empty(),
+            "{:?}",
+            undecorated.in_workers
+        );
     }
 
     #[test]
