@@ -111,6 +111,9 @@ class Finding:
     location: Optional[str] = None
     #: Environment variables that answer it: ``{"name", "value", "reason"}``.
     env_fix: List[Dict[str, Any]] = field(default_factory=list)
+    #: A warning only because nothing shows the code that will run (no
+    #: script, no live process): the hazard policy presumes it will bite.
+    presumed: bool = False
     #: The finding as the JSON report has it.
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -125,6 +128,7 @@ class Finding:
             fix=d.get("fix"),
             location=d.get("location"),
             env_fix=list(d.get("env_fix") or []),
+            presumed=bool(d.get("presumed")),
             raw=d,
         )
 

@@ -82,7 +82,7 @@ def test_a_runtime_only_installed_is_a_presumed_warning():
     report = check(facts=FACTS)
     cc001 = [f for f in report.findings if f.id == "CC001"][0]
     assert cc001.level == "warning"
-    assert cc001.raw["presumed"] is True
+    assert cc001.presumed
     assert report.ok
     rec = report.recommendation
     assert rec.hazards == ["CC001"]
@@ -167,7 +167,7 @@ def test_this_interpreter_with_numpy_and_scikit_learn():
         if sys.version_info < (3, 14):
             # Installed, not shown used: a warning the policy presumes.
             cc001 = [f for f in gomp if f.id == "CC001"]
-            assert cc001 and cc001[0].raw.get("presumed") is True, str(report)
+            assert cc001 and cc001[0].presumed, str(report)
             assert "CC001" in report.recommendation.hazards
 
 

@@ -11,8 +11,11 @@ use caiclust_probe::Facts;
 use caiclust_rules::{assess, evaluate, recommend, Config, Plan};
 
 fn tensorflow_facts() -> Facts {
-    let path = common::snapshot_dir().join("linux-tensorflow-fork.facts.json");
-    Facts::from_json(&std::fs::read_to_string(path).expect("snapshot")).expect("facts")
+    common::scenarios()
+        .into_iter()
+        .find(|(name, _, _)| name == "linux-tensorflow-fork")
+        .map(|(_, facts, _)| facts)
+        .expect("the linux-tensorflow-fork snapshot")
 }
 
 fn fork(workers: usize, env: &[(&str, &str)]) -> Plan {

@@ -279,7 +279,7 @@ impl IppConfig {
                 )));
             }
         }
-        Ok(())
+        super::reach::check_controller_reach(self)
     }
 }
 

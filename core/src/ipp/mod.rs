@@ -71,6 +71,7 @@
 mod backend;
 mod config;
 mod events;
+mod reach;
 mod reader;
 mod startup;
 mod stop;

@@ -182,9 +182,7 @@ pub fn script_plan(path: &Path, source: &str) -> Result<ScriptPlan, ScriptError>
     } else {
         Text::script(source)
     };
-    let mut plan = plan_of(&text.source(path))?;
-    plan.usage.local_modules = super::usage::local_modules(path, &plan.usage.imports);
-    Ok(plan)
+    plan_of(&text.source(path))
 }
 
 fn plan_of(source: &Source<'_>) -> Result<ScriptPlan, ScriptError> {
@@ -213,6 +211,7 @@ fn plan_of(source: &Source<'_>) -> Result<ScriptPlan, ScriptError> {
         .collect();
     let counts = explicit_counts(&script);
     let mut usage = super::usage::usage_of(&script.model);
+    usage.local_modules = super::usage::local_modules(source.path, &usage.imports);
     for c in counts.iter().filter(|c| !c.overrides.is_empty()) {
         if forks.iter().any(|f| script.model.runs_before(c.call, f)) {
             let threads = match c.threads {
