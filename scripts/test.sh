@@ -20,6 +20,25 @@ FIX=${CAICLUST_FIXTURES:-$REPO/.fixtures}
 # shellcheck source=/dev/null
 source "$FIX/env.sh"
 
+# A real Slurm cluster (two nodes, each a network namespace) and two real
+# SSH hosts (sshd in network namespaces) for the ipyparallel backend's
+# tests (issue #15): Debian's packages, private configuration and keys
+# under target/, taken down again when the tests end, whatever happens.
+echo "=== scripts/slurm.sh and scripts/ssh-hosts.sh"
+bash "$REPO/scripts/slurm.sh" install
+bash "$REPO/scripts/ssh-hosts.sh" install
+services_down() {
+    bash "$REPO/scripts/ssh-hosts.sh" down || true
+    bash "$REPO/scripts/slurm.sh" down || true
+}
+trap services_down EXIT
+bash "$REPO/scripts/slurm.sh" up --nodes 2
+bash "$REPO/scripts/ssh-hosts.sh" up
+# shellcheck source=/dev/null
+source "$REPO/target/slurm/env.sh"
+# shellcheck source=/dev/null
+source "$REPO/target/ssh-hosts/env.sh"
+
 # caiclust's own caches (interpreter answers, scans, the worker's code)
 # for this run only: nothing left in the user's ~/.cache.
 export CAICLUST_CACHE_DIR=$REPO/target/test-cache

@@ -122,13 +122,23 @@ pub fn safe_env(facts: &Facts, config: &Config, plan: &Plan) -> Recommendation {
 /// whether they make it safe.
 pub fn assumption(advice: &Recommendation) -> String {
     let v = &advice.verdict;
-    let mut s = format!(
-        "caiclust env: for workers started with {} ({}), {} worker(s) × {} thread(s)",
-        v.start_method,
-        v.start_method_source,
-        advice.workers.value,
-        advice.threads_per_worker.value
-    );
+    let mut s = if advice.backend.value == caiclust_core::rules::Backend::Ipyparallel {
+        format!(
+            "caiclust env: for {} ipyparallel engine(s) × {} thread(s) ({}; {})",
+            advice.workers.value,
+            advice.threads_per_worker.value,
+            advice.backend.reason,
+            advice.workers.reason
+        )
+    } else {
+        format!(
+            "caiclust env: for workers started with {} ({}), {} worker(s) × {} thread(s)",
+            v.start_method,
+            v.start_method_source,
+            advice.workers.value,
+            advice.threads_per_worker.value
+        )
+    };
     let fixed: Vec<String> = advice
         .env
         .iter()

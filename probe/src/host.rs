@@ -114,8 +114,9 @@ pub fn collect_host(env: &BTreeMap<String, String>) -> HostFacts {
             None => Bound::new(
                 None,
                 EvidenceSource::Environment,
-                "Slurm variables present but neither SLURM_CPUS_PER_TASK nor \
-                 SLURM_CPUS_ON_NODE gives a CPU count: no Slurm bound",
+                "Slurm variables present but neither SLURM_CPUS_PER_TASK, \
+                 SLURM_CPUS_ON_NODE nor a one-node SLURM_JOB_CPUS_PER_NODE gives a CPU \
+                 count: no Slurm bound",
             ),
         });
     }

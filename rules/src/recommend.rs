@@ -146,6 +146,7 @@ pub fn recommend(facts: &Facts, config: &Config) -> Recommendation {
         ),
         Some(n) => (n.max(1), "set in the configuration".to_string()),
         None if backend.value == Backend::Single => (1, "the single backend runs one process".to_string()),
+        None if backend.value == Backend::Ipyparallel && nodes > 1 => slurm_engines(facts, nodes),
         None => {
             let n = usable.saturating_sub(1).max(1);
             if windows && n > WINDOWS_MAX_WORKERS {
@@ -155,10 +156,15 @@ pub fn recommend(facts: &Facts, config: &Config) -> Recommendation {
             }
         }
     };
-    let threads = (usable / workers).max(1);
-    let threads_reason = format!(
-        "max(1, {usable} usable CPUs ÷ {workers} workers): workers × threads stays within the CPUs"
-    );
+    let (threads, threads_reason) = match slurm_cpus_per_engine(facts, nodes, backend.value, workers) {
+        Some(t) => t,
+        None => (
+            (usable / workers).max(1),
+            format!(
+                "max(1, {usable} usable CPUs ÷ {workers} workers): workers × threads stays within the CPUs"
+            ),
+        ),
+    };
 
     let start_method = choose_start_method(facts, config, workers);
     let mut env = thread_env(facts, threads);
@@ -219,6 +225,54 @@ pub fn recommend(facts: &Facts, config: &Config) -> Recommendation {
         env,
         verdict,
     }
+}
+
+/// Engines for an allocation over several nodes: one per task
+/// (`SLURM_NTASKS`), else one per allocated CPU (`SLURM_JOB_CPUS_PER_NODE`),
+/// else one per node.
+fn slurm_engines(facts: &Facts, nodes: usize) -> (usize, String) {
+    let alloc = facts.host.slurm.as_ref();
+    if let Some(n) = alloc.and_then(|a| a.ntasks).filter(|n| *n > 0) {
+        return (
+            n,
+            format!(
+                "one engine per task of the Slurm allocation (SLURM_NTASKS={n}, {nodes} nodes)"
+            ),
+        );
+    }
+    if let Some(n) = alloc.and_then(|a| a.total_cpus()) {
+        return (n, format!("one engine per CPU of the Slurm allocation ({n} CPUs on {nodes} nodes, SLURM_JOB_CPUS_PER_NODE)"));
+    }
+    (
+        nodes,
+        format!("one engine per node of the Slurm allocation ({nodes} nodes)"),
+    )
+}
+
+/// Threads per engine in an allocation over several nodes: the CPUs each
+/// task has (`SLURM_CPUS_PER_TASK`, else the allocation's CPUs ÷ engines).
+fn slurm_cpus_per_engine(
+    facts: &Facts,
+    nodes: usize,
+    backend: Backend,
+    engines: usize,
+) -> Option<(usize, String)> {
+    if nodes <= 1 || backend != Backend::Ipyparallel {
+        return None;
+    }
+    let alloc = facts.host.slurm.as_ref()?;
+    if let Some(n) = alloc.cpus_per_task.filter(|n| *n > 0) {
+        return Some((
+            n,
+            format!("SLURM_CPUS_PER_TASK={n}: each engine's task has {n} CPUs"),
+        ));
+    }
+    let total = alloc.total_cpus()?;
+    let per = (total / engines.max(1)).max(1);
+    Some((
+        per,
+        format!("max(1, {total} CPUs of the allocation ÷ {engines} engines)"),
+    ))
 }
 
 fn choose_start_method(facts: &Facts, config: &Config, workers: usize) -> Choice<String> {

@@ -83,13 +83,26 @@ pub struct RunArgs {
     /// (the hang watchdog); 0 turns the watchdog off.
     #[arg(long, value_name = "SECS", default_value_t = 20.0)]
     pub stall: f64,
-    /// The program and its arguments.
     /// Start an ipyparallel cluster of N engines for the program (engines
     /// with the recommended environment, controller on loopback, a fresh
     /// profile), pass its connection file in CAICLUST_IPP_CONNECTION_FILE,
     /// and stop it when the program ends.
     #[arg(long, value_name = "N")]
     pub engines: Option<usize>,
+    /// How the --engines start: local (default), srun (inside a Slurm
+    /// allocation: on its nodes), slurm (one sbatch job per engine), mpi,
+    /// ssh, pbs, sge, lsf.
+    #[arg(long, value_name = "L", default_value = "local")]
+    pub engine_launcher: String,
+    /// Where the controller listens: `*` (every interface) or an address
+    /// the engines reach. Engines on other hosts need it (default:
+    /// loopback, refused for launchers that may start engines elsewhere).
+    #[arg(long, value_name = "ADDR")]
+    pub controller_ip: Option<String>,
+    /// The address engines dial, when the controller listens on `*`.
+    #[arg(long, value_name = "ADDR")]
+    pub controller_location: Option<String>,
+    /// The program and its arguments.
     #[arg(trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
@@ -388,7 +401,8 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
         None => None,
     };
     // --engines N: an ipyparallel cluster for the program, its engines
-    // with the same environment, on loopback; stopped when it ends.
+    // with the same environment (local, or by --engine-launcher), the
+    // controller on loopback unless --controller-ip; stopped when it ends.
     let cluster = match args.engines {
         Some(n) => {
             let python = args
@@ -397,6 +411,12 @@ fn run(args: RunArgs) -> anyhow::Result<u8> {
                 .or_else(|| facts.python.as_ref().map(|p| p.executable.clone()))
                 .unwrap_or_else(|| PathBuf::from("python3"));
             let mut c = caiclust_core::ipp::IppConfig::new(python, n.max(1));
+            c.engine_launcher = args
+                .engine_launcher
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--engine-launcher: {e}"))?;
+            c.controller_ip = args.controller_ip.clone();
+            c.controller_location = args.controller_location.clone();
             let rec_n = recommend(
                 &facts,
                 &caiclust_core::rules::Config {

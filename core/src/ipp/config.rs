@@ -22,6 +22,10 @@ pub enum Launcher {
     Local,
     /// `mpiexec -n N`.
     Mpi,
+    /// `srun -n N ipengine` inside a Slurm allocation: the engines land
+    /// on the allocation's nodes (the driver's launcher class, ipyparallel's
+    /// MPI launcher with `srun` for `mpiexec` and no MPI in the engines).
+    Srun,
     /// One engine set per host over SSH.
     Ssh,
     /// A Slurm job (`sbatch`).
@@ -41,6 +45,7 @@ impl Launcher {
         match self {
             Launcher::Local => "local",
             Launcher::Mpi => "mpi",
+            Launcher::Srun => "srun",
             Launcher::Ssh => "ssh",
             Launcher::Slurm => "slurm",
             Launcher::Pbs => "pbs",
@@ -63,6 +68,7 @@ impl FromStr for Launcher {
         Ok(match s.trim().to_ascii_lowercase().as_str() {
             "local" => Launcher::Local,
             "mpi" | "mpiexec" => Launcher::Mpi,
+            "srun" => Launcher::Srun,
             "ssh" => Launcher::Ssh,
             "slurm" => Launcher::Slurm,
             "pbs" => Launcher::Pbs,
@@ -71,8 +77,8 @@ impl FromStr for Launcher {
             _ if is_class_path(s.trim()) => Launcher::Class(s.trim().to_string()),
             _ => {
                 return Err(IppError::Config(format!(
-                    "unknown ipyparallel launcher '{s}' (expected local, mpi, ssh, slurm, pbs, \
-                     sge, lsf, or a launcher class as package.module.ClassName)"
+                    "unknown ipyparallel launcher '{s}' (expected local, mpi, srun, ssh, slurm, \
+                     pbs, sge, lsf, or a launcher class as package.module.ClassName)"
                 )))
             }
         })
@@ -329,6 +335,7 @@ mod tests {
         for l in [
             Launcher::Local,
             Launcher::Mpi,
+            Launcher::Srun,
             Launcher::Ssh,
             Launcher::Slurm,
             Launcher::Pbs,
@@ -339,6 +346,7 @@ mod tests {
             assert_eq!(l.as_str().parse::<Launcher>().unwrap(), l);
         }
         assert_eq!("MPIEXEC".parse::<Launcher>().unwrap(), Launcher::Mpi);
+
         for bad in ["", "torque", "a..b", "1pkg.X", "pkg.", "has space.X"] {
             let e = bad.parse::<Launcher>().unwrap_err().to_string();
             assert!(e.contains(&format!("'{bad}'")), "{e}");

@@ -68,6 +68,8 @@ if TYPE_CHECKING:
     # Defined before this file in the joined program (core/src/ipp/mod.rs).
     from engine import (_caiclust_call, _caiclust_call_pickled, _caiclust_command,
                         _caiclust_whoami)
+    from batch import (batch_failure, engines_not_started, is_batch, is_remote,
+                       srun_engine_launcher)
     from tasks import (Task, b64, describe, kill_tree, log, orphaned, pid_alive,
                        private_stdout, proc_tree, safe_output, send, tail, task_metadata,
                        why_text)
@@ -115,6 +117,15 @@ class Driver:
         for section, values in (self.cfg.get("launcher_config") or {}).items():
             for key, value in values.items():
                 c[section][key] = value
+        # Engines over ssh run this interpreter's path unless told
+        # otherwise: the same environment on a shared file system, as on
+        # the lab clusters this is for (ipyparallel's default, `python3`,
+        # is whatever the remote PATH finds first).
+        if self.cfg.get("engine_launcher") == "ssh":
+            configured = (self.cfg.get("launcher_config") or {})
+            if not any("remote_python" in (configured.get(k) or {})
+                       for k in ("SSHLauncher", "SSHEngineLauncher", "SSHEngineSetLauncher")):
+                c.SSHLauncher.remote_python = sys.executable
         # Local engines also inherit this process's environment; engines
         # on other hosts get exactly this.
         c.EngineLauncher.environment = dict(self.cfg.get("engine_env") or {})
@@ -147,7 +158,8 @@ class Driver:
             n=int(cfg["engines"]),
             profile_dir=cfg["profile_dir"],
             cluster_id=cfg["cluster_id"],
-            engines=cfg.get("engine_launcher") or "local",
+            engines=(srun_engine_launcher() if cfg.get("engine_launcher") == "srun"
+                     else cfg.get("engine_launcher") or "local"),
             controller=cfg.get("controller_launcher") or "local",
             controller_args=controller_args,
             config=self.launcher_config(),
@@ -166,7 +178,15 @@ class Driver:
             self.controller_pid = pid
             self.pids.add(pid)
         send({"event": "controller", "pid": self.controller_pid, "host": HOST})
-        self.in_cluster_thread(self.cluster.start_engines, int(cfg["engines"]))
+        try:
+            if is_batch(cfg.get("engine_launcher")):
+                # One job per engine: a job lost takes one engine, not all.
+                for _ in range(int(cfg["engines"])):
+                    self.in_cluster_thread(self.cluster.start_engines, 1)
+            else:
+                self.in_cluster_thread(self.cluster.start_engines, int(cfg["engines"]))
+        except Exception as exc:  # noqa: BLE001 - ssh, sbatch, mpiexec failures
+            raise RuntimeError(engines_not_started(cfg, exc)) from exc
         self.report_launcher_pids()
         self.client = self.in_cluster_thread(self.cluster.connect_client)
 
@@ -224,8 +244,7 @@ class Driver:
         for es_id, es in list(self.cluster.engines.items()):
             launchers = getattr(es, "launchers", None)
             if launchers is None:
-                out.append({"engine": es_id, "state": getattr(es, "state", "?"),
-                            "output": tail(safe_output(es))})
+                out.append(batch_failure(es_id, es))
                 continue
             stopped = (getattr(es, "stop_data", None) or {}).get("engines", {})
             outputs = getattr(es, "outputs", {}) or {}
@@ -256,6 +275,10 @@ class Driver:
                     return False
                 continue
             for el in list(launchers.values()):
+                if is_remote(el):
+                    # Its local process is only ssh: the engine's fate shows
+                    # in registration and heartbeats, not here.
+                    return False
                 if el.process is not None and el.process.is_running() \
                         and el.process.status() != "zombie":
                     return False

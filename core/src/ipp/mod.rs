@@ -82,12 +82,14 @@ pub use config::{Attach, IppConfig, Launcher};
 pub use events::{EngineFailure, EngineInfo, IppError, IppEvent, StopReport};
 
 /// The driver program: what runs on the engines (`engine.py`), the task
-/// record and process helpers (`tasks.py`), the driver itself
-/// (`driver.py`), as one program.
+/// record and process helpers (`tasks.py`), batch-job engine sets
+/// (`batch.py`), the driver itself (`driver.py`), as one program.
 pub const DRIVER: &str = concat!(
     include_str!("engine.py"),
     "\n\n",
     include_str!("tasks.py"),
+    "\n\n",
+    include_str!("batch.py"),
     "\n\n",
     include_str!("driver.py")
 );

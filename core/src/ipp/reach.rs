@@ -59,7 +59,7 @@ fn engines_elsewhere(config: &IppConfig) -> Option<String> {
                 )
             })
         }
-        Launcher::Mpi => mpi_over_hosts(config),
+        Launcher::Mpi | Launcher::Srun => mpi_over_hosts(config),
     }
 }
 
@@ -97,6 +97,7 @@ fn mpi_over_hosts(config: &IppConfig) -> Option<String> {
         return Some(format!("mpiexec is given other hosts ({a})"));
     }
     let nodes: usize = std::env::var("SLURM_JOB_NUM_NODES")
+        .or_else(|_| std::env::var("SLURM_NNODES"))
         .ok()
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(1);

@@ -12,6 +12,8 @@ use crate::tree::{self, StopSignal};
 
 /// How long a stop waits for the driver to stop the cluster itself.
 const STOP_WAIT: Duration = Duration::from_secs(15);
+/// How long a stop waits for the driver's output to end once it exited.
+const READER_WAIT: Duration = Duration::from_secs(5);
 
 impl IppBackend {
     /// Stop: outstanding tasks are reported cancelled, engines and
@@ -49,8 +51,24 @@ impl IppBackend {
                 .extend(tree::signal_tree(self.driver_pid, StopSignal::Kill));
             let _ = child.wait();
         }
+        // Whatever the driver started that outlives it in its process
+        // group (an ssh stuck on a host whose link is cut) holds its output
+        // pipes open: it goes, so that the readers see the end.
+        #[cfg(unix)]
+        if tree::group_alive(self.driver_pid) {
+            tree::signal_group(self.driver_pid, StopSignal::Kill);
+        }
+        // A reader still blocked after that (a process that left the
+        // group holds the pipe) is left to end with the pipe: a stop never
+        // hangs on it.
+        let until = Instant::now() + READER_WAIT;
         for h in self.readers.drain(..) {
-            let _ = h.join();
+            while !h.is_finished() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            }
         }
         let (pids, stopped) = {
             let s = lock(&self.shared);

@@ -199,7 +199,14 @@ pub fn plan_program(
     } else {
         decide_env(&rec.env, &options.explicit_env, &current)
     };
-    changes.extend(env_changes(facts, config, &rec, &env, &method, workers.0));
+    changes.extend(env_changes(
+        facts,
+        config,
+        &rec,
+        &env,
+        (&method, workers.0),
+        usage.as_ref(),
+    ));
     let after_plan = Plan {
         start_method: Some(method),
         workers: Some(workers.0),
@@ -344,14 +351,17 @@ fn env_changes(
     config: &Config,
     rec: &caiclust_rules::Recommendation,
     env: &[Applied],
-    method: &str,
-    workers: usize,
+    (method, workers): (&str, usize),
+    usage: Option<&caiclust_rules::ScriptUsage>,
 ) -> Vec<Change> {
+    // Judged by what the script runs, as the plan is: a fix for a hazard
+    // the script cannot meet is a thread limit, not a change to report.
     let fixing = assess(
         facts,
         &Plan {
             start_method: Some(method.to_string()),
             workers: Some(workers),
+            usage: usage.cloned(),
             ..Plan::default()
         },
         config,
@@ -378,10 +388,11 @@ fn env_changes(
                 a.name, a.value, fix.name, fix.value
             ),
         };
-        changes.push(Change {
-            what,
-            answers: answered(&fix.answers),
-        });
+        let answers = answered(&fix.answers);
+        if answers.is_empty() {
+            continue;
+        }
+        changes.push(Change { what, answers });
     }
     changes
 }

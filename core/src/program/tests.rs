@@ -224,17 +224,20 @@ fn an_unguarded_script_on_a_forkserver_default_gets_fork_made_safe() {
     assert!(!plan.after.start_method_unsafe(), "{:?}", plan.after);
 }
 
+/// As FORCED, with numpy's BLAS (Debian's BLIS) run on both sides.
+const FORCED_NUMPY: &str = "import multiprocessing as mp\nimport numpy as np\n\ndef f(x):\n    return float((np.ones((64, 64)) @ np.ones((64, 64))).sum()) + x\n\nif __name__ == \"__main__\":\n    f(0)\n    with mp.get_context(\"fork\").Pool(2) as p:\n        p.map(f, range(4))\n";
+
 #[test]
 fn a_users_variable_that_causes_the_hazard_is_replaced_and_named() {
     let facts = snapshot("linux-debian-blis-openmp-default");
     // BLIS is single-threaded by default: safe, until the user asks for two.
-    let quiet = plan_script(&facts, FORCED, &ProgramOptions::default(), &[]);
+    let quiet = plan_script(&facts, FORCED_NUMPY, &ProgramOptions::default(), &[]);
     assert!(quiet.changes.is_empty(), "{:?}", quiet.changes);
     let mut facts = facts;
     facts.env.insert("BLIS_NUM_THREADS".into(), "2".into());
     let plan = plan_script(
         &facts,
-        FORCED,
+        FORCED_NUMPY,
         &ProgramOptions::default(),
         &[("BLIS_NUM_THREADS", "2")],
     );

@@ -4,14 +4,31 @@ use std::collections::BTreeMap;
 
 use crate::facts::SlurmAllocation;
 
-/// Read the Slurm allocation from `env`. `None` when no variable starts
-/// with `SLURM_`. Values that should be counts but are not are left out,
-/// with a note.
+/// Variables that only a job (an allocation, a batch script, a step)
+/// has; client settings such as `SLURM_CONF` or `SLURM_TIME_FORMAT`, which
+/// users export in their shells, do not make an allocation.
+const JOB_VARIABLES: &[&str] = &[
+    "SLURM_JOB_ID",
+    "SLURM_JOBID",
+    "SLURM_CPUS_PER_TASK",
+    "SLURM_CPUS_ON_NODE",
+    "SLURM_NTASKS",
+    "SLURM_NPROCS",
+    "SLURM_JOB_NUM_NODES",
+    "SLURM_NNODES",
+    "SLURM_JOB_CPUS_PER_NODE",
+    "SLURM_JOB_NODELIST",
+    "SLURM_NODELIST",
+];
+
+/// Read the Slurm allocation from `env`. `None` outside a job (none of
+/// [`JOB_VARIABLES`] set). Values that should be counts but are not are
+/// left out, with a note.
 pub fn slurm_from_env(
     env: &BTreeMap<String, String>,
     notes: &mut Vec<String>,
 ) -> Option<SlurmAllocation> {
-    if !env.keys().any(|k| k.starts_with("SLURM_")) {
+    if !JOB_VARIABLES.iter().any(|k| env.contains_key(*k)) {
         return None;
     }
     let text = |name: &str| {
@@ -79,14 +96,43 @@ pub fn parse_job_cpus_per_node(spec: &str) -> Result<Vec<(usize, usize)>, String
 }
 
 /// The CPU bound a Slurm allocation puts on this process:
-/// `SLURM_CPUS_PER_TASK` when set, else `SLURM_CPUS_ON_NODE`, with the
-/// variable it came from. Zero counts are not bounds.
+/// `SLURM_CPUS_PER_TASK` when set, else `SLURM_CPUS_ON_NODE`, else, in a
+/// one-node allocation, `SLURM_JOB_CPUS_PER_NODE` (what `salloc` gives the
+/// command it runs, which has neither of the others: seen with Slurm
+/// 22.05), with the variable it came from. Zero counts are not bounds.
 pub fn slurm_cpu_bound(alloc: &SlurmAllocation) -> Option<(usize, &'static str)> {
     match (alloc.cpus_per_task, alloc.cpus_on_node) {
-        (Some(n), _) if n > 0 => Some((n, "SLURM_CPUS_PER_TASK")),
-        (_, Some(n)) if n > 0 => Some((n, "SLURM_CPUS_ON_NODE")),
+        (Some(n), _) if n > 0 => return Some((n, "SLURM_CPUS_PER_TASK")),
+        (_, Some(n)) if n > 0 => return Some((n, "SLURM_CPUS_ON_NODE")),
+        _ => {}
+    }
+    if alloc.nnodes.is_some_and(|n| n > 1) {
+        return None;
+    }
+    match parse_job_cpus_per_node(alloc.job_cpus_per_node.as_deref()?).ok()?[..] {
+        [(n, 1)] if n > 0 => Some((n, "SLURM_JOB_CPUS_PER_NODE")),
         _ => None,
     }
+}
+
+impl SlurmAllocation {
+    /// Every CPU of the allocation, over all its nodes
+    /// (`SLURM_JOB_CPUS_PER_NODE`), if the variable says.
+    pub fn total_cpus(&self) -> Option<usize> {
+        slurm_total_cpus(self)
+    }
+}
+
+/// Every CPU of the allocation, over all its nodes
+/// (`SLURM_JOB_CPUS_PER_NODE`), if the variable says.
+pub fn slurm_total_cpus(alloc: &SlurmAllocation) -> Option<usize> {
+    let spec = alloc.job_cpus_per_node.as_deref()?;
+    let total: usize = parse_job_cpus_per_node(spec)
+        .ok()?
+        .iter()
+        .map(|(cpus, nodes)| cpus * nodes)
+        .sum();
+    (total > 0).then_some(total)
 }
 
 #[cfg(test)]
@@ -104,6 +150,12 @@ mod tests {
     fn host_slurm_absent_without_slurm_vars() {
         let mut notes = Vec::new();
         assert_eq!(slurm_from_env(&env(&[("PATH", "/bin")]), &mut notes), None);
+        // A client's settings outside any job are no allocation.
+        let client = env(&[
+            ("SLURM_CONF", "/etc/slurm/slurm.conf"),
+            ("SLURM_TIME_FORMAT", "relative"),
+        ]);
+        assert_eq!(slurm_from_env(&client, &mut notes), None);
         assert!(notes.is_empty());
     }
 
@@ -175,5 +227,30 @@ mod tests {
         assert!(parse_job_cpus_per_node("").is_err());
         assert!(parse_job_cpus_per_node("4(x)").is_err());
         assert!(parse_job_cpus_per_node("4x2").is_err());
+    }
+
+    #[test]
+    fn an_salloc_command_is_bound_by_its_one_nodes_job_cpus() {
+        // What salloc -N1 -n1 gives its command (Slurm 22.05, measured).
+        let one = |spec: &str, nodes: &str| {
+            let mut notes = Vec::new();
+            slurm_from_env(
+                &env(&[
+                    ("SLURM_JOB_ID", "3"),
+                    ("SLURM_JOB_CPUS_PER_NODE", spec),
+                    ("SLURM_JOB_NUM_NODES", nodes),
+                    ("SLURM_NTASKS", "1"),
+                ]),
+                &mut notes,
+            )
+            .expect("slurm vars present")
+        };
+        assert_eq!(
+            slurm_cpu_bound(&one("1", "1")),
+            Some((1, "SLURM_JOB_CPUS_PER_NODE"))
+        );
+        // Several nodes: which one this process is on is not known.
+        assert_eq!(slurm_cpu_bound(&one("2(x2)", "2")), None);
+        assert_eq!(slurm_total_cpus(&one("2(x2),1", "3")), Some(5));
     }
 }
