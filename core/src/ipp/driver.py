@@ -82,10 +82,12 @@ HOST = socket.gethostname()
 
 # Batching (see "Batches" in core/src/ipp/mod.rs): a batch holds about
 # BATCH_SECONDS of work by the measured mean task time, at most MAX_BATCH
-# tasks; each engine has at most BATCH_SLOTS batches out (one running, one
+# tasks, a fair share of the queue unless that is under SPLIT_SECONDS of
+# work; each engine has at most BATCH_SLOTS batches out (one running, one
 # waiting at the scheduler); pickled calls larger than BATCH_PAYLOAD travel
 # alone.
 BATCH_SECONDS = 0.02
+SPLIT_SECONDS = 0.005
 MAX_BATCH = 512
 BATCH_SLOTS = 2
 BATCH_PAYLOAD = 64 * 1024
@@ -757,10 +759,15 @@ class Driver:
 
     def take_batch(self):
         """The next batch from the front of the queue: about BATCH_SECONDS
-        of work by the mean time of each task's function, no more than a
-        fair share of the queue per engine, at most MAX_BATCH tasks. A task
-        whose function has no time yet, or a long one, goes alone."""
-        limit = min(MAX_BATCH, -(-len(self.queue) // max(1, len(self.engines))))
+        of work by the mean time of each task's function, at most
+        MAX_BATCH tasks, and no more than a fair share of the queue per
+        engine unless that share is less than SPLIT_SECONDS of work (a
+        round trip costs more than that). A task whose function has no
+        time yet, or a long one, goes alone."""
+        head = self.means.get(self.queue[0].msg.get("f")) if self.queue else None
+        least = int(SPLIT_SECONDS / max(head, 20e-6)) if head is not None else 1
+        fair = -(-len(self.queue) // max(1, len(self.engines)))
+        limit = min(MAX_BATCH, max(fair, least))
         group, work = [], 0.0
         while self.queue and len(group) < limit:
             u = self.queue[0]
@@ -1029,7 +1036,8 @@ class Driver:
     def serve(self):
         while True:
             try:
-                op = self.ops.get(timeout=0.02)
+                # Batches out: their published results are read promptly.
+                op = self.ops.get(timeout=0.005 if self.batches else 0.02)
             except queue.Empty:
                 op = None
             while op is not None:

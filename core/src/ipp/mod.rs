@@ -61,7 +61,8 @@
 //!
 //! * **Size.** The driver keeps the mean run time of each function (`f`)
 //!   on the engines; a batch holds about 20 ms of work by those means (at
-//!   most 512 tasks, at most a fair share of the queue per engine). A
+//!   most 512 tasks, and at most a fair share of the queue per engine
+//!   unless that share is under 5 ms of work). A
 //!   function with no time yet, a long one, a command, a pickled call
 //!   larger than 64 KiB and a task being retried go alone, on the
 //!   one-task path as before. So a run starts with single tasks, tiny ones
