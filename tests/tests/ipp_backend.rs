@@ -856,6 +856,24 @@ fn thousands_of_tiny_tasks_come_back_exactly_once() {
         "{n} tiny tasks took {took:?}"
     );
     assert_no_more_results(&b);
+
+    // What each task prints is its own, batched or not.
+    let first = n + pickled + 1;
+    let texts: Vec<String> = (0..300).map(|i| format!("line {i} of task")).collect();
+    for (id, text) in (first..).zip(&texts) {
+        b.submit(id, &Task::python("ipphelp:shout", json!([text])))
+            .unwrap();
+    }
+    let (mut r, _) = collect(&b, texts.len(), Duration::from_secs(60));
+    for (id, text) in (first..).zip(&texts) {
+        let res = r.get_mut(&id).unwrap();
+        assert_eq!(value(res), &json!(text.len()));
+        assert_eq!(
+            res.stdout.to_string_lossy(),
+            format!("{text}\n"),
+            "task {id}"
+        );
+    }
     assert_eq!(b.outstanding(), 0);
     drop(b);
     s.assert_clean(&run_dir);
@@ -947,6 +965,17 @@ fn killing_an_engine_mid_run_loses_nothing() {
             .any(|e| matches!(e, IppEvent::EngineDied { pid: Some(p), expected: false, .. } if *p == victim)),
         "{events:#?}"
     );
+    // It died with (part of) a batch: the unfinished tasks it held.
+    let lost: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            IppEvent::EngineDied { tasks, .. } => Some(tasks.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    eprintln!("the killed engine held {lost:?}");
+    assert!(!lost.is_empty(), "{events:#?}");
     // The task running on the victim went again (its only retry); none
     // other had an attempt counted.
     let retried: Vec<&TaskResult> = r.values().filter(|res| res.attempts > 1).collect();

@@ -78,7 +78,11 @@
 //! * **Timeouts.** The task published as running past its timeout is
 //!   named, gets its timed-out result, and its engine is stopped and
 //!   replaced, as for a task alone; the tasks of its batch that had not
-//!   begun queue again with no attempt counted.
+//!   begun queue again with no attempt counted. A task that holds the GIL
+//!   all along (in C code) keeps the reporter from saying that it runs:
+//!   the engine's own watchdog then ends it (timeout + grace + 5 s, as on
+//!   engines the driver cannot reach), it counts as lost and is retried
+//!   alone, where its timeout applies as for any task alone.
 //! * **Engine loss.** Tasks whose results were published are done and are
 //!   not run again; the one running is lost as a task alone is (retried
 //!   alone within the retry limit, `worker_died` in its history); the
@@ -92,10 +96,11 @@
 //!   batch no engine has begun, is dropped (the batch is taken back with
 //!   ipyparallel's abort and its other tasks queue again). In a batch that
 //!   began, a cancelled task's result says cancelled at once and whatever
-//!   the engine reports for it is dropped; if it is the one running and
-//!   still runs after the grace period, its engine is stopped (the others
-//!   queue again). Withdraw leaves a task of a begun batch alone: it
-//!   counts as begun.
+//!   the engine reports for it is dropped (it may still run there: the
+//!   batch holds about 20 ms of work and nothing reaches an engine in the
+//!   middle of a task); if it is the one running and still runs after the
+//!   grace period, its engine is stopped (the others queue again).
+//!   Withdraw leaves a task of a begun batch alone: it counts as begun.
 //!
 //! The load-balanced view stays: a batch is one ipyparallel task, which
 //! the scheduler hands to an engine only when that engine has nothing
