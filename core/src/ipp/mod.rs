@@ -81,8 +81,10 @@
 //!   begun queue again with no attempt counted. A task that holds the GIL
 //!   all along (in C code) keeps the reporter from saying that it runs:
 //!   the engine's own watchdog then ends it (timeout + grace + 5 s, as on
-//!   engines the driver cannot reach), it counts as lost and is retried
-//!   alone, where its timeout applies as for any task alone.
+//!   engines the driver cannot reach), and the engine loss below sends
+//!   the unfinished tasks again, the first of them alone: within a few
+//!   such losses the task runs alone, where its timeout applies as for
+//!   any task alone.
 //! * **Engine loss.** Tasks whose results were published are done and are
 //!   not run again; the one running is lost as a task alone is (retried
 //!   alone within the retry limit, `worker_died` in its history); the
