@@ -1053,3 +1053,61 @@ fn cancelled_queued_tasks_never_run() {
     drop(b);
     s.assert_clean(&run_dir);
 }
+
+/// (d, continued) A task cancelled in a batch that waits for the one
+/// engine (busy with a long task) never runs; the batch is taken back and
+/// its other tasks run once each.
+#[test]
+fn a_cancelled_task_of_a_waiting_batch_never_runs() {
+    let s = setup("ipp-batch-abort");
+    let b = IppBackend::start(s.config(1)).unwrap();
+    let run_dir = b.run_dir().unwrap().to_path_buf();
+    let marks = tempfile::tempdir().unwrap();
+    let folder = marks.path().to_string_lossy().into_owned();
+    let mark = |id: u64| Task::python("ipphelp:mark", json!([folder, id, 0.0]));
+    // The driver learns that `mark` is quick.
+    for id in 1001..=1005 {
+        b.submit(id, &mark(id)).unwrap();
+    }
+    collect(&b, 5, Duration::from_secs(60));
+    // A long task, then a batch that waits for the engine behind it: the
+    // driver hands both out together (the long one has been seen
+    // starting only after that).
+    b.submit(1, &Task::python("ipphelp:slow", json!([2])))
+        .unwrap();
+    for id in 2..=41 {
+        b.submit(id, &mark(id)).unwrap();
+    }
+    let mut events = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "task 1 never started: {events:#?}"
+        );
+        match b.recv_timeout(Duration::from_millis(200)) {
+            Some(IppEvent::Started { id: 1, .. }) => break,
+            Some(ev) => events.push(ev),
+            None => {}
+        }
+    }
+    b.cancel(21).unwrap();
+    let (r, _) = collect(&b, 41, Duration::from_secs(60));
+    assert!(
+        matches!(r[&21].outcome, Outcome::Cancelled { .. }),
+        "{:?}",
+        r[&21]
+    );
+    assert_eq!(r[&21].attempts, 0);
+    assert!(value(&r[&1]).is_u64());
+    let runs = runs_in(marks.path());
+    assert!(!runs.contains_key(&21), "the cancelled task ran");
+    for id in (2..=41).filter(|&id| id != 21) {
+        assert_eq!(value(&r[&id]), &json!(id), "task {id}");
+        assert_eq!(runs.get(&id), Some(&1), "task {id}");
+        assert_eq!(r[&id].attempts, 1, "task {id}");
+    }
+    assert_no_more_results(&b);
+    drop(b);
+    s.assert_clean(&run_dir);
+}

@@ -727,6 +727,7 @@ class Driver:
             # counts as begun for each of its tasks.
             if self.batch_began(t.batch) or not self.abort_batch(t.batch):
                 return
+            t.attempts = max(0, t.attempts - 1)
             self.finish(t, err={"kind": "cancelled", "reason": "withdrawn before it started"})
             return
         # What the engines have said so far (the poll in the loop may not
@@ -847,14 +848,17 @@ class Driver:
         return md.get("engine_id") is not None or "p" in (md.get("data") or {})
 
     def abort_batch(self, b):
-        """Take back a batch no engine has begun; its tasks queue again.
-        False when it began meanwhile."""
+        """Ask the engines to drop a batch none has begun; False when it
+        began meanwhile. Its other tasks queue again once ipyparallel says
+        it was aborted (batch_done): an engine that had just begun it
+        runs it, and their results count."""
+        if b.aborted:
+            return True
         try:
             self.abort_queued(b.ar, f"batch of {len(b.tasks)} tasks")
         except Exception:  # noqa: BLE001 - it started meanwhile
             return False
-        self.drop_batch(b)
-        self.requeue(b.unfinished())
+        b.aborted = True
         return True
 
     def requeue(self, tasks):
@@ -876,6 +880,7 @@ class Driver:
     def cancel_batched(self, t):
         b = t.batch
         if not self.batch_began(b) and self.abort_batch(b):
+            t.attempts = max(0, t.attempts - 1)
             self.finish(t, err={"kind": "cancelled", "reason": "cancelled"})
             return
         index = b.tasks.index(t)
@@ -950,6 +955,9 @@ class Driver:
             out = b.ar.get(0)
         except Exception as exc:  # noqa: BLE001 - EngineError, RemoteError, ...
             ename = getattr(exc, "ename", type(exc).__name__)
+            if b.aborted:
+                self.requeue(b.unfinished())
+                return
             if ename == "EngineError" or type(exc).__name__ == "EngineError":
                 self.lost_batch(b, f"engine {b.engine if b.engine is not None else '?'} "
                                    f"died while running it ({getattr(exc, 'evalue', exc)})")

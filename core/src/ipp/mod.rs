@@ -96,7 +96,9 @@
 //!   runs again: its one result is the second run's.
 //! * **Cancel and withdraw.** A task still in the driver's queue, or in a
 //!   batch no engine has begun, is dropped (the batch is taken back with
-//!   ipyparallel's abort and its other tasks queue again). In a batch that
+//!   ipyparallel's abort, and its other tasks queue again once
+//!   ipyparallel reports it aborted; should an engine have begun it in
+//!   the meantime, their results from that run count). In a batch that
 //!   began, a cancelled task's result says cancelled at once and whatever
 //!   the engine reports for it is dropped (it may still run there: the
 //!   batch holds about 20 ms of work and nothing reaches an engine in the

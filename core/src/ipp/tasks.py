@@ -182,6 +182,7 @@ class Batch:
         self.result_seen = None
         self.kill_after = None  # (index, driver clock): a cancelled task still running
         self.killed = False  # caiclust stopped its engine (timeout, cancel)
+        self.aborted = False  # taken back before an engine began it
 
     def unfinished(self):
         return [t for t in self.tasks if not t.done and t.batch is self]
