@@ -6,7 +6,8 @@
 #             loop waiting for N engines (no deadline), then `map_sync` on a
 #             DirectView over all engines; `ipcluster stop` at the end.
 #   caiclust: `IppBackend::start` (fresh profile, startup deadline), tasks
-#             through the load-balanced view, `shutdown()`.
+#             through the load-balanced view (tiny ones in batches, each
+#             with its own result, timeout, retries), `shutdown()`.
 #
 # For each: time to first result (from the start of the cluster to the
 # first task's result) and throughput of tiny tasks (`operator.add`) once

@@ -133,7 +133,9 @@ impl IppBackend {
     /// Cancel a task: a queued one never starts; a running one is
     /// interrupted (SIGINT through its engine's nanny), and its engine
     /// killed and replaced when it does not stop within the grace period.
-    /// Its result says cancelled.
+    /// Its result says cancelled. A tiny task in a batch an engine has
+    /// begun is reported cancelled at once (see "Batches" in the module
+    /// documentation).
     pub fn cancel(&self, id: TaskId) -> Result<(), IppError> {
         self.send(&json!({"op": "cancel", "id": id}))
     }

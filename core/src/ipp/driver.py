@@ -47,10 +47,16 @@
 # "pid", "host", "started" (unix seconds), "runtime" (seconds), "stdout",
 # "stderr" (base64), "exit" ({"code": C} or {"signal": S}, commands).
 #
+# Tasks are queued here and handed to ipyparallel's load-balanced view
+# alone or, small Python calls, in batches (engine.py's _caiclust_batch;
+# "Batches" in core/src/ipp/mod.rs): the protocol above stays per task
+# either way.
+#
 # The protocol has a private copy of the standard output: whatever
 # ipyparallel or a library prints goes to stderr and cannot corrupt it.
 
 import base64
+import collections
 import itertools
 import json
 import os
@@ -66,15 +72,27 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     # Defined before this file in the joined program (core/src/ipp/mod.rs).
-    from engine import (_caiclust_call, _caiclust_call_pickled, _caiclust_command,
-                        _caiclust_whoami)
-    from batch import (batch_failure, engines_not_started, is_batch, is_remote,
-                       srun_engine_launcher)
-    from tasks import (Task, b64, describe, kill_tree, log, orphaned, pid_alive,
+    from clusters import (batch_job_failure, engines_not_started, is_batch_system, is_remote,
+                          srun_engine_launcher)
+    from engine import (_caiclust_batch, _caiclust_call, _caiclust_call_pickled,
+                        _caiclust_command, _caiclust_whoami)
+    from tasks import (Batch, Task, b64, describe, kill_tree, log, orphaned, pid_alive,
                        private_stdout, proc_tree, safe_output, send, tail, task_metadata,
                        why_text)
 
 HOST = socket.gethostname()
+
+# Batching (see "Batches" in core/src/ipp/mod.rs): a batch holds about
+# BATCH_SECONDS of work by the measured mean task time, at most MAX_BATCH
+# tasks, a fair share of the queue unless that is under SPLIT_SECONDS of
+# work; each engine has at most BATCH_SLOTS batches out (one running, one
+# waiting at the scheduler); pickled calls larger than BATCH_PAYLOAD travel
+# alone.
+BATCH_SECONDS = 0.02
+SPLIT_SECONDS = 0.005
+MAX_BATCH = 512
+BATCH_SLOTS = 2
+BATCH_PAYLOAD = 64 * 1024
 
 
 # ---------------------------------------------------------------------------
@@ -102,6 +120,9 @@ class Driver:
         self.running = {}
         self.finishing = {}
         self.done_q = queue.Queue()  # msg_ids, from the AsyncResults' callbacks
+        self.queue = collections.deque()  # tasks not handed to ipyparallel yet
+        self.batches = {}  # msg_id -> Batch out on the cluster
+        self.means = {}  # function -> its mean time on the engines (seconds)
         self.ops = queue.Queue()
         self.parent_gone = threading.Event()
         self.pids = set()  # every process of the cluster this driver started
@@ -179,7 +200,7 @@ class Driver:
             self.pids.add(pid)
         send({"event": "controller", "pid": self.controller_pid, "host": HOST})
         try:
-            if is_batch(cfg.get("engine_launcher")):
+            if is_batch_system(cfg.get("engine_launcher")):
                 # One job per engine: a job lost takes one engine, not all.
                 for _ in range(int(cfg["engines"])):
                     self.in_cluster_thread(self.cluster.start_engines, 1)
@@ -244,7 +265,7 @@ class Driver:
         for es_id, es in list(self.cluster.engines.items()):
             launchers = getattr(es, "launchers", None)
             if launchers is None:
-                out.append(batch_failure(es_id, es))
+                out.append(batch_job_failure(es_id, es))
                 continue
             stopped = (getattr(es, "stop_data", None) or {}).get("engines", {})
             outputs = getattr(es, "outputs", {}) or {}
@@ -435,6 +456,7 @@ class Driver:
             msg["started"] = res.get("started") or t.started_wall
         if res.get("started") and res.get("ended"):
             msg["runtime"] = max(0.0, res["ended"] - res["started"])
+            self.learn(t, msg["runtime"])
         elif t.started is not None:
             msg["runtime"] = time.monotonic() - t.started
         for k in ("stdout", "stderr", "exit"):
@@ -504,6 +526,7 @@ class Driver:
     def stopped(self, t, res=None):
         why, _ = t.stopping
         if why == "timeout":
+            self.learn(t, t.timeout)
             self.finish(t, err={"kind": "timed_out", "after_ms": int(t.timeout * 1000)},
                         res=res)
         else:
@@ -536,6 +559,9 @@ class Driver:
                 msg_id = self.done_q.get_nowait()
             except queue.Empty:
                 break
+            b = self.batches.get(msg_id)
+            if b is not None and b.result_seen is None:
+                b.result_seen = now
             t = self.by_msg.get(msg_id)
             if t is not None and not t.done and t.result_seen is None:
                 t.result_seen = now
@@ -646,11 +672,15 @@ class Driver:
         lost = [t for t in self.by_msg.values()
                 if t.engine == eid and not t.done and t.result_seen is None]
         tasks = [t.id for t in lost]
+        batches = [b for b in self.batches.values() if b.engine == eid]
+        tasks += [t.id for b in batches for t in b.unfinished()]
         send({"event": "engine_died", "engine": eid, "pid": pid, "host": host,
               "tasks": tasks, "reason": reason, "expected": expected})
         for t in lost:
             if not t.done:
                 self.lost(t, f"engine {eid} (pid {pid} on {host}) {reason}")
+        for b in batches:
+            self.lost_batch(b, f"engine {eid} (pid {pid} on {host}) {reason}")
 
     def watch_engines(self):
         ids = set(self.client.ids)
@@ -668,9 +698,12 @@ class Driver:
         t = self.tasks.get(tid)
         if t is None or t.done:
             return
+        if t.batch is not None:
+            self.cancel_batched(t)
+            return
         if t.started is None and t.ar is not None:
             try:
-                self.abort_queued(t)
+                self.abort_queued(t.ar, t.id)
             except Exception:  # noqa: BLE001 - it started meanwhile
                 pass
             else:
@@ -681,7 +714,7 @@ class Driver:
             return
         self.stop_running(t, "cancel")
 
-    def abort_queued(self, t):
+    def abort_queued(self, ar, what):
         """ipyparallel's AsyncResult.abort() without its hang: that asks
         every engine the client knows and waits for every answer, and an
         engine that has just died (gone for the driver, not yet unregistered
@@ -691,16 +724,16 @@ class Driver:
         refuses."""
         import concurrent.futures
 
-        if t.ar.ready():
+        if ar.ready():
             raise RuntimeError("the task is done")
         alive = [e for e in self.client.ids if e in self.engines or e not in self.known_ids]
         if not alive:
             return
-        replies = self.client.abort(list(t.ar.msg_ids), targets=alive, block=False)
+        replies = self.client.abort(list(ar.msg_ids), targets=alive, block=False)
         try:
             answers = replies.result(timeout=self.grace)
         except concurrent.futures.TimeoutError:
-            log(f"task {t.id}: engines {alive} did not answer the abort request in time")
+            log(f"{what}: engines {alive} did not answer the abort request in time")
             return
         for msg in answers:
             content = msg.get("content") or {}
@@ -712,6 +745,14 @@ class Driver:
         t = self.tasks.get(tid)
         if t is None or t.done or t.started is not None:
             return
+        if t.batch is not None:
+            # Only while its batch waits for an engine; a batch that began
+            # counts as begun for each of its tasks.
+            if self.batch_began(t.batch) or not self.abort_batch(t.batch):
+                return
+            t.attempts = max(0, t.attempts - 1)
+            self.finish(t, err={"kind": "cancelled", "reason": "withdrawn before it started"})
+            return
         # What the engines have said so far (the poll in the loop may not
         # have seen it yet).
         md = task_metadata(t) if t.ar is not None else None
@@ -720,18 +761,314 @@ class Driver:
             return
         if t.ar is not None:
             try:
-                self.abort_queued(t)
+                self.abort_queued(t.ar, t.id)
             except Exception:  # noqa: BLE001 - it started meanwhile
                 return
         t.attempts = max(0, t.attempts - 1)
         self.finish(t, err={"kind": "cancelled", "reason": "withdrawn before it started"})
+
+    # -- batches ------------------------------------------------------------
+
+    def learn(self, t, seconds):
+        """Follow the mean time of the task's function (an exponential
+        average: a change of workload shows within a few tasks)."""
+        f = t.msg.get("f") or t.msg.get("kind")
+        mean = self.means.get(f)
+        self.means[f] = seconds if mean is None else 0.7 * mean + 0.3 * seconds
+
+    def batchable(self, t):
+        if t.alone or t.msg.get("kind") != "python" or t.payload_error is not None:
+            return False
+        return t.payload is None or len(t.payload) <= BATCH_PAYLOAD
+
+    def take_batch(self):
+        """The next batch from the front of the queue: about BATCH_SECONDS
+        of work by the mean time of each task's function, at most
+        MAX_BATCH tasks, and no more than a fair share of the queue per
+        engine unless that share is less than SPLIT_SECONDS of work (a
+        round trip costs more than that). A task whose function has no
+        time yet, or a long one, goes alone."""
+        head = self.means.get(self.queue[0].msg.get("f")) if self.queue else None
+        least = int(SPLIT_SECONDS / max(head, 20e-6)) if head is not None else 1
+        fair = -(-len(self.queue) // max(1, len(self.engines)))
+        limit = min(MAX_BATCH, max(fair, least))
+        group, work = [], 0.0
+        while self.queue and len(group) < limit:
+            u = self.queue[0]
+            if not u.done and not self.batchable(u):
+                break
+            mean = self.means.get(u.msg.get("f"))
+            cost = BATCH_SECONDS if mean is None else max(mean, 20e-6)
+            if group and work + cost > BATCH_SECONDS:
+                break
+            self.queue.popleft()
+            if not u.done:
+                group.append(u)
+                work += cost
+        return group
+
+    def dispatch(self):
+        """Hand queued tasks to ipyparallel, in order: commands, large
+        payloads and retried tasks alone at once, Python calls in batches
+        while an engine has a free slot."""
+        slots = BATCH_SLOTS * max(1, len(self.engines))
+        out = len(self.batches) + sum(1 for t in self.by_msg.values() if t.slot)
+        while self.queue:
+            t = self.queue[0]
+            if t.done:
+                self.queue.popleft()
+                continue
+            if not self.batchable(t):
+                self.queue.popleft()
+                self.submit(t)
+                continue
+            if out >= slots:
+                return
+            group = self.take_batch()
+            out += 1
+            if len(group) == 1:
+                group[0].slot = True
+                self.submit(group[0])
+            elif group:
+                self.submit_batch(group)
+
+    def submit_batch(self, group):
+        b = Batch(group)
+        items = []
+        for i, t in enumerate(group):
+            t.attempts += 1
+            t.batch = b
+            t.ar = t.msg_id = None
+            t.engine = t.pid = t.host = t.started = t.started_wall = None
+            t.stopping = None
+            backstop = (t.timeout + self.grace + 5.0) if t.timeout else None
+            if t.payload is not None:
+                items.append((i, "pickled", t.msg["f"], t.payload, t.timeout, backstop))
+            else:
+                items.append((i, "python", t.msg["f"], t.msg.get("a"), t.timeout, backstop))
+        try:
+            ar = self.view.apply_async(_caiclust_batch, _caiclust_call,
+                                       _caiclust_call_pickled, items)
+        except Exception as exc:  # noqa: BLE001
+            for t in group:
+                t.batch = None
+                self.finish(t, err={"kind": "start", "message": f"submission failed: {exc}"})
+            return
+        b.ar, b.msg_id = ar, ar.msg_ids[0]
+        self.batches[b.msg_id] = b
+        msg_id = b.msg_id
+
+        def done(_f):
+            self.done_q.put(msg_id)
+            self.ops.put({"op": "wake"})
+
+        ar.add_done_callback(done)
+
+    def batch_began(self, b):
+        if b.began:
+            return True
+        md = task_metadata(b) or {}
+        return md.get("engine_id") is not None or "p" in (md.get("data") or {})
+
+    def abort_batch(self, b):
+        """Ask the engines to drop a batch none has begun; False when it
+        began meanwhile. Its other tasks queue again once ipyparallel says
+        it was aborted (batch_done): an engine that had just begun it
+        runs it, and their results count."""
+        if b.aborted:
+            return True
+        try:
+            self.abort_queued(b.ar, f"batch of {len(b.tasks)} tasks")
+        except Exception:  # noqa: BLE001 - it started meanwhile
+            return False
+        b.aborted = True
+        return True
+
+    def requeue(self, tasks):
+        """Tasks of a batch that never began go first in the queue again,
+        no attempt counted."""
+        for t in tasks:
+            t.batch = None
+            t.attempts = max(0, t.attempts - 1)
+            t.engine = t.pid = t.host = t.started = t.started_wall = None
+        self.queue.extendleft(reversed(tasks))
+
+    def drop_batch(self, b):
+        self.batches.pop(b.msg_id, None)
+        try:
+            self.client.results.pop(b.msg_id, None)
+        except Exception:  # noqa: BLE001
+            pass
+
+    def cancel_batched(self, t):
+        b = t.batch
+        if not self.batch_began(b) and self.abort_batch(b):
+            t.attempts = max(0, t.attempts - 1)
+            self.finish(t, err={"kind": "cancelled", "reason": "cancelled"})
+            return
+        index = b.tasks.index(t)
+        self.finish(t, err={"kind": "cancelled", "reason": "cancelled"})
+        if b.running == index:
+            # Abandoned; its engine is stopped if it is still at it after
+            # the grace period (the rest of its batch queues again).
+            b.kill_after = (index, time.monotonic())
+
+    def watch_batches(self):
+        now = time.monotonic()
+        for b in list(self.batches.values()):
+            self.batch_progress(b, now)
+            if b.result_seen is not None:
+                # Published results may arrive just after the batch's end.
+                if b.ar.wait_for_output(0) or now - b.result_seen > 1.0:
+                    self.batch_progress(b, now)
+                    self.batch_done(b)
+                continue
+            self.batch_overrun(b, now)
+
+    def batch_progress(self, b, now):
+        """Results and progress the batch published."""
+        md = task_metadata(b) or {}
+        if b.engine is None and md.get("engine_id") is not None:
+            b.engine, b.began = md["engine_id"], True
+        data = md.get("data") or {}
+        while f"d{b.seq}" in data:
+            for index, res in data[f"d{b.seq}"]:
+                self.batch_result(b, index, res)
+            b.seq += 1
+        p = data.get("p")
+        if not p:
+            return
+        b.began = True
+        if b.pid is None:
+            b.pid, b.host = p.get("pid"), p.get("host")
+            if b.engine is None:
+                b.engine = next((e for e, info in self.engines.items()
+                                 if info["pid"] == b.pid and info["host"] == b.host), None)
+        index = p.get("i")
+        if index is None or index == b.running:
+            return
+        b.running = index
+        age = time.time() - (p.get("since") or time.time())
+        b.running_since = now - (age if 0.0 <= age < 3600.0 else 0.0)
+        t = b.tasks[index]
+        if not t.done and t.batch is b and t.started is None:
+            t.started, t.started_wall = b.running_since, p.get("since")
+            t.engine, t.pid, t.host = b.engine, b.pid, b.host
+            send({"event": "started", "id": t.id, "engine": t.engine, "pid": t.pid,
+                  "host": t.host, "attempt": t.attempts})
+
+    def batch_result(self, b, index, res):
+        t = b.tasks[index]
+        if t.done or t.batch is not b:
+            return
+        t.engine, t.host = b.engine, b.host
+        t.pid = res.get("pid") or b.pid
+        err = res.get("err")
+        if err is not None and err.get("kind") == "interrupted":
+            err = {"kind": "exception", "type_name": "KeyboardInterrupt",
+                   "message": "interrupted", "traceback": ""}
+        if err is not None:
+            self.finish(t, err=err, res=res)
+        else:
+            self.finish(t, ok=res.get("ok", "null"), res=res)
+
+    def batch_done(self, b):
+        self.drop_batch(b)
+        try:
+            out = b.ar.get(0)
+        except Exception as exc:  # noqa: BLE001 - EngineError, RemoteError, ...
+            ename = getattr(exc, "ename", type(exc).__name__)
+            if b.aborted:
+                self.requeue(b.unfinished())
+                return
+            if ename == "EngineError" or type(exc).__name__ == "EngineError":
+                self.lost_batch(b, f"engine {b.engine if b.engine is not None else '?'} "
+                                   f"died while running it ({getattr(exc, 'evalue', exc)})")
+                return
+            # The batch itself failed (its tasks report their own
+            # failures): what it did not run goes again, alone.
+            log(f"a batch of {len(b.tasks)} tasks failed: {exc}")
+            left = b.unfinished()
+            for t in left:
+                t.alone = True
+            self.requeue(left)
+            return
+        if b.engine is None:
+            b.engine = (task_metadata(b) or {}).get("engine_id")
+        b.pid, b.host = b.pid or out.get("pid"), b.host or out.get("host")
+        for index, res in out.get("results") or []:
+            self.batch_result(b, index, res)
+        self.requeue(b.unfinished())
+
+    def batch_overrun(self, b, now):
+        """The task running in a batch past its timeout, or cancelled and
+        still running after the grace period: its engine is stopped."""
+        if b.running is None or b.running_since is None or b.killed:
+            return
+        t = b.tasks[b.running]
+        if b.kill_after is not None:
+            index, since = b.kill_after
+            if b.running == index and now - since > self.grace:
+                b.kill_after = None
+                self.kill_batch_engine(b, t, "cancel")
+            return
+        if t.done or t.batch is not b or not t.timeout or t.stopping is not None:
+            return
+        if now - b.running_since > t.timeout:
+            t.stopping = ("timeout", now)
+            self.kill_batch_engine(b, t, "timeout")
+
+    def kill_batch_engine(self, b, t, why):
+        info = self.engines.get(b.engine) or {}
+        pid, host = b.pid or info.get("pid"), b.host or info.get("host")
+        if not (pid and host == HOST):
+            send({"event": "notice", "task": t.id,
+                  "message": f"task {t.id}: {why_text(why)}; engine {b.engine} on "
+                             f"{host or 'an unknown host'} cannot be stopped from here, "
+                             f"its own watchdog will end it"})
+            return
+        b.killed = True
+        killed = kill_tree(pid)
+        send({"event": "notice", "task": t.id,
+              "message": f"task {t.id}: {why_text(why)}; stopped engine {b.engine} "
+                         f"(pid {pid}, processes {killed}); the rest of its batch "
+                         f"goes to other engines"})
+        reason = f"stopped by caiclust: task {t.id} {why_text(why)}"
+        self.forget_engine(b.engine, pid, host, reason, expected=True)
+        if b.msg_id in self.batches:
+            self.lost_batch(b, reason)
+        self.replace_engine()
+
+    def lost_batch(self, b, reason):
+        """The batch's engine died. Finished tasks are done (their results
+        were published); the one seen running is lost as a task alone is
+        (retried within the limit, alone); the others never began and
+        queue again. When no task was seen running, the first unfinished
+        one may have killed the engine: it goes alone next time."""
+        self.batch_progress(b, time.monotonic())
+        self.drop_batch(b)
+        left = b.unfinished()
+        if not left:
+            return
+        culprit = None
+        if b.running is not None and b.tasks[b.running] in left:
+            culprit = b.tasks[b.running]
+            left.remove(culprit)
+        elif not b.killed:
+            left[0].alone = True
+        self.requeue(left)
+        if culprit is not None:
+            culprit.batch = None
+            culprit.alone = True
+            self.lost(culprit, reason)
 
     # -- the loop -----------------------------------------------------------
 
     def serve(self):
         while True:
             try:
-                op = self.ops.get(timeout=0.02)
+                # Batches out: their published results are read promptly.
+                op = self.ops.get(timeout=0.005 if self.batches else 0.02)
             except queue.Empty:
                 op = None
             while op is not None:
@@ -750,13 +1087,17 @@ class Driver:
                 self.next_engine_check = now + 0.1
                 self.watch_engines()
             self.watch_tasks()
+            self.watch_batches()
+            self.dispatch()
 
     def handle(self, op):
         kind = op.get("op")
         if kind == "run":
             t = Task(op)
             self.tasks[t.id] = t
-            self.submit(t)
+            self.queue.append(t)
+        elif kind == "wake":
+            pass
         elif kind == "cancel":
             self.cancel(op.get("id"))
         elif kind == "withdraw":

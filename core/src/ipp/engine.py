@@ -20,7 +20,8 @@ def _caiclust_whoami():
 
 
 # Each engine function is sent alone: it cannot call another function of
-# this program, so the shared steps are repeated in each.
+# this program, so the shared steps are repeated in each (_caiclust_batch
+# gets the two call functions as arguments, sent along with it).
 #
 # First, each tells the driver which process runs the task, as soon as it
 # starts (ipyparallel's data publication).
@@ -31,7 +32,7 @@ def _caiclust_whoami():
 # the engine's log and exits the engine.
 
 
-def _caiclust_call(name, args, timeout, backstop):
+def _caiclust_call(name, args, timeout, backstop, announce=True):
     import faulthandler
     import importlib
     import json
@@ -43,10 +44,11 @@ def _caiclust_call(name, args, timeout, backstop):
 
     started = time.time()
     try:
-        from ipyparallel.datapub import publish_data
+        if announce:
+            from ipyparallel.datapub import publish_data
 
-        publish_data({"caiclust": {"pid": os.getpid(), "host": socket.gethostname(),
-                                   "started": started}})
+            publish_data({"caiclust": {"pid": os.getpid(), "host": socket.gethostname(),
+                                       "started": started}})
     except Exception:  # noqa: BLE001 - only an optimisation
         pass
     if backstop:
@@ -100,7 +102,7 @@ def _caiclust_call(name, args, timeout, backstop):
                 pass
 
 
-def _caiclust_call_pickled(name, payload, timeout, backstop):
+def _caiclust_call_pickled(name, payload, timeout, backstop, announce=True):
     # As _caiclust_call, with pickled arguments and result, exactly as
     # python_worker.py's call_pickled: `args, kwargs = pickle.loads(payload)`
     # ("CCB5" for protocol 5 with out-of-band buffers), the result pickled
@@ -149,10 +151,11 @@ def _caiclust_call_pickled(name, payload, timeout, backstop):
 
     started = time.time()
     try:
-        from ipyparallel.datapub import publish_data
+        if announce:
+            from ipyparallel.datapub import publish_data
 
-        publish_data({"caiclust": {"pid": os.getpid(), "host": socket.gethostname(),
-                                   "started": started}})
+            publish_data({"caiclust": {"pid": os.getpid(), "host": socket.gethostname(),
+                                       "started": started}})
     except Exception:  # noqa: BLE001 - only an optimisation
         pass
     if backstop:
@@ -296,3 +299,92 @@ def _caiclust_command(argv, env, cwd, stdin_b64, timeout, grace):
     else:
         result["err"] = {"kind": "exit", "exit": exit_info}
     return result
+
+
+# A batch of small Python calls, run one after the other on one engine
+# (driver.py's Driver.submit_batch). `call` and `call_pickled` are
+# _caiclust_call and _caiclust_call_pickled, passed in (ipyparallel sends
+# them by value with the batch). `items` are (index, kind, function,
+# args_or_payload, timeout, backstop) with kind "python" or "pickled".
+#
+# A reporter thread publishes what happened (ipyparallel's data
+# publication) as soon as it gets the GIL: the results finished since its
+# last message under a new key "d<seq>" (`[[index, result], ...]`), and
+# under "p" the item running now and since when (wall clock). So results
+# stream back while the batch runs, the driver knows which task overruns
+# its timeout, and when the engine dies, which tasks had finished. The
+# batch's return value holds the results not published yet.
+
+
+def _caiclust_batch(call, call_pickled, items):
+    import base64
+    import contextlib
+    import io
+    import os
+    import socket
+    import threading
+    import time
+
+    try:
+        from ipyparallel.datapub import publish_data
+    except Exception:  # noqa: BLE001 - no streaming, results at the end
+        publish_data = None
+    pid, host = os.getpid(), socket.gethostname()
+    results = []
+    state = {"running": None, "since": time.time(), "sent": 0, "seq": 0, "dirty": False,
+             "end": False}
+    cond = threading.Condition()
+
+    def report():
+        # Runs in the reporter thread; the lock is held only for the snapshot.
+        while True:
+            with cond:
+                cond.wait_for(lambda: state["dirty"] or state["end"])
+                if state["end"]:
+                    return
+                state["dirty"] = False
+                upto = len(results)
+                new = results[state["sent"]:upto]
+                progress = {"i": state["running"], "since": state["since"], "pid": pid,
+                            "host": host}
+                seq = state["seq"]
+            data = {"p": progress}
+            if new:
+                data[f"d{seq}"] = new
+            try:
+                publish_data(data)
+            except Exception:  # noqa: BLE001 - the end result carries them
+                return
+            with cond:
+                state["sent"] = upto
+                if new:
+                    state["seq"] = seq + 1
+
+    reporter = None
+    if publish_data is not None:
+        reporter = threading.Thread(target=report, daemon=True)
+        reporter.start()
+    t0 = time.time()
+    for index, kind, name, data, timeout, backstop in items:
+        with cond:
+            state["running"], state["since"], state["dirty"] = index, time.time(), True
+            cond.notify()
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            fn = call_pickled if kind == "pickled" else call
+            res = fn(name, data, timeout, backstop, False)
+        for key, buf in (("stdout", out), ("stderr", err)):
+            text = buf.getvalue()
+            if text:
+                res[key] = base64.b64encode(text.encode("utf-8", "replace")).decode("ascii")
+        with cond:
+            results.append((index, res))
+            state["dirty"] = True
+            cond.notify()
+    with cond:
+        state["end"] = True
+        cond.notify()
+    if reporter is not None:
+        reporter.join()
+    return {"results": results[state["sent"]:], "cost": time.time() - t0, "pid": pid,
+            "host": host}

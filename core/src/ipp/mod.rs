@@ -53,6 +53,70 @@
 //! # Ok::<(), caiclust_core::ipp::IppError>(())
 //! ```
 //!
+//! # Batches
+//! Tiny tasks travel in batches, as in the local pools (issue #15, point
+//! 4): one task at a time through ipyparallel's scheduler manages a few
+//! hundred a second; in batches, tens of thousands. A batch is a transport
+//! detail: each task keeps its own result, timeout, retries and cancel.
+//!
+//! * **Size.** The driver keeps the mean run time of each function (`f`)
+//!   on the engines; a batch holds about 20 ms of work by those means (at
+//!   most 512 tasks, and at most a fair share of the queue per engine
+//!   unless that share is under 5 ms of work). A
+//!   function with no time yet, a long one, a command, a pickled call
+//!   larger than 64 KiB and a task being retried go alone, on the
+//!   one-task path as before. So a run starts with single tasks, tiny ones
+//!   then travel by the hundred and long ones stay one by one, balanced
+//!   across the engines. Each engine has at most two batches out (one
+//!   running, one waiting); the rest waits in the driver.
+//! * **Results** stream back while a batch runs: a thread on the engine
+//!   publishes (ipyparallel's data publication) the results finished since
+//!   its last message and which task runs now, since when, as soon as it
+//!   gets the GIL (at once for tasks that wait, every few milliseconds
+//!   for tasks that compute); the batch's return value carries the rest.
+//!   Each task's standard output and error are captured on its own.
+//! * **Timeouts.** The task published as running past its timeout is
+//!   named, gets its timed-out result, and its engine is stopped and
+//!   replaced, as for a task alone; the tasks of its batch that had not
+//!   begun queue again with no attempt counted. A task that holds the GIL
+//!   all along (in C code) keeps the reporter from saying that it runs:
+//!   the engine's own watchdog then ends it (timeout + grace + 5 s, as on
+//!   engines the driver cannot reach), and the engine loss below sends
+//!   the unfinished tasks again, the first of them alone: within a few
+//!   such losses the task runs alone, where its timeout applies as for
+//!   any task alone.
+//! * **Engine loss.** Tasks whose results were published are done and are
+//!   not run again; the one running is lost as a task alone is (retried
+//!   alone within the retry limit, `worker_died` in its history); the
+//!   others never began and queue again with no attempt counted. When no
+//!   task was seen running (the engine died before its first message), the
+//!   first unfinished task goes alone next time, so that a task that
+//!   kills its engine ends up alone and charged. A task that finished in
+//!   the very instant of the kill, its result still inside the engine,
+//!   runs again: its one result is the second run's.
+//! * **Cancel and withdraw.** A task still in the driver's queue, or in a
+//!   batch no engine has begun, is dropped (the batch is taken back with
+//!   ipyparallel's abort, and its other tasks queue again once
+//!   ipyparallel reports it aborted; should an engine have begun it in
+//!   the meantime, their results from that run count). In a batch that
+//!   began, a cancelled task's result says cancelled at once and whatever
+//!   the engine reports for it is dropped (it may still run there: the
+//!   batch holds about 20 ms of work and nothing reaches an engine in the
+//!   middle of a task); if it is the one running and still runs after the
+//!   grace period, its engine is stopped (the others queue again).
+//!   Withdraw leaves a task of a begun batch alone: it counts as begun.
+//!
+//! The load-balanced view stays: a batch is one ipyparallel task, which
+//! the scheduler hands to an engine only when that engine has nothing
+//! outstanding (its high-water mark of one), and when an engine dies it
+//! fails only the batch that engine held (`EngineError`), while batches
+//! still waiting at the scheduler go to the other engines untouched. With
+//! per-engine direct views caiclust would pick the engines itself
+//! (rebuilding the scheduler's balancing), and every batch queued on a
+//! dead engine would be lost with it and need sorting out; here only the
+//! running batch is, and its published progress says which of its tasks
+//! finished, which one ran and which never began.
+//!
 //! # Platform-specific behaviour
 //! Builds everywhere. The driver runs in a process group of its own on
 //! Unix. Leftover processes are recognised by their `IPP_CLUSTER_ID`
@@ -82,14 +146,15 @@ pub use config::{Attach, IppConfig, Launcher};
 pub use events::{EngineFailure, EngineInfo, IppError, IppEvent, StopReport};
 
 /// The driver program: what runs on the engines (`engine.py`), the task
-/// record and process helpers (`tasks.py`), batch-job engine sets
-/// (`batch.py`), the driver itself (`driver.py`), as one program.
+/// record and process helpers (`tasks.py`), engine sets on clusters
+/// (`clusters.py`: srun, ssh, batch systems), the driver itself
+/// (`driver.py`), as one program.
 pub const DRIVER: &str = concat!(
     include_str!("engine.py"),
     "\n\n",
     include_str!("tasks.py"),
     "\n\n",
-    include_str!("batch.py"),
+    include_str!("clusters.py"),
     "\n\n",
     include_str!("driver.py")
 );

@@ -116,6 +116,9 @@ class Task:
         self.stopping_killed = False
         self.result_seen = None
         self.done = False
+        self.batch = None  # the Batch of the current attempt, if it travels in one
+        self.alone = False  # retried after its engine died: never batched again
+        self.slot = False  # a batchable task sent alone: holds a batch slot
 
 
 def task_metadata(t):
@@ -158,3 +161,28 @@ def pid_alive(pid):
         return psutil.Process(pid).status() not in ("zombie", "dead")
     except psutil.Error:
         return False
+
+
+class Batch:
+    """Tasks that travel to one engine as one ipyparallel task
+    (engine.py's _caiclust_batch); each keeps its own result, timeout,
+    retries and cancel."""
+
+    def __init__(self, tasks):
+        self.tasks = tasks
+        self.ar = None
+        self.msg_id = None
+        self.engine = None
+        self.pid = None
+        self.host = None
+        self.seq = 0  # the next "d<seq>" key of its published results
+        self.running = None  # the index running, as last published
+        self.running_since = None  # driver clock
+        self.began = False  # an engine has it (published, or its metadata says)
+        self.result_seen = None
+        self.kill_after = None  # (index, driver clock): a cancelled task still running
+        self.killed = False  # caiclust stopped its engine (timeout, cancel)
+        self.aborted = False  # taken back before an engine began it
+
+    def unfinished(self):
+        return [t for t in self.tasks if not t.done and t.batch is self]

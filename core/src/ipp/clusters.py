@@ -8,8 +8,9 @@
 # ssh: a host that cannot be reached is named when the engines cannot
 # start (ipyparallel only says "Unable to get remote shell information").
 #
-# Batch systems (Slurm, PBS, SGE, LSF): every engine is a job of its own, so that a job the
-# scheduler cancels or loses takes one engine with it, not all, and its
+# Batch systems (Slurm, PBS, SGE, LSF): every engine is a job of its own,
+# so that a job the scheduler cancels or loses takes one engine with it,
+# not all, and its
 # tasks are retried on the others; and a job that has not registered by
 # the startup deadline is named with its queue state ("PENDING
 # (Resources)"), so a queue wait reads as one, not as a silent hang.
@@ -44,7 +45,7 @@ def srun_engine_launcher():
     return SrunEngineSetLauncher
 
 
-def is_batch(launcher):
+def is_batch_system(launcher):
     """Does this engine launcher submit batch jobs?"""
     return str(launcher or "").lower() in BATCH_LAUNCHERS
 
@@ -64,7 +65,7 @@ def slurm_job_state(job_id):
     return state.strip(), reason.strip()
 
 
-def batch_failure(es_id, es):
+def batch_job_failure(es_id, es):
     """What became of an engine set started as a batch job: its job id and
     queue state where the scheduler still knows it."""
     item = {"engine": es_id, "state": str(getattr(es, "state", "?")),
