@@ -125,6 +125,8 @@ fn ipp_config(args: &MapArgs) -> Result<caiclust_core::ipp::IppConfig, MapError>
             message: e.to_string(),
         })?;
     }
+    c.controller_ip = args.controller_ip.clone();
+    c.controller_location = args.controller_location.clone();
     if let Some(f) = &args.connection_file {
         if !f.is_file() {
             return Err(MapError::Input {

@@ -96,10 +96,20 @@ pub struct MapArgs {
     /// the recommended one (ipyparallel on a multi-node Slurm allocation).
     #[arg(long, value_name = "BACKEND")]
     pub backend: Option<caiclust_core::rules::Backend>,
-    /// ipyparallel: the engine launcher (local, mpi, ssh, slurm, pbs, sge,
-    /// lsf, or a launcher class name). -j is the number of engines.
+    /// ipyparallel: the engine launcher (local, mpi, srun, ssh, slurm,
+    /// pbs, sge, lsf, or a launcher class name). -j is the number of
+    /// engines.
     #[arg(long, value_name = "LAUNCHER", requires = "backend")]
     pub launcher: Option<String>,
+    /// ipyparallel: where the controller listens (`*`, or an address the
+    /// engines reach). Launchers that may start engines on other hosts
+    /// need it: loopback, the default, is refused for them.
+    #[arg(long, value_name = "ADDR", requires = "backend")]
+    pub controller_ip: Option<String>,
+    /// ipyparallel: the address engines dial when the controller listens
+    /// on `*`.
+    #[arg(long, value_name = "ADDR", requires = "backend")]
+    pub controller_location: Option<String>,
     /// ipyparallel: attach to the running cluster of this client
     /// connection file (ipcontroller-client.json) instead of starting one.
     #[arg(long, value_name = "FILE", requires = "backend")]

@@ -148,13 +148,17 @@ pub use events::{EngineFailure, EngineInfo, IppError, IppEvent, StopReport};
 /// The driver program: what runs on the engines (`engine.py`), the task
 /// record and process helpers (`tasks.py`), engine sets on clusters
 /// (`clusters.py`: srun, ssh, batch systems), the driver itself
-/// (`driver.py`), as one program.
+/// (`driver_startup.py`, `driver_batches.py`, `driver.py`), as one program.
 pub const DRIVER: &str = concat!(
     include_str!("engine.py"),
     "\n\n",
     include_str!("tasks.py"),
     "\n\n",
     include_str!("clusters.py"),
+    "\n\n",
+    include_str!("driver_startup.py"),
+    "\n\n",
+    include_str!("driver_batches.py"),
     "\n\n",
     include_str!("driver.py")
 );
