@@ -85,8 +85,9 @@ pub(crate) fn use_by(reaching: &BTreeSet<String>, usage: &ScriptUsage) -> Use {
     let meets = |set: &BTreeSet<String>| set.iter().any(|p| reaching.contains(p));
     if meets(&usage.before_fork) && meets(&usage.in_workers) {
         Use::AcrossFork
-    } else if !usage.local_modules.is_empty() {
-        // The script's own modules may run it on both sides: unread.
+    } else if !usage.unread_code.is_empty() {
+        // The script's own modules or native libraries may run it on both
+        // sides: unread.
         Use::Unknown
     } else if meets(&usage.imports) {
         Use::Loaded
@@ -110,4 +111,17 @@ pub(crate) fn used_by(
             .collect()
     };
     (pick(&usage.before_fork), pick(&usage.in_workers))
+}
+
+/// Why use is unknown, for a finding's message: no script, or code the
+/// scripts run that is not read.
+pub(crate) fn why_unknown(usage: Option<&ScriptUsage>) -> String {
+    match usage {
+        Some(u) if !u.unread_code.is_empty() => format!(
+            "the scripts run code that is not read here ({}), which may run it on both sides of the fork",
+            u.unread_code.iter().cloned().collect::<Vec<_>>().join(", ")
+        ),
+        _ => "nothing shows the code in use (check the scripts with `caiclust-check script.py`)"
+            .to_string(),
+    }
 }

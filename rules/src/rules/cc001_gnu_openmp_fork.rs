@@ -11,7 +11,7 @@ use crate::rules::{
     start_method_evidence, GompPool,
 };
 use crate::script::ScriptUsage;
-use crate::uses::{reaching_packages, use_of, used_by, Use};
+use crate::uses::{reaching_packages, use_of, used_by, why_unknown, Use};
 
 const EXPLANATION: &str = r#"## What it detects
 A pool that runs on GNU OpenMP (`libgomp`) with more than one thread, in an
@@ -196,7 +196,8 @@ impl Rule for GnuOpenmpFork {
             f.level = Level::Warning;
             f.presumed = true;
             f.message = format!(
-                "{what} {verb} of up to {threads} threads and workers are forked; nothing shows the code in use (check the scripts with `caiclust-check script.py`). {HOW}"
+                "{what} {verb} of up to {threads} threads and workers are forked; {}. {HOW}",
+                why_unknown(usage)
             );
         }
         vec![f]

@@ -9,7 +9,7 @@ use crate::finding::{Category, Finding, Level, RuleInfo};
 use crate::recommend::EnvSetting;
 use crate::registry::Rule;
 use crate::rules::{env_evidence, finding, start_method_evidence};
-use crate::uses::{use_by, with_dependents, Use};
+use crate::uses::{use_by, why_unknown, with_dependents, Use};
 
 const EXPLANATION: &str = r#"## What it detects
 numba is installed with its OpenMP threading layer (`omppool`, built on GNU
@@ -184,8 +184,9 @@ fn judge_by_use(cx: &Context<'_>, f: &mut Finding) {
             f.level = Level::Warning;
             f.presumed = true;
             f.message = format!(
-                "{}; nothing shows numba's parallel code in use (check the scripts with `caiclust-check script.py`). {HOW}",
-                f.message
+                "{}; {}. {HOW}",
+                f.message,
+                why_unknown(cx.plan.usage.as_ref())
             );
         }
     }

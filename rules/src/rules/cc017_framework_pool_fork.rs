@@ -10,7 +10,7 @@ use crate::finding::{Finding, Level, RuleInfo};
 use crate::recommend::EnvSetting;
 use crate::registry::Rule;
 use crate::rules::{default_pool_threads, env_count, env_evidence, finding, start_method_evidence};
-use crate::uses::{use_by, with_dependents, Use};
+use crate::uses::{use_by, why_unknown, with_dependents, Use};
 use crate::Category;
 
 const EXPLANATION: &str = r#"## What it detects
@@ -172,7 +172,7 @@ fn check_one(cx: &Context<'_>, fw: &FrameworkPool, pkg: &PackageFacts) -> Option
         _ => (
             Level::Warning,
             true,
-            format!("{what}; nothing shows the code in use (check the scripts with `caiclust-check script.py`). {how}"),
+            format!("{what}; {}. {how}", why_unknown(usage)),
         ),
     };
     let env_fix = if set_in_code.is_some() {

@@ -211,7 +211,9 @@ fn plan_of(source: &Source<'_>) -> Result<ScriptPlan, ScriptError> {
         .collect();
     let counts = explicit_counts(&script);
     let mut usage = super::usage::usage_of(&script.model);
-    usage.local_modules = super::usage::local_modules(source.path, &usage.imports);
+    usage
+        .unread_code
+        .extend(super::usage::local_modules(source.path, &usage.imports));
     for c in counts.iter().filter(|c| !c.overrides.is_empty()) {
         if forks.iter().any(|f| script.model.runs_before(c.call, f)) {
             let threads = match c.threads {

@@ -41,12 +41,13 @@ pub struct ScriptUsage {
     /// given (`null`: computed at run time or all CPUs).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub threads_before_fork: BTreeMap<String, Option<usize>>,
-    /// Imports of the script's own modules (a `NAME.py` or `NAME/` package
-    /// beside it), whose code is not read: what they run on either side of
-    /// the fork is unknown, so a runtime the script does not reach itself
-    /// is judged as if no script were known.
+    /// Code the script runs that is not read: its own modules (a
+    /// `NAME.py` or `NAME/` package beside it) and native libraries it
+    /// loads itself (`ctypes.CDLL(path)`, cffi's `dlopen`). What they run
+    /// on either side of the fork is unknown, so a runtime the script does
+    /// not reach itself is judged as if no script were known.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub local_modules: BTreeSet<String>,
+    pub unread_code: BTreeSet<String>,
 }
 
 impl ScriptUsage {
@@ -58,8 +59,7 @@ impl ScriptUsage {
         for (package, threads) in &other.threads_before_fork {
             record_threads(&mut self.threads_before_fork, package, *threads);
         }
-        self.local_modules
-            .extend(other.local_modules.iter().cloned());
+        self.unread_code.extend(other.unread_code.iter().cloned());
     }
 
     /// The thread count set in code for a pool reached by `packages`, if
@@ -174,11 +174,37 @@ pub(crate) fn usage_of(model: &Model<'_>) -> ScriptUsage {
         before_fork,
         in_workers,
         threads_before_fork: BTreeMap::new(),
-        local_modules: BTreeSet::new(),
+        unread_code: native_loads(model),
     }
 }
 
-/// The `imports` that name a module of the script's own: `NAME.py`,
+/// Calls that load a native library the probe cannot see (a path the
+/// script computes): `ctypes.CDLL(...)`, `ctypes.cdll.LoadLibrary(...)`,
+/// numpy's `ctypeslib.load_library`, cffi's `dlopen`.
+fn native_loads(model: &Model<'_>) -> BTreeSet<String> {
+    const LOADERS: &[&str] = &[
+        "ctypes.CDLL",
+        "ctypes.PyDLL",
+        "ctypes.WinDLL",
+        "ctypes.OleDLL",
+        "ctypes.cdll.LoadLibrary",
+        "ctypes.pydll.LoadLibrary",
+        "ctypes.windll.LoadLibrary",
+        "numpy.ctypeslib.load_library",
+    ];
+    model
+        .calls
+        .iter()
+        .filter(|c| {
+            LOADERS.contains(&c.callee.as_str())
+                || (c.callee.starts_with("cffi.") && c.callee.ends_with(".dlopen"))
+        })
+        .map(|c| format!("a native library loaded with {}", c.callee))
+        .collect()
+}
+
+/// The `imports` that name a module of the script's own (as
+/// [`ScriptUsage::unread_code`] entries): `NAME.py`,
 /// a `NAME/` folder or a `NAME.*.so`-style extension beside the script
 /// (Python puts the script's folder first on `sys.path`).
 pub(crate) fn local_modules(script: &Path, imports: &BTreeSet<String>) -> BTreeSet<String> {
@@ -205,7 +231,7 @@ pub(crate) fn local_modules(script: &Path, imports: &BTreeSet<String>) -> BTreeS
     imports
         .iter()
         .filter(|i| names.contains(*i))
-        .cloned()
+        .map(|i| format!("module {i} beside the script"))
         .collect()
 }
 
@@ -306,6 +332,21 @@ mod tests {
         assert!(u.before_fork.is_empty(), "{:?}", u.before_fork);
         assert!(u.in_workers.is_empty(), "{:?}", u.in_workers);
         assert!(u.imports.contains("lightgbm"));
+    }
+
+    #[test]
+    fn a_native_library_the_script_loads_itself_is_unread_code() {
+        let u = usage(
+            "import ctypes, os, multiprocessing\nlib = ctypes.CDLL(os.environ['LIB'])\n\
+             def task(n):\n    return lib.work(n)\n\
+             if __name__ == '__main__':\n    task(0)\n\
+             \x20   with multiprocessing.Pool(2) as p:\n        p.map(task, range(3))\n",
+        );
+        assert_eq!(
+            u.unread_code,
+            set(&["a native library loaded with ctypes.CDLL"])
+        );
+        assert!(usage("import numpy\n").unread_code.is_empty());
     }
 
     #[test]
