@@ -929,7 +929,21 @@ fn a_slow_task_among_tiny_ones_times_out_alone() {
 /// task's one result arrives, the one running is retried on the other.
 #[test]
 fn killing_an_engine_mid_run_loses_nothing() {
-    let s = setup("ipp-batch-kill");
+    // The victim is the engine of the latest result; on a loaded machine
+    // it may sit between two batches at the kill, holding nothing: the
+    // run is then tried again (at most three times in all).
+    for attempt in 1..=3 {
+        if kill_an_engine_mid_run(attempt) {
+            return;
+        }
+    }
+    panic!("the killed engine held no batch in three runs");
+}
+
+/// One run of the test above: `false` when the killed engine held no
+/// task (everything else still checked).
+fn kill_an_engine_mid_run(attempt: u32) -> bool {
+    let s = setup(&format!("ipp-batch-kill-{attempt}"));
     let mut config = s.config(2);
     config.retries = 1;
     let b = IppBackend::start(config).unwrap();
@@ -975,7 +989,12 @@ fn killing_an_engine_mid_run_loses_nothing() {
         .flatten()
         .collect();
     eprintln!("the killed engine held {lost:?}");
-    assert!(!lost.is_empty(), "{events:#?}");
+    if lost.is_empty() {
+        assert_no_more_results(&b);
+        drop(b);
+        s.assert_clean(&run_dir);
+        return false;
+    }
     // The task running on the victim went again (its only retry); none
     // other had an attempt counted.
     let retried: Vec<&TaskResult> = r.values().filter(|res| res.attempts > 1).collect();
@@ -1000,6 +1019,7 @@ fn killing_an_engine_mid_run_loses_nothing() {
     assert_no_more_results(&b);
     drop(b);
     s.assert_clean(&run_dir);
+    true
 }
 
 /// (d) Cancelled tasks still queued behind batches are dropped: they
