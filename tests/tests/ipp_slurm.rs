@@ -200,6 +200,17 @@ fn engines_start_as_one_sbatch_job_each_on_the_nodes_and_leave_nothing_queued() 
     assert_queue_empties(Duration::from_secs(30));
     let left = orphans_after(&s.tag, Duration::from_secs(10));
     assert!(left.is_empty(), "left behind: {left:#?}");
+    // The batch scripts went to the run's folder, not the working folder.
+    let here: Vec<String> = std::fs::read_dir(".")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("sbatch") || n.contains("batch-script"))
+        .collect();
+    assert!(
+        here.is_empty(),
+        "batch scripts in the working folder: {here:?}"
+    );
 }
 
 #[test]

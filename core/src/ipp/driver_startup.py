@@ -4,6 +4,7 @@
 # A mixin of the Driver class (driver.py); joined into the driver program
 # before it (core/src/ipp/mod.rs).
 
+import os
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -34,6 +35,13 @@ class DriverStartup:
             if not any("remote_python" in (configured.get(k) or {})
                        for k in ("SSHLauncher", "SSHEngineLauncher", "SSHEngineSetLauncher")):
                 c.SSHLauncher.remote_python = sys.executable
+        # Batch scripts go to the run's profile folder, never the caller's
+        # working folder (ipyparallel writes them to its work_dir).
+        if is_batch_system(self.cfg.get("engine_launcher")):
+            configured = (self.cfg.get("launcher_config") or {})
+            if not any("batch_file_name" in (v or {}) for v in configured.values()):
+                c.BatchSystemLauncher.batch_file_name = os.path.join(
+                    self.cfg["profile_dir"], "engine-batch-script")
         # Local engines also inherit this process's environment; engines
         # on other hosts get exactly this.
         c.EngineLauncher.environment = dict(self.cfg.get("engine_env") or {})
