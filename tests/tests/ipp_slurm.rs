@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 use caiclust_core::ipp::{IppBackend, IppConfig, IppEvent, Launcher};
 use caiclust_core::{Task, TaskResult};
 use caiclust_tests::{fixtures, orphans_after, unique_tag, TAG_VAR};
+mod ipp_support;
+use ipp_support::collect;
+
 use serde_json::{json, Value};
 
 /// One test at a time on the shared cluster.
@@ -131,33 +134,6 @@ fn running_jobs(want: usize, within: Duration) -> Vec<String> {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn collect(
-    b: &IppBackend,
-    n: usize,
-    within: Duration,
-) -> (BTreeMap<u64, TaskResult>, Vec<IppEvent>) {
-    let deadline = Instant::now() + within;
-    let mut results = BTreeMap::new();
-    let mut events = Vec::new();
-    while results.len() < n {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match b.recv_timeout(left) {
-            Some(IppEvent::Result(r)) => {
-                assert!(
-                    results.insert(r.id, r).is_none(),
-                    "two results for one task"
-                );
-            }
-            Some(ev) => events.push(ev),
-            None => panic!(
-                "{} of {n} results within {within:?}: {results:#?} {events:#?}",
-                results.len()
-            ),
-        }
-    }
-    (results, events)
 }
 
 fn value(r: &TaskResult) -> &Value {

@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 use caiclust_core::ipp::{IppBackend, IppConfig, IppError, IppEvent, Launcher};
 use caiclust_core::{Task, TaskResult};
 use caiclust_tests::{fixtures, orphans_after, unique_tag, TAG_VAR};
+mod ipp_support;
+use ipp_support::collect;
+
 use serde_json::{json, Map, Value};
 
 static HOSTS: Mutex<()> = Mutex::new(());
@@ -109,32 +112,6 @@ fn hosts_script(args: &[&str]) {
         "ssh-hosts.sh {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn collect(
-    b: &IppBackend,
-    n: usize,
-    within: Duration,
-) -> (BTreeMap<u64, TaskResult>, Vec<IppEvent>) {
-    let deadline = Instant::now() + within;
-    let mut results = BTreeMap::new();
-    let mut events = Vec::new();
-    while results.len() < n {
-        match b.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Some(IppEvent::Result(r)) => {
-                assert!(
-                    results.insert(r.id, r).is_none(),
-                    "two results for one task"
-                );
-            }
-            Some(ev) => events.push(ev),
-            None => panic!(
-                "{} of {n} results within {within:?}: {results:#?} {events:#?}",
-                results.len()
-            ),
-        }
-    }
-    (results, events)
 }
 
 fn host_of(r: &TaskResult) -> String {
