@@ -3,7 +3,7 @@
 //! the engines in batches; results, timeouts, retries and cancel stay per
 //! task. Leftovers are checked as in `ipp_backend.rs`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use caiclust_core::ipp::{IppBackend, IppEvent};
@@ -90,6 +90,95 @@ fn thousands_of_tiny_tasks_come_back_exactly_once() {
         );
     }
     assert_eq!(b.outstanding(), 0);
+    drop(b);
+    s.assert_clean(&run_dir);
+}
+
+/// A task in a batch ends as it does alone: values of every JSON kind,
+/// exceptions, `SystemExit`, a value JSON cannot carry, a function that
+/// does not resolve, printed text. Each kind runs once alone first (its
+/// function's first call travels alone), then many times in batches.
+#[test]
+fn a_batch_gives_each_task_the_result_it_gets_alone() {
+    let s = setup("ipp-batch-parity");
+    let b = IppBackend::start(s.config(2)).unwrap();
+    let run_dir = b.run_dir().unwrap().to_path_buf();
+    let kinds: Vec<Task> = vec![
+        Task::python("operator:add", json!([2, 3])),
+        Task::python("operator:add", json!(["é\u{2028}", "\"x\""])),
+        Task::python("operator:truediv", json!([1, 3])),
+        Task::python("operator:not_", json!([0])),
+        Task::python("builtins:dict", json!({"a": [1, null, {"b": 2.5}]})),
+        Task::python("builtins:pow", json!([7, 70])),
+        Task::python("builtins:tuple", json!([[1, "two"]])),
+        Task::python("builtins:float", json!(["nan"])),
+        Task::python("builtins:set", json!([[1, 2]])),
+        Task::python("sys:exit", json!(["bye"])),
+        Task::python("ipphelp:boom", json!(["no good"])),
+        Task::python("ipphelp:shout", json!(["said"])),
+        Task::python("ipphelp:no_such_function", json!([])),
+        Task::python("nosuchmodule_xyz:f", json!([])),
+        Task::python("math:pi", json!([])),
+    ];
+    // Alone: the first call of each function.
+    let (mut alone, _) = run_all(&b, &kinds, Duration::from_secs(60));
+    let alone_out: BTreeMap<u64, String> = alone
+        .iter_mut()
+        .map(|(id, r)| (*id, r.stdout.to_string_lossy()))
+        .collect();
+    // Batched: every kind many times over, interleaved.
+    let copies = 40u64;
+    let n = kinds.len() as u64;
+    for round in 0..copies {
+        for (k, task) in kinds.iter().enumerate() {
+            b.submit(1000 + round * n + k as u64, task).unwrap();
+        }
+    }
+    let (batched, _) = collect(&b, (copies * n) as usize, Duration::from_secs(120));
+    for (id, mut res) in batched {
+        let k = (id - 1000) % n;
+        let reference = &alone[&(k + 1)];
+        let what = format!(
+            "task {id} ({:?}) batched: {res:?}\nalone: {reference:?}",
+            kinds[k as usize]
+        );
+        match (&res.outcome, &reference.outcome) {
+            (
+                Outcome::Failed {
+                    failure:
+                        Failure::Exception {
+                            type_name,
+                            message,
+                            traceback,
+                        },
+                },
+                Outcome::Failed {
+                    failure:
+                        Failure::Exception {
+                            type_name: t0,
+                            message: m0,
+                            traceback: tb0,
+                        },
+                },
+            ) => {
+                // The traceback's frames differ; its last line does not.
+                assert_eq!((type_name, message), (t0, m0), "{what}");
+                assert_eq!(traceback.lines().last(), tb0.lines().last(), "{what}");
+            }
+            (got, want) => assert_eq!(got, want, "{what}"),
+        }
+        assert_eq!(res.stdout.to_string_lossy(), alone_out[&(k + 1)], "{what}");
+        assert_eq!(res.attempts, 1, "{what}");
+    }
+    // And the values are the expected ones (not merely equal).
+    assert_eq!(value(&alone[&1]), &json!(5));
+    assert_eq!(value(&alone[&2]), &json!("é\u{2028}\"x\""));
+    assert!(value(&alone[&6]).is_number());
+    assert!(
+        matches!(&alone[&10].outcome, Outcome::Failed { failure: Failure::Exception { type_name, .. } } if type_name == "SystemExit")
+    );
+    assert_eq!(alone_out[&12], "said\n");
+    assert_no_more_results(&b);
     drop(b);
     s.assert_clean(&run_dir);
 }

@@ -4,9 +4,8 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin};
+use std::process::Child;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -14,6 +13,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::input::Input;
 use super::reader::{lock, Shared};
 use super::{wire, EngineInfo, IppConfig, IppError, IppEvent};
 use crate::task::{Failure, Outcome, Task, TaskId, TaskKind, TaskResult};
@@ -24,7 +24,7 @@ pub struct IppBackend {
     pub(super) config: IppConfig,
     pub(super) child: Option<Child>,
     pub(super) driver_pid: u32,
-    pub(super) stdin: Mutex<Option<ChildStdin>>,
+    pub(super) input: Arc<Input>,
     pub(super) events: Receiver<IppEvent>,
     pub(super) events_tx: Sender<IppEvent>,
     /// Startup events held back until the first `recv`.
@@ -73,11 +73,12 @@ impl IppBackend {
                 Some(payload) => json!({
                     "op": "run", "id": id, "kind": "python", "f": c.function,
                     "payload": wire::base64_encode(payload), "timeout": timeout,
-                }),
-                None => json!({
-                    "op": "run", "id": id, "kind": "python", "f": c.function, "a": c.args,
-                    "timeout": timeout,
-                }),
+                })
+                .to_string(),
+                // The common case, as a compact row `[id, f, args, timeout]`
+                // written without building a JSON tree.
+                None => serde_json::to_string(&(id, &c.function, &c.args, timeout))
+                    .map_err(|e| IppError::Driver(format!("cannot encode task {id}: {e}")))?,
             },
             TaskKind::Command(c) => {
                 if c.argv.is_empty() {
@@ -90,6 +91,7 @@ impl IppBackend {
                     "stdin": c.stdin.as_ref().map(|b| wire::base64_encode(b)),
                     "timeout": timeout,
                 })
+                .to_string()
             }
             TaskKind::Rust(c) => {
                 self.fail_now(
@@ -105,16 +107,23 @@ impl IppBackend {
         };
         {
             let mut s = lock(&self.shared);
+            if s.eof {
+                return Err(self.driver_gone());
+            }
+            // Pending before it is queued: should the driver end before
+            // it reads it, the reader reports it lost.
             s.pending.insert(id);
             s.outstanding.insert(id);
         }
-        if let Err(e) = self.send(&msg) {
-            let mut s = lock(&self.shared);
-            s.pending.remove(&id);
-            s.outstanding.remove(&id);
-            return Err(e);
-        }
+        self.input.submit(msg);
         Ok(())
+    }
+
+    fn driver_gone(&self) -> IppError {
+        IppError::Driver(format!(
+            "the ipyparallel driver (pid {}) has exited",
+            self.driver_pid
+        ))
     }
 
     fn fail_now(&self, id: TaskId, message: String) {
@@ -148,24 +157,9 @@ impl IppBackend {
 
     pub(super) fn send(&self, msg: &Value) -> Result<(), IppError> {
         if lock(&self.shared).eof {
-            return Err(IppError::Driver(format!(
-                "the ipyparallel driver (pid {}) has exited",
-                self.driver_pid
-            )));
+            return Err(self.driver_gone());
         }
-        let mut guard = self
-            .stdin
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Some(stdin) = guard.as_mut() else {
-            return Err(IppError::Driver("the backend is stopping".into()));
-        };
-        let mut line = msg.to_string();
-        line.push('\n');
-        stdin
-            .write_all(line.as_bytes())
-            .and_then(|_| stdin.flush())
-            .map_err(|e| IppError::Driver(format!("cannot write to the driver: {e}")))
+        self.input.send(msg).map_err(IppError::Driver)
     }
 
     /// The next event; `None` once the driver is gone and every event was

@@ -25,6 +25,9 @@
 #       return value, base64)
 #   {"op": "run", "id": N, "kind": "command", "argv": [...], "env": {...},
 #    "cwd": DIR | null, "stdin": BASE64 | null, "timeout": S | null}
+#   {"op": "submit_many", "tasks": [RUN | ROW, ...]}   (tasks, in order; a
+#       ROW [N, "pkg.mod:func", ARGS, S | null] is a Python call with JSON
+#       arguments, the common case, shorter to write and read)
 #   {"op": "cancel", "id": N}
 #   {"op": "shutdown"}
 # End of input means shutdown too: the driver never outlives its parent.
@@ -42,6 +45,10 @@
 #   {"id": N, "ok": VALUE, ...details}
 #   {"id": N, "ok": null, "payload": BASE64, ...details}   (pickled calls)
 #   {"id": N, "err": {"kind": ..., ...}, ...details}
+#   {"batch": {"engine": K, "pid": P, "host": H, "attempts": A},
+#    "items": [[N, STARTED, RUNTIME, VALUE], ...]}   (plain values of a
+#       batch, as the engine wrote them: core/src/ipp/result_lines.rs)
+#   {"results": [RESULT | BATCH, ...]}   (several of the above, in order)
 #   {"event": "stopped", "left": [pids still alive]}
 # Details: "attempts", "history" (failures of earlier attempts), "engine",
 # "pid", "host", "started" (unix seconds), "runtime" (seconds), "stdout",
@@ -77,7 +84,7 @@ if TYPE_CHECKING:
     from engine import (_caiclust_call, _caiclust_call_pickled,
                         _caiclust_command)
     from tasks import (Task, b64, describe, kill_tree, log, orphaned, pid_alive,
-                       private_stdout, send, task_metadata,
+                       flush_results, private_stdout, send, send_result, task_metadata,
                        why_text)
 
 HOST = socket.gethostname()
@@ -200,7 +207,7 @@ class Driver(DriverStartup, DriverBatches):
                 err = {"kind": "error", "message": f"the engine's answer is not JSON: {exc}"}
         if err is not None:
             msg["err"] = err
-        send(msg)
+        send_result(msg)
 
     def on_result(self, t):
         ar = t.ar
@@ -520,6 +527,7 @@ class Driver(DriverStartup, DriverBatches):
             self.watch_tasks()
             self.watch_batches()
             self.dispatch()
+            flush_results()
 
     def handle(self, op):
         kind = op.get("op")
@@ -527,6 +535,12 @@ class Driver(DriverStartup, DriverBatches):
             t = Task(op)
             self.tasks[t.id] = t
             self.queue.append(t)
+        elif kind == "submit_many":
+            # Each a run message, or a Python call's compact row.
+            for msg in op.get("tasks") or ():
+                t = Task(msg) if type(msg) is dict else Task.call(msg)
+                self.tasks[t.id] = t
+                self.queue.append(t)
         elif kind == "wake":
             pass
         elif kind == "cancel":

@@ -4,35 +4,40 @@
 # A mixin of the Driver class (driver.py); joined into the driver program
 # before it (core/src/ipp/mod.rs).
 
+import json
 import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from driver import HOST
     from engine import _caiclust_batch, _caiclust_call, _caiclust_call_pickled
-    from tasks import Batch, kill_tree, log, send, task_metadata, why_text
+    from tasks import Batch, kill_tree, log, send, send_result, task_metadata, why_text
 
 # Batching (see "Batches" in core/src/ipp/mod.rs): a batch holds about
-# BATCH_SECONDS of work by the measured mean task time, at most MAX_BATCH
+# BATCH_SECONDS of work by the measured mean task time (at least MIN_COST
+# each), at most MAX_BATCH
 # tasks, a fair share of the queue unless that is under SPLIT_SECONDS of
 # work; each engine has at most BATCH_SLOTS batches out (one running, one
 # waiting at the scheduler); pickled calls larger than BATCH_PAYLOAD travel
 # alone.
 BATCH_SECONDS = 0.02
 SPLIT_SECONDS = 0.005
-MAX_BATCH = 512
+MAX_BATCH = 4096
+MIN_COST = 5e-6
 BATCH_SLOTS = 2
 BATCH_PAYLOAD = 64 * 1024
 
 
 class DriverBatches:
 
-    def learn(self, t, seconds):
+    def learn(self, t, seconds, count=1):
         """Follow the mean time of the task's function (an exponential
-        average: a change of workload shows within a few tasks)."""
+        average: a change of workload shows within a few tasks); `count`
+        tasks of that function took `seconds` each on average."""
         f = t.msg.get("f") or t.msg.get("kind")
         mean = self.means.get(f)
-        self.means[f] = seconds if mean is None else 0.7 * mean + 0.3 * seconds
+        keep = 0.7 ** min(count, 64)
+        self.means[f] = seconds if mean is None else keep * mean + (1.0 - keep) * seconds
 
     def batchable(self, t):
         if t.alone or t.msg.get("kind") != "python" or t.payload_error is not None:
@@ -47,19 +52,22 @@ class DriverBatches:
         round trip costs more than that). A task whose function has no
         time yet, or a long one, goes alone."""
         head = self.means.get(self.queue[0].msg.get("f")) if self.queue else None
-        least = int(SPLIT_SECONDS / max(head, 20e-6)) if head is not None else 1
+        least = int(SPLIT_SECONDS / max(head, MIN_COST)) if head is not None else 1
         fair = -(-len(self.queue) // max(1, len(self.engines)))
         limit = min(MAX_BATCH, max(fair, least))
-        group, work = [], 0.0
-        while self.queue and len(group) < limit:
-            u = self.queue[0]
+        group, work, queue, means = [], 0.0, self.queue, self.means
+        f, cost = None, BATCH_SECONDS  # the last function seen, its cost
+        while queue and len(group) < limit:
+            u = queue[0]
             if not u.done and not self.batchable(u):
                 break
-            mean = self.means.get(u.msg.get("f"))
-            cost = BATCH_SECONDS if mean is None else max(mean, 20e-6)
+            if u.msg.get("f") != f:
+                f = u.msg.get("f")
+                mean = means.get(f)
+                cost = BATCH_SECONDS if mean is None else max(mean, MIN_COST)
             if group and work + cost > BATCH_SECONDS:
                 break
-            self.queue.popleft()
+            queue.popleft()
             if not u.done:
                 group.append(u)
                 work += cost
@@ -93,17 +101,21 @@ class DriverBatches:
     def submit_batch(self, group):
         b = Batch(group)
         items = []
+        slack = self.grace + 5.0
         for i, t in enumerate(group):
+            if t.attempts or t.ar is not None or t.stopping is not None:
+                # Not its first attempt: what the last one left goes.
+                t.ar = t.msg_id = None
+                t.engine = t.pid = t.host = t.started = t.started_wall = None
+                t.stopping = None
             t.attempts += 1
             t.batch = b
-            t.ar = t.msg_id = None
-            t.engine = t.pid = t.host = t.started = t.started_wall = None
-            t.stopping = None
-            backstop = (t.timeout + self.grace + 5.0) if t.timeout else None
+            backstop = (t.timeout + slack) if t.timeout else None
             if t.payload is not None:
-                items.append((i, "pickled", t.msg["f"], t.payload, t.timeout, backstop))
+                items.append((i, "pickled", t.msg["f"], t.payload, t.timeout, backstop, t.id))
             else:
-                items.append((i, "python", t.msg["f"], t.msg.get("a"), t.timeout, backstop))
+                items.append((i, "python", t.msg["f"], t.msg.get("a"), t.timeout, backstop,
+                              t.id))
         try:
             ar = self.view.apply_async(_caiclust_batch, _caiclust_call,
                                        _caiclust_call_pickled, items)
@@ -190,8 +202,7 @@ class DriverBatches:
             b.engine, b.began = md["engine_id"], True
         data = md.get("data") or {}
         while f"d{b.seq}" in data:
-            for index, res in data[f"d{b.seq}"]:
-                self.batch_result(b, index, res)
+            self.batch_chunk(b, data[f"d{b.seq}"])
             b.seq += 1
         p = data.get("p")
         if not p:
@@ -215,6 +226,32 @@ class DriverBatches:
             send({"event": "started", "id": t.id, "engine": t.engine, "pid": t.pid,
                   "host": t.host, "attempt": t.attempts})
 
+    def batch_chunk(self, b, chunk):
+        """Results of a batch (engine.py's pack): those with output or an
+        error one by one; plain values, as a rule, passed on to the parent
+        as the engine wrote them, one message for all."""
+        for index, res in chunk.get("s") or ():
+            self.batch_result(b, index, res)
+        indices, text = chunk.get("i") or [], chunk.get("t") or ""
+        if not indices:
+            return
+        tasks = [b.tasks[i] for i in indices]
+        attempts, f = tasks[0].attempts, tasks[0].msg.get("f")
+        if all(not t.done and t.batch is b and t.attempts == attempts and not t.history
+               and t.msg.get("f") == f for t in tasks):
+            for t in tasks:
+                t.done = True
+                self.tasks.pop(t.id, None)
+            self.learn(tasks[0], chunk.get("c", 0.0) / len(tasks), len(tasks))
+            where = json.dumps({"engine": b.engine, "pid": chunk.get("pid") or b.pid,
+                                "host": chunk.get("host") or b.host, "attempts": attempts})
+            send_result(f'{{"batch": {where}, "items": [{text}]}}')
+            return
+        # Some were cancelled or retried meanwhile: one by one.
+        for index, (_tid, started, runtime, value) in zip(indices, json.loads(f"[{text}]")):
+            self.batch_result(b, index, {"ok": json.dumps(value), "pid": chunk.get("pid"),
+                                         "started": started, "ended": started + runtime})
+
     def batch_result(self, b, index, res):
         t = b.tasks[index]
         if t.done or t.batch is not b:
@@ -222,6 +259,8 @@ class DriverBatches:
         t.engine, t.host = b.engine, b.host
         t.pid = res.get("pid") or b.pid
         err = res.get("err")
+        if err is None and self.quick_result(t, res):
+            return
         if err is not None and err.get("kind") == "interrupted":
             err = {"kind": "exception", "type_name": "KeyboardInterrupt",
                    "message": "interrupted", "traceback": ""}
@@ -229,6 +268,30 @@ class DriverBatches:
             self.finish(t, err=err, res=res)
         else:
             self.finish(t, ok=res.get("ok", "null"), res=res)
+
+    def quick_result(self, t, res):
+        """finish() for the common result of a batch, a JSON value and
+        nothing else: its text goes out as the engine wrote it, not parsed
+        and written again. False when the result needs finish()."""
+        ok, started, ended = res.get("ok"), res.get("started"), res.get("ended")
+        if (len(res) != 4 or not isinstance(ok, str) or type(started) is not float
+                or type(ended) is not float or type(t.id) is not int
+                or "NaN" in ok or "Infinity" in ok):
+            return False
+        t.done = True
+        self.tasks.pop(t.id, None)
+        runtime = max(0.0, ended - started)
+        self.learn(t, runtime)
+        where = (t.engine, t.pid, t.host)
+        if t.batch.where != where:
+            # The same for the whole batch, as a rule: written once.
+            t.batch.where = where
+            t.batch.where_text = json.dumps(dict(zip(("engine", "pid", "host"), where)))[1:-1]
+        history = json.dumps(t.history) if t.history else "[]"
+        send_result(f'{{"id": {t.id:d}, "attempts": {t.attempts:d}, "history": {history}, '
+                    f'{t.batch.where_text}, "started": {started!r}, "runtime": {runtime!r}, '
+                    f'"ok": {ok}}}')
+        return True
 
     def batch_done(self, b):
         self.drop_batch(b)
@@ -254,8 +317,7 @@ class DriverBatches:
         if b.engine is None:
             b.engine = (task_metadata(b) or {}).get("engine_id")
         b.pid, b.host = b.pid or out.get("pid"), b.host or out.get("host")
-        for index, res in out.get("results") or []:
-            self.batch_result(b, index, res)
+        self.batch_chunk(b, out.get("results") or {})
         self.requeue(b.unfinished())
 
     def batch_overrun(self, b, now):

@@ -308,83 +308,207 @@ def _caiclust_command(argv, env, cwd, stdin_b64, timeout, grace):
 # args_or_payload, timeout, backstop) with kind "python" or "pickled".
 #
 # A reporter thread publishes what happened (ipyparallel's data
-# publication) as soon as it gets the GIL: the results finished since its
-# last message under a new key "d<seq>" (`[[index, result], ...]`), and
-# under "p" the item running now and since when (wall clock). So results
-# stream back while the batch runs, the driver knows which task overruns
-# its timeout, and when the engine dies, which tasks had finished. The
-# batch's return value holds the results not published yet.
+# publication) every few milliseconds while something changed: the
+# results finished since its last message under a new key "d<seq>"
+# (`[[index, result], ...]`), and under "p" the item running now and
+# since when (wall clock). So results stream back while the batch runs,
+# the driver knows which task overruns its timeout, and when the engine
+# dies, which tasks had finished. The batch's return value holds the
+# results not published yet. The loop itself only records (no lock per
+# call) and wakes the reporter only after a task long enough to be worth a
+# message of its own; standard output and error are redirected once per
+# batch, each call's text taken when it wrote some. A plain call (a
+# function and JSON arguments, no backstop) runs inline with its function
+# resolved once per batch, which is what makes tiny tasks cheap.
 
 
 def _caiclust_batch(call, call_pickled, items):
     import base64
-    import contextlib
+    import importlib
     import io
+    import json
     import os
     import socket
+    import sys
     import threading
     import time
+    import traceback
 
+    # How often the reporter looks for news (s), and the run time from
+    # which a finished task's result is published at once (s).
+    report_every, publish_at_once = 0.003, 0.0005
     try:
         from ipyparallel.datapub import publish_data
     except Exception:  # noqa: BLE001 - no streaming, results at the end
         publish_data = None
     pid, host = os.getpid(), socket.gethostname()
+    clock = time.time
     results = []
-    state = {"running": None, "since": time.time(), "sent": 0, "seq": 0, "dirty": False,
-             "end": False}
-    cond = threading.Condition()
+    # [index running, since (wall clock)], replaced as a whole (atomic).
+    now = [None, clock()]
+    wake, end = threading.Event(), [False]
+    state = {"sent": 0}
 
     def report():
-        # Runs in the reporter thread; the lock is held only for the snapshot.
+        sent, seq, last = 0, 0, None
         while True:
-            with cond:
-                cond.wait_for(lambda: state["dirty"] or state["end"])
-                if state["end"]:
+            wake.wait(report_every)
+            wake.clear()
+            finished = end[0]
+            running, upto = now, len(results)
+            if upto > sent or running is not last:
+                last = running
+                data = {"p": {"i": running[0], "since": running[1], "pid": pid,
+                              "host": host}}
+                if upto > sent:
+                    data[f"d{seq}"] = pack(results[sent:upto])
+                try:
+                    publish_data(data)
+                except Exception:  # noqa: BLE001 - the end result carries them
                     return
-                state["dirty"] = False
-                upto = len(results)
-                new = results[state["sent"]:upto]
-                progress = {"i": state["running"], "since": state["since"], "pid": pid,
-                            "host": host}
-                seq = state["seq"]
-            data = {"p": progress}
-            if new:
-                data[f"d{seq}"] = new
-            try:
-                publish_data(data)
-            except Exception:  # noqa: BLE001 - the end result carries them
+                if upto > sent:
+                    sent, seq = upto, seq + 1
+                state["sent"] = sent
+            if finished:
                 return
-            with cond:
-                state["sent"] = upto
-                if new:
-                    state["seq"] = seq + 1
+
+    # Resolved task functions: a plain call of one (no backstop) runs here
+    # without the per-call set-up of `call`, with the same results and
+    # errors; anything else (and a name that does not resolve) goes
+    # through `call`.
+    functions = {}
+    # (allow_nan=False: the driver and its parent read strict JSON.)
+    encode = json.JSONEncoder(allow_nan=False).encode
+    encode_str = json.encoder.encode_basestring_ascii
+    constants = {None: "null", True: "true", False: "false"}
+
+    def to_json(value):
+        # json.dumps(value), with the common scalars written directly.
+        kind = type(value)
+        if kind is int:
+            return int.__repr__(value)
+        if kind is str:
+            return encode_str(value)
+        if kind is bool or value is None:
+            return constants[value]
+        return encode(value)
+
+    def resolve(name):
+        module, sep, attr = name.partition(":")
+        if not sep or not module or not attr:
+            return None
+        try:
+            obj = importlib.import_module(module)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except Exception:  # noqa: BLE001 - `call` reports it
+            return None
+        return obj if callable(obj) else None
+
+    def failed(exc, started):
+        if isinstance(exc, KeyboardInterrupt):
+            err = {"kind": "interrupted"}
+        elif isinstance(exc, SystemExit):
+            err = {"kind": "exception", "type_name": "SystemExit",
+                   "message": str(exc.code), "traceback": ""}
+        else:
+            err = {"kind": "exception", "type_name": type(exc).__name__,
+                   "message": str(exc),
+                   "traceback": "".join(traceback.format_exception(
+                       type(exc), exc, exc.__traceback__))}
+        return {"err": err, "pid": pid, "started": started, "ended": clock()}
+
+    def run_plain(fn, args):
+        started = clock()
+        try:
+            if isinstance(args, list):
+                value = fn(*args)
+            elif isinstance(args, dict):
+                value = fn(**args)
+            elif args is None:
+                value = fn()
+            else:
+                value = fn(args)
+        except BaseException as exc:  # noqa: BLE001 - every failure is reported
+            return failed(exc, started)
+        try:
+            text = to_json(value)
+        except (TypeError, ValueError) as exc:
+            if "Out of range float" in str(exc):
+                err = {"kind": "error",
+                       "message": "the result holds NaN or infinity, which JSON cannot carry"}
+            else:
+                err = {"kind": "exception", "type_name": "TypeError",
+                       "message": f"result is not JSON-serialisable: {exc}", "traceback": ""}
+            return {"err": err, "pid": pid, "started": started, "ended": clock()}
+        except BaseException as exc:  # noqa: BLE001 - RecursionError, ...
+            return failed(exc, started)
+        return {"ok": text, "pid": pid, "started": started, "ended": clock()}
+
+    def pack(entries):
+        # Results for the driver: those with output or an error as
+        # (index, result) pairs under "s"; plain values as JSON text the
+        # driver passes on as it is, "[id, started, runtime, value]" joined
+        # by commas under "t", their indices under "i", their total run
+        # time under "c".
+        slow, indices, rows, total = [], [], [], 0.0
+        for e in entries:
+            if len(e) == 2:
+                slow.append(e)
+                continue
+            index, tid, started, ended, text = e
+            runtime = ended - started if ended > started else 0.0
+            total += runtime
+            indices.append(index)
+            rows.append(f"[{tid:d},{started!r},{runtime!r},{text}]")
+        return {"s": slow, "i": indices, "t": ",".join(rows), "c": total, "pid": pid,
+                "host": host}
 
     reporter = None
     if publish_data is not None:
         reporter = threading.Thread(target=report, daemon=True)
         reporter.start()
-    t0 = time.time()
-    for index, kind, name, data, timeout, backstop in items:
-        with cond:
-            state["running"], state["since"], state["dirty"] = index, time.time(), True
-            cond.notify()
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            fn = call_pickled if kind == "pickled" else call
-            res = fn(name, data, timeout, backstop, False)
-        for key, buf in (("stdout", out), ("stderr", err)):
-            text = buf.getvalue()
-            if text:
-                res[key] = base64.b64encode(text.encode("utf-8", "replace")).decode("ascii")
-        with cond:
-            results.append((index, res))
-            state["dirty"] = True
-            cond.notify()
-    with cond:
-        state["end"] = True
-        cond.notify()
+    t0 = clock()
+    saved = sys.stdout, sys.stderr
+    out, err = sys.stdout, sys.stderr = io.StringIO(), io.StringIO()
+    try:
+        for index, kind, name, data, timeout, backstop, tid in items:
+            now = [index, clock()]
+            fn = None
+            if kind == "python" and not backstop:
+                fn = functions.get(name)
+                if fn is None:
+                    fn = functions[name] = resolve(name)
+            if fn is not None:
+                res = run_plain(fn, data)
+            else:
+                res = (call_pickled if kind == "pickled" else call)(name, data, timeout,
+                                                                   backstop, False)
+            printed = False
+            if out.tell():
+                res["stdout"] = base64.b64encode(
+                    out.getvalue().encode("utf-8", "replace")).decode("ascii")
+                out = sys.stdout = io.StringIO()
+                printed = True
+            if err.tell():
+                res["stderr"] = base64.b64encode(
+                    err.getvalue().encode("utf-8", "replace")).decode("ascii")
+                err = sys.stderr = io.StringIO()
+                printed = True
+            if len(res) == 4 and "ok" in res and not printed and fn is not None:
+                # The common case, a JSON value and nothing else: compact.
+                results.append((index, tid, res["started"], res["ended"], res["ok"]))
+            else:
+                results.append((index, res))
+            if res["ended"] - res["started"] >= publish_at_once:
+                # Worth a message of its own: out before the next task
+                # runs (an engine that dies then loses no finished task).
+                wake.set()
+    finally:
+        sys.stdout, sys.stderr = saved
+    end[0] = True
+    wake.set()
     if reporter is not None:
         reporter.join()
-    return {"results": results[state["sent"]:], "cost": time.time() - t0, "pid": pid,
+    return {"results": pack(results[state["sent"]:]), "cost": clock() - t0, "pid": pid,
             "host": host}

@@ -60,21 +60,29 @@
 //! detail: each task keeps its own result, timeout, retries and cancel.
 //!
 //! * **Size.** The driver keeps the mean run time of each function (`f`)
-//!   on the engines; a batch holds about 20 ms of work by those means (at
-//!   most 512 tasks, and at most a fair share of the queue per engine
-//!   unless that share is under 5 ms of work). A
+//!   on the engines; a batch holds about 20 ms of work by those means
+//!   (each task counted at least 5 µs; at most 4096 tasks, and at most a
+//!   fair share of the queue per engine unless that share is under 5 ms
+//!   of work). A
 //!   function with no time yet, a long one, a command, a pickled call
 //!   larger than 64 KiB and a task being retried go alone, on the
 //!   one-task path as before. So a run starts with single tasks, tiny ones
-//!   then travel by the hundred and long ones stay one by one, balanced
+//!   then travel by the thousand and long ones stay one by one, balanced
 //!   across the engines. Each engine has at most two batches out (one
 //!   running, one waiting); the rest waits in the driver.
 //! * **Results** stream back while a batch runs: a thread on the engine
-//!   publishes (ipyparallel's data publication) the results finished since
-//!   its last message and which task runs now, since when, as soon as it
-//!   gets the GIL (at once for tasks that wait, every few milliseconds
-//!   for tasks that compute); the batch's return value carries the rest.
-//!   Each task's standard output and error are captured on its own.
+//!   publishes (ipyparallel's data publication), every 3 ms while
+//!   something changed, the results finished since its last message and
+//!   which task runs now, since when (a task that computes lets it run
+//!   every few milliseconds, Python's switch interval); the batch's
+//!   return value carries the rest. Each task's standard output and error
+//!   are captured on its own.
+//! * **Wire.** Submits queued while the backend's writer thread writes
+//!   travel to the driver as one line (`{"op": "submit_many", ...}`), and
+//!   the results the driver has at the end of a round of its loop come
+//!   back as one line (`{"results": [...]}`), split into one event per
+//!   task here: per task it stays one `run`, one result. A result whose
+//!   value JSON cannot carry (NaN, infinity) fails that task alone.
 //! * **Timeouts.** The task published as running past its timeout is
 //!   named, gets its timed-out result, and its engine is stopped and
 //!   replaced, as for a task alone; the tasks of its batch that had not
@@ -135,8 +143,10 @@
 mod backend;
 mod config;
 mod events;
+mod input;
 mod reach;
 mod reader;
+mod result_lines;
 mod startup;
 mod stop;
 mod wire;

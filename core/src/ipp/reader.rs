@@ -9,6 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde_json::Value;
 
+use super::result_lines::{self, Message};
 use super::{wire, EngineInfo, IppEvent};
 use crate::task::{Failure, Outcome, TaskId, TaskResult};
 
@@ -63,35 +64,11 @@ pub(super) fn read_driver<R: BufRead>(
                 continue;
             }
         };
-        let ev = {
-            let mut s = lock(shared);
-            let s = &mut *s;
-            let ev = wire::apply(&msg, &mut s.pids, &mut s.engines);
-            if let Some(IppEvent::Result(r)) = &ev {
-                s.pending.remove(&r.id);
+        for msg in result_lines::split(msg) {
+            match msg {
+                Message::One(msg) => stopped |= on_message(&msg, shared, tx),
+                Message::Results(results) => on_results(results, shared, tx),
             }
-            ev
-        };
-        match msg["event"].as_str() {
-            Some("ready") => lock(shared).ready = Some(msg.clone()),
-            Some("failed") => lock(shared).failed = Some(msg.clone()),
-            Some("stopped") => {
-                stopped = true;
-                let left = msg["left"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|p| p.as_u64())
-                            .map(|p| p as u32)
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                lock(shared).stopped = Some(left);
-            }
-            _ => {}
-        }
-        if let Some(ev) = ev {
-            let _ = tx.send(ev);
         }
     }
     // The driver is gone: every task still outstanding gets its one result.
@@ -130,6 +107,56 @@ pub(super) fn read_driver<R: BufRead>(
             )));
         }
     }
+}
+
+/// The results of a batch block, passed on.
+fn on_results(results: Vec<TaskResult>, shared: &Mutex<Shared>, tx: &Sender<IppEvent>) {
+    {
+        let mut s = lock(shared);
+        for r in &results {
+            s.pending.remove(&r.id);
+        }
+    }
+    for r in results {
+        let _ = tx.send(IppEvent::Result(r));
+    }
+}
+
+/// One driver message: the shared state updated, its event passed on.
+/// True for the driver's last message ("stopped").
+fn on_message(msg: &Value, shared: &Mutex<Shared>, tx: &Sender<IppEvent>) -> bool {
+    let ev = {
+        let mut s = lock(shared);
+        let s = &mut *s;
+        let ev = wire::apply(msg, &mut s.pids, &mut s.engines);
+        if let Some(IppEvent::Result(r)) = &ev {
+            s.pending.remove(&r.id);
+        }
+        ev
+    };
+    let mut stopped = false;
+    match msg["event"].as_str() {
+        Some("ready") => lock(shared).ready = Some(msg.clone()),
+        Some("failed") => lock(shared).failed = Some(msg.clone()),
+        Some("stopped") => {
+            stopped = true;
+            let left = msg["left"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|p| p.as_u64())
+                        .map(|p| p as u32)
+                        .collect()
+                })
+                .unwrap_or_default();
+            lock(shared).stopped = Some(left);
+        }
+        _ => {}
+    }
+    if let Some(ev) = ev {
+        let _ = tx.send(ev);
+    }
+    stopped
 }
 
 /// The driver's standard error: kept (the last lines) for error messages,

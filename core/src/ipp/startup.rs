@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::config::driver_config;
+use super::input::Input;
 use super::reader::{lock, read_driver, read_log, Shared};
 use super::{wire, IppBackend, IppConfig, IppError, Launcher, DRIVER};
 
@@ -107,7 +108,7 @@ impl IppBackend {
             config,
             child: Some(child),
             driver_pid,
-            stdin: Mutex::new(stdin),
+            input: Input::start(stdin),
             events: rx,
             events_tx: tx,
             early: Mutex::new(VecDeque::new()),

@@ -30,12 +30,7 @@ impl IppBackend {
         };
         let _ = self.send(&json!({"op": "shutdown"}));
         // Closing its input is the other way to say stop.
-        drop(
-            self.stdin
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .take(),
-        );
+        self.input.close();
         let deadline = Instant::now() + STOP_WAIT;
         let mut exited = false;
         while Instant::now() < deadline {

@@ -18,21 +18,64 @@ def private_stdout():
 
 OUT = None
 OUT_LOCK = threading.Lock()
+# Results not written yet, each as JSON text: the loop writes them once a
+# round, as one line ({"results": [...]}) when there are several; any
+# other message writes them first, so the order of what the parent reads
+# is the order sent.
+RESULTS = []
 
 
 def send(msg):
     # Never raises: when the parent is gone, the cluster must still be
     # stopped.
-    global OUT
-    line = json.dumps(msg)
+    line = json.dumps(msg) + "\n"
     with OUT_LOCK:
-        if OUT is None:
-            return
-        try:
-            OUT.write(line + "\n")
-            OUT.flush()
-        except (OSError, ValueError):
-            OUT = None
+        write_out(results_line() + line)
+
+
+def result_text(msg):
+    """A result as JSON text. A value JSON cannot carry (NaN, infinity)
+    fails that task alone instead of the line that holds it."""
+    try:
+        return json.dumps(msg, allow_nan=False)
+    except ValueError:
+        msg.pop("ok", None)
+        msg["err"] = {"kind": "error",
+                      "message": "the result holds NaN or infinity, which JSON cannot carry"}
+        return json.dumps(msg, allow_nan=False, default=str)
+
+
+def send_result(msg):
+    text = msg if isinstance(msg, str) else result_text(msg)
+    with OUT_LOCK:
+        RESULTS.append(text)
+
+
+def flush_results():
+    with OUT_LOCK:
+        if RESULTS:
+            write_out(results_line())
+
+
+def results_line():
+    # OUT_LOCK held.
+    if not RESULTS:
+        return ""
+    line = RESULTS[0] if len(RESULTS) == 1 else '{"results": [' + ", ".join(RESULTS) + "]}"
+    RESULTS.clear()
+    return line + "\n"
+
+
+def write_out(text):
+    # OUT_LOCK held.
+    global OUT
+    if OUT is None:
+        return
+    try:
+        OUT.write(text)
+        OUT.flush()
+    except (OSError, ValueError):
+        OUT = None
 
 
 def log(text):
@@ -90,12 +133,30 @@ def kill_tree(pid):
 
 
 class Task:
+    # Per-attempt state starts at these class defaults (set on the
+    # instance when it changes): a task costs little until it runs.
+    attempts = 0
+    ar = None
+    msg_id = None
+    engine = None
+    pid = None
+    host = None
+    started = None  # driver clock (monotonic) of the attempt's start
+    started_wall = None
+    stopping = None  # (why, since)
+    stopping_killed = False
+    result_seen = None
+    done = False
+    batch = None  # the Batch of the current attempt, if it travels in one
+    alone = False  # retried after its engine died: never batched again
+    slot = False  # a batchable task sent alone: holds a batch slot
+    payload = payload_error = None
+
     def __init__(self, msg):
         self.id = msg["id"]
         # Pickled arguments: decoded once (retries send them again), kept
         # as bytes, which ipyparallel sends as a frame of their own.
         payload = msg.pop("payload", None)
-        self.payload = self.payload_error = None
         if payload is not None:
             try:
                 self.payload = base64.b64decode(payload, validate=True)
@@ -103,22 +164,17 @@ class Task:
                 self.payload_error = f"the task's payload is not base64: {exc}"
         self.msg = msg
         self.timeout = msg.get("timeout")
-        self.attempts = 0
         self.history = []
-        self.ar = None
-        self.msg_id = None
-        self.engine = None
-        self.pid = None
-        self.host = None
-        self.started = None  # driver clock (monotonic) of the attempt's start
-        self.started_wall = None
-        self.stopping = None  # (why, since)
-        self.stopping_killed = False
-        self.result_seen = None
-        self.done = False
-        self.batch = None  # the Batch of the current attempt, if it travels in one
-        self.alone = False  # retried after its engine died: never batched again
-        self.slot = False  # a batchable task sent alone: holds a batch slot
+
+    @classmethod
+    def call(cls, row):
+        """A Python call with JSON arguments from its compact row
+        `[id, function, args, timeout]`."""
+        t = cls.__new__(cls)
+        t.id, f, a, t.timeout = row
+        t.msg = {"kind": "python", "f": f, "a": a}
+        t.history = []
+        return t
 
 
 def task_metadata(t):
@@ -183,6 +239,8 @@ class Batch:
         self.kill_after = None  # (index, driver clock): a cancelled task still running
         self.killed = False  # caiclust stopped its engine (timeout, cancel)
         self.aborted = False  # taken back before an engine began it
+        self.where = None  # (engine, pid, host) of its last quick result
+        self.where_text = ""  # ... as JSON members
 
     def unfinished(self):
         return [t for t in self.tasks if not t.done and t.batch is self]
