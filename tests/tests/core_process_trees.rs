@@ -1,0 +1,161 @@
+//! core: whole process trees, on every platform (on Windows through Job
+//! Objects, issue #16): a timeout ends a command's grandchildren too;
+//! killing a program outright ends its workers at once; a Rust task that
+//! prints never breaks the worker protocol. The programs involved are
+//! `caiclust-tree-helper`, so no shell is needed.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use caiclust_core::tree;
+use caiclust_core::{Cluster, Failure, Outcome, StartMethod, Task};
+
+const HELPER: &str = env!("CARGO_BIN_EXE_caiclust-tree-helper");
+
+/// Poll `done` every 10 ms until it holds or `within` passes.
+fn wait_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The pids written to files named after them in `dir`.
+fn pids_in(dir: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_timeout_ends_the_command_and_its_grandchild() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("grandchild");
+    let cluster = Cluster::builder()
+        .workers(1)
+        .start_method(StartMethod::Spawn)
+        .grace(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let task = Task::command([HELPER, "tree", pidfile.to_str().unwrap(), "60"])
+        .timeout(Duration::from_secs(3));
+    let t0 = Instant::now();
+    let results = cluster.map([task]);
+    let r = &results[0];
+    assert!(
+        matches!(
+            &r.outcome,
+            Outcome::Failed {
+                failure: Failure::TimedOut { .. }
+            }
+        ),
+        "{:?}",
+        r.outcome
+    );
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+    let grandchild: u32 = std::fs::read_to_string(&pidfile)
+        .expect("the command wrote its grandchild's pid")
+        .parse()
+        .unwrap();
+    let child = r.pid.expect("the command's pid");
+    assert!(
+        wait_until(Duration::from_secs(2), || !tree::alive(grandchild)
+            && !tree::alive(child)),
+        "left running: the command {child} ({}), its grandchild {grandchild} ({})",
+        tree::alive(child),
+        tree::alive(grandchild)
+    );
+}
+
+#[test]
+fn killing_the_parent_ends_its_workers_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut parent = Command::new(HELPER)
+        .args(["parent", dir.path().to_str().unwrap(), "2"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = wait_until(Duration::from_secs(60), || pids_in(dir.path()).len() >= 2);
+    let workers = pids_in(dir.path());
+    if !started {
+        let _ = parent.kill();
+        let _ = parent.wait();
+        panic!("the workers did not start: {workers:?}");
+    }
+    assert!(workers.iter().all(|&p| tree::alive(p)), "{workers:?}");
+    // TerminateProcess on Windows, SIGKILL elsewhere: no chance to clean
+    // up.
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    let killed = Instant::now();
+    let gone = wait_until(Duration::from_secs(1), || {
+        workers.iter().all(|&p| !tree::alive(p))
+    });
+    let left: Vec<u32> = workers
+        .iter()
+        .copied()
+        .filter(|&p| tree::alive(p))
+        .collect();
+    for &p in &left {
+        tree::signal_tree(p, tree::StopSignal::Kill);
+    }
+    assert!(
+        gone,
+        "workers still running {:?} after the parent was killed: {left:?}",
+        killed.elapsed()
+    );
+}
+
+#[test]
+fn a_printing_rust_task_returns_its_value_and_prints_to_stderr() {
+    let mut child = Command::new(HELPER)
+        .arg("print-parent")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let status = child.wait().unwrap();
+    let stderr = err_reader.join().unwrap();
+    assert!(status.success(), "{status}; stderr: {stderr}");
+    let values: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: stdout {stdout:?}, stderr {stderr:?}"));
+    assert_eq!(values, serde_json::json!([5, 4]), "stderr: {stderr}");
+    for text in [
+        "alpha-without-newline alpha-with-newline",
+        "beta-with-newline",
+        "beta-left-unflushed",
+    ] {
+        assert!(stderr.contains(text), "{text:?} not in stderr {stderr:?}");
+    }
+    assert!(
+        !stderr.contains("unreadable"),
+        "the protocol was disturbed: {stderr}"
+    );
+}
