@@ -1,6 +1,7 @@
 //! core: whole process trees, on every platform (on Windows through Job
 //! Objects, issue #16): a timeout ends a command's grandchildren too;
-//! killing a program outright ends its workers at once; a Rust task that
+//! killing a program outright ends its workers at once, also when the
+//! program itself runs in a job (jobs nest); a Rust task that
 //! prints never breaks the worker protocol. The programs involved are
 //! `caiclust-tree-helper`, so no shell is needed.
 
@@ -9,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use caiclust_core::tree;
+use caiclust_core::{job, tree};
 use caiclust_core::{Cluster, Failure, Outcome, StartMethod, Task};
 
 const HELPER: &str = env!("CARGO_BIN_EXE_caiclust-tree-helper");
@@ -79,25 +80,34 @@ fn a_timeout_ends_the_command_and_its_grandchild() {
     );
 }
 
-#[test]
-fn killing_the_parent_ends_its_workers_at_once() {
+/// Start a program holding two spawn workers (in a job of its own when
+/// `in_job`, as under a CI runner or another caiclust), kill it outright,
+/// and check its workers end within a second.
+fn workers_end_with_their_killed_parent(in_job: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let mut parent = Command::new(HELPER)
-        .args(["parent", dir.path().to_str().unwrap(), "2"])
+    let mut cmd = Command::new(HELPER);
+    cmd.args(["parent", dir.path().to_str().unwrap(), "2"])
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stdout(Stdio::null());
+    if in_job {
+        job::prepare(&mut cmd);
+    }
+    let mut parent = cmd.spawn().unwrap();
+    if in_job {
+        job::adopt(&parent).unwrap();
+    }
     let started = wait_until(Duration::from_secs(60), || pids_in(dir.path()).len() >= 2);
     let workers = pids_in(dir.path());
     if !started {
         let _ = parent.kill();
         let _ = parent.wait();
+        job::release(parent.id());
         panic!("the workers did not start: {workers:?}");
     }
     assert!(workers.iter().all(|&p| tree::alive(p)), "{workers:?}");
     // TerminateProcess on Windows, SIGKILL elsewhere: no chance to clean
-    // up.
+    // up. The outer job, if any, lives on: only the workers' own jobs,
+    // nested in it, can end them.
     parent.kill().unwrap();
     parent.wait().unwrap();
     let killed = Instant::now();
@@ -109,6 +119,7 @@ fn killing_the_parent_ends_its_workers_at_once() {
         .copied()
         .filter(|&p| tree::alive(p))
         .collect();
+    job::release(parent.id());
     for &p in &left {
         tree::signal_tree(p, tree::StopSignal::Kill);
     }
@@ -117,6 +128,18 @@ fn killing_the_parent_ends_its_workers_at_once() {
         "workers still running {:?} after the parent was killed: {left:?}",
         killed.elapsed()
     );
+}
+
+#[test]
+fn killing_the_parent_ends_its_workers_at_once() {
+    workers_end_with_their_killed_parent(false);
+}
+
+/// Jobs nest (Windows 8 and later, and wine): a parent that runs in a job
+/// still gives its workers jobs of their own.
+#[test]
+fn killing_a_parent_that_runs_in_a_job_ends_its_workers_at_once() {
+    workers_end_with_their_killed_parent(true);
 }
 
 #[test]
