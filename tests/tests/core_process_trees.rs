@@ -169,11 +169,12 @@ fn a_printing_rust_task_returns_its_value_and_prints_to_stderr() {
     assert!(status.success(), "{status}; stderr: {stderr}");
     let values: serde_json::Value = serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("{e}: stdout {stdout:?}, stderr {stderr:?}"));
-    assert_eq!(values, serde_json::json!([5, 4]), "stderr: {stderr}");
+    assert_eq!(values, serde_json::json!([5, 5, 4]), "stderr: {stderr}");
     for text in [
         "alpha-without-newline alpha-with-newline",
         "beta-with-newline",
         "beta-left-unflushed",
+        "gamma-from-c",
     ] {
         assert!(stderr.contains(text), "{text:?} not in stderr {stderr:?}");
     }

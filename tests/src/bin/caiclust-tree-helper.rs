@@ -9,7 +9,7 @@
 //!   long tasks (each writes its pid in DIR first), for a test that kills
 //!   this process outright;
 //! * `print-parent`: run tasks that print, with and without a newline,
-//!   and write their values to stdout as one JSON array.
+//!   through Rust's `print!` and C's `puts`, and write their values to stdout as one JSON array.
 
 use std::path::Path;
 use std::time::Duration;
@@ -24,6 +24,17 @@ fn registry() -> Registry {
             print!("{word}-without-newline ");
             println!("{word}-with-newline");
             print!("{word}-left-unflushed");
+            word.len()
+        })
+        .register("puts", |word: String| {
+            // The C runtime's standard output, flushed at once.
+            let line = std::ffi::CString::new(format!("{word}-from-c")).unwrap_or_default();
+            // SAFETY: a NUL-terminated string; fflush(NULL) flushes every
+            // stream of the C runtime.
+            unsafe {
+                libc::puts(line.as_ptr());
+                libc::fflush(std::ptr::null_mut());
+            }
             word.len()
         })
         .register("pid_then_sleep", |(dir, ms): (String, u64)| {
@@ -92,7 +103,11 @@ fn main() {
                 .timeout(Duration::from_secs(20))
                 .build()
                 .expect("cluster");
-            let results = cluster.map(["alpha", "beta"].map(|w| Task::rust("print", json!(w))));
+            let results = cluster.map([
+                Task::rust("print", json!("alpha")),
+                Task::rust("puts", json!("gamma")),
+                Task::rust("print", json!("beta")),
+            ]);
             let values: Vec<Value> = results
                 .iter()
                 .map(|r| {
