@@ -1,5 +1,6 @@
 //! core: whole process trees, on every platform (on Windows through Job
-//! Objects, issue #16): a timeout ends a command's grandchildren too;
+//! Objects, issue #16): a timeout ends a command's grandchildren too, and
+//! what a command leaves running ends with it;
 //! killing a program outright ends its workers at once, also when the
 //! program itself runs in a job (jobs nest); a Rust task that
 //! prints never breaks the worker protocol. The programs involved are
@@ -77,6 +78,31 @@ fn a_timeout_ends_the_command_and_its_grandchild() {
         "left running: the command {child} ({}), its grandchild {grandchild} ({})",
         tree::alive(child),
         tree::alive(grandchild)
+    );
+}
+
+#[test]
+fn what_a_command_leaves_running_ends_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("grandchild");
+    let cluster = Cluster::builder()
+        .workers(1)
+        .start_method(StartMethod::Spawn)
+        .build()
+        .unwrap();
+    let results = cluster.map([Task::command([HELPER, "orphan", pidfile.to_str().unwrap()])]);
+    assert!(
+        matches!(results[0].outcome, Outcome::Succeeded { .. }),
+        "{:?}",
+        results[0].outcome
+    );
+    let grandchild: u32 = std::fs::read_to_string(&pidfile)
+        .expect("the command wrote its grandchild's pid")
+        .parse()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(2), || !tree::alive(grandchild)),
+        "the grandchild {grandchild} outlived its command"
     );
 }
 

@@ -5,6 +5,8 @@
 //! * `sleep MS`: sleep;
 //! * `tree PIDFILE SECS`: start a grandchild that sleeps SECS, write its
 //!   pid to PIDFILE, wait for it;
+//! * `orphan PIDFILE`: start a grandchild that sleeps a minute, write its
+//!   pid to PIDFILE, exit at once;
 //! * `parent DIR N`: hold a cluster of N of its own Rust workers busy with
 //!   long tasks (each writes its pid in DIR first), for a test that kills
 //!   this process outright;
@@ -81,6 +83,17 @@ fn main() {
             write_pid_of(child.id(), Path::new(arg(&args, 2)));
             // As long as the grandchild sleeps.
             let _ = child.wait();
+            0
+        }
+        "orphan" => {
+            // Leave a grandchild running behind.
+            let me = std::env::current_exe().expect("this program's path");
+            let child = std::process::Command::new(me)
+                .args(["sleep", "60000"])
+                .spawn()
+                .expect("start the grandchild");
+            write_pid_of(child.id(), Path::new(arg(&args, 2)));
+            std::mem::forget(child);
             0
         }
         "parent" => {
