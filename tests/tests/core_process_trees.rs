@@ -54,8 +54,20 @@ fn a_timeout_ends_the_command_and_its_grandchild() {
     let task = Task::command([HELPER, "tree", pidfile.to_str().unwrap(), "60"])
         .timeout(Duration::from_secs(3));
     let t0 = Instant::now();
-    let results = cluster.map([task]);
-    let r = &results[0];
+    cluster.submit(task);
+    // While it runs, the grandchild is found among this process's
+    // descendants (on Windows from a snapshot, with its parent's pid).
+    assert!(
+        wait_until(Duration::from_secs(30), || pidfile.exists()),
+        "the command did not start its grandchild"
+    );
+    let grandchild: u32 = std::fs::read_to_string(&pidfile)
+        .expect("the command wrote its grandchild's pid")
+        .parse()
+        .unwrap();
+    let found = tree::descendants(std::process::id());
+    assert!(found.contains(&grandchild), "{grandchild} not in {found:?}");
+    let r = cluster.recv().expect("the task's result");
     assert!(
         matches!(
             &r.outcome,
@@ -67,10 +79,6 @@ fn a_timeout_ends_the_command_and_its_grandchild() {
         r.outcome
     );
     assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
-    let grandchild: u32 = std::fs::read_to_string(&pidfile)
-        .expect("the command wrote its grandchild's pid")
-        .parse()
-        .unwrap();
     let child = r.pid.expect("the command's pid");
     assert!(
         wait_until(Duration::from_secs(2), || !tree::alive(grandchild)
