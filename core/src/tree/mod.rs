@@ -8,8 +8,8 @@
 //! those that moved to a process group of their own. On Windows every
 //! process caiclust starts runs in a Job Object of its own (see
 //! [`crate::job`]), which plays the process group's part: stopping the
-//! process terminates its job, and the job's members are found whatever
-//! became of their parents.
+//! process terminates its job, which reaches every member whatever became
+//! of its parent; descendants are read from a Toolhelp snapshot.
 
 /// `/proc` reports CPU time in clock ticks of `sysconf(_SC_CLK_TCK)`,
 /// which is 100 on every Linux configuration in use.
