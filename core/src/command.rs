@@ -1,5 +1,6 @@
 //! External commands: one thread per slot starts each command fresh
-//! (fork+exec), in its own process group, with stdout and stderr going to
+//! (fork+exec), in its own process group (on Windows, its own job: see
+//! [`crate::job`]), with stdout and stderr going to
 //! the slot's temporary files (no pipes to drain, no deadlock, and huge
 //! outputs never sit in memory).
 
@@ -135,6 +136,7 @@ fn run_one(
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
     }
+    crate::job::prepare(&mut cmd);
     let stdout = match SlotFiles::file(&mut files.stdout).and_then(|f| f.try_clone()) {
         Ok(f) => f,
         Err(e) => {
@@ -196,14 +198,19 @@ fn run_one(
             return fail(format!("{program}{where_}: {e}"), cause);
         }
     };
-    report(SlotReport::Started {
-        id: job.id,
-        pid: child.id(),
-    });
+    if let Err(e) = crate::job::adopt(&child) {
+        let _ = child.wait();
+        return fail(format!("{program}: {e}"), StartCause::Other);
+    }
+    let pid = child.id();
+    report(SlotReport::Started { id: job.id, pid });
     let exit = match child.wait() {
         Ok(status) => Ok(ExitInfo::from_status(status)),
         Err(e) => Err((format!("waiting for {program}: {e}"), StartCause::Other)),
     };
+    // What the command left running in its job ends with it (on Unix the
+    // scheduler ends what it left in its process group).
+    crate::job::release(pid);
     CmdDone {
         exit,
         stdout: SlotFiles::take(&mut files.stdout, job.memory_limit),

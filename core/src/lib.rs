@@ -39,6 +39,7 @@ mod cluster;
 mod command;
 pub mod hang;
 pub mod ipp;
+pub mod job;
 mod ledger;
 mod messages;
 pub mod plan;

@@ -16,6 +16,8 @@ pub(crate) mod protocol;
 pub(crate) mod server;
 #[cfg(unix)]
 pub(crate) mod standby;
+#[cfg(windows)]
+mod windows;
 
 use std::collections::BTreeMap;
 use std::io::{BufReader, Read, Write};
@@ -269,13 +271,21 @@ pub fn serve_if_requested(registry: &Registry) {
 }
 
 /// Private copies of stdin and stdout for the protocol; the task's own
-/// prints go to stderr (on Unix; on Windows the streams are shared).
+/// prints go to stderr, and its children inherit neither (Unix: here;
+/// Windows: `windows.rs`).
 fn private_channel() -> (Box<dyn Read + Send>, Box<dyn Write + Send>) {
-    #[cfg(unix)]
     if let Some((inp, out)) = private_channel_files() {
         return (Box::new(inp), Box::new(out));
     }
     (Box::new(std::io::stdin()), Box::new(std::io::stdout()))
+}
+
+#[cfg(windows)]
+use windows::private_channel_files;
+
+#[cfg(not(any(unix, windows)))]
+fn private_channel_files() -> Option<(std::fs::File, std::fs::File)> {
+    None
 }
 
 #[cfg(unix)]

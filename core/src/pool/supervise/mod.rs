@@ -237,6 +237,10 @@ impl Scheduler {
                 let mut cmd = self.worker_command(kind, None)?;
                 cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
                 let mut child = cmd.spawn().map_err(|e| self.start_error(kind, &e))?;
+                if let Err(e) = crate::job::adopt(&child) {
+                    let _ = child.wait();
+                    return Err(self.start_error(kind, &e));
+                }
                 let stdin = child.stdin.take().ok_or("no worker stdin")?;
                 let stdout = child.stdout.take().ok_or("no worker stdout")?;
                 worker.pid = Some(child.id());
