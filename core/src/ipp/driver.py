@@ -265,15 +265,16 @@ class Driver(DriverStartup, DriverBatches):
         else:
             self.finish(t, err={"kind": "cancelled", "reason": why_text(why)}, res=res)
 
-    def lost(self, t, reason):
-        """The attempt's engine died: retry elsewhere, within the limit."""
+    def lost(self, t, reason, engine_pid=None):
+        """The attempt's engine died: retry elsewhere, within the limit.
+        (`engine_pid`: the engine's, for a task not seen starting.)"""
         if t.done:
             return
         if t.stopping is not None:
             self.stopped(t)
             return
-        t.history.append({"kind": "worker_died", "exit": None, "pid": t.pid or 0,
-                          "reason": reason})
+        t.history.append({"kind": "worker_died", "exit": None,
+                          "pid": t.pid or engine_pid or 0, "reason": reason})
         self.forget_attempt(t)
         if t.attempts <= self.retries:
             send({"event": "notice", "task": t.id,
@@ -411,7 +412,7 @@ class Driver(DriverStartup, DriverBatches):
               "tasks": tasks, "reason": reason, "expected": expected})
         for t in lost:
             if not t.done:
-                self.lost(t, f"engine {eid} (pid {pid} on {host}) {reason}")
+                self.lost(t, f"engine {eid} (pid {pid} on {host}) {reason}", pid)
         for b in batches:
             self.lost_batch(b, f"engine {eid} (pid {pid} on {host}) {reason}")
 

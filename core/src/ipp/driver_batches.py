@@ -188,12 +188,24 @@ class DriverBatches:
         for b in list(self.batches.values()):
             self.batch_progress(b, now)
             if b.result_seen is not None:
-                # Published results may arrive just after the batch's end.
-                if b.ar.wait_for_output(0) or now - b.result_seen > 1.0:
+                # Published results may arrive just after the batch's end:
+                # its reply says how many there were.
+                if (self.all_published_seen(b) or b.ar.wait_for_output(0)
+                        or now - b.result_seen > 1.0):
                     self.batch_progress(b, now)
                     self.batch_done(b)
                 continue
             self.batch_overrun(b, now)
+
+    def all_published_seen(self, b):
+        """Every result message the batch published has been read (the
+        count is in its reply)."""
+        try:
+            out = b.ar.get(0)
+        except Exception:  # noqa: BLE001 - failed: wait for its output
+            return False
+        self.batch_progress(b, time.monotonic())
+        return isinstance(out, dict) and out.get("chunks") == b.seq
 
     def batch_progress(self, b, now):
         """Results and progress the batch published."""

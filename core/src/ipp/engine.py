@@ -353,14 +353,18 @@ def _caiclust_batch(call, call_pickled, items):
     # [index running, since (wall clock)], replaced as a whole (atomic).
     now = [None, clock()]
     wake, end = threading.Event(), [False]
-    state = {"sent": 0}
+    state = {"sent": 0, "chunks": 0}
 
     def report():
-        sent, seq, last = 0, 0, None
+        sent, last = 0, None
+        seq = 0
         while True:
             wake.wait(report_every)
             wake.clear()
-            finished = end[0]
+            if end[0]:
+                # What is left goes back with the batch's own reply (the
+                # quicker way).
+                return
             running, upto = now, len(results)
             if upto > sent or running is not last:
                 last = running
@@ -374,9 +378,7 @@ def _caiclust_batch(call, call_pickled, items):
                     return
                 if upto > sent:
                     sent, seq = upto, seq + 1
-                state["sent"] = sent
-            if finished:
-                return
+                state["sent"], state["chunks"] = sent, seq
 
     # Resolved task functions: a plain call of one (no backstop) runs here
     # without the per-call set-up of `call`, with the same results and
@@ -516,5 +518,5 @@ def _caiclust_batch(call, call_pickled, items):
     wake.set()
     if reporter is not None:
         reporter.join()
-    return {"results": pack(results[state["sent"]:]), "cost": clock() - t0, "pid": pid,
-            "host": host}
+    return {"results": pack(results[state["sent"]:]), "chunks": state["chunks"],
+            "cost": clock() - t0, "pid": pid, "host": host}
