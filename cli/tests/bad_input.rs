@@ -14,9 +14,9 @@ use std::process::Command;
 #[cfg(unix)]
 use std::time::{Duration, Instant};
 
+use caiclust_core::probe::Facts;
 #[cfg(unix)]
 use caiclust_core::probe::Vendor;
-use caiclust_core::probe::Facts;
 
 fn caiclust() -> Command {
     Command::new(env!("CARGO_BIN_EXE_caiclust"))

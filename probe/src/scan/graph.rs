@@ -516,7 +516,7 @@ mod tests {
             .map(|e| e.path())
             .find(|p| file_name_string(p).starts_with(prefix));
         let path = found.unwrap_or_else(|| panic!("no {prefix}* in {}", dir.display()));
-        std::fs::canonicalize(&path).unwrap_or(path)
+        crate::canon::canonicalize(&path).unwrap_or(path)
     }
 
     fn permutations(n: usize) -> Vec<Vec<usize>> {
