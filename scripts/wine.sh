@@ -58,6 +58,25 @@ DEB_PACKAGES=(wine wine64 gcc-mingw-w64-x86-64)
 # reason (cargo test's --skip matches substrings of test names). Everything
 # else of `cargo test --workspace --target x86_64-pc-windows-gnu` runs.
 WINE_SKIPS=(
+    # cli/tests/check_script.rs: the SARIF is validated by the fixtures'
+    # Linux Python (jsonschema), fetched through bash.
+    "notebook_findings_point_at_the_cell_and_at_the_file|SARIF validated by a Linux Python through bash"
+    "one_bad_file_is_reported_and_the_others_are_still_linted|SARIF validated by a Linux Python through bash"
+    "sarif_for_a_script_validates_and_points_at_the_file|SARIF validated by a Linux Python through bash"
+    # cli/tests/cli.rs: probe a fixture venv's Linux Python.
+    "cached_scan_prints_the_same_facts|queries a Linux Python of the fixtures"
+    "summary_names_runtimes_and_duplicates|queries a Linux Python of the fixtures"
+    "summary_says_how_the_interpreter_was_found|looks for python3 on a Linux PATH"
+    # cli/tests/one_verdict.rs: a Linux path with '..' baked in at compile
+    # time (CARGO_MANIFEST_DIR of the cross build), which wine does not find.
+    "every_consumer_reaches_the_same_verdict_on_every_snapshot|Linux path with .. from the cross build"
+    # core/src/worker/boot.rs (unit test): runs a Linux Python.
+    "worker::boot::tests::the_boot_line_imports_the_module_it_wrote|runs a Linux Python"
+    # tests/tests/foreign_wheels.rs: compares with threadpoolctl in a Linux venv.
+    "numpy_windows_uses_scipy_openblas_named_by_its_export_table|threadpoolctl oracle in a Linux venv"
+    # tests/tests/fuzz_mutations: mutates the test executable itself, which
+    # must be an ELF file.
+    "finding_elf_dynstr_size_huge|needs an ELF test executable"
 )
 
 log() { printf '[wine] %s\n' "$*"; }

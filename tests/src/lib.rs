@@ -754,6 +754,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)] // threadpoolctl in the Linux fixture venv
     fn threadpoolctl_sees_pypi_openblas() {
         let fx = fixtures();
         let pools = run_threadpoolctl(&fx.venv_pypi, &["numpy"]);
