@@ -101,7 +101,7 @@ assert "\\\\?\\" not in text, "a verbatim \\\\?\\ path is shown"
 if name.startswith("sklearn"):
     files = [l["path"].replace("\\", "/").rsplit("/", 1)[-1] for l in d["libraries"]]
     assert "vcomp140.dll" in files, files
-print(f"{len(d[\"libraries\"])} libraries")
+print(len(d["libraries"]), "libraries")
 ' "$w" <<<"$OUT" >"$REPO/target/wine/smoke.check" 2>&1 ||
         fail "caiclust probe --tree $w: $(cat "$REPO/target/wine/smoke.check")"
     log "caiclust probe --tree $w: ok ($(cat "$REPO/target/wine/smoke.check"))"
