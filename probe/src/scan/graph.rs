@@ -488,7 +488,8 @@ impl Node {
     }
 }
 
-#[cfg(test)]
+// Linux only: the host's own ELF loader and libc resolve the fixture.
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 
@@ -541,7 +542,6 @@ mod tests {
     /// from file .../_multiarray_umath..."): in every order, nothing is
     /// missing and the OpenBLAS loads the libgfortran beside it.
     #[test]
-    #[cfg(target_os = "linux")] // the host's own ELF loader and libc
     fn mapped_roots_in_any_order_resolve_through_the_loaders_rpath() {
         let sp = numpy1_site();
         let files = [
