@@ -32,7 +32,7 @@ fn short_path(facts: &Facts, lib: &Library) -> String {
         if let Ok(rest) = lib.path.strip_prefix(root) {
             return rest.display().to_string();
         }
-        if let Ok(canon) = std::fs::canonicalize(root) {
+        if let Ok(canon) = caiclust_probe::canonicalize(root) {
             if let Ok(rest) = lib.path.strip_prefix(&canon) {
                 return rest.display().to_string();
             }

@@ -2,18 +2,27 @@
 //! skipped with a reason while the scan goes on: truncated, corrupted and
 //! non-binary files named like libraries, unreadable folders, symlink
 //! loops, a FIFO, a dangling link and a 1 GB sparse file.
+//!
+//! The hostile tree (FIFO, Unix permissions, symlinks, `setpriv`) is built
+//! on Unix only; the input errors are checked everywhere.
 
+#[cfg(unix)]
 use std::os::unix::fs::PermissionsExt;
+#[cfg(unix)]
 use std::path::{Path, PathBuf};
 use std::process::Command;
+#[cfg(unix)]
 use std::time::{Duration, Instant};
 
-use caiclust_core::probe::{Facts, Vendor};
+use caiclust_core::probe::Facts;
+#[cfg(unix)]
+use caiclust_core::probe::Vendor;
 
 fn caiclust() -> Command {
     Command::new(env!("CARGO_BIN_EXE_caiclust"))
 }
 
+#[cfg(unix)]
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -22,6 +31,7 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+#[cfg(unix)]
 /// A real library to prove the scan carries on past the bad ones.
 fn real_libgomp() -> PathBuf {
     let fx = caiclust_tests::fixtures();
@@ -37,6 +47,7 @@ fn real_libgomp() -> PathBuf {
         .expect("libgomp in the venv")
 }
 
+#[cfg(unix)]
 /// Run a command, killing it (and failing) if it outlives `limit`: a hang
 /// must fail the test, not stall the suite.
 fn output_within(mut cmd: Command, limit: Duration) -> std::process::Output {
@@ -72,6 +83,7 @@ fn output_within(mut cmd: Command, limit: Duration) -> std::process::Output {
     }
 }
 
+#[cfg(unix)]
 fn build_hostile_tree(root: &Path) {
     let real = std::fs::read(real_libgomp()).expect("read libgomp");
     let pkg = root.join("pkg");
@@ -116,6 +128,7 @@ fn build_hostile_tree(root: &Path) {
     }
 }
 
+#[cfg(unix)]
 fn skipped_reason<'a>(facts: &'a Facts, name: &str) -> &'a str {
     facts
         .scan
@@ -127,6 +140,7 @@ fn skipped_reason<'a>(facts: &'a Facts, name: &str) -> &'a str {
 }
 
 #[test]
+#[cfg(unix)]
 fn hostile_tree_is_reported_not_fatal() {
     let dir = tempfile::tempdir().expect("tempdir");
     build_hostile_tree(dir.path());
@@ -209,6 +223,7 @@ fn missing_and_wrong_inputs_are_clear_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let fake = dir.path().join("python3");
     std::fs::write(&fake, "#!/bin/sh\necho not json\n").expect("write");
+    #[cfg(unix)]
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let out = caiclust()
         .arg("probe")

@@ -1,6 +1,9 @@
 //! `caiclust env --shell ...`: each format is accepted by the binary, and
 //! values survive quoting (bash round trip; dotenv parsed back; textual
 //! checks for the others).
+//!
+//! Unix only: the output is evaluated by bash, zsh and conda's shell words.
+#![cfg(unix)]
 
 mod check_support;
 use check_support::*;

@@ -2,6 +2,9 @@
 //! (from the npm package `@microsoft/jest-sarif`, fetched by
 //! `scripts/fetch-sarif-schema.sh` together with a Python `jsonschema`).
 //! A missing schema fails the test: it is never skipped.
+//!
+//! Unix only: the SARIF schema is checked by the fixtures' Linux Python (jsonschema), fetched through bash.
+#![cfg(unix)]
 
 mod check_support;
 use check_support::*;

@@ -6,6 +6,9 @@
 //! it. The scripts are the verdict fixtures (`tests/verdicts/`), whose real
 //! runs `scripts/verdicts.py` measures; the environment is the real
 //! `venv-ml` fixture (PyPI scikit-learn, LightGBM, xgboost).
+//!
+//! Unix only: the fixture venvs' Linux Pythons, run and read live.
+#![cfg(unix)]
 
 mod check_support;
 use check_support::*;

@@ -1,6 +1,9 @@
 //! The ipyparallel backend from the command line: `caiclust map --backend
 //! ipyparallel` and `caiclust run --engines N`, with real engines on
 //! loopback; nothing they start is left behind.
+//!
+//! Unix only: ipyparallel runs in the Linux fixture venv `venv-ipp`.
+#![cfg(unix)]
 
 use std::process::Command;
 use std::time::Duration;

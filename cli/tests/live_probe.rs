@@ -2,6 +2,9 @@
 //! exactly what threadpoolctl sees inside the process, with equal thread
 //! counts, versions and threading layers; MKL's run-time layer and Debian's
 //! BLIS builds are named correctly.
+//!
+//! Unix only: live Linux Pythons from the fixture venvs.
+#![cfg(unix)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

@@ -2,6 +2,9 @@
 //! replacement strings give the same output; the job log has GNU
 //! parallel's layout and values; input from files, standard input, NUL
 //! separated; `--tag`; commands as inputs.
+//!
+//! Unix only: `sh` commands, compared with GNU parallel.
+#![cfg(unix)]
 
 mod map_support;
 use map_support::*;

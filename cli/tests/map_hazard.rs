@@ -5,6 +5,9 @@
 //! watchdog names the cause (CC001) and the run ends with the failures
 //! reported. (tests/tests/core_hazards.rs shows Python's fork Pool hanging
 //! on the same workloads.)
+//!
+//! Unix only: the fork hazards of Linux Pythons and OpenMP.
+#![cfg(unix)]
 
 use std::path::Path;
 use std::process::Command;

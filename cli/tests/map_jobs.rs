@@ -3,6 +3,9 @@
 //! `--keep-order`, `{%}` slots, huge outputs, the recommended environment,
 //! the progress bar, and bad input that must give a clear error (exit 255)
 //! and never a panic.
+//!
+//! Unix only: `sh` commands and the fixture venvs' Linux Pythons.
+#![cfg(unix)]
 
 mod map_support;
 use map_support::*;

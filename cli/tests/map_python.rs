@@ -2,6 +2,9 @@
 //! processes, one JSON line per result, exceptions with their traceback,
 //! `--json-args`, several input sources as positional arguments, the
 //! recommended thread variables inside the workers, and a job log.
+//!
+//! Unix only: the fixture venvs' Linux Pythons as workers.
+#![cfg(unix)]
 
 mod map_support;
 use map_support::*;

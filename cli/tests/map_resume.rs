@@ -3,6 +3,9 @@
 //! finish, so every input is done exactly once overall; nothing of the
 //! killed run lives on; GNU parallel reads the same job log and agrees on
 //! what is left. `--resume-failed` redoes the failures too.
+//!
+//! Unix only: `sh` commands.
+#![cfg(unix)]
 
 mod map_support;
 use map_support::*;

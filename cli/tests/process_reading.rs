@@ -10,6 +10,9 @@
 //! * Bad targets give clear errors: a pid that does not exist, a zombie, a
 //!   process killed while it is being read, and another user's process
 //!   (read as `nobody` through `setpriv` when the tests run as root).
+//!
+//! Linux only: the targets are Linux Pythons, read through `/proc`.
+#![cfg(target_os = "linux")]
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

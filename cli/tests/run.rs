@@ -4,6 +4,9 @@
 //! (128 plus N when signal N killed it, 127 when it does not exist, 125
 //! for caiclust's own errors); signals sent to caiclust reach the program;
 //! `python script.py` is linted first.
+//!
+//! Unix only: the fixture venvs' Linux Pythons and `sh` programs.
+#![cfg(unix)]
 
 mod map_support;
 use map_support::*;

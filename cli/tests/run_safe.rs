@@ -21,6 +21,9 @@
 //! with status 124 and a diagnosis naming CC001, `hung`, the hung worker's
 //! pid and the fix (`--start-method forkserver`, which then completes). A
 //! worker that only sleeps, in the same hazardous process, is not hung.
+//!
+//! Unix only: fork, OpenMP and the fixture venvs' Linux Pythons.
+#![cfg(unix)]
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

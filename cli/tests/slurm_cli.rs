@@ -4,6 +4,9 @@
 //! --engine-launcher srun` starts the engines with srun on the
 //! allocation's nodes, and the allocation's `SLURM_*` variables size the
 //! plan. One test at a time on the shared cluster.
+//!
+//! Unix only: a Slurm cluster and the fixture venvs' Linux Pythons.
+#![cfg(unix)]
 
 use std::process::Command;
 use std::sync::Mutex;

@@ -3,6 +3,9 @@
 //! and real processes by `tests/python/test_startup_hook.py`: the PyPI
 //! venv's CPython and Debian's (whose own `sitecustomize` must still
 //! run). Each must report "N passed, 0 failed".
+//!
+//! Unix only: the fixture venvs' Linux Pythons.
+#![cfg(unix)]
 
 use std::path::Path;
 use std::process::Command;

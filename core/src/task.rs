@@ -9,6 +9,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+mod ntstatus;
+
+pub use ntstatus::{exit_code_text, ntstatus_name};
+
 /// A task's number: its position in submission order, from 1 (the `Seq` of
 /// a GNU parallel joblog).
 pub type TaskId = u64;
@@ -256,7 +260,7 @@ impl ExitInfo {
 impl fmt::Display for ExitInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            ExitInfo::Code(c) => write!(f, "exit code {c}"),
+            ExitInfo::Code(c) => write!(f, "exit code {}", exit_code_text(c)),
             ExitInfo::Signal(s) => write!(f, "signal {s} ({})", signal_name(s)),
         }
     }
@@ -335,12 +339,37 @@ impl StartCause {
         if e.raw_os_error() == Some(libc::ENOEXEC) {
             return StartCause::NotExecutable;
         }
+        #[cfg(windows)]
+        if e.raw_os_error().is_some_and(windows_not_executable) {
+            return StartCause::NotExecutable;
+        }
         match e.kind() {
             std::io::ErrorKind::NotFound => StartCause::NotFound,
             std::io::ErrorKind::PermissionDenied => StartCause::NotExecutable,
             _ => StartCause::Other,
         }
     }
+}
+
+/// The Win32 errors of `CreateProcess` that a shell reports as "cannot
+/// execute" (126): the file exists but is not a program this Windows runs
+/// (`ERROR_BAD_EXE_FORMAT`, os error 193, for a script or a Linux binary).
+/// Pure, so tested everywhere; used on Windows only.
+#[cfg_attr(not(windows), allow(dead_code))]
+pub(crate) fn windows_not_executable(code: i32) -> bool {
+    const ERROR_BAD_FORMAT: i32 = 11;
+    const ERROR_INVALID_EXE_SIGNATURE: i32 = 191;
+    const ERROR_BAD_EXE_FORMAT: i32 = 193;
+    const ERROR_EXE_MARKED_INVALID: i32 = 192;
+    const ERROR_EXE_MACHINE_TYPE_MISMATCH: i32 = 216;
+    matches!(
+        code,
+        ERROR_BAD_FORMAT
+            | ERROR_INVALID_EXE_SIGNATURE
+            | ERROR_EXE_MARKED_INVALID
+            | ERROR_BAD_EXE_FORMAT
+            | ERROR_EXE_MACHINE_TYPE_MISMATCH
+    )
 }
 
 impl fmt::Display for Failure {
@@ -529,5 +558,33 @@ impl TaskResult {
             Outcome::Succeeded { value } => Some(value),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_exe_format_is_not_executable_on_windows() {
+        assert!(windows_not_executable(193));
+        assert!(windows_not_executable(216));
+        assert!(!windows_not_executable(2)); // ERROR_FILE_NOT_FOUND
+        assert!(!windows_not_executable(5)); // ERROR_ACCESS_DENIED: by its kind
+        #[cfg(windows)]
+        assert_eq!(
+            StartCause::of(&std::io::Error::from_raw_os_error(193)),
+            StartCause::NotExecutable
+        );
+    }
+
+    #[test]
+    fn windows_crash_codes_show_their_ntstatus() {
+        let e = ExitInfo::Code(0xC000_0005_u32 as i32);
+        assert_eq!(
+            e.to_string(),
+            "exit code 0xC0000005 (STATUS_ACCESS_VIOLATION)"
+        );
+        assert_eq!(ExitInfo::Code(3).to_string(), "exit code 3");
     }
 }

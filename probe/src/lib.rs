@@ -25,6 +25,7 @@
 //! use it call [`serve_runtime_query_if_requested`] first in `main`.
 
 mod binary;
+mod canon;
 mod dpkg;
 mod env;
 mod error;
@@ -43,6 +44,7 @@ mod spawn;
 pub use binary::{
     claim_parser_panic, parse_binary, read_binary, sniff_format, BinaryInfo, MAX_BINARY_SIZE,
 };
+pub use canon::canonicalize;
 pub use env::{relevant_env, RELEVANT_ENV_PREFIXES, RELEVANT_ENV_VARS};
 pub use error::{BinaryError, ProbeError};
 pub use facts::*;

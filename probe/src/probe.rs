@@ -139,7 +139,7 @@ pub fn probe_tree(root: &Path, options: &ProbeOptions) -> Result<Facts, ProbeErr
             reason: "not a folder".into(),
         });
     }
-    let root = &std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let root = &crate::canon::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
     let full_env = options.env.clone().unwrap_or_else(current_env);
     let target = match options.target_os {
         Some(t) => t,
@@ -177,7 +177,9 @@ fn infer_tree_os(root: &Path) -> OsFamily {
     let mut stack = vec![(root.to_path_buf(), 0usize)];
     let mut seen = std::collections::HashSet::new();
     while let Some((dir, depth)) = stack.pop() {
-        if depth > 32 || !seen.insert(std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone())) {
+        if depth > 32
+            || !seen.insert(crate::canon::canonicalize(&dir).unwrap_or_else(|_| dir.clone()))
+        {
             continue;
         }
         let Ok(read) = std::fs::read_dir(&dir) else {

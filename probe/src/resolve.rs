@@ -336,21 +336,30 @@ impl Loader {
     }
 }
 
-/// The file in `dir` whose name equals `name` ignoring ASCII case.
+/// The real name of the file in `dir` whose name equals `name` ignoring
+/// ASCII case: the exact spelling when such a file exists, else the first
+/// listed. The folder is always listed, because on a case-insensitive
+/// filesystem (NTFS, APFS) `dir.join(name)` exists under any spelling, and
+/// the name shown must be the file's own (`vcomp140.dll`, not the
+/// `VCOMP140.DLL` an import table asks for).
 fn find_case_insensitive(dir: &Path, name: &str) -> Option<String> {
-    let exact = dir.join(name);
-    if exact.is_file() {
-        return Some(name.to_owned());
-    }
-    let entries = std::fs::read_dir(dir).ok()?;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        // A folder that cannot be listed may still be searchable.
+        return dir.join(name).is_file().then(|| name.to_owned());
+    };
+    let mut folded = None;
     for entry in entries.flatten() {
         let file_name = entry.file_name();
         let file_name = file_name.to_string_lossy();
-        if file_name.eq_ignore_ascii_case(name) && entry.path().is_file() {
-            return Some(file_name.into_owned());
+        if !file_name.eq_ignore_ascii_case(name) || !entry.path().is_file() {
+            continue;
         }
+        if file_name == name {
+            return Some(name.to_owned());
+        }
+        folded.get_or_insert_with(|| file_name.into_owned());
     }
-    None
+    folded
 }
 
 /// Replace `$ORIGIN` / `${ORIGIN}` with the requester's folder.

@@ -1,6 +1,9 @@
 //! The rules and the recommendation on real environments: the fixture
 //! venvs and Debian's interpreter (`scripts/setup-test-envs.sh`). Missing
 //! fixtures fail, never skip.
+//!
+//! Unix only: the fixture venvs and Debian's interpreter are Linux programs; the workload runs in its own process group.
+#![cfg(unix)]
 
 use std::collections::BTreeMap;
 use std::io::Write;

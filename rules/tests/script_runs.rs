@@ -4,6 +4,9 @@
 //! is not a file), and the guarded script runs as a script. Where CC205
 //! reports a task function, the spawn workers really fail with `Can't get
 //! attribute`; where it reports nothing, the work completes.
+//!
+//! Unix only: runs Debian's Linux `python3` from the fixtures, in its own process group.
+#![cfg(unix)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -46,6 +46,8 @@ pub const MANIFEST_VERSION: u32 = 1;
 
 /// Names of the unpacked foreign wheels under [`Fixtures::wheels_dir`], as
 /// written by `scripts/setup-test-envs.sh`.
+mod tagged;
+
 pub mod wheel {
     /// numpy for macOS 14 arm64: links Accelerate, imports
     /// `cblas_*$NEWLAPACK$ILP64`.
@@ -507,41 +509,10 @@ pub fn unique_tag(test: &str) -> String {
 pub const TAG_VAR: &str = "CAICLUST_TEST_TAG";
 
 /// Live processes (not zombies) whose environment has `TAG_VAR=tag`, each
-/// with its command line.
+/// with its command line: from `/proc` on Linux, from each process's own
+/// environment block on Windows (see `tagged/windows.rs`).
 pub fn processes_tagged(tag: &str) -> Vec<(u32, String)> {
-    let needle = format!("{TAG_VAR}={tag}");
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        if !env.split(|&b| b == 0).any(|kv| kv == needle.as_bytes()) {
-            continue;
-        }
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .unwrap_or("?");
-        if state == "Z" || state == "X" {
-            continue;
-        }
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-            .unwrap_or_default();
-        out.push((pid, cmd));
-    }
-    out
+    tagged::processes_with(&format!("{TAG_VAR}={tag}"))
 }
 
 /// Wait up to `within` for every process tagged `tag` to be gone; return
@@ -783,6 +754,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)] // threadpoolctl in the Linux fixture venv
     fn threadpoolctl_sees_pypi_openblas() {
         let fx = fixtures();
         let pools = run_threadpoolctl(&fx.venv_pypi, &["numpy"]);

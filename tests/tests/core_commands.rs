@@ -1,6 +1,9 @@
 //! core: external commands. Exit codes and signals, per-task environment,
 //! folder and input, timeouts that stop grandchildren, huge outputs that
 //! never sit in memory, retries, halt policies, cancellation, order.
+//!
+//! Unix only: the tasks are `sh` commands and Unix signals (the Windows command tasks have tests of their own).
+#![cfg(unix)]
 
 use std::time::{Duration, Instant};
 

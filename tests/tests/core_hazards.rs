@@ -8,6 +8,9 @@
 //! with the auto plan completes with the results a single plain process
 //! computes; and with fork forced, the watchdog reports the hang and its
 //! cause (CC001) within its deadline and the run ends with the failures.
+//!
+//! Unix only: fork, `gcc -fopenmp` and the Linux fixture interpreters.
+#![cfg(unix)]
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;

@@ -6,6 +6,9 @@
 //! exceptions; bytes of several MiB arrive intact both ways. Timeouts,
 //! cancellation and retries treat them as JSON tasks; JSON tasks next to
 //! them are unchanged. Nothing is left running afterwards.
+//!
+//! Unix only: ipyparallel in the Linux fixture venv.
+#![cfg(unix)]
 
 use std::collections::BTreeMap;
 use std::path::Path;

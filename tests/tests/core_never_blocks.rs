@@ -3,6 +3,9 @@
 //! input pipe holds); worker 2's task timeout still fires within 100 ms of
 //! its deadline and worker 2's results keep arriving. For Rust and Python
 //! workers. When the long task ends, every queued task runs and answers.
+//!
+//! Unix only: the fixture venvs' Linux Pythons as workers.
+#![cfg(unix)]
 
 use std::path::Path;
 use std::time::{Duration, Instant};

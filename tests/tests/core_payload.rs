@@ -5,6 +5,9 @@
 //! with a clear exception and the worker goes on. Rust: bytes functions
 //! the same way, and a bytes task sent to a JSON function (or the reverse)
 //! fails with a message that says so.
+//!
+//! Unix only: the fixture venvs' Linux Pythons as workers.
+#![cfg(unix)]
 
 use std::path::Path;
 use std::process::Command;

@@ -3,6 +3,9 @@
 //! worker killed with SIGKILL, a worker that exits between tasks, a task
 //! whose children outlive its timeout, a task printing to stdout. Each is
 //! reported with its reason, the rest complete, nothing is left behind.
+//!
+//! Unix only: the fixture interpreters are Linux Pythons; faults are Unix signals read through `/proc`.
+#![cfg(unix)]
 
 use std::path::Path;
 use std::time::Duration;

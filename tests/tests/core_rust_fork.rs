@@ -1,6 +1,9 @@
 //! core: the fork start method for Rust tasks. The workers are forks of
 //! this test process (through a template forked once), so they see what it
 //! set up before, and faults in them are handled as for other workers.
+//!
+//! Unix only: fork and `sh`.
+#![cfg(unix)]
 
 use std::sync::OnceLock;
 use std::time::Duration;

@@ -6,6 +6,9 @@
 //! (a Python parent forks from the thread that did, and hangs). The refusal
 //! stays conservative: other runtimes keep process-wide pools. (Its own
 //! test binary: the OpenMP threads must not leak into other tests.)
+//!
+//! Unix only: fork.
+#![cfg(unix)]
 
 use std::time::{Duration, Instant};
 

@@ -6,6 +6,9 @@
 //! stopped; `stop_standbys` leaves none.
 //!
 //! Standbys are per process: the tests of this file run one at a time.
+//!
+//! Unix only: the fixture venvs' Linux Pythons as workers.
+#![cfg(unix)]
 
 use std::path::Path;
 use std::sync::Mutex;

@@ -11,6 +11,9 @@
 //! wait for tasks in a numpy fork Pool are never even suspects; a child
 //! waiting at the barrier of a pool of its own is cleared by the
 //! diagnosis; and the watch ends, with its threads, when the program exits.
+//!
+//! Unix only: fork, `gcc -fopenmp`, Debian numpy and process groups.
+#![cfg(unix)]
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

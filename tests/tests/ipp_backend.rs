@@ -5,6 +5,9 @@
 //! `TAG_VAR` (the driver, and through it controller, engines, nannies and
 //! commands) and checks afterwards that no tagged process is left and that
 //! the run's profile folder is gone.
+//!
+//! Unix only: ipyparallel runs in the Linux fixture venv `venv-ipp`; interrupts are Unix signals.
+#![cfg(unix)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

@@ -2,6 +2,9 @@
 //! ipyparallel from PyPI (`venv-ipp`) on loopback: tiny tasks travel to
 //! the engines in batches; results, timeouts, retries and cancel stay per
 //! task. Leftovers are checked as in `ipp_backend.rs`.
+//!
+//! Unix only: ipyparallel in the Linux fixture venv.
+#![cfg(unix)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

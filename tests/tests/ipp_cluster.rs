@@ -1,5 +1,8 @@
 //! The ipyparallel backend behind the `Cluster` API: the same submissions,
 //! results and environment as local pools, with engines on loopback.
+//!
+//! Unix only: ipyparallel in the Linux fixture venv.
+#![cfg(unix)]
 
 use std::time::Duration;
 

@@ -10,6 +10,9 @@
 //! (`caiclust run --engines` with `srun` inside an allocation, and the plan
 //! an allocation's `SLURM_*` variables size: `cli/tests/slurm_cli.rs`.)
 //! The tests share one cluster: they run one at a time.
+//!
+//! Unix only: a Slurm cluster and ipyparallel in the Linux fixture venv.
+#![cfg(unix)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;

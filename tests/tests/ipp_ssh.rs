@@ -9,6 +9,9 @@
 //! cut) has its tasks retried on the other; an unreachable host is named when startup fails;
 //! a controller on loopback with engines on other hosts is refused before
 //! anything starts. The tests share the hosts: one at a time.
+//!
+//! Unix only: SSH hosts in network namespaces and ipyparallel in the Linux fixture venv.
+#![cfg(unix)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;

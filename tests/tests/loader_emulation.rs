@@ -3,6 +3,9 @@
 //! loads, whatever order the scan meets the files in. The oracle is the
 //! loader itself: `LD_DEBUG=libs` of a real load, and a real `dlopen`
 //! through Python's ctypes.
+//!
+//! Unix only: the Linux dynamic loader of the fixture venvs' Pythons as the oracle.
+#![cfg(unix)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,9 @@
 //! Acceptance: numba's available threading layers, read from its pool
 //! modules' dependencies without importing numba. Oracle: `numba -s`, which
 //! imports each layer for real.
+//!
+//! Unix only: numba in a Linux fixture venv.
+#![cfg(unix)]
 
 use std::collections::BTreeSet;
 use std::process::Command;

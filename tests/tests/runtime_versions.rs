@@ -2,6 +2,9 @@
 //! fixtures, each checked against an independent oracle: binutils
 //! (`readelf`, `strings`) for what the file says, and dpkg (the installed
 //! `libgomp1` version and its symbols file) for Debian's libgomp.
+//!
+//! Unix only: Debian's libraries, loaded.
+#![cfg(unix)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -6,6 +6,9 @@
 //! without it, the build the system's alternative names.
 //! Oracles: `ldd` (the real loader's answer) and `dpkg -S` (which package
 //! owns the file).
+//!
+//! Unix only: Debian's packages and Python, with threadpoolctl as the oracle.
+#![cfg(unix)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

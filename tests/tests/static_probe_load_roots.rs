@@ -5,6 +5,9 @@
 //! runtime that the loader knows by one SONAME are alternatives, one pool.
 //! The oracles run here: threadpoolctl after LightGBM really trained, and
 //! `/proc/self/maps` of a process that imported all three packages.
+//!
+//! Unix only: the fixture venvs' Linux Pythons, with threadpoolctl as the oracle.
+#![cfg(unix)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -3,6 +3,9 @@
 //! static probe finds every library that threadpoolctl lists after
 //! importing all four packages, with the same file, kind, version and
 //! threading layer. threadpoolctl is the oracle and runs here.
+//!
+//! Unix only: the fixture venvs' Linux Pythons, with threadpoolctl as the oracle.
+#![cfg(unix)]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

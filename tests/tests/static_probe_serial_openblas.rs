@@ -5,6 +5,9 @@
 //! `SINGLE_THREADED` is in every build), as threadpoolctl does in a live
 //! process (the oracle, run here); a serial copy is never counted as a
 //! pool: not among duplicates, not in oversubscription.
+//!
+//! Unix only: Debian's OpenBLAS builds, symlinks, and threadpoolctl in a Linux Python as the oracle.
+#![cfg(unix)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

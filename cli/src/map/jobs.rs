@@ -147,6 +147,13 @@ pub fn log_status(r: &TaskResult) -> Option<(i64, i64)> {
                 (0, 0) => (1, 0),
                 other => other,
             },
+            // A timeout logs signal 15 on Windows too, as GNU parallel
+            // does there: it runs only under Cygwin or MSYS2, where its
+            // --termseq TERM reaches the job's process through the Cygwin
+            // process emulation, which ends a native Windows program
+            // (TerminateProcess) and reports to parallel, through waitpid,
+            // a death by SIGTERM. So the log reads the same on every OS;
+            // the TerminateProcess exit code (ExitInfo::Code) is not used.
             Failure::TimedOut { .. } | Failure::Hung { .. } => (
                 -1,
                 match r.exit {

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 
-use caiclust_core::task::signal_name;
+use caiclust_core::task::{exit_code_text, signal_name};
 use caiclust_core::{ExitInfo, Failure, Outcome, TaskResult};
 use colored::Colorize as _;
 
@@ -202,7 +202,7 @@ pub fn describe_failure(f: &Failure) -> String {
     match f {
         Failure::Exit {
             exit: ExitInfo::Code(c),
-        } => format!("failed with exit code {c}"),
+        } => format!("failed with exit code {}", exit_code_text(*c)),
         Failure::Exit {
             exit: ExitInfo::Signal(s),
         } => format!("was killed by signal {s} ({})", signal_name(*s)),

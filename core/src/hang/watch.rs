@@ -269,6 +269,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)] // starts `true`
     fn a_watch_of_a_process_that_is_gone_ends_at_once() {
         let mut child = std::process::Command::new("true").spawn().expect("true");
         let pid = child.id();

@@ -210,6 +210,7 @@ fn an_unguarded_script_keeps_fork_and_is_made_safe_by_the_environment() {
 }
 
 #[test]
+#[cfg(unix)] // the hook sets fork, which a Windows host cannot start
 fn an_unguarded_script_on_a_forkserver_default_gets_fork_made_safe() {
     // Python 3.14 on Linux: forkserver by default.
     let facts = snapshot("linux-python314-implicit");

@@ -488,7 +488,8 @@ impl Node {
     }
 }
 
-#[cfg(test)]
+// Linux only: the host's own ELF loader and libc resolve the fixture.
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 
@@ -516,7 +517,7 @@ mod tests {
             .map(|e| e.path())
             .find(|p| file_name_string(p).starts_with(prefix));
         let path = found.unwrap_or_else(|| panic!("no {prefix}* in {}", dir.display()));
-        std::fs::canonicalize(&path).unwrap_or(path)
+        crate::canon::canonicalize(&path).unwrap_or(path)
     }
 
     fn permutations(n: usize) -> Vec<Vec<usize>> {

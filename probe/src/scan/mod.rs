@@ -165,7 +165,7 @@ fn canonical(
     if let Some(hit) = cache.get(path) {
         return hit.clone();
     }
-    let real = std::fs::canonicalize(path).ok();
+    let real = crate::canon::canonicalize(path).ok();
     if real.as_deref() != Some(path) {
         witnesses.links(path);
     }
@@ -598,7 +598,7 @@ impl Scanner {
             }
             // Nodes have symlink-free paths.
             let shown = path;
-            let real_path = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+            let real_path = crate::canon::canonicalize(path).unwrap_or_else(|_| path.clone());
             let path = &real_path;
             let dist_names: Vec<String> = PACKAGES_THAT_MATTER
                 .iter()
