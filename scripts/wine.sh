@@ -54,39 +54,12 @@ MINGW_GCC=x86_64-w64-mingw32-gcc
 
 DEB_PACKAGES=(wine wine64 gcc-mingw-w64-x86-64)
 
-# Tests that compile for Windows but cannot pass under wine, each with its
-# reason (cargo test's --skip matches substrings of test names). Everything
-# else of `cargo test --workspace --target x86_64-pc-windows-gnu` runs.
-WINE_SKIPS=(
-    # cli/tests/check_script.rs: the SARIF is validated by the fixtures'
-    # Linux Python (jsonschema), fetched through bash.
-    "notebook_findings_point_at_the_cell_and_at_the_file|SARIF validated by a Linux Python through bash"
-    "one_bad_file_is_reported_and_the_others_are_still_linted|SARIF validated by a Linux Python through bash"
-    "sarif_for_a_script_validates_and_points_at_the_file|SARIF validated by a Linux Python through bash"
-    # cli/tests/cli.rs: probe a fixture venv's Linux Python.
-    "cached_scan_prints_the_same_facts|queries a Linux Python of the fixtures"
-    "summary_names_runtimes_and_duplicates|queries a Linux Python of the fixtures"
-    "summary_says_how_the_interpreter_was_found|looks for python3 on a Linux PATH"
-    # cli/tests/one_verdict.rs: a Linux path with '..' baked in at compile
-    # time (CARGO_MANIFEST_DIR of the cross build), which wine does not find.
-    "every_consumer_reaches_the_same_verdict_on_every_snapshot|Linux path with .. from the cross build"
-    # core/src/worker/boot.rs (unit test): runs a Linux Python.
-    "worker::boot::tests::the_boot_line_imports_the_module_it_wrote|runs a Linux Python"
-    # tests/tests/foreign_wheels.rs: compares with threadpoolctl in a Linux venv.
-    "numpy_windows_uses_scipy_openblas_named_by_its_export_table|threadpoolctl oracle in a Linux venv"
-    # tests/tests/fuzz_mutations: mutates the test executable itself, which
-    # must be an ELF file.
-    "finding_elf_dynstr_size_huge|needs an ELF test executable"
-    # tests/tests/core_faults.rs: spawn workers outlive a killed parent on
-    # Windows until they are tied to it (issue #16 point 1, Job Objects and
-    # parent death: remove this skip with that change). processes_tagged
-    # finds them, with their command lines.
-    "a_killed_parent_takes_its_spawned_workers_along|issue #16 point 1 (workers outlive a killed parent)"
-    # tests/tests/fuzz_mutations.rs: on the PE test executable (30 MB under
-    # wine), SizeOfOptionalHeader=0xffff keeps parse_binary over its 2 s
-    # budget: a finding for the PE parser, to be fixed, then unskipped.
-    "mutated_current_exe|PE parser over budget on SizeOfOptionalHeader=0xffff (open finding)"
-)
+# The tests that compile for Windows but cannot pass under wine are listed,
+# each with its reason, in .ci/run (WINE_SKIPS), read from there; cargo
+# test's --skip matches substrings of test names. Everything else of
+# `cargo test --workspace --target x86_64-pc-windows-gnu` runs.
+eval "$(sed -n '/^WINE_SKIPS=(/,/^)/p' "$REPO/.ci/run")"
+[ "${#WINE_SKIPS[@]}" -gt 0 ] || { echo "wine.sh: no WINE_SKIPS list in .ci/run" >&2; exit 1; }
 
 log() { printf '[wine] %s\n' "$*"; }
 die() { printf '[wine] ERROR: %s\n' "$*" >&2; exit 1; }
