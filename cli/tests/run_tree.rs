@@ -81,7 +81,7 @@ fn helper_program() {
     let Some(dir) = std::env::var_os(DIR_VAR).map(PathBuf::from) else {
         return;
     };
-    let grandchild = helper("helper_grandchild")
+    let mut grandchild = helper("helper_grandchild")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
@@ -89,8 +89,10 @@ fn helper_program() {
     write_pid(std::process::id(), &dir.join("child"));
     write_pid(grandchild.id(), &dir.join("grandchild"));
     if std::env::var(MODE_VAR).as_deref() == Ok("wait") {
-        let mut grandchild = grandchild;
         let _ = grandchild.wait();
+    } else {
+        // Left running, on purpose.
+        std::mem::forget(grandchild);
     }
 }
 
