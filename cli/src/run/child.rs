@@ -10,6 +10,14 @@
 //! The exit status is the child's, or 128 + N when signal N killed it;
 //! 127 when the program is not found, 126 when it cannot be executed.
 //!
+//! On Windows the child runs in a Job Object of its own
+//! ([`caiclust_core::job`]), the process group's counterpart: Ctrl-C
+//! reaches it through the console as before, and the job ends the whole
+//! tree, grandchildren included, when the watchdog stops it, when caiclust
+//! is killed outright (the job's handle closes with caiclust), and when
+//! the program ends (what it leaves running goes with it, as for a
+//! command task).
+//!
 //! With a stall time, the hang watchdog ([`caiclust_core::hang`]) watches
 //! the child's process tree; when it finds a forked worker hung in a
 //! runtime, the whole tree is stopped (TERM, a grace period, KILL) and
@@ -20,6 +28,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use caiclust_core::hang::{diagnose_forked_child, watch_tree, Hang, TreeWatchOptions};
+use caiclust_core::job;
 use caiclust_core::tree::{self, StopSignal};
 
 /// How the program ended.
@@ -66,15 +75,41 @@ pub fn run(
     let mut cmd = Command::new(program);
     cmd.args(args);
     cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    job::prepare(&mut cmd);
     forward::install();
     let mut child = cmd.spawn().map_err(|error| SpawnError {
         program: program.clone(),
         error,
     })?;
     let pid = child.id();
+    if let Err(error) = job::adopt(&child) {
+        // It has been terminated: reap it.
+        let _ = child.wait();
+        return Err(SpawnError {
+            program: program.clone(),
+            error,
+        });
+    }
     forward::child_started(pid);
+    let ended = watched(child, pid, program, stall);
+    // Whatever the program left running in its job goes with it.
+    job::release(pid);
+    ended
+}
+
+/// Wait for the child started as `pid`, watched for hangs when `stall`
+/// is given and the platform has a watchdog.
+fn watched(
+    mut child: std::process::Child,
+    pid: u32,
+    program: &str,
+    stall: Option<Duration>,
+) -> Result<Ended, SpawnError> {
+    // A watch that ended at once watches nothing (a platform without the
+    // watchdog): waiting on it would only spin.
     let watch = stall
-        .and_then(|s| watch_tree(pid, TreeWatchOptions::with_stall(s), diagnose_forked_child).ok());
+        .and_then(|s| watch_tree(pid, TreeWatchOptions::with_stall(s), diagnose_forked_child).ok())
+        .filter(|w| !w.is_finished());
     let Some(watch) = watch else {
         return wait(&mut child, program).map(Ended::Exited);
     };
@@ -82,7 +117,7 @@ pub fn run(
     // and the watchdog's first hang (forwarded by another).
     let (tx, rx) = mpsc::channel();
     let exited = tx.clone();
-    let name = program.clone();
+    let name = program.to_string();
     std::thread::spawn(move || {
         let _ = exited.send(Event::Exited(wait(&mut child, &name)));
     });

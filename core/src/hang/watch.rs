@@ -271,7 +271,13 @@ mod tests {
     #[test]
     #[cfg(unix)] // starts `true`
     fn a_watch_of_a_process_that_is_gone_ends_at_once() {
-        let mut child = std::process::Command::new("true").spawn().expect("true");
+        // This test program, listing its tests: a program that exits at
+        // once on every platform (Windows has no `true`).
+        let mut child = std::process::Command::new(std::env::current_exe().expect("this test"))
+            .arg("--list")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start this test program");
         let pid = child.id();
         child.wait().expect("wait");
         let w = watch_tree(pid, TreeWatchOptions::default(), |_: &Suspect| None)

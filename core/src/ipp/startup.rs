@@ -73,10 +73,20 @@ impl IppBackend {
             // it; it notices the caller's end by its input closing.
             cmd.process_group(0);
         }
+        // Windows: in a job of its own, so that the driver and the cluster
+        // it starts end with this process, even killed outright.
+        crate::job::prepare(&mut cmd);
         let mut child = cmd.spawn().map_err(|source| IppError::Spawn {
             python: config.python.clone(),
             source,
         })?;
+        if let Err(source) = crate::job::adopt(&child) {
+            let _ = child.wait();
+            return Err(IppError::Spawn {
+                python: config.python.clone(),
+                source,
+            });
+        }
         let driver_pid = child.id();
         let shared = Arc::new(Mutex::new(Shared::default()));
         let (tx, rx) = mpsc::channel();

@@ -210,7 +210,7 @@ fn an_unguarded_script_keeps_fork_and_is_made_safe_by_the_environment() {
 }
 
 #[test]
-#[cfg(unix)] // the hook sets fork, which a Windows host cannot start
+#[cfg(unix)] // fork is chosen only where the program runs: a host with fork.
 fn an_unguarded_script_on_a_forkserver_default_gets_fork_made_safe() {
     // Python 3.14 on Linux: forkserver by default.
     let facts = snapshot("linux-python314-implicit");
@@ -223,6 +223,17 @@ fn an_unguarded_script_on_a_forkserver_default_gets_fork_made_safe() {
         plan.changes
     );
     assert!(!plan.after.start_method_unsafe(), "{:?}", plan.after);
+}
+
+#[test]
+#[cfg(not(unix))]
+fn an_unguarded_script_keeps_its_start_method_on_a_host_without_fork() {
+    // The same script and facts; the program runs here, where there is no
+    // fork to switch to.
+    let facts = snapshot("linux-python314-implicit");
+    let plan = plan_script(&facts, UNGUARDED, &ProgramOptions::default(), &[]);
+    assert_eq!(plan.before.start_method, "forkserver");
+    assert_eq!(plan.hook, None, "{:?}", plan.changes);
 }
 
 /// As FORCED, with numpy's BLAS (Debian's BLIS) run on both sides.

@@ -99,7 +99,13 @@ mod tests {
     #[test]
     fn the_boot_line_imports_the_module_it_wrote() {
         let dir = tempfile::tempdir().expect("a temporary folder");
-        let folder = dir.path().join("with \"quotes\" and \\ slashes");
+        // A name that needs escaping in a Python literal. Windows forbids
+        // `"` in file names; its paths have backslashes anyway.
+        #[cfg(unix)]
+        let name = "with \"quotes\" and \\ slashes";
+        #[cfg(not(unix))]
+        let name = "with 'quotes' and spaces";
+        let folder = dir.path().join(name);
         let line = boot_line(&folder).expect("a boot line");
         let file = folder.join(format!("{}.py", module_name()));
         assert_eq!(
