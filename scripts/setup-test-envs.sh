@@ -13,6 +13,9 @@
 #                           opencv-python-headless 4.10
 #   venv-tf/                CPython venv with PyPI tensorflow-cpu (its own
 #                           intra-op pool, issue #14's verdicts)
+#   venv-torch/             CPython venv with PyPI torch (Linux x86_64: its
+#                           bundled GNU OpenMP, and the CUDA runtime wheels it
+#                           requires; no GPU is used), issue #14's verdicts
 #   venv-ipp/               CPython venv with PyPI ipyparallel, numpy,
 #                           scikit-learn (the ipyparallel backend's tests)
 #   venv-tools/             ruff, for .ci/run's lint of the Python files; maturin,
@@ -88,6 +91,12 @@ VENV_NUMPY1_PACKAGES=("numpy<2" threadpoolctl "opencv-python-headless==4.10.0.84
 # thread pool hangs forked workers once the parent has run an operation.
 VENV_TF=$FIX/venv-tf
 VENV_TF_PACKAGES=(tensorflow-cpu threadpoolctl)
+# And PyTorch as PyPI ships it for Linux x86_64 (about 5 GB with the NVIDIA
+# runtime wheels it requires; pip's cache keeps later runs quick): its
+# intra-op pool is the GNU OpenMP its wheel bundles, and CUDA is installed
+# but never initialised here (no GPU).
+VENV_TORCH=$FIX/venv-torch
+VENV_TORCH_PACKAGES=("torch==2.5.1" numpy threadpoolctl)
 # And one for the ipyparallel backend: a controller and engines from PyPI,
 # with the hazard workload's numpy and scikit-learn.
 VENV_IPP_PACKAGES=(ipyparallel numpy scikit-learn)
@@ -290,6 +299,9 @@ build_venv venv-numpy1 "$VENV_NUMPY1" '"$1" -c "import numpy, cv2, threadpoolctl
 # shellcheck disable=SC2016
 build_venv venv-tf "$VENV_TF" '"$1" -c "import tensorflow, threadpoolctl"' "${VENV_TF_PACKAGES[@]}"
 # shellcheck disable=SC2016
+build_venv venv-torch "$VENV_TORCH" '"$1" -c "import torch, numpy, threadpoolctl"' \
+    "${VENV_TORCH_PACKAGES[@]}"
+# shellcheck disable=SC2016
 build_venv venv-ipp "$VENV_IPP" \
     '"$1" -c "import ipyparallel, numpy, sklearn" && [ -x "$(dirname "$1")/ipcluster" ]' \
     "${VENV_IPP_PACKAGES[@]}"
@@ -398,7 +410,7 @@ export CAICLUST_MULTIARCH='$MULTIARCH'
 EOF
 
 WHEEL_SPECS_TEXT=$(printf '%s\n' "${WHEEL_SPECS[@]}")
-export FIX VENV VENV_NUMBA VENV_MKL VENV_NUMPY VENV_ML VENV_NUMPY1 VENV_TF VENV_IPP WHEELS STAMPS DEBIAN_PYTHON OPENBLAS_PTHREAD_DIR \
+export FIX VENV VENV_NUMBA VENV_MKL VENV_NUMPY VENV_ML VENV_NUMPY1 VENV_TF VENV_TORCH VENV_IPP WHEELS STAMPS DEBIAN_PYTHON OPENBLAS_PTHREAD_DIR \
     OPENBLAS_OPENMP_DIR MULTIARCH WHEEL_SPECS_TEXT
 "$VENV/bin/python" - <<'PY' | write_if_changed "$FIX/manifest.json"
 import json, os, re
@@ -446,6 +458,7 @@ manifest = {
     "venv_ml": os.path.join(env["VENV_ML"], "bin", "python"),
     "venv_numpy1": os.path.join(env["VENV_NUMPY1"], "bin", "python"),
     "venv_tf": os.path.join(env["VENV_TF"], "bin", "python"),
+    "venv_torch": os.path.join(env["VENV_TORCH"], "bin", "python"),
     "venv_ipp": os.path.join(env["VENV_IPP"], "bin", "python"),
     "debian_python": env["DEBIAN_PYTHON"],
     "multiarch": env["MULTIARCH"],

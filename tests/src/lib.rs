@@ -127,6 +127,10 @@ pub struct Fixtures {
     /// threadpoolctl (`<root>/venv-tf/bin/python`): TensorFlow's own
     /// intra-op pool does not survive fork.
     pub venv_tf: PathBuf,
+    /// The interpreter of a venv with PyPI torch (x86_64: bundled GNU
+    /// OpenMP, the NVIDIA runtime wheels installed, no GPU used) and
+    /// threadpoolctl (`<root>/venv-torch/bin/python`).
+    pub venv_torch: PathBuf,
     /// Debian's interpreter with `python3-numpy` (`/usr/bin/python3`).
     pub debian_python: PathBuf,
     /// The machine's multiarch triplet, e.g. `x86_64-linux-gnu`.
@@ -180,6 +184,7 @@ struct Manifest {
     venv_numpy1: Option<PathBuf>,
     #[serde(default)]
     venv_tf: Option<PathBuf>,
+    venv_torch: Option<PathBuf>,
     debian_python: PathBuf,
     multiarch: String,
     openblas_pthread_dir: PathBuf,
@@ -344,6 +349,9 @@ fn load_fixtures(root: &Path) -> Result<Fixtures, String> {
         venv_tf: m
             .venv_tf
             .unwrap_or_else(|| root.join("venv-tf").join("bin").join("python")),
+        venv_torch: m
+            .venv_torch
+            .unwrap_or_else(|| root.join("venv-torch").join("bin").join("python")),
         debian_python: m.debian_python,
         multiarch: m.multiarch,
         openblas_pthread_dir: m.openblas_pthread_dir,
@@ -362,6 +370,7 @@ fn load_fixtures(root: &Path) -> Result<Fixtures, String> {
         ("machine-learning venv interpreter", &fx.venv_ml, false),
         ("numpy 1.x venv interpreter", &fx.venv_numpy1, false),
         ("TensorFlow venv interpreter", &fx.venv_tf, false),
+        ("PyTorch venv interpreter", &fx.venv_torch, false),
         ("Debian interpreter", &fx.debian_python, false),
         ("pthreads OpenBLAS folder", &fx.openblas_pthread_dir, true),
         ("OpenMP OpenBLAS folder", &fx.openblas_openmp_dir, true),

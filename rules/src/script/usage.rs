@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use rustpython_parser::ast::Ranged;
+use rustpython_parser::ast::{self, Constant, Expr, Ranged};
 
 use super::model::{Call, Model};
 use super::pools;
@@ -48,6 +48,10 @@ pub struct ScriptUsage {
     /// not reach itself is judged as if no script were known.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub unread_code: BTreeSet<String>,
+    /// The parent initialises CUDA before a call that may fork workers
+    /// ([`initialises_cuda`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cuda_before_fork: bool,
 }
 
 impl ScriptUsage {
@@ -55,6 +59,7 @@ impl ScriptUsage {
     pub fn merge(&mut self, other: &ScriptUsage) {
         self.imports.extend(other.imports.iter().cloned());
         self.before_fork.extend(other.before_fork.iter().cloned());
+        self.cuda_before_fork |= other.cuda_before_fork;
         self.in_workers.extend(other.in_workers.iter().cloned());
         for (package, threads) in &other.threads_before_fork {
             record_threads(&mut self.threads_before_fork, package, *threads);
@@ -134,13 +139,14 @@ pub(crate) fn usage_of(model: &Model<'_>) -> ScriptUsage {
                 .map(|c| c.range().start().to_usize())
         })
         .collect();
-    let before_fork = model
+    let parent_calls: Vec<&Call<'_>> = model
         .calls
         .iter()
         .filter(|c| !decorating.contains(&c.node.range().start().to_usize()))
         .filter(|c| forks.iter().any(|f| model.runs_before(c, f)))
-        .flat_map(package_of)
         .collect();
+    let before_fork = parent_calls.iter().flat_map(|c| package_of(c)).collect();
+    let cuda_before_fork = parent_calls.iter().any(|c| initialises_cuda(c));
     let mut in_workers = BTreeSet::new();
     let mut tasks: BTreeSet<&str> = BTreeSet::new();
     for call in &model.calls {
@@ -175,7 +181,21 @@ pub(crate) fn usage_of(model: &Model<'_>) -> ScriptUsage {
         in_workers,
         threads_before_fork: BTreeMap::new(),
         unread_code: native_loads(model),
+        cuda_before_fork,
     }
+}
+
+/// A call that initialises CUDA in its process: any CuPy call, anything
+/// under a `cuda` attribute (`torch.cuda.*`, `numba.cuda.*`,
+/// `model.cuda()`), or a call given a `"cuda…"` device (`x.to("cuda")`,
+/// `torch.zeros(3, device="cuda:0")`).
+fn initialises_cuda(call: &Call<'_>) -> bool {
+    top_level(&call.callee) == "cupy"
+        || call.callee.split('.').any(|part| part == "cuda")
+        || call.args.iter().any(|a| {
+            matches!(a.expr, Expr::Constant(ast::ExprConstant { value: Constant::Str(s), .. })
+                if s.starts_with("cuda"))
+        })
 }
 
 /// Calls that load a native library the probe cannot see (a path the
