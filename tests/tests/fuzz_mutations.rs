@@ -609,6 +609,19 @@ fn vcomp140() -> PathBuf {
         .join("sklearn/.libs/vcomp140.dll")
 }
 
+/// numpy's Windows OpenBLAS DLL (about 20 MB, MinGW-built).
+fn numpy_openblas_dll() -> PathBuf {
+    let dir = fixtures().wheel(wheel::NUMPY_WIN_AMD64).join("numpy.libs");
+    find(&dir, "libscipy_openblas")
+}
+
+/// OpenCV's Windows extension module (about 90 MB, MSVC-built).
+fn opencv_pyd() -> PathBuf {
+    fixtures()
+        .wheel(wheel::OPENCV_WIN_AMD64)
+        .join("cv2/cv2.pyd")
+}
+
 fn libomp() -> PathBuf {
     fixtures()
         .wheel(wheel::SKLEARN_MACOS_ARM64)
@@ -732,6 +745,18 @@ fn suite(name: &str) -> Suite {
         "finding_fat_arch_count" => make_fat_arch_count(),
         "finding_elf_dynstr_unmapped" => make_elf_dynstr_unmapped(),
         "finding_elf_dynstr_size_huge" => make_elf_dynstr_size_huge(),
+        "finding_pe_optional_header_size_exports" => make_pe_optional_header_size(
+            opencv_pyd(),
+            "cv2.pyd (opencv, win_amd64)",
+            0x0001,
+            "exports",
+        ),
+        "finding_pe_optional_header_size_imports" => make_pe_optional_header_size(
+            numpy_openblas_dll(),
+            "libscipy_openblas64_ (numpy.libs, win_amd64)",
+            0x8080,
+            "imports",
+        ),
         other => panic!("no suite named {other}"),
     }
 }
@@ -841,4 +866,21 @@ fn finding_elf_dynstr_unmapped() {
 #[test]
 fn finding_elf_dynstr_size_huge() {
     run_suite("finding_elf_dynstr_size_huge");
+}
+
+/// Far over BOUND (35 s in debug, 714,000 exports): SizeOfOptionalHeader 1
+/// puts goblin's section table in the optional header; its garbage
+/// sections map the export directory onto code, walked name by name.
+#[test]
+fn finding_pe_optional_header_size_exports() {
+    run_suite("finding_pe_optional_header_size_exports");
+}
+
+/// Far over BOUND (54 s in debug): SizeOfOptionalHeader 0x8080 puts
+/// goblin's section table in code; the import directory, mapped onto
+/// garbage, is walked descriptor by descriptor, each lookup table to the
+/// end of the file (quadratic in the file size).
+#[test]
+fn finding_pe_optional_header_size_imports() {
+    run_suite("finding_pe_optional_header_size_imports");
 }

@@ -1,8 +1,13 @@
 //! PE: imports, exports, the version resource and read-only data ranges.
 
+mod headers;
+
 use super::*;
 
 pub(super) fn parse_pe(bytes: &[u8]) -> Result<(BinaryInfo, Ranges), BinaryError> {
+    // goblin trusts SizeOfOptionalHeader to find the section table; a
+    // wrong one turns code into sections and costs minutes (headers.rs).
+    headers::check_section_table(bytes).map_err(|e| malformed(BinaryFormat::Pe, e))?;
     let mut opts = goblin::pe::options::ParseOptions::default()
         .with_parse_mode(goblin::options::ParseMode::Permissive);
     opts.parse_attribute_certificates = false;

@@ -369,3 +369,30 @@ pub(crate) fn make_elf_dynstr_size_huge() -> Suite {
         vec![(at, 0x00f0_0000_0000_0000u64.to_le_bytes().to_vec())],
     )
 }
+
+/// PE: `SizeOfOptionalHeader` set to `value`, so goblin reads the section
+/// table from the wrong place: garbage sections, through which the real
+/// data directories map onto garbage that goblin walks to the end of the
+/// file (`what` it walked). probe `binary/pe/headers.rs` now refuses a
+/// section table the PE format does not allow.
+pub(crate) fn make_pe_optional_header_size(
+    path: PathBuf,
+    name: &str,
+    value: u16,
+    what: &str,
+) -> Suite {
+    let b = read(&path);
+    assert_eq!(&b[..2], b"MZ", "{name} is not a PE file");
+    let pe = rd32(&b, 0x3c).expect("e_lfanew");
+    let at = pe + 20;
+    finding_suite(
+        "PE SizeOfOptionalHeader moves the section table",
+        path,
+        format!(
+            "{name}: write u16 LE {value:#x} at {at:#x} (PE COFF SizeOfOptionalHeader; was {}; \
+             goblin walked {what})",
+            hex(&b[at..at + 2])
+        ),
+        vec![(at, value.to_le_bytes().to_vec())],
+    )
+}
