@@ -15,14 +15,15 @@ if TYPE_CHECKING:
 
 # Batching (see "Batches" in core/src/ipp/mod.rs): a batch holds about
 # BATCH_SECONDS of work by the measured mean task time (at least MIN_COST
-# each), at most MAX_BATCH
-# tasks, a fair share of the queue unless that is under SPLIT_SECONDS of
-# work; each engine has at most BATCH_SLOTS batches out (one running, one
-# waiting at the scheduler); pickled calls larger than BATCH_PAYLOAD travel
-# alone.
-BATCH_SECONDS = 0.02
+# each), at most MAX_BATCH tasks, a fair share of the queue unless that is
+# under SPLIT_SECONDS of work; each engine has at most BATCH_SLOTS batches
+# out (one running, one waiting at the scheduler); pickled calls larger
+# than BATCH_PAYLOAD travel alone. (50 ms rather than 20: a round trip
+# through ipyparallel costs 10-25 ms, and the first batches are sized by a
+# cold first sample.)
+BATCH_SECONDS = 0.05
 SPLIT_SECONDS = 0.005
-MAX_BATCH = 4096
+MAX_BATCH = 8192
 MIN_COST = 5e-6
 BATCH_SLOTS = 2
 BATCH_PAYLOAD = 64 * 1024

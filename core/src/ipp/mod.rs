@@ -60,8 +60,8 @@
 //! detail: each task keeps its own result, timeout, retries and cancel.
 //!
 //! * **Size.** The driver keeps the mean run time of each function (`f`)
-//!   on the engines; a batch holds about 20 ms of work by those means
-//!   (each task counted at least 5 µs; at most 4096 tasks, and at most a
+//!   on the engines; a batch holds about 50 ms of work by those means
+//!   (each task counted at least 5 µs; at most 8192 tasks, and at most a
 //!   fair share of the queue per engine unless that share is under 5 ms
 //!   of work). A
 //!   function with no time yet, a long one, a command, a pickled call
@@ -72,13 +72,26 @@
 //!   running, one waiting); the rest waits in the driver.
 //! * **Results** stream back while a batch runs: a thread on the engine
 //!   publishes (ipyparallel's data publication), every 3 ms while
-//!   something changed, the results finished since its last message and
-//!   which task runs now, since when (a task that computes lets it run
-//!   every few milliseconds, Python's switch interval); the batch's
-//!   return value carries the rest. Each task's standard output and error
+//!   something changed, and at once after a task of 0.5 ms or more, the
+//!   results finished since its last message and which task runs now,
+//!   since when (a task that computes lets it run every few milliseconds,
+//!   Python's switch interval); the batch's reply carries the rest, and
+//!   how many messages were published, so the driver finishes the batch
+//!   as soon as it has read them. Each task's standard output and error
 //!   are captured on its own.
+//! * **The engine's loop.** A plain call (a function and JSON arguments,
+//!   no backstop) runs inline, its function resolved once a batch, its
+//!   value written as JSON on the engine (common scalars directly); the
+//!   plain values of a stretch of the batch go back as one JSON text,
+//!   `[id, started, runtime, value]` rows, which the driver passes on to
+//!   the backend unread (`{"batch": ...}` blocks, `result_lines.rs`).
+//!   Output, an error, a pickled call or a backstop take the full path,
+//!   with the same results (`ipp_batches.rs` checks each kind batched
+//!   against the same task alone).
 //! * **Wire.** Submits queued while the backend's writer thread writes
-//!   travel to the driver as one line (`{"op": "submit_many", ...}`), and
+//!   travel to the driver as one line (`{"op": "submit_many", ...}`; a
+//!   Python call with JSON arguments as a compact row `[id, f, args,
+//!   timeout]`), and
 //!   the results the driver has at the end of a round of its loop come
 //!   back as one line (`{"results": [...]}`), split into one event per
 //!   task here: per task it stays one `run`, one result. A result whose
@@ -109,7 +122,7 @@
 //!   the meantime, their results from that run count). In a batch that
 //!   began, a cancelled task's result says cancelled at once and whatever
 //!   the engine reports for it is dropped (it may still run there: the
-//!   batch holds about 20 ms of work and nothing reaches an engine in the
+//!   batch holds about 50 ms of work and nothing reaches an engine in the
 //!   middle of a task); if it is the one running and still runs after the
 //!   grace period, its engine is stopped (the others queue again).
 //!   Withdraw leaves a task of a begun batch alone: it counts as begun.
