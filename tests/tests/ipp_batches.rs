@@ -438,3 +438,89 @@ fn a_cancelled_task_of_a_waiting_batch_never_runs() {
     drop(b);
     s.assert_clean(&run_dir);
 }
+
+/// (d, continued) Withdrawing every task while a batch runs: the tasks of
+/// the running batch go on and end once each with their own value, start
+/// and run time (the driver then tracks them one by one); those still
+/// queued are cancelled, never run and count no attempt. A stop with
+/// thousands still queued then stops clean.
+#[test]
+fn withdrawing_mid_batch_keeps_the_running_ones_and_drops_the_queued() {
+    let s = setup("ipp-batch-withdraw");
+    let b = IppBackend::start(s.config(1)).unwrap();
+    let run_dir = b.run_dir().unwrap().to_path_buf();
+    let marks = tempfile::tempdir().unwrap();
+    let folder = marks.path().to_string_lossy().into_owned();
+    let mark = |id: u64| Task::python("ipphelp:mark", json!([folder, id, 0.001]));
+    // The driver learns that `mark` takes a millisecond.
+    for id in 100_001..=100_005 {
+        b.submit(id, &mark(id)).unwrap();
+    }
+    collect(&b, 5, Duration::from_secs(60));
+    let n = 3000u64;
+    for id in 1..=n {
+        b.submit(id, &mark(id)).unwrap();
+    }
+    // A batch of them runs: withdraw them all.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut early = BTreeMap::new();
+    loop {
+        assert!(Instant::now() < deadline, "no task of the batch started");
+        match b.recv_timeout(Duration::from_millis(200)) {
+            Some(IppEvent::Started { id, .. }) if id <= n => break,
+            Some(IppEvent::Result(r)) => {
+                early.insert(r.id, r);
+            }
+            _ => {}
+        }
+    }
+    for id in 1..=n {
+        b.withdraw(id).unwrap();
+    }
+    let (rest, _) = collect(&b, (n as usize) - early.len(), Duration::from_secs(120));
+    let mut r = early;
+    for (id, res) in rest {
+        assert!(r.insert(id, res).is_none(), "two results for task {id}");
+    }
+    let runs = runs_in(marks.path());
+    let (mut ran, mut withdrawn) = (0, 0);
+    for (id, res) in &r {
+        if matches!(res.outcome, Outcome::Cancelled { .. }) {
+            withdrawn += 1;
+            assert_eq!(res.attempts, 0, "task {id}: {res:?}");
+            assert!(!runs.contains_key(id), "withdrawn task {id} ran");
+        } else {
+            ran += 1;
+            assert_eq!(value(res), &json!(id), "task {id}");
+            assert_eq!(runs.get(id), Some(&1), "task {id}");
+            assert_eq!(res.attempts, 1, "task {id}: {res:?}");
+            assert!(res.started.is_some(), "task {id}: {res:?}");
+            assert!(
+                res.runtime >= Duration::from_micros(900),
+                "task {id} slept 1 ms: {res:?}"
+            );
+        }
+    }
+    assert!(ran > 0 && withdrawn > 0, "ran {ran}, withdrawn {withdrawn}");
+    assert_no_more_results(&b);
+    // Thousands queued (a batch out, the rest waiting) when the stop comes.
+    for id in n + 1..=2 * n {
+        b.submit(id, &mark(id)).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !matches!(
+        b.recv_timeout(Duration::from_millis(200)),
+        Some(IppEvent::Result(_))
+    ) {
+        assert!(Instant::now() < deadline, "no result of the second run");
+    }
+    let report = b.shutdown();
+    assert!(report.clean, "{report:?}");
+    let runs = runs_in(marks.path());
+    assert!(runs.values().all(|&k| k == 1), "a task ran twice: {runs:?}");
+    assert!(
+        (n + 1..=2 * n).any(|id| !runs.contains_key(&id)),
+        "the stop came after every task had run"
+    );
+    s.assert_clean(&run_dir);
+}

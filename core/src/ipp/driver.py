@@ -46,8 +46,10 @@
 #   {"id": N, "ok": null, "payload": BASE64, ...details}   (pickled calls)
 #   {"id": N, "err": {"kind": ..., ...}, ...details}
 #   {"batch": {"engine": K, "pid": P, "host": H, "attempts": A},
-#    "items": [[N, STARTED, RUNTIME, VALUE], ...]}   (plain values of a
-#       batch, as the engine wrote them: core/src/ipp/result_lines.rs)
+#    "ids": [N, ...], "starts": [NS, ...], "ends": [NS, ...],
+#    "values": [VALUE, ...]}   (plain values of a batch, as the engine
+#       wrote them; start and end in ns since the epoch:
+#       core/src/ipp/result_lines.rs)
 #   {"results": [RESULT | BATCH, ...]}   (several of the above, in order)
 #   {"event": "stopped", "left": [pids still alive]}
 # Details: "attempts", "history" (failures of earlier attempts), "engine",
@@ -64,6 +66,7 @@
 
 import base64
 import collections
+import gc
 import itertools
 import json
 import os
@@ -80,12 +83,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     # Defined before this file in the joined program (core/src/ipp/mod.rs).
     from driver_batches import DriverBatches
+    from driver_queue import DriverQueue
     from driver_startup import DriverStartup
     from engine import (_caiclust_call, _caiclust_call_pickled,
                         _caiclust_command)
     from tasks import (Task, b64, describe, kill_tree, log, orphaned, pid_alive,
-                       flush_results, private_stdout, send, send_result, task_metadata,
-                       why_text)
+                       flush_results, prepickled, private_stdout, send, send_result,
+                       task_metadata, why_text)
 
 HOST = socket.gethostname()
 
@@ -96,9 +100,9 @@ HOST = socket.gethostname()
 # ---------------------------------------------------------------------------
 
 
-class Driver(DriverStartup, DriverBatches):
-    """The driver: startup (driver_startup.py), tasks, batches
-    (driver_batches.py), and the loop."""
+class Driver(DriverStartup, DriverQueue, DriverBatches):
+    """The driver: startup (driver_startup.py), tasks, the queue
+    (driver_queue.py), batches (driver_batches.py), and the loop."""
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -111,7 +115,7 @@ class Driver(DriverStartup, DriverBatches):
         self.engines = {}  # id -> {"pid", "host", "pids"}
         self.known_ids = set()
         self.whoami = {}  # engine id -> {"ars": [AsyncResult], "last": when sent}
-        self.tasks = {}  # id -> Task
+        self.tasks = {}  # id -> Task (a fresh row has one only once needed)
         # Current attempts by msg_id: all, those not seen starting yet (in
         # submission order), those running, those whose result came.
         self.by_msg = {}
@@ -119,7 +123,13 @@ class Driver(DriverStartup, DriverBatches):
         self.running = {}
         self.finishing = {}
         self.done_q = queue.Queue()  # msg_ids, from the AsyncResults' callbacks
-        self.queue = collections.deque()  # tasks not handed to ipyparallel yet
+        # Tasks not handed to ipyparallel yet: Tasks, and RowRuns of fresh
+        # compact rows; how many tasks in all.
+        self.queue = collections.deque()
+        self.queued = 0
+        self.fair_share = None  # tasks per batch while dispatch() runs
+        # Where each row without a Task is, by id (task_of builds it).
+        self.homes = None
         self.batches = {}  # msg_id -> Batch out on the cluster
         self.means = {}  # function -> its mean time on the engines (seconds)
         self.ops = queue.Queue()
@@ -145,13 +155,13 @@ class Driver(DriverStartup, DriverBatches):
             return
         try:
             if kind == "python" and t.payload is not None:
-                ar = self.view.apply_async(_caiclust_call_pickled, t.msg["f"], t.payload,
-                                           timeout, backstop)
+                ar = self.view.apply_async(prepickled(_caiclust_call_pickled), t.msg["f"],
+                                           t.payload, timeout, backstop)
             elif kind == "python":
-                ar = self.view.apply_async(_caiclust_call, t.msg["f"], t.msg.get("a"),
+                ar = self.view.apply_async(prepickled(_caiclust_call), t.msg["f"], t.msg.get("a"),
                                            timeout, backstop)
             elif kind == "command":
-                ar = self.view.apply_async(_caiclust_command, t.msg["argv"],
+                ar = self.view.apply_async(prepickled(_caiclust_command), t.msg["argv"],
                                            t.msg.get("env") or {}, t.msg.get("cwd"),
                                            t.msg.get("stdin"), timeout, self.grace)
             else:
@@ -174,6 +184,8 @@ class Driver(DriverStartup, DriverBatches):
         if t.done:
             return
         t.done = True
+        if t.batch is not None and t.index is not None:
+            t.batch.done[t.index] = 1
         if t.msg_id:
             self.forget_attempt(t)
             # The client keeps every result; this one is delivered.
@@ -189,7 +201,7 @@ class Driver(DriverStartup, DriverBatches):
             msg["started"] = res.get("started") or t.started_wall
         if res.get("started") and res.get("ended"):
             msg["runtime"] = max(0.0, res["ended"] - res["started"])
-            self.learn(t, msg["runtime"])
+            self.learn(t, max(0.0, msg["runtime"] - (res.get("setup") or 0.0)))
         elif t.started is not None:
             msg["runtime"] = time.monotonic() - t.started
         for k in ("stdout", "stderr", "exit"):
@@ -223,6 +235,10 @@ class Driver(DriverStartup, DriverBatches):
             res = ar.get(0)
         except Exception as exc:  # noqa: BLE001 - RemoteError, EngineError, ...
             ename = getattr(exc, "ename", type(exc).__name__)
+            if t.withdrawn is not None and "Aborted" in type(exc).__name__:
+                t.attempts = max(0, t.attempts - 1)
+                self.finish(t, err={"kind": "cancelled", "reason": t.withdrawn})
+                return
             if ename == "EngineError" or type(exc).__name__ == "EngineError":
                 self.lost(t, f"engine {t.engine if t.engine is not None else '?'} died "
                              f"while running it ({getattr(exc, 'evalue', exc)})")
@@ -328,6 +344,9 @@ class Driver(DriverStartup, DriverBatches):
                 self.running[t.msg_id] = t
                 send({"event": "started", "id": t.id, "engine": t.engine, "pid": t.pid,
                       "host": t.host, "attempt": t.attempts})
+                if t.withdrawn == "cancelled" and t.stopping is None:
+                    # The abort came too late: stopped as a running task.
+                    self.stop_running(t, "cancel")
         for t in list(self.running.values()):
             if t.done:
                 continue
@@ -407,7 +426,7 @@ class Driver(DriverStartup, DriverBatches):
                 if t.engine == eid and not t.done and t.result_seen is None]
         tasks = [t.id for t in lost]
         batches = [b for b in self.batches.values() if b.engine == eid]
-        tasks += [t.id for b in batches for t in b.unfinished()]
+        tasks += [t.id for b in batches for t in self.unfinished(b)]
         send({"event": "engine_died", "engine": eid, "pid": pid, "host": host,
               "tasks": tasks, "reason": reason, "expected": expected})
         for t in lost:
@@ -429,7 +448,7 @@ class Driver(DriverStartup, DriverBatches):
                 self.forget_engine(eid, info["pid"], info["host"], "exited")
 
     def cancel(self, tid):
-        t = self.tasks.get(tid)
+        t = self.task_of(tid)
         if t is None or t.done:
             return
         if t.batch is not None:
@@ -441,7 +460,9 @@ class Driver(DriverStartup, DriverBatches):
             except Exception:  # noqa: BLE001 - it started meanwhile
                 pass
             else:
-                self.finish(t, err={"kind": "cancelled", "reason": "cancelled"})
+                # Cancelled when the engine answers "aborted"; one that
+                # began meanwhile is stopped when seen running.
+                t.withdrawn = "cancelled"
                 return
         if t.ar is None:
             self.finish(t, err={"kind": "cancelled", "reason": "cancelled"})
@@ -476,7 +497,7 @@ class Driver(DriverStartup, DriverBatches):
 
     def withdraw(self, tid):
         """Cancel a task that has not begun; a running one goes on."""
-        t = self.tasks.get(tid)
+        t = self.task_of(tid)
         if t is None or t.done or t.started is not None:
             return
         if t.batch is not None:
@@ -484,8 +505,7 @@ class Driver(DriverStartup, DriverBatches):
             # counts as begun for each of its tasks.
             if self.batch_began(t.batch) or not self.abort_batch(t.batch):
                 return
-            t.attempts = max(0, t.attempts - 1)
-            self.finish(t, err={"kind": "cancelled", "reason": "withdrawn before it started"})
+            t.withdrawn = "withdrawn before it started"
             return
         # What the engines have said so far (the poll in the loop may not
         # have seen it yet).
@@ -498,6 +518,10 @@ class Driver(DriverStartup, DriverBatches):
                 self.abort_queued(t.ar, t.id)
             except Exception:  # noqa: BLE001 - it started meanwhile
                 return
+            # Told when the engine answers "aborted" (one that began
+            # meanwhile goes on).
+            t.withdrawn = "withdrawn before it started"
+            return
         t.attempts = max(0, t.attempts - 1)
         self.finish(t, err={"kind": "cancelled", "reason": "withdrawn before it started"})
 
@@ -533,15 +557,20 @@ class Driver(DriverStartup, DriverBatches):
     def handle(self, op):
         kind = op.get("op")
         if kind == "run":
-            t = Task(op)
-            self.tasks[t.id] = t
-            self.queue.append(t)
+            self.enqueue(Task(op))
         elif kind == "submit_many":
-            # Each a run message, or a Python call's compact row.
-            for msg in op.get("tasks") or ():
-                t = Task(msg) if type(msg) is dict else Task.call(msg)
-                self.tasks[t.id] = t
-                self.queue.append(t)
+            # Run messages, and Python calls' compact rows (queued as they
+            # are, in runs).
+            msgs = op.get("tasks") or []
+            if dict not in set(map(type, msgs)):
+                self.enqueue_rows(msgs)
+                return
+            for is_run, group in itertools.groupby(msgs, key=lambda m: type(m) is dict):
+                if is_run:
+                    for msg in group:
+                        self.enqueue(Task(msg))
+                else:
+                    self.enqueue_rows(list(group))
         elif kind == "wake":
             pass
         elif kind == "cancel":
@@ -552,7 +581,7 @@ class Driver(DriverStartup, DriverBatches):
             send({"event": "notice", "message": f"unknown op {kind!r}"})
 
     def shutdown(self):
-        for t in list(self.tasks.values()):
+        for t in self.pending():
             self.finish(t, err={"kind": "cancelled", "reason": "the backend shut down"})
         if self.client is not None:
             try:
@@ -667,6 +696,14 @@ def main():
                     driver.cluster.profile_dir, "security",
                     f"ipcontroller-{driver.cluster.cluster_id}-client.json")
             send(ready)
+            # The driver parses and holds tens of thousands of small lists
+            # (task rows): with the default threshold the cyclic collector
+            # would run every 700 of them and walk ipyparallel's whole
+            # client state, which gc.freeze() sets aside (it lives as long
+            # as the driver).
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(100_000, 20, 20)
             driver.serve()
     except KeyboardInterrupt:
         code = 130

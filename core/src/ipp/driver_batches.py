@@ -5,74 +5,23 @@
 # before it (core/src/ipp/mod.rs).
 
 import json
+import pickle
 import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from driver import HOST
     from engine import _caiclust_batch, _caiclust_call, _caiclust_call_pickled
-    from tasks import Batch, kill_tree, log, send, send_result, task_metadata, why_text
+    from tasks import (Batch, RowRun, Task, kill_tree, log, prepickled, send, send_result,
+                       task_metadata, why_text)
 
-# Batching (see "Batches" in core/src/ipp/mod.rs): a batch holds about
-# BATCH_SECONDS of work by the measured mean task time (at least MIN_COST
-# each), at most MAX_BATCH tasks, a fair share of the queue unless that is
-# under SPLIT_SECONDS of work; each engine has at most BATCH_SLOTS batches
-# out (one running, one waiting at the scheduler); pickled calls larger
-# than BATCH_PAYLOAD travel alone. (50 ms rather than 20: a round trip
-# through ipyparallel costs 10-25 ms, and the first batches are sized by a
-# cold first sample.)
-BATCH_SECONDS = 0.05
-SPLIT_SECONDS = 0.005
-MAX_BATCH = 8192
-MIN_COST = 5e-6
+# Each engine has at most BATCH_SLOTS batches out (one running, one
+# waiting at the scheduler; 1, 3 and 4 measured no better on 10 000 tiny
+# tasks). The sizes are driver_queue.py's.
 BATCH_SLOTS = 2
-BATCH_PAYLOAD = 64 * 1024
 
 
 class DriverBatches:
-
-    def learn(self, t, seconds, count=1):
-        """Follow the mean time of the task's function (an exponential
-        average: a change of workload shows within a few tasks); `count`
-        tasks of that function took `seconds` each on average."""
-        f = t.msg.get("f") or t.msg.get("kind")
-        mean = self.means.get(f)
-        keep = 0.7 ** min(count, 64)
-        self.means[f] = seconds if mean is None else keep * mean + (1.0 - keep) * seconds
-
-    def batchable(self, t):
-        if t.alone or t.msg.get("kind") != "python" or t.payload_error is not None:
-            return False
-        return t.payload is None or len(t.payload) <= BATCH_PAYLOAD
-
-    def take_batch(self):
-        """The next batch from the front of the queue: about BATCH_SECONDS
-        of work by the mean time of each task's function, at most
-        MAX_BATCH tasks, and no more than a fair share of the queue per
-        engine unless that share is less than SPLIT_SECONDS of work (a
-        round trip costs more than that). A task whose function has no
-        time yet, or a long one, goes alone."""
-        head = self.means.get(self.queue[0].msg.get("f")) if self.queue else None
-        least = int(SPLIT_SECONDS / max(head, MIN_COST)) if head is not None else 1
-        fair = -(-len(self.queue) // max(1, len(self.engines)))
-        limit = min(MAX_BATCH, max(fair, least))
-        group, work, queue, means = [], 0.0, self.queue, self.means
-        f, cost = None, BATCH_SECONDS  # the last function seen, its cost
-        while queue and len(group) < limit:
-            u = queue[0]
-            if not u.done and not self.batchable(u):
-                break
-            if u.msg.get("f") != f:
-                f = u.msg.get("f")
-                mean = means.get(f)
-                cost = BATCH_SECONDS if mean is None else max(mean, MIN_COST)
-            if group and work + cost > BATCH_SECONDS:
-                break
-            queue.popleft()
-            if not u.done:
-                group.append(u)
-                work += cost
-        return group
 
     def dispatch(self):
         """Hand queued tasks to ipyparallel, in order: commands, large
@@ -80,29 +29,64 @@ class DriverBatches:
         while an engine has a free slot."""
         slots = BATCH_SLOTS * max(1, len(self.engines))
         out = len(self.batches) + sum(1 for t in self.by_msg.values() if t.slot)
-        while self.queue:
-            t = self.queue[0]
-            if t.done:
-                self.queue.popleft()
+        # The queue as it is now, shared evenly among the engines (not
+        # what is left after each batch: that would halve them).
+        self.fair_share = -(-self.queued // max(1, len(self.engines)))
+        try:
+            self.dispatch_into(slots, out)
+        finally:
+            self.fair_share = None
+
+    def dispatch_into(self, slots, out):
+        queue = self.queue
+        while queue:
+            e = queue[0]
+            if type(e) is RowRun:
+                if e.pos >= len(e.rows):
+                    queue.popleft()
+                    continue
+                if out >= slots:
+                    return
+                if self.means.get(e.f) is None:
+                    # No time yet for its function: one goes alone.
+                    row = e.rows[e.pos]
+                    e.pos += 1
+                    if row is None:
+                        continue
+                    self.queued -= 1
+                    t = Task.call(row)
+                    self.tasks[t.id] = t
+                    t.slot = True
+                    out += 1
+                    self.submit(t)
+                    continue
+                b = self.take_rows(e)
+                if b is not None:
+                    out += 1
+                    self.submit_batch(b)
                 continue
-            if not self.batchable(t):
-                self.queue.popleft()
-                self.submit(t)
+            if e.done:
+                queue.popleft()
+                self.queued -= 1
+                continue
+            if not self.batchable(e):
+                queue.popleft()
+                self.queued -= 1
+                self.submit(e)
                 continue
             if out >= slots:
                 return
-            group = self.take_batch()
+            group = self.take_tasks()
             out += 1
             if len(group) == 1:
                 group[0].slot = True
                 self.submit(group[0])
             elif group:
-                self.submit_batch(group)
+                self.submit_batch(self.task_batch(group))
 
-    def submit_batch(self, group):
-        b = Batch(group)
-        items = []
-        slack = self.grace + 5.0
+    def task_batch(self, group):
+        """A batch of Tasks (not their first attempt, or pickled calls)."""
+        rows = []
         for i, t in enumerate(group):
             if t.attempts or t.ar is not None or t.stopping is not None:
                 # Not its first attempt: what the last one left goes.
@@ -110,18 +94,23 @@ class DriverBatches:
                 t.engine = t.pid = t.host = t.started = t.started_wall = None
                 t.stopping = None
             t.attempts += 1
-            t.batch = b
-            backstop = (t.timeout + slack) if t.timeout else None
+            t.index = i
             if t.payload is not None:
-                items.append((i, "pickled", t.msg["f"], t.payload, t.timeout, backstop, t.id))
+                rows.append([t.id, t.msg["f"], None, t.timeout, t.payload])
             else:
-                items.append((i, "python", t.msg["f"], t.msg.get("a"), t.timeout, backstop,
-                              t.id))
+                rows.append([t.id, t.msg["f"], t.msg.get("a"), t.timeout])
+        b = Batch(rows, group)
+        for t in group:
+            t.batch = b
+        return b
+
+    def submit_batch(self, b):
         try:
-            ar = self.view.apply_async(_caiclust_batch, _caiclust_call,
-                                       _caiclust_call_pickled, items)
+            ar = self.view.apply_async(prepickled(_caiclust_batch), prepickled(_caiclust_call),
+                                       prepickled(_caiclust_call_pickled),
+                                       pickle.dumps(b.rows, protocol=4), self.grace + 5.0)
         except Exception as exc:  # noqa: BLE001
-            for t in group:
+            for t in self.unfinished(b):
                 t.batch = None
                 self.finish(t, err={"kind": "start", "message": f"submission failed: {exc}"})
             return
@@ -149,7 +138,7 @@ class DriverBatches:
         if b.aborted:
             return True
         try:
-            self.abort_queued(b.ar, f"batch of {len(b.tasks)} tasks")
+            self.abort_queued(b.ar, f"batch of {len(b.rows)} tasks")
         except Exception:  # noqa: BLE001 - it started meanwhile
             return False
         b.aborted = True
@@ -157,12 +146,21 @@ class DriverBatches:
 
     def requeue(self, tasks):
         """Tasks of a batch that never began go first in the queue again,
-        no attempt counted."""
+        no attempt counted; those cancelled or withdrawn meanwhile end
+        (cancelled)."""
+        gone = [t for t in tasks if t.withdrawn is not None]
+        if gone:
+            tasks = [t for t in tasks if t.withdrawn is None]
+            for t in gone:
+                t.attempts = max(0, t.attempts - 1)
+                self.finish(t, err={"kind": "cancelled", "reason": t.withdrawn})
         for t in tasks:
             t.batch = None
+            t.index = None
             t.attempts = max(0, t.attempts - 1)
             t.engine = t.pid = t.host = t.started = t.started_wall = None
         self.queue.extendleft(reversed(tasks))
+        self.queued += len(tasks)
 
     def drop_batch(self, b):
         self.batches.pop(b.msg_id, None)
@@ -174,10 +172,11 @@ class DriverBatches:
     def cancel_batched(self, t):
         b = t.batch
         if not self.batch_began(b) and self.abort_batch(b):
-            t.attempts = max(0, t.attempts - 1)
-            self.finish(t, err={"kind": "cancelled", "reason": "cancelled"})
+            # Told when the engine answers "aborted" (batch_done); if it
+            # had begun the batch meanwhile, the task's own result counts.
+            t.withdrawn = "cancelled"
             return
-        index = b.tasks.index(t)
+        index = t.index
         self.finish(t, err={"kind": "cancelled", "reason": "cancelled"})
         if b.running == index:
             # Abandoned; its engine is stopped if it is still at it after
@@ -215,7 +214,7 @@ class DriverBatches:
             b.engine, b.began = md["engine_id"], True
         data = md.get("data") or {}
         while f"d{b.seq}" in data:
-            self.batch_chunk(b, data[f"d{b.seq}"])
+            self.batch_chunk(b, pickle.loads(data[f"d{b.seq}"]))
             b.seq += 1
         p = data.get("p")
         if not p:
@@ -232,8 +231,14 @@ class DriverBatches:
         b.running = index
         age = time.time() - (p.get("since") or time.time())
         b.running_since = now - (age if 0.0 <= age < 3600.0 else 0.0)
+        if b.is_done(index):
+            return
         t = b.tasks[index]
-        if not t.done and t.batch is b and t.started is None:
+        if t is None:
+            # A fresh row: its start is told; it gets a Task only if needed.
+            send({"event": "started", "id": b.rows[index][0], "engine": b.engine,
+                  "pid": b.pid, "host": b.host, "attempt": 1})
+        elif t.started is None:
             t.started, t.started_wall = b.running_since, p.get("since")
             t.engine, t.pid, t.host = b.engine, b.pid, b.host
             send({"event": "started", "id": t.id, "engine": t.engine, "pid": t.pid,
@@ -241,33 +246,40 @@ class DriverBatches:
 
     def batch_chunk(self, b, chunk):
         """Results of a batch (engine.py's pack): those with output or an
-        error one by one; plain values, as a rule, passed on to the parent
-        as the engine wrote them, one message for all."""
+        error one by one; plain values of fresh rows, as a rule, passed on
+        to the parent as the engine wrote them, one message for all."""
         for index, res in chunk.get("s") or ():
             self.batch_result(b, index, res)
-        indices, text = chunk.get("i") or [], chunk.get("t") or ""
+        indices = chunk.get("i") or []
         if not indices:
             return
-        tasks = [b.tasks[i] for i in indices]
-        attempts, f = tasks[0].attempts, tasks[0].msg.get("f")
-        if all(not t.done and t.batch is b and t.attempts == attempts and not t.history
-               and t.msg.get("f") == f for t in tasks):
-            for t in tasks:
-                t.done = True
-                self.tasks.pop(t.id, None)
-            self.learn(tasks[0], chunk.get("c", 0.0) / len(tasks), len(tasks))
+        tasks = b.tasks
+        if b.fresh and (not b.made or all(tasks[i] is None for i in indices)):
+            done = b.done
+            for i in indices:
+                done[i] = 1
+            if self.homes is not None:
+                for i in indices:
+                    self.homes.pop(b.rows[i][0], None)
+            self.learn_f(b.rows[indices[0]][1], chunk.get("c", 0.0) / len(indices),
+                         len(indices))
             where = json.dumps({"engine": b.engine, "pid": chunk.get("pid") or b.pid,
-                                "host": chunk.get("host") or b.host, "attempts": attempts})
-            send_result(f'{{"batch": {where}, "items": [{text}]}}')
+                                "host": chunk.get("host") or b.host, "attempts": 1})
+            send_result(f'{{"batch": {where}, "ids": [{chunk["ids"]}], '
+                        f'"starts": [{chunk["starts"]}], "ends": [{chunk["ends"]}], '
+                        f'"values": [{chunk["values"]}]}}')
             return
-        # Some were cancelled or retried meanwhile: one by one.
-        for index, (_tid, started, runtime, value) in zip(indices, json.loads(f"[{text}]")):
+        # Tasks were made for some (cancelled, retried, ...): one by one.
+        starts = json.loads(f"[{chunk['starts']}]")
+        ends = json.loads(f"[{chunk['ends']}]")
+        values = json.loads(f"[{chunk['values']}]")
+        for index, started, ended, value in zip(indices, starts, ends, values):
             self.batch_result(b, index, {"ok": json.dumps(value), "pid": chunk.get("pid"),
-                                         "started": started, "ended": started + runtime})
+                                         "started": started / 1e9, "ended": ended / 1e9})
 
     def batch_result(self, b, index, res):
-        t = b.tasks[index]
-        if t.done or t.batch is not b:
+        t = self.task_at(b, index)
+        if t is None or t.done or t.batch is not b:
             return
         t.engine, t.host = b.engine, b.host
         t.pid = res.get("pid") or b.pid
@@ -292,6 +304,7 @@ class DriverBatches:
                 or "NaN" in ok or "Infinity" in ok):
             return False
         t.done = True
+        t.batch.done[t.index] = 1
         self.tasks.pop(t.id, None)
         runtime = max(0.0, ended - started)
         self.learn(t, runtime)
@@ -313,7 +326,7 @@ class DriverBatches:
         except Exception as exc:  # noqa: BLE001 - EngineError, RemoteError, ...
             ename = getattr(exc, "ename", type(exc).__name__)
             if b.aborted:
-                self.requeue(b.unfinished())
+                self.requeue(self.unfinished(b))
                 return
             if ename == "EngineError" or type(exc).__name__ == "EngineError":
                 self.lost_batch(b, f"engine {b.engine if b.engine is not None else '?'} "
@@ -321,8 +334,8 @@ class DriverBatches:
                 return
             # The batch itself failed (its tasks report their own
             # failures): what it did not run goes again, alone.
-            log(f"a batch of {len(b.tasks)} tasks failed: {exc}")
-            left = b.unfinished()
+            log(f"a batch of {len(b.rows)} tasks failed: {exc}")
+            left = self.unfinished(b)
             for t in left:
                 t.alone = True
             self.requeue(left)
@@ -330,26 +343,28 @@ class DriverBatches:
         if b.engine is None:
             b.engine = (task_metadata(b) or {}).get("engine_id")
         b.pid, b.host = b.pid or out.get("pid"), b.host or out.get("host")
-        self.batch_chunk(b, out.get("results") or {})
-        self.requeue(b.unfinished())
+        self.batch_chunk(b, pickle.loads(out["results"]) if out.get("results") else {})
+        self.requeue(self.unfinished(b))
 
     def batch_overrun(self, b, now):
         """The task running in a batch past its timeout, or cancelled and
         still running after the grace period: its engine is stopped."""
         if b.running is None or b.running_since is None or b.killed:
             return
-        t = b.tasks[b.running]
         if b.kill_after is not None:
             index, since = b.kill_after
             if b.running == index and now - since > self.grace:
                 b.kill_after = None
-                self.kill_batch_engine(b, t, "cancel")
+                self.kill_batch_engine(b, b.tasks[index], "cancel")
             return
-        if t.done or t.batch is not b or not t.timeout or t.stopping is not None:
+        timeout = b.rows[b.running][3]
+        if not timeout or b.is_done(b.running) or now - b.running_since <= timeout:
             return
-        if now - b.running_since > t.timeout:
-            t.stopping = ("timeout", now)
-            self.kill_batch_engine(b, t, "timeout")
+        t = self.task_at(b, b.running)
+        if t is None or t.stopping is not None:
+            return
+        t.stopping = ("timeout", now)
+        self.kill_batch_engine(b, t, "timeout")
 
     def kill_batch_engine(self, b, t, why):
         info = self.engines.get(b.engine) or {}
@@ -380,7 +395,7 @@ class DriverBatches:
         one may have killed the engine: it goes alone next time."""
         self.batch_progress(b, time.monotonic())
         self.drop_batch(b)
-        left = b.unfinished()
+        left = self.unfinished(b)
         if not left:
             return
         culprit = None

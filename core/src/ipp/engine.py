@@ -68,6 +68,9 @@ def _caiclust_call(name, args, timeout, backstop, announce=True):
             obj = getattr(obj, part)
         if not callable(obj):
             raise TypeError(f"{name} is not callable")
+        # Finding the function (a first import, say) is not the call's
+        # own time, by which the driver sizes batches.
+        setup = time.time() - started
         if isinstance(args, list):
             value = obj(*args)
         elif isinstance(args, dict):
@@ -83,7 +86,8 @@ def _caiclust_call(name, args, timeout, backstop, announce=True):
                             "message": f"result is not JSON-serialisable: {exc}",
                             "traceback": ""},
                     "pid": os.getpid(), "started": started, "ended": time.time()}
-        return {"ok": text, "pid": os.getpid(), "started": started, "ended": time.time()}
+        return {"ok": text, "pid": os.getpid(), "started": started, "ended": time.time(),
+                "setup": setup}
     except KeyboardInterrupt:
         return {"err": {"kind": "interrupted"}, "pid": os.getpid(), "started": started,
                 "ended": time.time()}
@@ -308,56 +312,76 @@ def _caiclust_command(argv, env, cwd, stdin_b64, timeout, grace):
 
 
 # A batch of small Python calls, run one after the other on one engine
-# (driver.py's Driver.submit_batch). `call` and `call_pickled` are
+# (driver_batches.py's submit_batch). `call` and `call_pickled` are
 # _caiclust_call and _caiclust_call_pickled, passed in (ipyparallel sends
-# them by value with the batch). `items` are (index, kind, function,
-# args_or_payload, timeout, backstop) with kind "python" or "pickled".
+# them by value with the batch). `rows` are the tasks as the driver got
+# them, pickled: `[id, function, args, timeout]` (JSON arguments) or `[id,
+# function, None, timeout, payload]` (pickled call); a row's index in the
+# list is its index in the batch. A task with a timeout gets the backstop
+# `timeout + slack`. (Bytes, not a list, travel as one raw frame: a list
+# of thousands of rows costs ipyparallel's serialisation milliseconds on
+# both ends. The results travel pickled for the same reason.)
 #
 # A reporter thread publishes what happened (ipyparallel's data
 # publication) every few milliseconds while something changed: the
-# results finished since its last message under a new key "d<seq>"
-# (`[[index, result], ...]`), and under "p" the item running now and
-# since when (wall clock). So results stream back while the batch runs,
-# the driver knows which task overruns its timeout, and when the engine
-# dies, which tasks had finished. The batch's return value holds the
-# results not published yet. The loop itself only records (no lock per
-# call) and wakes the reporter only after a task long enough to be worth a
-# message of its own; standard output and error are redirected once per
-# batch, each call's text taken when it wrote some. A plain call (a
-# function and JSON arguments, no backstop) runs inline with its function
-# resolved once per batch, which is what makes tiny tasks cheap.
+# results finished since its last message under a new key "d<seq>", and
+# under "p" the item running now and since when (wall clock). So results
+# stream back while the batch runs, the driver knows which task overruns
+# its timeout, and when the engine dies, which tasks had finished. The
+# batch's return value holds the results not published yet. The loop
+# itself only records (no lock per call) and wakes the reporter only after
+# a task long enough to be worth a message of its own; standard output and
+# error are redirected once per batch, each call's text taken when it
+# wrote some. A plain call (a function and JSON arguments; its backstop
+# armed around it when it has a timeout) runs inline, its function
+# resolved once per batch and its record kept in flat lists, which is
+# what makes tiny tasks cheap.
 
 
-def _caiclust_batch(call, call_pickled, items):
+def _caiclust_batch(call, call_pickled, rows, slack):
     import base64
+    import faulthandler
     import importlib
     import io
     import json
     import os
+    import pickle
     import socket
     import sys
     import threading
     import time
     import traceback
 
+    import gc
+
+    # Thousands of small lists per batch: the cyclic collector's default
+    # (a collection every 700 allocations) costs more than the calls.
+    # Raised for the batch, restored after.
+    gc_threshold = gc.get_threshold()
+    gc.set_threshold(max(gc_threshold[0], 100_000), *gc_threshold[1:])
+    rows = pickle.loads(rows)
     # How often the reporter looks for news (s), and the run time from
-    # which a finished task's result is published at once (s).
-    report_every, publish_at_once = 0.003, 0.0005
+    # which a finished task's result is published at once (ns).
+    report_every, publish_at_once = 0.003, 500_000
     try:
         from ipyparallel.datapub import publish_data
     except Exception:  # noqa: BLE001 - no streaming, results at the end
         publish_data = None
     pid, host = os.getpid(), socket.gethostname()
-    clock = time.time
-    results = []
-    # [index running, since (wall clock)], replaced as a whole (atomic).
-    now = [None, clock()]
+    clock = time.time_ns
+    backstop, disarm = faulthandler.dump_traceback_later, faulthandler.cancel_dump_traceback_later
+    # Plain results: batch index, task id, start and end (ns since the
+    # epoch), value as JSON text; appended in that order, `texts` last,
+    # so len(texts) is how many are complete. Others: (index, result).
+    indices, ids, starts, ends, texts = [], [], [], [], []
+    full = []
+    # (index running, since (ns)), replaced as a whole (atomic).
+    now = (None, clock())
     wake, end = threading.Event(), [False]
-    state = {"sent": 0, "chunks": 0}
+    state = {"plain": 0, "full": 0, "chunks": 0}
 
     def report():
-        sent, last = 0, None
-        seq = 0
+        seq, last = 0, None
         while True:
             wake.wait(report_every)
             wake.clear()
@@ -365,20 +389,22 @@ def _caiclust_batch(call, call_pickled, items):
                 # What is left goes back with the batch's own reply (the
                 # quicker way).
                 return
-            running, upto = now, len(results)
-            if upto > sent or running is not last:
+            running = now
+            a, b = state["plain"], len(texts)
+            fa, fb = state["full"], len(full)
+            if b > a or fb > fa or running is not last:
                 last = running
-                data = {"p": {"i": running[0], "since": running[1], "pid": pid,
+                data = {"p": {"i": running[0], "since": running[1] / 1e9, "pid": pid,
                               "host": host}}
-                if upto > sent:
-                    data[f"d{seq}"] = pack(results[sent:upto])
+                if b > a or fb > fa:
+                    data[f"d{seq}"] = pickle.dumps(pack(a, b, fa, fb), protocol=4)
                 try:
                     publish_data(data)
                 except Exception:  # noqa: BLE001 - the end result carries them
                     return
-                if upto > sent:
-                    sent, seq = upto, seq + 1
-                state["sent"], state["chunks"] = sent, seq
+                if b > a or fb > fa:
+                    seq += 1
+                    state["plain"], state["full"], state["chunks"] = b, fb, seq
 
     # Resolved task functions: a plain call of one (no backstop) runs here
     # without the per-call set-up of `call`, with the same results and
@@ -424,99 +450,118 @@ def _caiclust_batch(call, call_pickled, items):
                    "message": str(exc),
                    "traceback": "".join(traceback.format_exception(
                        type(exc), exc, exc.__traceback__))}
-        return {"err": err, "pid": pid, "started": started, "ended": clock()}
+        return {"err": err, "pid": pid, "started": started, "ended": time.time()}
 
-    def run_plain(fn, args):
-        started = clock()
-        try:
-            if isinstance(args, list):
-                value = fn(*args)
-            elif isinstance(args, dict):
-                value = fn(**args)
-            elif args is None:
-                value = fn()
-            else:
-                value = fn(args)
-        except BaseException as exc:  # noqa: BLE001 - every failure is reported
-            return failed(exc, started)
-        try:
-            text = to_json(value)
-        except (TypeError, ValueError) as exc:
+    def not_json(exc, started):
+        if isinstance(exc, (TypeError, ValueError)):
             if "Out of range float" in str(exc):
                 err = {"kind": "error",
                        "message": "the result holds NaN or infinity, which JSON cannot carry"}
             else:
                 err = {"kind": "exception", "type_name": "TypeError",
                        "message": f"result is not JSON-serialisable: {exc}", "traceback": ""}
-            return {"err": err, "pid": pid, "started": started, "ended": clock()}
-        except BaseException as exc:  # noqa: BLE001 - RecursionError, ...
-            return failed(exc, started)
-        return {"ok": text, "pid": pid, "started": started, "ended": clock()}
+            return {"err": err, "pid": pid, "started": started, "ended": time.time()}
+        return failed(exc, started)  # RecursionError, ...
 
-    def pack(entries):
-        # Results for the driver: those with output or an error as
-        # (index, result) pairs under "s"; plain values as JSON text the
-        # driver passes on as it is, "[id, started, runtime, value]" joined
-        # by commas under "t", their indices under "i", their total run
-        # time under "c".
-        slow, indices, rows, total = [], [], [], 0.0
-        for e in entries:
-            if len(e) == 2:
-                slow.append(e)
-                continue
-            index, tid, started, ended, text = e
-            runtime = ended - started if ended > started else 0.0
-            total += runtime
-            indices.append(index)
-            rows.append(f"[{tid:d},{started!r},{runtime!r},{text}]")
-        return {"s": slow, "i": indices, "t": ",".join(rows), "c": total, "pid": pid,
-                "host": host}
+    def pack(a, b, fa, fb):
+        # Results for the driver: plain values from a to b as the four
+        # texts it passes on unread ("ids", "starts", "ends": ns since the
+        # epoch, "values": JSON texts; each joined by commas), their batch
+        # indices ("i") and total run time ("c", s); the others, with
+        # output or an error, as (index, result) pairs under "s".
+        return {"s": full[fa:fb], "i": indices[a:b],
+                "ids": ",".join(map(str, ids[a:b])),
+                "starts": ",".join(map(str, starts[a:b])),
+                "ends": ",".join(map(str, ends[a:b])),
+                "values": ",".join(texts[a:b]),
+                "c": (sum(ends[a:b]) - sum(starts[a:b])) / 1e9, "pid": pid, "host": host}
 
     reporter = None
     if publish_data is not None:
         reporter = threading.Thread(target=report, daemon=True)
         reporter.start()
-    t0 = clock()
+    t0 = time.time()
     saved = sys.stdout, sys.stderr
     out, err = sys.stdout, sys.stderr = io.StringIO(), io.StringIO()
+    list_, dict_ = list, dict
     try:
-        for index, kind, name, data, timeout, backstop, tid in items:
-            now = [index, clock()]
+        for index, row in enumerate(rows):
+            tid, name, data, timeout = row[0], row[1], row[2], row[3]
             fn = None
-            if kind == "python" and not backstop:
+            if len(row) == 4:
                 fn = functions.get(name)
                 if fn is None:
+                    # (Its first import is not the call's own time.)
                     fn = functions[name] = resolve(name)
+            started = clock()
+            now = (index, started)
+            res = None
             if fn is not None:
-                res = run_plain(fn, data)
+                kind = type(data)
+                if timeout:
+                    # The backstop (see _caiclust_call), armed for this call.
+                    try:
+                        backstop(timeout + slack, exit=True, file=sys.__stderr__)
+                    except Exception:  # noqa: BLE001
+                        pass
+                try:
+                    if kind is list_:
+                        value = fn(*data)
+                    elif kind is dict_:
+                        value = fn(**data)
+                    elif data is None:
+                        value = fn()
+                    else:
+                        value = fn(data)
+                except BaseException as exc:  # noqa: BLE001 - every failure is reported
+                    res = failed(exc, started / 1e9)
+                else:
+                    try:
+                        text = to_json(value)
+                    except BaseException as exc:  # noqa: BLE001
+                        res = not_json(exc, started / 1e9)
+                if timeout:
+                    disarm()
+                if res is None and not out.tell() and not err.tell():
+                    # The common case, a JSON value and nothing else.
+                    ended = clock()
+                    indices.append(index)
+                    ids.append(tid)
+                    starts.append(started)
+                    ends.append(ended)
+                    texts.append(text)
+                    if ended - started >= publish_at_once:
+                        wake.set()
+                    continue
+                if res is None:
+                    res = {"ok": text, "pid": pid, "started": started / 1e9,
+                           "ended": time.time()}
             else:
-                res = (call_pickled if kind == "pickled" else call)(name, data, timeout,
-                                                                   backstop, False)
-            printed = False
+                backstop = timeout + slack if timeout else None
+                if len(row) > 4:
+                    res = call_pickled(name, row[4], timeout, backstop, False)
+                else:
+                    res = call(name, data, timeout, backstop, False)
             if out.tell():
                 res["stdout"] = base64.b64encode(
                     out.getvalue().encode("utf-8", "replace")).decode("ascii")
                 out = sys.stdout = io.StringIO()
-                printed = True
             if err.tell():
                 res["stderr"] = base64.b64encode(
                     err.getvalue().encode("utf-8", "replace")).decode("ascii")
                 err = sys.stderr = io.StringIO()
-                printed = True
-            if len(res) == 4 and "ok" in res and not printed and fn is not None:
-                # The common case, a JSON value and nothing else: compact.
-                results.append((index, tid, res["started"], res["ended"], res["ok"]))
-            else:
-                results.append((index, res))
-            if res["ended"] - res["started"] >= publish_at_once:
+            full.append((index, res))
+            if res["ended"] - res["started"] >= publish_at_once / 1e9:
                 # Worth a message of its own: out before the next task
                 # runs (an engine that dies then loses no finished task).
                 wake.set()
     finally:
         sys.stdout, sys.stderr = saved
+        gc.set_threshold(*gc_threshold)
     end[0] = True
     wake.set()
     if reporter is not None:
         reporter.join()
-    return {"results": pack(results[state["sent"]:]), "chunks": state["chunks"],
-            "cost": clock() - t0, "pid": pid, "host": host}
+    return {"results": pickle.dumps(pack(state["plain"], len(texts), state["full"], len(full)),
+                                    protocol=4),
+            "chunks": state["chunks"], "cost": time.time() - t0, "pid": pid, "host": host}

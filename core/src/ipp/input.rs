@@ -5,10 +5,30 @@
 //! group rather than one per task. Other messages (cancel, withdraw,
 //! shutdown) are written at once, after the submits queued before them:
 //! the driver reads everything in the order it was sent.
+//!
+//! While submits stream in (the last line went out less than [`BURST`]
+//! ago), the writer gathers them as long as more keep coming within
+//! [`GATHER_WAIT`] of each other, up to [`GATHER_MAX`] tasks or
+//! [`GATHER_LIMIT`], before it writes. A caller that submits thousands in
+//! a loop then reaches the driver in a line or two, which it hands out as
+//! one batch per engine; written as they came, they would make hundreds
+//! of short lines (the caller is descheduled now and then on a busy
+//! machine), each costing the driver a round of its loop, and small
+//! first batches. A submit after a pause goes out at once.
 
 use std::io::Write;
 use std::process::ChildStdin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Submits closer than this to the last line written count as a stream.
+const BURST: Duration = Duration::from_millis(2);
+/// A stream's submits closer than this to each other are gathered.
+const GATHER_WAIT: Duration = Duration::from_micros(500);
+/// At most this many tasks are gathered in a line ...
+const GATHER_MAX: usize = 16_384;
+/// ... for at most this long.
+const GATHER_LIMIT: Duration = Duration::from_millis(20);
 
 use serde_json::Value;
 
@@ -20,6 +40,8 @@ struct Queued {
     closed: bool,
     /// The writer waits for messages (it needs waking).
     idle: bool,
+    /// The writer gathers a stream's submits (wake it at GATHER_MAX).
+    gathering: bool,
 }
 
 pub(super) struct Input {
@@ -50,8 +72,9 @@ impl Input {
     pub(super) fn submit(&self, msg: String) {
         let mut q = relock(&self.queued);
         q.msgs.push(msg);
-        if q.idle {
+        if q.idle || (q.gathering && q.msgs.len() >= GATHER_MAX) {
             q.idle = false;
+            q.gathering = false;
             self.wake.notify_one();
         }
     }
@@ -79,6 +102,7 @@ impl Input {
     }
 
     fn write_queued(&self) {
+        let mut last_write: Option<Instant> = None;
         loop {
             {
                 let mut q = relock(&self.queued);
@@ -87,6 +111,21 @@ impl Input {
                     q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
                 }
                 q.idle = false;
+                let streaming = last_write.is_some_and(|t| t.elapsed() < BURST);
+                let since = Instant::now();
+                while streaming && q.msgs.len() < GATHER_MAX && !q.closed {
+                    let before = q.msgs.len();
+                    q.gathering = true;
+                    q = self
+                        .wake
+                        .wait_timeout_while(q, GATHER_WAIT, |q| q.gathering && !q.closed)
+                        .map(|(q, _)| q)
+                        .unwrap_or_else(|p| p.into_inner().0);
+                    q.gathering = false;
+                    if q.msgs.len() == before || since.elapsed() >= GATHER_LIMIT {
+                        break;
+                    }
+                }
                 if q.closed {
                     return;
                 }
@@ -105,6 +144,7 @@ impl Input {
             {
                 return;
             }
+            last_write = Some(Instant::now());
         }
     }
 }
@@ -148,5 +188,41 @@ mod tests {
         assert_eq!(v["op"], "submit_many");
         assert_eq!(v["tasks"][0]["id"], 1);
         assert_eq!(v["tasks"][1][0], 2);
+    }
+
+    /// A stream of submits reaches the driver in a few lines, every task
+    /// once and in order (here `cat` stands in for the driver).
+    #[cfg(unix)]
+    #[test]
+    fn a_stream_of_submits_travels_in_few_lines() {
+        use std::process::{Command, Stdio};
+        let out = tempfile::NamedTempFile::new().unwrap();
+        let mut cat = Command::new("cat")
+            .stdin(Stdio::piped())
+            .stdout(out.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        let input = Input::start(cat.stdin.take());
+        let n = 20_000u64;
+        for id in 0..n {
+            input.submit(json!([id, "m:f", [id], null]).to_string());
+        }
+        input.send(&json!({"op": "shutdown"})).unwrap();
+        input.close();
+        assert!(cat.wait().unwrap().success());
+        let text = std::fs::read_to_string(out.path()).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let ids: Vec<u64> = lines
+            .iter()
+            .filter(|v| v["op"] == "submit_many")
+            .flat_map(|v| v["tasks"].as_array().unwrap().iter())
+            .map(|t| t[0].as_u64().unwrap())
+            .collect();
+        assert_eq!(ids, (0..n).collect::<Vec<_>>());
+        assert_eq!(lines.last().unwrap()["op"], "shutdown");
+        assert!(lines.len() <= 40, "{} lines for {n} submits", lines.len());
     }
 }

@@ -62,14 +62,15 @@
 //! * **Size.** The driver keeps the mean run time of each function (`f`)
 //!   on the engines; a batch holds about 50 ms of work by those means
 //!   (each task counted at least 5 µs; at most 8192 tasks, and at most a
-//!   fair share of the queue per engine unless that share is under 5 ms
-//!   of work). A
+//!   fair share of the queue per engine, as it is when a round of
+//!   hand-outs begins, unless that share is under 5 ms of work). A
 //!   function with no time yet, a long one, a command, a pickled call
 //!   larger than 64 KiB and a task being retried go alone, on the
 //!   one-task path as before. So a run starts with single tasks, tiny ones
 //!   then travel by the thousand and long ones stay one by one, balanced
 //!   across the engines. Each engine has at most two batches out (one
-//!   running, one waiting); the rest waits in the driver.
+//!   running, one waiting); the rest waits in the driver. A task's time
+//!   excludes finding its function (a first import): it is the call's.
 //! * **Results** stream back while a batch runs: a thread on the engine
 //!   publishes (ipyparallel's data publication), every 3 ms while
 //!   something changed, and at once after a task of 0.5 ms or more, the
@@ -79,19 +80,31 @@
 //!   how many messages were published, so the driver finishes the batch
 //!   as soon as it has read them. Each task's standard output and error
 //!   are captured on its own.
-//! * **The engine's loop.** A plain call (a function and JSON arguments,
-//!   no backstop) runs inline, its function resolved once a batch, its
-//!   value written as JSON on the engine (common scalars directly); the
-//!   plain values of a stretch of the batch go back as one JSON text,
-//!   `[id, started, runtime, value]` rows, which the driver passes on to
-//!   the backend unread (`{"batch": ...}` blocks, `result_lines.rs`).
-//!   Output, an error, a pickled call or a backstop take the full path,
-//!   with the same results (`ipp_batches.rs` checks each kind batched
-//!   against the same task alone).
+//! * **Fresh rows.** The driver queues fresh Python calls with JSON
+//!   arguments as the rows it read, in runs of one function, with no
+//!   per-task object: a batch is a slice of a run, sent pickled as one
+//!   byte string (ipyparallel's serialisation of a list of thousands of
+//!   rows costs milliseconds on both ends; its pickling of the engine
+//!   functions, 1.5 ms a task, is done once). A task gets its own record
+//!   only when something happens to it alone: a cancel or withdraw (an
+//!   index of rows by id is built at the first), an error or output, a
+//!   timeout, an engine loss. The driver's cyclic garbage collector runs
+//!   every 100 000 allocations, not 700, with ipyparallel's state frozen
+//!   out of it; an engine's, during a batch.
+//! * **The engine's loop.** A plain call (a function and JSON arguments;
+//!   with a timeout, its backstop armed around it) runs inline, its
+//!   function resolved once a batch, its value written as JSON on the
+//!   engine (common scalars directly); the plain values of a stretch of
+//!   the batch go back as four texts (ids, starts and ends in ns, values),
+//!   which the driver passes on to the backend unread (`{"batch": ...}`
+//!   blocks, `result_lines.rs`). Output, an error or a pickled call take
+//!   the full path, with the same results (`ipp_batches.rs` checks each
+//!   kind batched against the same task alone).
 //! * **Wire.** Submits queued while the backend's writer thread writes
 //!   travel to the driver as one line (`{"op": "submit_many", ...}`; a
 //!   Python call with JSON arguments as a compact row `[id, f, args,
-//!   timeout]`), and
+//!   timeout]`; a stream of submits is gathered into a line or two,
+//!   `input.rs`), and
 //!   the results the driver has at the end of a round of its loop come
 //!   back as one line (`{"results": [...]}`), split into one event per
 //!   task here: per task it stays one `run`, one result. A result whose
@@ -119,7 +132,12 @@
 //!   batch no engine has begun, is dropped (the batch is taken back with
 //!   ipyparallel's abort, and its other tasks queue again once
 //!   ipyparallel reports it aborted; should an engine have begun it in
-//!   the meantime, their results from that run count). In a batch that
+//!   the meantime, their results from that run count). The cancelled or
+//!   withdrawn task itself is reported cancelled once the engine answers
+//!   "aborted": an engine answers an abort with "ok" even for a task it
+//!   has begun, so the task may have run after all, and then its own
+//!   result counts (a cancelled task alone seen running is then stopped
+//!   as a running one). In a batch that
 //!   began, a cancelled task's result says cancelled at once and whatever
 //!   the engine reports for it is dropped (it may still run there: the
 //!   batch holds about 50 ms of work and nothing reaches an engine in the
@@ -180,6 +198,8 @@ pub const DRIVER: &str = concat!(
     include_str!("clusters.py"),
     "\n\n",
     include_str!("driver_startup.py"),
+    "\n\n",
+    include_str!("driver_queue.py"),
     "\n\n",
     include_str!("driver_batches.py"),
     "\n\n",

@@ -6,8 +6,12 @@
 //!
 //! ```text
 //! {"batch": {"engine": E, "pid": P, "host": H, "attempts": N},
-//!  "items": [[ID, STARTED, RUNTIME, VALUE], ...]}
+//!  "ids": [ID, ...], "starts": [NS, ...], "ends": [NS, ...],
+//!  "values": [VALUE, ...]}
 //! ```
+//!
+//! (four arrays of one length: task, start and end in nanoseconds since
+//! the epoch, value).
 //!
 //! A block, or a single message, may also be a line of its own.
 
@@ -39,16 +43,23 @@ pub(super) fn split(msg: Value) -> Vec<Message> {
 }
 
 fn one(msg: Value) -> Message {
-    if msg.get("batch").is_some() && msg.get("items").is_some() {
+    if msg.get("batch").is_some() && msg.get("ids").is_some() {
         Message::Results(batch_results(msg))
     } else {
         Message::One(msg)
     }
 }
 
-/// The results of a batch block; a malformed item is skipped (its task
-/// then ends as the driver's end decides: the block came from our own
-/// engine code, so this does not happen in practice).
+fn array(block: &mut Value, key: &str) -> Vec<Value> {
+    match block[key].take() {
+        Value::Array(items) => items,
+        _ => Vec::new(),
+    }
+}
+
+/// The results of a batch block. An item without an integer id is
+/// skipped, and a start or end that is not a time gives none (the block
+/// comes from our own engine code, so this does not happen in practice).
 fn batch_results(mut block: Value) -> Vec<TaskResult> {
     let head = block["batch"].take();
     let attempts = head["attempts"]
@@ -61,33 +72,27 @@ fn batch_results(mut block: Value) -> Vec<TaskResult> {
         .as_u64()
         .and_then(|e| usize::try_from(e).ok())
         .map(|e| e + 1);
-    let Value::Array(items) = block["items"].take() else {
-        return Vec::new();
-    };
-    items
-        .into_iter()
-        .filter_map(|item| {
-            let Value::Array(mut fields) = item else {
-                return None;
-            };
-            if fields.len() != 4 {
-                return None;
-            }
-            let value = fields.pop()?;
-            let id = fields[0].as_u64()?;
-            let mut r = TaskResult::bare(id, Outcome::Succeeded { value });
+    let ids = array(&mut block, "ids");
+    let starts = array(&mut block, "starts");
+    let ends = array(&mut block, "ends");
+    let values = array(&mut block, "values");
+    ids.iter()
+        .zip(values)
+        .enumerate()
+        .filter_map(|(i, (id, value))| {
+            let mut r = TaskResult::bare(id.as_u64()?, Outcome::Succeeded { value });
             r.attempts = attempts;
             r.pid = pid;
             r.slot = slot;
-            r.started = fields[1]
-                .as_f64()
-                .filter(|s| s.is_finite() && *s > 0.0)
-                .and_then(|s| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs_f64(s)));
-            r.runtime = fields[2]
-                .as_f64()
-                .filter(|s| s.is_finite() && *s >= 0.0)
-                .map(Duration::from_secs_f64)
-                .unwrap_or_default();
+            let start = starts.get(i).and_then(Value::as_u64);
+            let end = ends.get(i).and_then(Value::as_u64);
+            r.started = start
+                .filter(|s| *s > 0)
+                .and_then(|s| SystemTime::UNIX_EPOCH.checked_add(Duration::from_nanos(s)));
+            r.runtime = match (start, end) {
+                (Some(s), Some(e)) => Duration::from_nanos(e.saturating_sub(s)),
+                _ => Duration::ZERO,
+            };
             Some(r)
         })
         .collect()
@@ -120,7 +125,9 @@ mod tests {
         let line = json!({"results": [
             {"id": 3, "ok": 1, "attempts": 1},
             {"batch": {"engine": 0, "pid": 7, "host": "h", "attempts": 1},
-             "items": [[5, 1.5e9, 0.25, {"a": [1]}], [4, 1.5e9, 0.0, "x"]]},
+             "ids": [5, 4], "starts": [1_500_000_000_000_000_000_u64, 1_500_000_000_250_000_000_u64],
+             "ends": [1_500_000_000_250_000_000_u64, 1_500_000_000_250_000_000_u64],
+             "values": [{"a": [1]}, "x"]},
             {"id": 1, "err": {"kind": "cancelled", "reason": "cancelled"}, "attempts": 0},
         ]});
         assert_eq!(ids(&split(line)), [3, 5, 4, 1]);
@@ -133,13 +140,16 @@ mod tests {
     #[test]
     fn a_batch_block_gives_each_task_its_result() {
         let block = json!({"batch": {"engine": 1, "pid": 42, "host": "h", "attempts": 2},
-                           "items": [[9, 1.7e9, 0.5, [1, "two"]], ["bad"], [10, 1.7e9, -1.0, null]]});
+                           "ids": [9, "bad", 10],
+                           "starts": [1_700_000_000_000_000_000_u64, 0, 1_700_000_000_900_000_000_u64],
+                           "ends": [1_700_000_000_500_000_000_u64, 0, 1_700_000_000_800_000_000_u64],
+                           "values": [[1, "two"], 0, null]});
         let mut msgs = split(block);
         assert_eq!(msgs.len(), 1);
         let Some(Message::Results(rs)) = msgs.pop() else {
             panic!("not a block");
         };
-        assert_eq!(rs.len(), 2, "the malformed item is skipped");
+        assert_eq!(rs.len(), 2, "the item without an id is skipped");
         let r = &rs[0];
         assert_eq!(r.id, 9);
         assert_eq!(
@@ -150,7 +160,16 @@ mod tests {
         );
         assert_eq!((r.attempts, r.pid, r.slot), (2, Some(42), Some(2)));
         assert_eq!(r.runtime, Duration::from_millis(500));
-        assert!(r.started.is_some());
-        assert_eq!(rs[1].runtime, Duration::ZERO, "a negative run time is none");
+        assert_eq!(
+            r.started,
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        );
+        assert_eq!(rs[1].id, 10);
+        assert_eq!(rs[1].outcome, Outcome::Succeeded { value: json!(null) });
+        assert_eq!(
+            rs[1].runtime,
+            Duration::ZERO,
+            "an end before the start is no run time"
+        );
     }
 }

@@ -150,6 +150,11 @@ class Task:
     batch = None  # the Batch of the current attempt, if it travels in one
     alone = False  # retried after its engine died: never batched again
     slot = False  # a batchable task sent alone: holds a batch slot
+    index = None  # its index in its batch
+    # Cancelled or withdrawn while ipyparallel held it, the abort asked:
+    # the reason, told once the engine answers "aborted" (if the engine
+    # had begun it meanwhile, its own result counts).
+    withdrawn = None
     payload = payload_error = None
 
     def __init__(self, msg):
@@ -175,6 +180,25 @@ class Task:
         t.msg = {"kind": "python", "f": f, "a": a}
         t.history = []
         return t
+
+
+PREPICKLED = {}
+
+
+def prepickled(fn):
+    """The engine function `fn`, serialised once (ipyparallel's
+    PrePickled): ipyparallel otherwise pickles a function's code for
+    every task, 1.5 ms of the driver's time each."""
+    pre = PREPICKLED.get(fn)
+    if pre is None:
+        try:
+            from ipyparallel.serialize import PrePickled
+
+            pre = PrePickled(fn)
+        except Exception:  # noqa: BLE001 - an ipyparallel without it
+            pre = fn
+        PREPICKLED[fn] = pre
+    return pre
 
 
 def task_metadata(t):
@@ -222,10 +246,20 @@ def pid_alive(pid):
 class Batch:
     """Tasks that travel to one engine as one ipyparallel task
     (engine.py's _caiclust_batch); each keeps its own result, timeout,
-    retries and cancel."""
+    retries and cancel.
 
-    def __init__(self, tasks):
-        self.tasks = tasks
+    `rows` are what the engine gets (`[id, function, args, timeout]`, or
+    `[..., payload]` for a pickled call). A batch of fresh submits (`tasks`
+    None) has no Task per row until one is needed (a cancel, an error, a
+    retry: Driver.task_at); then `tasks[i]` holds it. `done[i]` marks a
+    row whose result went out."""
+
+    def __init__(self, rows, tasks=None):
+        self.rows = rows
+        self.fresh = tasks is None  # rows of first attempts, no Task made yet
+        self.tasks = [None] * len(rows) if tasks is None else tasks
+        self.made = 0 if tasks is None else len(rows)  # Tasks in self.tasks
+        self.done = bytearray(len(rows))
         self.ar = None
         self.msg_id = None
         self.engine = None
@@ -242,5 +276,33 @@ class Batch:
         self.where = None  # (engine, pid, host) of its last quick result
         self.where_text = ""  # ... as JSON members
 
-    def unfinished(self):
-        return [t for t in self.tasks if not t.done and t.batch is self]
+    def is_done(self, i):
+        if self.done[i]:
+            return True
+        t = self.tasks[i]
+        return t is not None and (t.done or t.batch is not self)
+
+
+class RowRun:
+    """Fresh submits of one function in a row, as the parent sent them
+    (compact rows `[id, function, args, timeout]`): queued without a Task
+    each. Batches take slices from the front (`pos`); a row taken out on
+    its own (a cancel, a task alone) leaves None. `taken` records where
+    each slice went: (first index, Batch)."""
+
+    def __init__(self, rows):
+        self.rows = rows
+        self.f = rows[0][1]
+        self.pos = 0
+        self.holes = 0  # rows taken out on their own (None)
+        self.taken = []
+
+    def left(self):
+        return len(self.rows) - self.pos
+
+    def batch_of(self, i):
+        """The batch that took row i (< pos), and its index there."""
+        for first, b in reversed(self.taken):
+            if first <= i:
+                return (b, i - first) if i - first < len(b.rows) else (None, None)
+        return None, None
