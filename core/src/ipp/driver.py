@@ -289,6 +289,11 @@ class Driver(DriverStartup, DriverQueue, DriverBatches):
         if t.stopping is not None:
             self.stopped(t)
             return
+        if t.withdrawn is not None:
+            # Cancelled or withdrawn before it began: not sent again.
+            t.attempts = max(0, t.attempts - 1)
+            self.finish(t, err={"kind": "cancelled", "reason": t.withdrawn})
+            return
         t.history.append({"kind": "worker_died", "exit": None,
                           "pid": t.pid or engine_pid or 0, "reason": reason})
         self.forget_attempt(t)
